@@ -1,0 +1,58 @@
+#include <csignal>
+#include <cstring>
+
+#include "cli/cli.h"
+#include "common/error.h"
+#include "common/strings.h"
+
+namespace upstream::cli {
+
+Limits parse_limits(const std::string& cpus, const std::string& memory, const std::string& pids,
+                    const std::string& disk) {
+  Limits l;
+  if (!cpus.empty()) l.cpu_milli = parse_cpus_milli(cpus);
+  if (!memory.empty()) l.memory = parse_size(memory, "memory limit");
+  if (!disk.empty()) l.disk = parse_size(disk, "disk limit");
+  if (!pids.empty()) {
+    std::string t = trim(pids);
+    if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos || t.size() > 9)
+      throw_invalid("invalid pids limit '" + pids + "': expected a whole number");
+    l.pids = std::stoull(t);
+  }
+  return l;
+}
+
+std::vector<std::string> parse_env_list(const std::vector<std::string>& items) {
+  std::vector<std::string> out;
+  for (const auto& item : items) {
+    auto [k, v] = parse_env_entry(item);
+    out.push_back(k + "=" + v);
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_labels(const std::vector<std::string>& items) {
+  std::map<std::string, std::string> out;
+  for (const auto& item : items) {
+    auto [k, v] = parse_label(item);
+    out[k] = v;
+  }
+  return out;
+}
+
+int parse_signal(const std::string& text) {
+  std::string t = text;
+  for (auto& c : t) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (!t.empty() && t.find_first_not_of("0123456789") == std::string::npos) {
+    int n = std::stoi(t);
+    if (n >= 1 && n < NSIG) return n;
+  }
+  if (starts_with(t, "SIG")) t = t.substr(3);
+  for (int s = 1; s < NSIG; s++) {
+    const char* name = sigabbrev_np(s);
+    if (name && t == name) return s;
+  }
+  throw_invalid("unknown signal '" + text + "'");
+}
+
+}  // namespace upstream::cli

@@ -1,0 +1,569 @@
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include "cli/cli.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/strings.h"
+#include "common/time.h"
+
+namespace upstream::cli {
+
+using nlohmann::json;
+
+namespace {
+
+struct CreateOpts {
+  std::string name, image = "host", cpus, memory, pids, disk, user, workdir;
+  std::vector<std::string> env, labels;
+};
+
+void add_create_options(CLI::App* c, CreateOpts& o) {
+  c->add_option("--name", o.name, "Name of the box (also its hostname)");
+  c->add_option("--image", o.image, "host (default), dir:/path/to/rootfs or tar:/path/to/rootfs.tar[.gz|.zst]");
+  c->add_option("--label,-l", o.labels, "Label key=value (repeatable)");
+  c->add_option("--env,-e", o.env, "Environment KEY=VALUE for every exec (repeatable)");
+  c->add_option("--cpus", o.cpus, "CPU limit, e.g. 1 or 0.5");
+  c->add_option("--memory,-m", o.memory, "Memory limit, e.g. 512m or 2g (default 2g)");
+  c->add_option("--pids", o.pids, "Process limit (default 4096)");
+  c->add_option("--disk", o.disk, "Disk limit of the box's writable layer, e.g. 5g (default 10g)");
+  c->add_option("--user,-u", o.user, "Default user of execs: root, user, a name or uid[:gid] (default root)");
+  c->add_option("--workdir,-w", o.workdir, "Default working directory (default /home/user)");
+}
+
+BoxSpec spec_from(const CreateOpts& o) {
+  BoxSpec s;
+  s.name = o.name;
+  s.image = o.image;
+  s.labels = parse_labels(o.labels);
+  s.env = parse_env_list(o.env);
+  s.limits = parse_limits(o.cpus, o.memory, o.pids, o.disk);
+  if (!o.user.empty()) s.user = o.user;
+  if (!o.workdir.empty()) s.workdir = o.workdir;
+  return s;
+}
+
+struct ExecOpts {
+  bool interactive = false, tty = false, detach = false;
+  std::string cwd, user, timeout, shell;
+  std::vector<std::string> env;
+};
+
+void add_exec_options(CLI::App* c, ExecOpts& o) {
+  c->add_flag("--interactive,-i", o.interactive, "Stream stdin to the command");
+  c->add_flag("--tty,-t", o.tty, "Run the command on a terminal");
+  c->add_flag("--detach,-d", o.detach, "Run in the background and print the exec number");
+  c->add_option("--env,-e", o.env, "Environment KEY=VALUE (repeatable)");
+  c->add_option("--cwd", o.cwd, "Working directory inside the box");
+  c->add_option("--user,-u", o.user, "User: root, user, a name or uid[:gid]");
+  c->add_option("--timeout", o.timeout, "Kill the command (and everything it started) after this long, e.g. 30s");
+  c->add_option("--shell,-c", o.shell, "Run this shell command line (bash -c) instead of a command");
+}
+
+ExecSpec exec_spec_from(const ExecOpts& o, std::vector<std::string> argv) {
+  ExecSpec s;
+  if (!argv.empty() && argv[0] == "--") argv.erase(argv.begin());
+  s.argv = argv;
+  s.shell = o.shell;
+  s.env = parse_env_list(o.env);
+  s.cwd = o.cwd;
+  s.user = o.user;
+  if (!o.timeout.empty()) s.timeout_ms = parse_duration_ms(o.timeout, "timeout");
+  s.stdin = o.interactive;
+  s.tty = o.tty;
+  s.background = o.detach;
+  if (s.tty) {
+    winsize ws{};
+    if (::ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row) {
+      s.rows = ws.ws_row;
+      s.cols = ws.ws_col;
+    }
+  }
+  return s;
+}
+
+// Puts the local terminal in raw mode for the lifetime of the object.
+class RawTerminal {
+ public:
+  RawTerminal() {
+    if (::isatty(0) && ::tcgetattr(0, &saved_) == 0) {
+      termios raw = saved_;
+      ::cfmakeraw(&raw);
+      ::tcsetattr(0, TCSANOW, &raw);
+      active_ = true;
+    }
+  }
+  ~RawTerminal() {
+    if (active_) ::tcsetattr(0, TCSANOW, &saved_);
+  }
+
+ private:
+  termios saved_{};
+  bool active_ = false;
+};
+
+// Runs an exec in the foreground: output to our stdout/stderr, signals forwarded. Returns the
+// code to exit with.
+int run_foreground(Engine& engine, const std::string& box, const ExecSpec& spec) {
+  auto session = engine.start_exec(box, spec);
+  if (session->finished()) {
+    ExecRecord r = session->wait({});
+    std::cerr << r.stderr_tail << std::flush;
+    return r.exit_code.value_or(kExitExecError);
+  }
+  if (spec.background) {
+    std::cout << session->seq() << std::endl;
+    return 0;
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH}) sigaddset(&set, s);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  UniqueFd sigfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  int interrupts = 0;
+  std::unique_ptr<RawTerminal> raw;
+  if (spec.tty) raw = std::make_unique<RawTerminal>();
+  auto on_event = [&]() {
+    signalfd_siginfo si;
+    while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+      int sig = static_cast<int>(si.ssi_signo);
+      if (sig == SIGWINCH) {
+        winsize ws{};
+        if (::ioctl(0, TIOCGWINSZ, &ws) == 0) session->resize(ws.ws_row, ws.ws_col);
+      } else {
+        // First interrupt: passed on to the command. Second: the command and all it started die.
+        session->signal(++interrupts > 1 ? SIGKILL : sig);
+      }
+    }
+  };
+  auto sink = [](Stream s, std::string_view d) {
+    write_all(s == Stream::stdout_ ? 1 : 2, d.data(), d.size());
+  };
+  ExecRecord r = session->wait(sink, (spec.stdin || spec.tty) ? 0 : -1, sigfd.get(), on_event);
+  raw.reset();
+  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  if (r.timed_out)
+    std::cerr << "upstream: command timed out after " << format_duration_ms(spec.timeout_ms)
+              << "; it and every process it started were killed" << std::endl;
+  else if (r.oom_killed)
+    std::cerr << "upstream: command was killed: the box ran out of memory" << std::endl;
+  else if (r.state == "lost" || r.reason == "box-stopped")
+    std::cerr << "upstream: the box stopped while the command ran" << std::endl;
+  return r.exit_code.value_or(kExitExecError);
+}
+
+std::string exec_command_text(const ExecRecord& e) {
+  if (e.argv.size() == 3 && (e.argv[0] == "/bin/bash" || e.argv[0] == "/bin/sh") && e.argv[1] == "-c") return e.argv[2];
+  return shell_join(e.argv);
+}
+
+std::string exec_result_text(const ExecRecord& e) {
+  if (e.state == "running") return "running";
+  if (e.state == "lost") return "lost (box stopped)";
+  if (e.timed_out) return "timed out";
+  if (e.oom_killed) return "out of memory";
+  if (e.state == "failed") return "failed (" + std::to_string(e.exit_code.value_or(-1)) + ")";
+  if (e.signal) return std::string("signal ") + (sigabbrev_np(e.signal) ? sigabbrev_np(e.signal) : "?");
+  return "exit " + std::to_string(e.exit_code.value_or(-1));
+}
+
+// "ID:path" on one side of cp. A local path containing ':' can be written as ./a:b.
+bool split_box_path(const std::string& arg, std::string& box, std::string& path) {
+  auto colon = arg.find(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string head = arg.substr(0, colon);
+  if (head.find('/') != std::string::npos || head == "." || head == "..") return false;
+  box = head;
+  path = arg.substr(colon + 1);
+  return true;
+}
+
+void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<BoxEvent>& events) {
+  int64_t now = now_ms();
+  auto row = [](const std::string& k, const std::string& v) { std::cout << k << ":" << std::string(13 - k.size(), ' ') << v << "\n"; };
+  row("ID", b.id);
+  row("Name", b.name);
+  row("State", b.state + (b.state_reason.empty() ? "" : " (" + b.state_reason + ")"));
+  row("Image", b.spec.image);
+  row("Created", format_time(b.created_at) + " (" + format_ago(b.created_at, now) + ")");
+  if (b.started_at) row("Started", format_time(b.started_at));
+  if (b.stopped_at) row("Stopped", format_time(b.stopped_at));
+  row("Limits", limits_text(b.spec.limits));
+  row("User", b.spec.user);
+  row("Workdir", b.spec.workdir);
+  row("Network", b.spec.network);
+  if (!b.spec.labels.empty()) {
+    std::vector<std::string> l;
+    for (const auto& [k, v] : b.spec.labels) l.push_back(k + "=" + v);
+    row("Labels", join(l, " "));
+  }
+  if (!b.spec.env.empty()) row("Env", join(b.spec.env, " "));
+  if (b.state == box_state::running) row("Init pid", std::to_string(b.init_pid));
+  std::string usage = "cpu " + format_duration_ms(u.cpu_us / 1000) + ", memory " + format_bytes(u.memory) +
+                      " (peak " + format_bytes(u.memory_peak) + ")";
+  if (u.disk_bytes) usage += ", disk " + format_bytes(*u.disk_bytes);
+  if (u.oom_kills) usage += ", " + std::to_string(u.oom_kills) + " OOM kills";
+  row("Usage", usage);
+  std::cout << "Events:\n";
+  for (const auto& e : events) std::cout << "  " << format_time(e.at) << "  " << e.state << "  " << e.reason << "\n";
+  std::cout.flush();
+}
+
+}  // namespace
+
+void add_box_commands(CLI::App& app, Context& ctx) {
+  CLI::App* box = app.add_subcommand("box", "Create and use boxes")->require_subcommand(1);
+
+  // create ------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("create", "Create a box and start it; prints its id");
+    auto o = std::make_shared<CreateOpts>();
+    add_create_options(c, *o);
+    c->callback([&ctx, o] {
+      BoxRecord b = ctx.engine().create_box(spec_from(*o));
+      if (ctx.json)
+        print_json(box_json(b));
+      else
+        std::cout << b.id << std::endl;
+    });
+  }
+
+  // run ---------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("run", "Create a box, run one command in it (and remove it with --rm)");
+    auto o = std::make_shared<CreateOpts>();
+    auto x = std::make_shared<ExecOpts>();
+    auto rm = std::make_shared<bool>(false);
+    auto argv = std::make_shared<std::vector<std::string>>();
+    add_create_options(c, *o);
+    c->add_flag("--rm", *rm, "Remove the box when the command ends");
+    c->add_flag("--interactive,-i", x->interactive, "Stream stdin to the command");
+    c->add_flag("--tty,-t", x->tty, "Run the command on a terminal");
+    c->add_option("--cwd", x->cwd, "Working directory inside the box");
+    c->add_option("--timeout", x->timeout, "Kill the command after this long, e.g. 30s");
+    c->add_option("--shell,-c", x->shell, "Run this shell command line instead of a command");
+    c->add_option("command", *argv, "Command and arguments (after --)");
+    c->callback([&ctx, o, x, rm, argv] {
+      ExecSpec spec = exec_spec_from(*x, *argv);
+      validate_exec_spec(spec);
+      Engine& e = ctx.engine();
+      BoxRecord b = e.create_box(spec_from(*o));
+      int code;
+      try {
+        code = run_foreground(e, b.id, spec);
+      } catch (...) {
+        if (*rm) e.remove_box(b.id, true);
+        throw;
+      }
+      if (*rm) e.remove_box(b.id, true);
+      if (code != 0) throw ExitCode{code};
+    });
+  }
+
+  // ls ----------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("ls", "List boxes")->alias("list");
+    auto labels = std::make_shared<std::vector<std::string>>();
+    auto state = std::make_shared<std::string>();
+    auto quiet = std::make_shared<bool>(false);
+    c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)");
+    c->add_option("--state", *state, "Only boxes in this state (running, stopped, ...)")
+        ->check(CLI::IsMember({"creating", "starting", "running", "stopping", "stopped", "removing"}));
+    c->add_flag("--quiet,-q", *quiet, "Print only ids");
+    c->callback([&ctx, labels, state, quiet] {
+      store::BoxFilter f;
+      f.labels = parse_labels(*labels);
+      f.state = *state;
+      auto boxes = ctx.engine().list_boxes(f);
+      if (ctx.json) {
+        json arr = json::array();
+        for (const auto& b : boxes) arr.push_back(box_json(b));
+        print_json(arr);
+        return;
+      }
+      if (*quiet) {
+        for (const auto& b : boxes) std::cout << b.id << "\n";
+        return;
+      }
+      int64_t now = now_ms();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& b : boxes)
+        rows.push_back({b.id, b.name, b.spec.image, b.state, format_ago(b.created_at, now)});
+      print_table({"ID", "NAME", "IMAGE", "STATE", "CREATED"}, rows);
+    });
+  }
+
+  // inspect -----------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("inspect", "Show a box in detail");
+    auto refs = std::make_shared<std::vector<std::string>>();
+    c->add_option("box", *refs, "Box id, id prefix or name")->required();
+    c->callback([&ctx, refs] {
+      Engine& e = ctx.engine();
+      json arr = json::array();
+      for (const auto& r : *refs) {
+        BoxRecord b = e.get_box(r);
+        BoxUsage u = e.usage(b.id);
+        auto ev = e.events(b.id);
+        if (ctx.json)
+          arr.push_back(box_json(b, &u, &ev));
+        else
+          print_box_human(b, u, ev);
+      }
+      if (ctx.json) print_json(refs->size() == 1 ? arr[0] : arr);
+    });
+  }
+
+  // usage -------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("usage", "Show a box's resource usage");
+    auto ref = std::make_shared<std::string>();
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->callback([&ctx, ref] {
+      BoxUsage u = ctx.engine().usage(*ref);
+      json j = {{"cpu_seconds", static_cast<double>(u.cpu_us) / 1e6}, {"memory_bytes", u.memory},
+                {"memory_peak_bytes", u.memory_peak}, {"pids", u.pids}, {"oom_kills", u.oom_kills}};
+      if (u.disk_bytes) j["disk_bytes"] = *u.disk_bytes;
+      if (ctx.json) {
+        print_json(j);
+        return;
+      }
+      std::cout << "cpu:          " << format_duration_ms(u.cpu_us / 1000) << " active\n"
+                << "memory:       " << format_bytes(u.memory) << " (peak " << format_bytes(u.memory_peak) << ")\n"
+                << "processes:    " << u.pids << "\n"
+                << "oom kills:    " << u.oom_kills << "\n";
+      if (u.disk_bytes) std::cout << "disk:         " << format_bytes(*u.disk_bytes) << "\n";
+    });
+  }
+
+  // exec --------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("exec", "Run a command in a running box: exec [options] BOX -- COMMAND [ARGS...]");
+    auto x = std::make_shared<ExecOpts>();
+    add_exec_options(c, *x);
+    c->prefix_command();
+    c->allow_extras();
+    c->fallthrough(false);
+    c->callback([&ctx, c, x] {
+      std::vector<std::string> rest = c->remaining();
+      if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
+      if (rest.empty()) throw_invalid("no box given: upstream box exec [options] BOX -- COMMAND [ARGS...]");
+      std::string ref = rest[0];
+      rest.erase(rest.begin());
+      ExecSpec spec = exec_spec_from(*x, rest);
+      int code = run_foreground(ctx.engine(), ref, spec);
+      if (code != 0) throw ExitCode{code};
+    });
+  }
+
+  // ps ----------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("ps", "List the running execs of a box");
+    auto ref = std::make_shared<std::string>();
+    auto all = std::make_shared<bool>(false);
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->add_flag("--all,-a", *all, "Include finished execs (the last 50)");
+    c->callback([&ctx, ref, all] {
+      auto execs = ctx.engine().list_execs(*ref, !*all, *all ? 50 : 0);
+      if (ctx.json) {
+        json arr = json::array();
+        for (const auto& e : execs) arr.push_back(exec_json(e));
+        print_json(arr);
+        return;
+      }
+      int64_t now = now_ms();
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& e : execs)
+        rows.push_back({std::to_string(e.seq), e.background ? "background" : "foreground", exec_result_text(e),
+                        format_ago(e.started_at, now), exec_command_text(e)});
+      print_table({"EXEC", "MODE", "STATE", "STARTED", "COMMAND"}, rows);
+    });
+  }
+
+  // logs --------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("logs", "Exec history of a box, or the output of one exec");
+    auto ref = std::make_shared<std::string>();
+    auto seq = std::make_shared<uint64_t>(0);
+    auto follow = std::make_shared<bool>(false);
+    auto only_out = std::make_shared<bool>(false), only_err = std::make_shared<bool>(false);
+    auto limit = std::make_shared<size_t>(50);
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->add_option("exec", *seq, "Exec number (see `upstream box logs BOX`)");
+    c->add_flag("--follow,-f", *follow, "Keep printing output until the exec ends");
+    c->add_flag("--stdout", *only_out, "Only standard output");
+    c->add_flag("--stderr", *only_err, "Only standard error");
+    c->add_option("--last,-n", *limit, "How many execs to list (default 50)");
+    c->callback([&ctx, ref, seq, follow, only_out, only_err, limit] {
+      Engine& e = ctx.engine();
+      if (*seq == 0) {
+        auto execs = e.list_execs(*ref, false, *limit);
+        if (ctx.json) {
+          json arr = json::array();
+          for (const auto& x : execs) arr.push_back(exec_json(x));
+          print_json(arr);
+          return;
+        }
+        int64_t now = now_ms();
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& x : execs) {
+          std::string dur = x.ended_at ? format_duration_ms(static_cast<uint64_t>(x.ended_at - x.started_at)) : "-";
+          rows.push_back({std::to_string(x.seq), exec_result_text(x), dur, format_ago(x.started_at, now),
+                          exec_command_text(x)});
+        }
+        print_table({"EXEC", "RESULT", "DURATION", "STARTED", "COMMAND"}, rows);
+        return;
+      }
+      auto rec = e.get_exec(*ref, *seq);
+      if (!rec) throw Error(Errc::not_found, "box " + *ref + " has no exec " + std::to_string(*seq));
+      if (ctx.json) {
+        json j = exec_json(*rec);
+        j["stdout_tail"] = rec->stdout_tail;
+        j["stderr_tail"] = rec->stderr_tail;
+        print_json(j);
+        return;
+      }
+      auto [out_path, err_path] = e.exec_log_paths(*ref, *seq);
+      bool want_out = !*only_err, want_err = !*only_out;
+      UniqueFd out(want_out ? ::open(out_path.c_str(), O_RDONLY | O_CLOEXEC) : -1);
+      UniqueFd err(want_err ? ::open(err_path.c_str(), O_RDONLY | O_CLOEXEC) : -1);
+      if (want_out && !out && !rec->stdout_tail.empty()) write_all(1, rec->stdout_tail);
+      if (want_err && !err && !rec->stderr_tail.empty()) write_all(2, rec->stderr_tail);
+      char buf[65536];
+      auto copy = [&](UniqueFd& fd, int to) {
+        if (!fd) return false;
+        bool any = false;
+        ssize_t n;
+        while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) {
+          write_all(to, buf, static_cast<size_t>(n));
+          any = true;
+        }
+        return any;
+      };
+      for (;;) {
+        copy(out, 1);
+        copy(err, 2);
+        if (!*follow) break;
+        auto now = e.get_exec(*ref, *seq);
+        if (!now || now->state != "running") {
+          // The exec ended: print whatever arrived in the meantime and stop.
+          copy(out, 1);
+          copy(err, 2);
+          break;
+        }
+        if (!out && want_out) out.reset(::open(out_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!err && want_err) err.reset(::open(err_path.c_str(), O_RDONLY | O_CLOEXEC));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+
+  // kill --------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("kill", "Kill an exec and every process it started");
+    auto ref = std::make_shared<std::string>();
+    auto seq = std::make_shared<uint64_t>(0);
+    auto sig = std::make_shared<std::string>("KILL");
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->add_option("exec", *seq, "Exec number")->required();
+    c->add_option("--signal,-s", *sig, "Signal to send to every process of the exec (default KILL)");
+    c->callback([&ctx, ref, seq, sig] { ctx.engine().kill_exec(*ref, *seq, parse_signal(*sig)); });
+  }
+
+  // cp ----------------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("cp", "Copy files: cp BOX:PATH LOCAL, cp LOCAL BOX:PATH ('-' is a tar stream)");
+    auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
+    auto user = std::make_shared<std::string>();
+    c->add_option("source", *src, "BOX:PATH or a local path")->required();
+    c->add_option("destination", *dst, "LOCAL path or BOX:PATH")->required();
+    c->add_option("--user,-u", *user, "Read and write in the box as this user (default: the box's user)");
+    c->callback([&ctx, src, dst, user] {
+      std::string sbox, spath, dbox, dpath;
+      bool from_box = split_box_path(*src, sbox, spath);
+      bool to_box = split_box_path(*dst, dbox, dpath);
+      if (from_box == to_box)
+        throw_invalid("exactly one of source and destination must be BOX:PATH (got '" + *src + "' and '" + *dst + "')");
+      Engine& e = ctx.engine();
+      if (from_box) {
+        BoxRecord b = e.get_box(sbox);
+        auto fs = e.files(b.id, *user);
+        std::string path = box_path(spath.empty() ? "." : spath, b.spec.workdir);
+        if (*dst == "-")
+          fs->download_tar(path, 1);
+        else
+          fs->copy_out(path, *dst);
+      } else {
+        BoxRecord b = e.get_box(dbox);
+        auto fs = e.files(b.id, *user);
+        std::string path = box_path(dpath.empty() ? "." : dpath, b.spec.workdir);
+        if (*src == "-")
+          fs->upload_tar(path, 0);
+        else
+          fs->copy_in(*src, path);
+      }
+    });
+  }
+
+  // stop / start / rm ---------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand("stop", "Stop boxes: their processes end, their files stay");
+    auto refs = std::make_shared<std::vector<std::string>>();
+    auto grace = std::make_shared<std::string>("10s");
+    c->add_option("box", *refs, "Box ids or names")->required();
+    c->add_option("--time,-t", *grace, "How long processes get to exit after SIGTERM (default 10s)");
+    c->callback([&ctx, refs, grace] {
+      uint64_t ms = parse_duration_ms(*grace, "stop timeout");
+      for (const auto& r : *refs) {
+        BoxRecord b = ctx.engine().stop_box(r, static_cast<int64_t>(ms));
+        if (!ctx.json) std::cout << b.id << std::endl;
+      }
+    });
+  }
+  {
+    auto* c = box->add_subcommand("start", "Start stopped boxes with the files they had");
+    auto refs = std::make_shared<std::vector<std::string>>();
+    c->add_option("box", *refs, "Box ids or names")->required();
+    c->callback([&ctx, refs] {
+      for (const auto& r : *refs) {
+        BoxRecord b = ctx.engine().start_box(r);
+        if (ctx.json)
+          print_json(box_json(b));
+        else
+          std::cout << b.id << std::endl;
+      }
+    });
+  }
+  {
+    auto* c = box->add_subcommand("rm", "Remove boxes and everything in them")->alias("remove");
+    auto refs = std::make_shared<std::vector<std::string>>();
+    auto force = std::make_shared<bool>(false);
+    c->add_option("box", *refs, "Box ids or names")->required();
+    c->add_flag("--force,-f", *force, "Remove running boxes too (their processes are killed)");
+    c->callback([&ctx, refs, force] {
+      // Every name is checked first, so a typo in the list removes nothing.
+      std::vector<BoxRecord> boxes;
+      for (const auto& r : *refs) boxes.push_back(ctx.engine().get_box(r));
+      if (!*force)
+        for (const auto& b : boxes)
+          if (b.state == box_state::running)
+            throw Error(Errc::failed_precondition,
+                        "box " + b.name + " is running; stop it first or remove it with --force");
+      for (const auto& b : boxes) {
+        ctx.engine().remove_box(b.id, *force);
+        if (!ctx.json) std::cout << b.id << std::endl;
+      }
+    });
+  }
+}
+
+}  // namespace upstream::cli

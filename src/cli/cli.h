@@ -1,0 +1,51 @@
+// The command-line front: parsing, output, and the commands. It only translates between the
+// terminal and the engine.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+
+namespace upstream::cli {
+
+// Exit codes: 0 success; 1 an upstream error; for exec and run, the command's own code, or 125
+// when upstream itself failed (as docker does).
+constexpr int kExitError = 1;
+constexpr int kExitExecError = 125;
+
+struct Context {
+  std::function<Engine&()> engine;  // opened on first use
+  bool json = false;
+};
+
+// Thrown by a command to exit with a given code after it has printed what it needed to.
+struct ExitCode {
+  int code;
+};
+
+void add_box_commands(CLI::App& app, Context& ctx);
+void add_system_commands(CLI::App& app, Context& ctx);
+
+// Parsing helpers (throw invalid_argument with the offending text).
+Limits parse_limits(const std::string& cpus, const std::string& memory, const std::string& pids,
+                    const std::string& disk);
+std::vector<std::string> parse_env_list(const std::vector<std::string>& items);
+std::map<std::string, std::string> parse_labels(const std::vector<std::string>& items);
+int parse_signal(const std::string& text);
+
+// Output.
+nlohmann::json box_json(const BoxRecord& b, const BoxUsage* usage = nullptr,
+                        const std::vector<BoxEvent>* events = nullptr);
+nlohmann::json exec_json(const ExecRecord& e);
+std::string limits_text(const Limits& l);
+void print_table(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows);
+void print_json(const nlohmann::json& j);
+
+}  // namespace upstream::cli

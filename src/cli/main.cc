@@ -1,0 +1,86 @@
+// upstream: the command-line front of the engine.
+#include <signal.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+
+#include "cli/cli.h"
+#include "common/error.h"
+
+using namespace upstream;
+
+int main(int argc, char** argv) {
+  // Output to a closed pipe (`upstream box ls | head`) ends us quietly, with an error from write.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"upstream: sandboxes for AI agents that remember", "upstream"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  cli::Context ctx;
+  app.add_flag("--json", ctx.json, "Print JSON (listings, inspect, info)");
+
+  std::unique_ptr<Engine> engine;
+  ctx.engine = [&]() -> Engine& {
+    if (!engine) engine = Engine::open(EngineOptions::from_environment());
+    return *engine;
+  };
+
+  app.add_subcommand("version", "Print the version")->callback([&] {
+    if (ctx.json)
+      cli::print_json({{"version", UPSTREAM_VERSION}});
+    else
+      std::cout << "upstream " << UPSTREAM_VERSION << std::endl;
+  });
+  auto* help = app.add_subcommand("help", "Show help for a command");
+  std::vector<std::string> topic;
+  help->add_option("command", topic, "Command, e.g. box exec");
+  help->callback([&] {
+    CLI::App* target = &app;
+    for (const auto& t : topic) {
+      CLI::App* next = nullptr;
+      try {
+        next = target->get_subcommand(t);
+      } catch (const CLI::OptionNotFound&) {
+      }
+      if (!next) {
+        std::cerr << "upstream: error: no command '" << t << "'" << std::endl;
+        throw cli::ExitCode{cli::kExitError};
+      }
+      target = next;
+    }
+    std::cout << target->help();
+  });
+  cli::add_box_commands(app, ctx);
+  cli::add_system_commands(app, ctx);
+
+  // exec and run report their command's exit code; their own failures use 125.
+  auto exec_like = [&]() {
+    for (auto* sub : app.get_subcommands())
+      if (sub->get_name() == "box")
+        for (auto* s : sub->get_subcommands())
+          if (s->get_name() == "exec" || s->get_name() == "run") return true;
+    return false;
+  };
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "upstream: error: " << e.what() << "\n(run `upstream help` for usage)" << std::endl;
+    return exec_like() ? cli::kExitExecError : cli::kExitError;
+  } catch (const cli::ExitCode& e) {
+    return e.code;
+  } catch (const Error& e) {
+    std::cerr << "upstream: error: " << e.what() << std::endl;
+    return exec_like() ? cli::kExitExecError : cli::kExitError;
+  } catch (const std::exception& e) {
+    std::cerr << "upstream: error: " << e.what() << std::endl;
+    return exec_like() ? cli::kExitExecError : cli::kExitError;
+  }
+  return 0;
+}

@@ -1,0 +1,32 @@
+// Facts about processes read from /proc.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace upstream {
+
+// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat). Together with
+// the pid it names one process across pid reuse.
+std::optional<uint64_t> process_start_time(pid_t pid);
+
+// True if pid is alive (not a zombie) and started at start_time.
+bool process_matches(pid_t pid, uint64_t start_time);
+
+// Resident and proportional set sizes, in bytes, from /proc/PID/smaps_rollup.
+struct MemoryUse {
+  uint64_t rss = 0;
+  uint64_t pss = 0;
+};
+std::optional<MemoryUse> process_memory(pid_t pid);
+
+// This boot's id; changes when the host reboots.
+std::string boot_id();
+
+// Absolute path of the running executable.
+std::string self_exe();
+
+}  // namespace upstream

@@ -1,0 +1,50 @@
+#include "common/time.h"
+
+#include <time.h>
+
+#include <cstdio>
+
+namespace upstream {
+
+int64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+int64_t mono_ms() { return mono_us() / 1000; }
+
+int64_t mono_us() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+std::string format_time(int64_t epoch_ms) {
+  if (epoch_ms <= 0) return "";
+  time_t secs = static_cast<time_t>(epoch_ms / 1000);
+  tm t;
+  gmtime_r(&secs, &t);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1,
+                t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(epoch_ms % 1000));
+  return buf;
+}
+
+std::string format_ago(int64_t epoch_ms, int64_t now) {
+  if (epoch_ms <= 0) return "-";
+  int64_t s = (now - epoch_ms) / 1000;
+  char buf[40];
+  if (s < 2) return "just now";
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%lld seconds ago", static_cast<long long>(s));
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%lld minute%s ago", static_cast<long long>(s / 60), s / 60 == 1 ? "" : "s");
+  else if (s < 86400)
+    std::snprintf(buf, sizeof buf, "%lld hour%s ago", static_cast<long long>(s / 3600), s / 3600 == 1 ? "" : "s");
+  else
+    std::snprintf(buf, sizeof buf, "%lld day%s ago", static_cast<long long>(s / 86400), s / 86400 == 1 ? "" : "s");
+  return buf;
+}
+
+}  // namespace upstream

@@ -1,0 +1,18 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace upstream {
+
+// Milliseconds since the Unix epoch (wall clock), for records.
+int64_t now_ms();
+// Monotonic milliseconds and microseconds, for measuring.
+int64_t mono_ms();
+int64_t mono_us();
+// "2026-11-22T10:24:03.123Z"
+std::string format_time(int64_t epoch_ms);
+// "3 minutes ago", "just now", for listings.
+std::string format_ago(int64_t epoch_ms, int64_t now);
+
+}  // namespace upstream

@@ -1,0 +1,413 @@
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <thread>
+
+#include "common/error.h"
+#include "common/init_protocol.h"
+#include "common/ipc.h"
+#include "common/proc.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "engine/impl.h"
+#include "runtime/caps.h"
+#include "runtime/seccomp.h"
+#include "runtime/spawn.h"
+#include "runtime/userns.h"
+
+namespace upstream {
+
+using nlohmann::json;
+
+Engine::Impl::Impl(const EngineOptions& o, store::Db d, storage::Pool p, runtime::CgroupSystem cg)
+    : opts(o),
+      layout(o.home),
+      db(std::move(d)),
+      store(db),
+      pool(std::move(p)),
+      cgroups(std::move(cg)),
+      slots(o.slots_dir) {}
+
+bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms) {
+  if (pid <= 0) return true;
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return true;  // no such process
+  UniqueFd pidfd(fd);
+  // The descriptor pins one process; make sure it is the one we mean.
+  auto st = process_start_time(pid);
+  if (!st || *st != start_time) {
+    ::waitpid(pid, nullptr, WNOHANG);
+    return true;
+  }
+  pollfd p{pidfd.get(), POLLIN, 0};
+  int64_t deadline = mono_ms() + timeout_ms;
+  for (;;) {
+    int left = static_cast<int>(std::max<int64_t>(0, deadline - mono_ms()));
+    int r = ::poll(&p, 1, left);
+    if (r > 0) break;
+    if (r < 0 && errno == EINTR) continue;
+    return false;
+  }
+  // Reap it if it happens to be our own child (a box started by this process).
+  ::waitpid(pid, nullptr, WNOHANG);
+  return true;
+}
+
+std::unique_ptr<Engine> Engine::open(const EngineOptions& opts) {
+  if (::geteuid() != 0)
+    throw Error(Errc::unavailable,
+                "upstream needs root: boxes are built from namespaces, cgroups and mounts (run it with sudo)");
+  std::unique_ptr<Engine> e(new Engine(opts));
+  return e;
+}
+
+Engine::Engine(const EngineOptions& opts) : opts_(opts) {
+  storage::Layout layout(opts_.home);
+  struct stat st;
+  if (::stat(layout.db().c_str(), &st) != 0) {
+    // First use of this state directory.
+    storage::make_dirs(layout.home, 0700);
+    ::chmod(layout.home.c_str(), 0700);
+    for (const auto& d : {layout.run_dir(), layout.locks_dir(), layout.tmp_dir()}) storage::make_dirs(d, 0700);
+  }
+  store::Db db = store::Db::open(layout.db());
+  {
+    store::BoxStore s(db);
+    s.migrate();
+  }
+  storage::Pool pool = storage::Pool::open(layout, {opts_.storage, opts_.pool_size});
+  runtime::CgroupSystem cg = runtime::CgroupSystem::detect("/run/upstream/cgroup2");
+  impl_ = std::make_unique<Impl>(opts_, std::move(db), std::move(pool), std::move(cg));
+  Impl& I = *impl_;
+  I.instance = I.store.meta("instance");
+  if (I.instance.empty()) {
+    I.instance = random_hex(8);
+    I.store.set_meta("instance", I.instance);
+  }
+  I.cgroup_group = "upstream-" + I.instance;
+  I.init_path = opts_.init_path.empty() ? materialize_init(layout.bin_dir()) : opts_.init_path;
+  if (::access(I.init_path.c_str(), X_OK) != 0) throw_sys(Errc::unavailable, "box init " + I.init_path);
+  reconcile();
+}
+
+Engine::~Engine() = default;
+
+storage::FileLock Engine::Impl::lock_box(const std::string& id) {
+  return storage::FileLock(layout.lock("box-" + id), 120'000);
+}
+
+storage::HostImage Engine::Impl::host_image(bool rebuild) {
+  std::set<std::string> in_use;
+  for (const auto& b : store.list())
+    if (!b.host_generation.empty() && b.state != box_state::stopped) in_use.insert(b.host_generation);
+  storage::HostImageOptions o;
+  o.hidden = {layout.home, opts.slots_dir};
+  o.max_age_ms = opts.host_image_max_age_ms;
+  return storage::ensure_host_image(layout, o, rebuild, in_use);
+}
+
+storage::ImagePlan Engine::Impl::plan(const BoxRecord& b) {
+  storage::ImageRef ref = storage::parse_image(b.spec.image);
+  if (ref.kind == "host") {
+    storage::HostImage img = host_image();
+    return storage::plan_image(ref, layout, &img);
+  }
+  return storage::plan_image(ref, layout, nullptr);
+}
+
+void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool record_running) {
+  storage::ImagePlan plan = this->plan(b);
+  const std::string vol = volume(b.id);
+  storage::refresh_volume(vol, plan, b.name);
+  runtime::BoxCgroup cg = cgroup(b.id);
+  cg.destroy(2000);  // whatever an earlier crash left
+
+  runtime::SlotLease lease = slots.acquire();
+  uint32_t base = runtime::slot_uid_base(lease.slot);
+  runtime::CgroupLimits lim{b.spec.limits.cpu_milli, b.spec.limits.memory, b.spec.limits.pids};
+  cg.create(lim, base);
+
+  try {
+    UniqueFd userns = runtime::make_userns(base, runtime::kIdsPerSlot);
+    initproto::Config c;
+    c.box_id = b.id;
+    c.hostname = b.name;
+    c.uid_base = base;
+    c.uid_count = runtime::kIdsPerSlot;
+    c.rootfs = vol + "/rootfs";
+    c.volume_fs = vol + "/fs";
+    c.overlays = plan.overlays;
+    c.socket_path = layout.socket(b.id);
+    c.cgroup_dir = cg.v2_dir();
+    c.caps = runtime::default_capabilities();
+    c.rlimits = {{RLIMIT_NOFILE, 1024, 524288}, {RLIMIT_CORE, 0, RLIM_INFINITY}};
+    uint64_t mem = b.spec.limits.memory.value_or(0);
+    c.shm_bytes = mem ? std::max<uint64_t>(mem / 2, 1 << 20) : (1ull << 30);
+    json cfg = {{"box_id", c.box_id},       {"hostname", c.hostname},   {"uid_base", c.uid_base},
+                {"uid_count", c.uid_count}, {"rootfs", c.rootfs},       {"volume_fs", c.volume_fs},
+                {"overlays", c.overlays},   {"socket_path", c.socket_path}, {"cgroup_dir", c.cgroup_dir},
+                {"seccomp", base64_encode(runtime::default_seccomp_bpf())},  {"caps", c.caps},
+                {"rlimits", c.rlimits},     {"shm_bytes", c.shm_bytes}, {"run_bytes", c.run_bytes}};
+    runtime::InitSpawn sp;
+    sp.init_path = init_path;
+    sp.box_id = b.id;
+    sp.userns_fd = userns.get();
+    sp.slot_lock_fd = lease.lock.get();
+    sp.cgroup_procs = cg.procs_files();
+    sp.config = cfg;
+    runtime::InitProcess proc = runtime::spawn_init(sp);
+    b.init_pid = proc.pid;
+    b.init_start = proc.start_time;
+    b.slot = lease.slot;
+    b.host_generation = plan.host_generation;
+    if (record_running) {
+      store.mark_running(b.id, proc.pid, proc.start_time, lease.slot, plan.host_generation, reason);
+      b.state = box_state::running;
+      b.state_reason = reason;
+      b.started_at = now_ms();
+    }
+  } catch (...) {
+    cg.destroy(2000);
+    ::unlink(layout.socket(b.id).c_str());
+    throw;
+  }
+}
+
+runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_ms) {
+  runtime::BoxCgroup cg = cgroup(b.id);
+  bool asked = false;
+  if (process_matches(b.init_pid, b.init_start)) {
+    try {
+      UniqueFd c = ipc::connect(layout.socket(b.id));
+      ipc::send(c.get(), {{"op", "stop"}, {"grace_ms", grace_ms}});
+      asked = true;
+      // The init answers once everything in the box has exited, then exits itself.
+      ipc::recv_wait(c.get(), static_cast<int>(grace_ms + 5000));
+    } catch (const Error&) {
+    }
+  }
+  if (!wait_process_exit(b.init_pid, b.init_start, asked ? 5000 : 0)) {
+    cg.kill_all();
+    wait_process_exit(b.init_pid, b.init_start, 5000);
+  }
+  runtime::CgroupUsage u = cg.usage();
+  if (!cg.destroy(5000)) throw Error(Errc::internal, "could not remove the cgroups of box " + b.id);
+  ::unlink(layout.socket(b.id).c_str());
+  return u;
+}
+
+BoxRecord Engine::Impl::check_alive(const BoxRecord& b) {
+  if (b.state != box_state::running) return b;
+  if (process_matches(b.init_pid, b.init_start)) return b;
+  auto lock = lock_box(b.id);
+  auto fresh = store.find_id(b.id);
+  if (!fresh || fresh->state != box_state::running || process_matches(fresh->init_pid, fresh->init_start))
+    return fresh ? *fresh : b;
+  runtime::BoxCgroup cg = cgroup(b.id);
+  runtime::CgroupUsage u = cg.usage();
+  cg.destroy(5000);
+  ::unlink(layout.socket(b.id).c_str());
+  refresh_execs(*fresh);
+  std::string reason = store.meta("boot_id") != boot_id() ? "host restarted" : "box init exited unexpectedly";
+  store.mark_stopped(b.id, reason, u.cpu_us, u.memory_peak, u.oom_kills);
+  return *store.find_id(b.id);
+}
+
+void Engine::Impl::cleanup_failed_create(const std::string& id) {
+  cgroup(id).destroy(5000);
+  ::unlink(layout.socket(id).c_str());
+  pool.destroy_volume(id);
+  store.delete_box(id);
+}
+
+UniqueFd Engine::Impl::connect(const BoxRecord& b) {
+  try {
+    return ipc::connect(layout.socket(b.id));
+  } catch (const Error&) {
+    BoxRecord now = check_alive(b);
+    throw Error(Errc::failed_precondition, "box " + b.name + " is not running (" + now.state +
+                                               (now.state_reason.empty() ? "" : ": " + now.state_reason) + ")");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+BoxRecord Engine::create_box(BoxSpec spec) {
+  Impl& I = *impl_;
+  validate_box_spec(spec);
+  storage::ImageRef ref = storage::parse_image(spec.image);
+  spec.image = ref.spec();
+  const Limits& d = opts_.default_limits;
+  Limits& l = spec.limits;
+  if (!l.memory) l.memory = d.memory;
+  if (!l.pids) l.pids = d.pids;
+  if (!l.cpu_milli) l.cpu_milli = d.cpu_milli;
+  if (!l.disk && I.pool.supports_limits()) l.disk = d.disk;
+  if (l.disk && !I.pool.supports_limits())
+    throw Error(Errc::unavailable, "disk limits need the btrfs storage pool (" + I.pool.unavailable_reason() + ")");
+
+  BoxRecord b;
+  b.id = random_hex(12);
+  if (spec.name.empty()) {
+    spec.name = "box-" + b.id.substr(0, 6);
+  }
+  b.name = spec.name;
+  b.spec = spec;
+  b.state = box_state::creating;
+  b.created_at = now_ms();
+  b.owner_pid = ::getpid();
+  b.owner_start = process_start_time(::getpid()).value_or(0);
+  std::lock_guard g(I.mu);
+  // Images are resolved before anything is recorded: a bad image changes nothing.
+  if (ref.kind == "tar") storage::import_tarball(ref.path, I.layout);
+  if (ref.kind == "host") I.host_image();
+  I.store.insert_box(b);
+  auto lock = I.lock_box(b.id);
+  try {
+    I.pool.create_volume(b.id, l.disk);
+    storage::prepare_volume(I.volume(b.id), I.plan(b), b.name);
+    I.start_init(b, "created", true);
+  } catch (...) {
+    try {
+      I.cleanup_failed_create(b.id);
+    } catch (...) {
+    }
+    throw;
+  }
+  return *I.store.find_id(b.id);
+}
+
+BoxRecord Engine::get_box(const std::string& ref) {
+  std::lock_guard g(impl_->mu);
+  return impl_->check_alive(impl_->store.resolve(ref));
+}
+
+std::vector<BoxRecord> Engine::list_boxes(const store::BoxFilter& filter) {
+  std::lock_guard g(impl_->mu);
+  std::vector<BoxRecord> out;
+  store::BoxFilter f = filter;
+  std::string wanted = f.state;
+  f.state.clear();  // the state may change below, so filter afterwards
+  for (auto& b : impl_->store.list(f)) {
+    BoxRecord r = impl_->check_alive(b);
+    if (wanted.empty() || r.state == wanted) out.push_back(std::move(r));
+  }
+  return out;
+}
+
+BoxRecord Engine::start_box(const std::string& ref) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  BoxRecord b = I.check_alive(I.store.resolve(ref));
+  auto lock = I.lock_box(b.id);
+  b = *I.store.find_id(b.id);
+  if (b.state == box_state::running) return b;
+  if (b.state != box_state::stopped)
+    throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state + ", not stopped");
+  I.store.set_state(b.id, box_state::starting, "start requested");
+  I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
+  try {
+    I.start_init(b, "started", true);
+  } catch (const Error& e) {
+    I.store.mark_stopped(b.id, std::string("start failed: ") + e.what(), 0, 0, 0);
+    throw;
+  }
+  return *I.store.find_id(b.id);
+}
+
+BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  BoxRecord b = I.check_alive(I.store.resolve(ref));
+  auto lock = I.lock_box(b.id);
+  b = *I.store.find_id(b.id);
+  if (b.state == box_state::stopped) return b;
+  if (b.state != box_state::running && b.state != box_state::stopping)
+    throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state);
+  I.store.set_state(b.id, box_state::stopping, "stop requested");
+  I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
+  runtime::CgroupUsage u = I.stop_init(b, grace_ms);
+  I.refresh_execs(b);
+  I.store.mark_stopped(b.id, "stopped", u.cpu_us, u.memory_peak, u.oom_kills);
+  return *I.store.find_id(b.id);
+}
+
+void Engine::remove_box(const std::string& ref, bool force) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  BoxRecord b = I.check_alive(I.store.resolve(ref));
+  auto lock = I.lock_box(b.id);
+  b = *I.store.find_id(b.id);
+  if (b.state == box_state::running && !force)
+    throw Error(Errc::failed_precondition,
+                "box " + b.name + " is running; stop it first or remove it with --force");
+  I.store.set_state(b.id, box_state::removing, "remove requested");
+  I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
+  if (b.init_pid) I.stop_init(b, 0);
+  I.cleanup_failed_create(b.id);
+}
+
+BoxUsage Engine::usage(const std::string& ref) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  BoxRecord b = I.check_alive(I.store.resolve(ref));
+  BoxUsage u;
+  u.cpu_us = b.cpu_us_total;
+  u.memory_peak = b.memory_peak;
+  u.oom_kills = b.oom_kills_total;
+  if (b.state == box_state::running) {
+    runtime::CgroupUsage c = I.cgroup(b.id).usage();
+    u.cpu_us += c.cpu_us;
+    u.memory = c.memory;
+    u.memory_peak = std::max(u.memory_peak, c.memory_peak);
+    u.pids = c.pids;
+    u.oom_kills += c.oom_kills;
+  }
+  u.disk_bytes = I.pool.volume_usage(b.id);
+  return u;
+}
+
+std::vector<BoxEvent> Engine::events(const std::string& ref) {
+  std::lock_guard g(impl_->mu);
+  return impl_->store.events(impl_->store.resolve(ref).id);
+}
+
+SystemInfo Engine::system_info() {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  SystemInfo s;
+  s.version = UPSTREAM_VERSION;
+  s.home = I.layout.home;
+  s.storage = I.pool.describe();
+  s.cgroups = I.cgroups.describe();
+  utsname u;
+  ::uname(&u);
+  s.kernel = std::string(u.sysname) + " " + u.release;
+  s.instance = I.instance;
+  if (auto h = storage::current_host_image(I.layout))
+    s.host_image = h->generation + " (" + std::to_string(h->masked) + " host paths hidden, built " +
+                   format_time(h->built_at) + ")";
+  else
+    s.host_image = "not built yet (built on first use)";
+  for (const auto& b : I.store.list()) {
+    s.boxes++;
+    if (b.state == box_state::running) s.running++;
+  }
+  return s;
+}
+
+void Engine::refresh_host_image() {
+  std::lock_guard g(impl_->mu);
+  impl_->host_image(true);
+}
+
+}  // namespace upstream

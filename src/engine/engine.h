@@ -1,0 +1,188 @@
+// The engine: boxes, execs and files, on one state directory. Every front (the CLI, and later
+// the HTTP server and the pipeline runner) is a thin translation onto this class.
+//
+// Several processes may open the same state directory at once (CLI invocations next to a
+// server): the database serialises writers, a per-box lock serialises lifecycle changes, and a
+// running box belongs to no process but its own init.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/types.h"
+#include "store/box_store.h"
+
+namespace upstream {
+
+namespace storage {
+class Pool;
+struct Layout;
+}  // namespace storage
+namespace runtime {
+class CgroupSystem;
+class SlotAllocator;
+}  // namespace runtime
+
+struct EngineOptions {
+  std::string home;             // state directory
+  std::string init_path;        // box init binary; empty: the one embedded in this program
+  std::string storage = "auto";  // auto | btrfs | dir
+  std::optional<uint64_t> pool_size;
+  std::string slots_dir = "/run/upstream/slots";
+  Limits default_limits;
+  size_t exec_tail_bytes = 64 * 1024;  // output kept in the database per stream
+  size_t exec_history = 10000;         // exec records kept per box
+  int64_t host_image_max_age_ms = 24ll * 3600 * 1000;
+
+  // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR.
+  static EngineOptions from_environment();
+};
+
+struct ExecSpec {
+  std::vector<std::string> argv;  // either a command...
+  std::string shell;              // ...or a shell string, run with bash -c (sh -c without bash)
+  std::vector<std::string> env;   // KEY=VALUE, on top of the box's env
+  std::string cwd;                // empty: the box's workdir
+  std::string user;               // empty: the box's user
+  uint64_t timeout_ms = 0;        // 0: none
+  bool stdin = false;             // stream stdin (else /dev/null)
+  bool tty = false;
+  uint16_t rows = 24, cols = 80;
+  bool background = false;        // detach: output to log files, return at once
+};
+
+enum class Stream { stdout_, stderr_ };
+
+class ExecSession;
+class FileSession;
+
+struct SystemInfo {
+  std::string version;
+  std::string home;
+  std::string storage;
+  std::string cgroups;
+  std::string kernel;
+  std::string instance;
+  std::string host_image;
+  size_t boxes = 0;
+  size_t running = 0;
+};
+
+class Engine {
+ public:
+  // Opens (creating if needed) the state directory and reconciles what an earlier crash left.
+  static std::unique_ptr<Engine> open(const EngineOptions& opts);
+  ~Engine();
+
+  BoxRecord create_box(BoxSpec spec);
+  BoxRecord get_box(const std::string& ref);
+  std::vector<BoxRecord> list_boxes(const store::BoxFilter& filter = {});
+  BoxRecord start_box(const std::string& ref);
+  BoxRecord stop_box(const std::string& ref, int64_t grace_ms = 10000);
+  void remove_box(const std::string& ref, bool force);
+  BoxUsage usage(const std::string& ref);
+  std::vector<BoxEvent> events(const std::string& ref);
+
+  std::unique_ptr<ExecSession> start_exec(const std::string& ref, const ExecSpec& spec);
+  std::optional<ExecRecord> get_exec(const std::string& ref, uint64_t seq);
+  std::vector<ExecRecord> list_execs(const std::string& ref, bool running_only, size_t limit = 0);
+  void kill_exec(const std::string& ref, uint64_t seq, int signal);
+  // Paths of an exec's full logs (which may not exist if it wrote nothing).
+  std::pair<std::string, std::string> exec_log_paths(const std::string& ref, uint64_t seq);
+
+  // File operations run inside the box as `user` (empty: the box's user). A stopped box is
+  // mounted for the session and stays stopped.
+  std::unique_ptr<FileSession> files(const std::string& ref, const std::string& user = "");
+
+  SystemInfo system_info();
+  // Brings every record in line with reality (dead inits, interrupted transitions, leftovers).
+  void reconcile();
+  // Rebuilds the host image now.
+  void refresh_host_image();
+
+  const EngineOptions& options() const { return opts_; }
+
+  // Internal, used by sessions.
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  explicit Engine(const EngineOptions& opts);
+  EngineOptions opts_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A running foreground exec.
+class ExecSession {
+ public:
+  virtual ~ExecSession() = default;
+  virtual uint64_t seq() const = 0;
+  virtual pid_t pid() const = 0;
+  virtual std::string box_id() const = 0;
+  // Already over (it could not start): the result is final.
+  virtual bool finished() const = 0;
+
+  // Descriptors for callers with their own event loop; -1 when not applicable.
+  virtual int stdin_fd() const = 0;   // write end of the exec's stdin (or the tty)
+  virtual int stdout_fd() const = 0;  // read end (tty output, when a tty is used)
+  virtual int stderr_fd() const = 0;
+  virtual int tty_fd() const = 0;
+  virtual void close_stdin() = 0;
+
+  virtual void signal(int sig) = 0;   // to the exec's process group; SIGKILL kills its whole tree
+  virtual void resize(uint16_t rows, uint16_t cols) = 0;
+
+  // Pumps output to `sink` (and the exec's logs) until the exec ends, then returns its record.
+  // With stdin_source >= 0 and a stdin stream (or a tty), copies it to the exec. When event_fd
+  // is readable, on_event is called (a front uses this for signals: forward, resize, kill).
+  using Sink = std::function<void(Stream, std::string_view)>;
+  virtual ExecRecord wait(const Sink& sink, int stdin_source = -1, int event_fd = -1,
+                          const std::function<void()>& on_event = {}) = 0;
+};
+
+struct FileInfo {
+  std::string name;
+  std::string path;
+  std::string type;  // file | dir | symlink | fifo | socket | char | block
+  uint32_t mode = 0;
+  uint64_t size = 0;
+  int64_t mtime_ms = 0;
+  uint32_t uid = 0, gid = 0;
+  std::string target;
+};
+
+class FileSession {
+ public:
+  virtual ~FileSession() = default;
+  virtual FileInfo stat(const std::string& path, bool follow = false) = 0;
+  virtual std::vector<FileInfo> list(const std::string& path) = 0;
+  // Reads a whole file (refusing files larger than max_bytes) or streams it to fd.
+  virtual std::string read(const std::string& path, uint64_t max_bytes = 64ull << 20) = 0;
+  virtual uint64_t read_to_fd(const std::string& path, int fd) = 0;
+  virtual void write(const std::string& path, std::string_view data, std::optional<uint32_t> mode = std::nullopt,
+                     bool mkdirs = false) = 0;
+  virtual uint64_t write_from_fd(const std::string& path, int fd, std::optional<uint32_t> mode = std::nullopt,
+                                 bool mkdirs = false) = 0;
+  virtual void mkdir(const std::string& path, bool parents = true, uint32_t mode = 0755) = 0;
+  virtual void remove(const std::string& path, bool recursive = false) = 0;
+  virtual void move(const std::string& from, const std::string& to, bool overwrite = true) = 0;
+  // Tar archives of a file or directory tree, and their extraction into a directory.
+  virtual uint64_t download_tar(const std::string& path, int out_fd) = 0;
+  virtual uint64_t upload_tar(const std::string& dir, int in_fd) = 0;
+  // Copies between the box and the host's filesystem (what `upstream box cp` does).
+  virtual void copy_out(const std::string& box_path, const std::string& host_path) = 0;
+  virtual void copy_in(const std::string& host_path, const std::string& box_path) = 0;
+};
+
+// Checks every field of a spec; throws invalid_argument naming the bad one. Fronts call these
+// before doing anything, so that bad input changes nothing.
+void validate_box_spec(BoxSpec& spec);
+void validate_exec_spec(const ExecSpec& spec);
+
+// Normalises a path inside the box: relative paths are taken from `base`.
+std::string box_path(const std::string& path, const std::string& base);
+
+}  // namespace upstream

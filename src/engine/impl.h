@@ -1,0 +1,68 @@
+// Engine internals shared by its source files.
+#pragma once
+
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "common/fd.h"
+#include "engine/engine.h"
+#include "runtime/cgroup.h"
+#include "runtime/slots.h"
+#include "storage/host_image.h"
+#include "storage/image.h"
+#include "storage/layout.h"
+#include "storage/pool.h"
+#include "store/box_store.h"
+#include "store/db.h"
+
+namespace upstream {
+
+struct Engine::Impl {
+  Impl(const EngineOptions& opts, store::Db db, storage::Pool pool, runtime::CgroupSystem cg);
+
+  const EngineOptions& opts;
+  storage::Layout layout;
+  store::Db db;
+  store::BoxStore store;
+  storage::Pool pool;
+  runtime::CgroupSystem cgroups;
+  runtime::SlotAllocator slots;
+  std::string init_path;
+  std::string instance;
+  std::string cgroup_group;  // "upstream-<instance>"
+  std::recursive_mutex mu;   // the database connection is shared by this engine's users
+
+  std::string volume(const std::string& id) const { return pool.volume_path(id); }
+  std::string log_path(const std::string& id, uint64_t seq, const char* ext) const {
+    return volume(id) + "/logs/" + std::to_string(seq) + "." + ext;
+  }
+  runtime::BoxCgroup cgroup(const std::string& id) const { return runtime::BoxCgroup(cgroups, cgroup_group, id); }
+
+  storage::HostImage host_image(bool rebuild = false);
+  storage::ImagePlan plan(const BoxRecord& b);
+
+  // Lifecycle pieces; the caller holds the box lock.
+  void start_init(BoxRecord& b, const std::string& reason, bool record_running);
+  // Stops a box's init (gracefully for grace_ms, then by force), waits for it, cleans up its
+  // cgroups and socket. Returns the usage of the run that ended.
+  runtime::CgroupUsage stop_init(const BoxRecord& b, int64_t grace_ms);
+  // If the record says running but the init is gone, records the stop. Returns the fresh record.
+  BoxRecord check_alive(const BoxRecord& b);
+  void finish_exec_from_status(ExecRecord e, const BoxRecord& box);
+  void refresh_execs(const BoxRecord& box);
+  void cleanup_failed_create(const std::string& id);
+  storage::FileLock lock_box(const std::string& id);
+  UniqueFd connect(const BoxRecord& b);
+  std::string read_tail(const std::string& path, size_t max, uint64_t& total);
+};
+
+// Waits for a process that may or may not be our child to exit. True if it did in time.
+bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms);
+
+// Materialises the embedded init binary under the state directory; returns its path.
+std::string materialize_init(const std::string& bin_dir);
+
+
+}  // namespace upstream

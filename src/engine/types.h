@@ -1,0 +1,108 @@
+// The engine's vocabulary: what a box is made of, what an exec did.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace upstream {
+
+struct Limits {
+  std::optional<uint64_t> cpu_milli;  // 1000 = one CPU
+  std::optional<uint64_t> memory;     // bytes of RAM (no swap on top)
+  std::optional<uint64_t> pids;       // processes and threads
+  std::optional<uint64_t> disk;       // bytes of the box's writable layer and logs
+};
+
+struct BoxSpec {
+  std::string image = "host";  // host | dir:PATH | tar:PATH
+  std::string name;            // empty: generated
+  std::map<std::string, std::string> labels;
+  std::vector<std::string> env;  // KEY=VALUE, for every exec
+  Limits limits;
+  std::string user = "root";     // default user of execs: root, user, a name, uid[:gid]
+  std::string workdir = "/home/user";
+  std::string network = "none";  // the only mode of this release: loopback only
+};
+
+namespace box_state {
+inline constexpr const char* creating = "creating";
+inline constexpr const char* starting = "starting";
+inline constexpr const char* running = "running";
+inline constexpr const char* stopping = "stopping";
+inline constexpr const char* stopped = "stopped";
+inline constexpr const char* removing = "removing";
+}  // namespace box_state
+
+struct BoxRecord {
+  std::string id;
+  std::string name;
+  std::string state;
+  std::string state_reason;
+  BoxSpec spec;
+  int64_t created_at = 0;
+  int64_t started_at = 0;
+  int64_t stopped_at = 0;
+  pid_t init_pid = 0;
+  uint64_t init_start = 0;
+  std::optional<uint32_t> slot;
+  std::string host_generation;
+  pid_t owner_pid = 0;
+  uint64_t owner_start = 0;
+  uint64_t cpu_us_total = 0;    // accumulated over finished runs
+  uint64_t memory_peak = 0;     // highest peak over finished runs
+  uint64_t oom_kills_total = 0;
+};
+
+struct BoxEvent {
+  int64_t at = 0;
+  std::string state;
+  std::string reason;
+};
+
+struct ExecRecord {
+  std::string box_id;
+  uint64_t seq = 0;
+  std::vector<std::string> argv;
+  std::string user;
+  std::string cwd;
+  bool background = false;
+  bool tty = false;
+  std::string state;  // running | exited | failed | lost
+  pid_t pid = 0;
+  int64_t started_at = 0;
+  int64_t ended_at = 0;
+  std::optional<int> exit_code;
+  int signal = 0;
+  std::string reason;
+  bool timed_out = false;
+  bool oom_killed = false;
+  uint64_t cpu_us = 0;
+  uint64_t max_rss_kb = 0;
+  uint64_t stdout_bytes = 0;
+  uint64_t stderr_bytes = 0;
+  std::string stdout_tail;
+  std::string stderr_tail;
+};
+
+struct BoxUsage {
+  uint64_t cpu_us = 0;         // active CPU time, all runs
+  uint64_t memory = 0;         // now
+  uint64_t memory_peak = 0;    // highest seen
+  uint64_t pids = 0;
+  uint64_t oom_kills = 0;
+  std::optional<uint64_t> disk_bytes;
+};
+
+nlohmann::json limits_to_json(const Limits& l);
+Limits limits_from_json(const nlohmann::json& j);
+nlohmann::json spec_to_json(const BoxSpec& s);
+BoxSpec spec_from_json(const nlohmann::json& j);
+
+}  // namespace upstream

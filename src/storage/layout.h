@@ -1,0 +1,56 @@
+// Where things live under the state directory ($UPSTREAM_HOME).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/fd.h"
+
+namespace upstream::storage {
+
+struct Layout {
+  explicit Layout(std::string home);
+
+  std::string home;
+  std::string db() const { return home + "/upstream.db"; }
+  std::string pool_image() const { return home + "/pool.img"; }
+  std::string pool_mount() const { return home + "/pool"; }
+  std::string plain_volumes() const { return home + "/volumes"; }
+  std::string run_dir() const { return home + "/run"; }
+  std::string socket(const std::string& box) const { return run_dir() + "/" + box + ".sock"; }
+  std::string locks_dir() const { return home + "/locks"; }
+  std::string lock(const std::string& name) const { return locks_dir() + "/" + name + ".lock"; }
+  std::string images_dir() const { return home + "/images"; }
+  std::string host_image_dir() const { return images_dir() + "/host"; }
+  std::string tar_images_dir() const { return images_dir() + "/tar"; }
+  std::string bin_dir() const { return home + "/bin"; }
+  std::string tmp_dir() const { return home + "/tmp"; }
+};
+
+// Creates `path` and missing parents with the given mode.
+void make_dirs(const std::string& path, unsigned mode = 0755);
+
+}  // namespace upstream::storage
+
+namespace upstream::storage {
+
+// Removes a directory tree without following symlinks or crossing into other mounts.
+// Missing paths are fine.
+void remove_tree(const std::string& path);
+
+// Holds an exclusive flock on a lock file for its lifetime.
+class FileLock {
+ public:
+  FileLock() = default;
+  // Blocks until the lock is held; with timeout_ms >= 0, throws Error(timeout) after that long.
+  FileLock(const std::string& path, int timeout_ms = -1);
+  static std::optional<FileLock> try_lock(const std::string& path);
+  FileLock(FileLock&&) = default;
+  FileLock& operator=(FileLock&&) = default;
+  int fd() const { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+};
+
+}  // namespace upstream::storage

@@ -1,0 +1,476 @@
+#include "store/box_store.h"
+
+#include "common/error.h"
+#include "common/strings.h"
+#include "common/time.h"
+
+namespace upstream {
+
+using nlohmann::json;
+
+json limits_to_json(const Limits& l) {
+  json j = json::object();
+  if (l.cpu_milli) j["cpu_milli"] = *l.cpu_milli;
+  if (l.memory) j["memory"] = *l.memory;
+  if (l.pids) j["pids"] = *l.pids;
+  if (l.disk) j["disk"] = *l.disk;
+  return j;
+}
+
+Limits limits_from_json(const json& j) {
+  Limits l;
+  if (j.contains("cpu_milli")) l.cpu_milli = j["cpu_milli"].get<uint64_t>();
+  if (j.contains("memory")) l.memory = j["memory"].get<uint64_t>();
+  if (j.contains("pids")) l.pids = j["pids"].get<uint64_t>();
+  if (j.contains("disk")) l.disk = j["disk"].get<uint64_t>();
+  return l;
+}
+
+json spec_to_json(const BoxSpec& s) {
+  return {{"image", s.image},   {"name", s.name}, {"labels", s.labels},       {"env", s.env},
+          {"limits", limits_to_json(s.limits)}, {"user", s.user}, {"workdir", s.workdir},
+          {"network", s.network}};
+}
+
+BoxSpec spec_from_json(const json& j) {
+  BoxSpec s;
+  s.image = j.value("image", "host");
+  s.name = j.value("name", "");
+  s.labels = j.value("labels", std::map<std::string, std::string>{});
+  s.env = j.value("env", std::vector<std::string>{});
+  if (j.contains("limits")) s.limits = limits_from_json(j["limits"]);
+  s.user = j.value("user", "root");
+  s.workdir = j.value("workdir", "/home/user");
+  s.network = j.value("network", "none");
+  return s;
+}
+
+}  // namespace upstream
+
+namespace upstream::store {
+
+namespace {
+
+const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS boxes(
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  state TEXT NOT NULL,
+  state_reason TEXT NOT NULL DEFAULT '',
+  spec TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  started_at INTEGER NOT NULL DEFAULT 0,
+  stopped_at INTEGER NOT NULL DEFAULT 0,
+  init_pid INTEGER NOT NULL DEFAULT 0,
+  init_start INTEGER NOT NULL DEFAULT 0,
+  slot INTEGER,
+  host_generation TEXT NOT NULL DEFAULT '',
+  owner_pid INTEGER NOT NULL DEFAULT 0,
+  owner_start INTEGER NOT NULL DEFAULT 0,
+  next_exec INTEGER NOT NULL DEFAULT 1,
+  cpu_us_total INTEGER NOT NULL DEFAULT 0,
+  memory_peak INTEGER NOT NULL DEFAULT 0,
+  oom_kills_total INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS labels(
+  box_id TEXT NOT NULL REFERENCES boxes(id) ON DELETE CASCADE,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY(box_id, key)
+);
+CREATE INDEX IF NOT EXISTS labels_kv ON labels(key, value);
+CREATE TABLE IF NOT EXISTS events(
+  box_id TEXT NOT NULL REFERENCES boxes(id) ON DELETE CASCADE,
+  at INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_box ON events(box_id, at);
+CREATE TABLE IF NOT EXISTS execs(
+  box_id TEXT NOT NULL REFERENCES boxes(id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  argv TEXT NOT NULL,
+  user TEXT NOT NULL DEFAULT '',
+  cwd TEXT NOT NULL DEFAULT '',
+  background INTEGER NOT NULL DEFAULT 0,
+  tty INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL,
+  pid INTEGER NOT NULL DEFAULT 0,
+  started_at INTEGER NOT NULL,
+  ended_at INTEGER NOT NULL DEFAULT 0,
+  exit_code INTEGER,
+  signal INTEGER NOT NULL DEFAULT 0,
+  reason TEXT NOT NULL DEFAULT '',
+  timed_out INTEGER NOT NULL DEFAULT 0,
+  oom_killed INTEGER NOT NULL DEFAULT 0,
+  cpu_us INTEGER NOT NULL DEFAULT 0,
+  max_rss_kb INTEGER NOT NULL DEFAULT 0,
+  stdout_bytes INTEGER NOT NULL DEFAULT 0,
+  stderr_bytes INTEGER NOT NULL DEFAULT 0,
+  stdout_tail BLOB,
+  stderr_tail BLOB,
+  PRIMARY KEY(box_id, seq)
+);
+CREATE INDEX IF NOT EXISTS execs_running ON execs(state) WHERE state = 'running';
+)sql";
+
+const char* kBoxColumns =
+    "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, init_start, slot, "
+    "host_generation, owner_pid, owner_start, cpu_us_total, memory_peak, oom_kills_total";
+
+const char* kExecColumns =
+    "box_id, seq, argv, user, cwd, background, tty, state, pid, started_at, ended_at, exit_code, signal, "
+    "reason, timed_out, oom_killed, cpu_us, max_rss_kb, stdout_bytes, stderr_bytes, stdout_tail, stderr_tail";
+
+}  // namespace
+
+void BoxStore::migrate() {
+  int64_t version = 0;
+  {
+    auto s = db_.prepare("PRAGMA user_version");
+    if (s.step()) version = s.i64(0);
+  }
+  if (version > 1)
+    throw Error(Errc::failed_precondition,
+                "the state directory was written by a newer upstream (schema " + std::to_string(version) + ")");
+  if (version == 1) return;
+  db_.transaction([&] {
+    db_.exec(kSchema);
+    db_.exec("PRAGMA user_version = 1");
+  });
+}
+
+std::string BoxStore::meta(const std::string& key, const std::string& fallback) {
+  auto s = db_.prepare("SELECT value FROM meta WHERE key = ?");
+  s.bind(1, key);
+  return s.step() ? s.text(0) : fallback;
+}
+
+void BoxStore::set_meta(const std::string& key, const std::string& value) {
+  db_.prepare("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+      .bind(1, key)
+      .bind(2, value)
+      .run();
+}
+
+void BoxStore::insert_box(const BoxRecord& b) {
+  db_.transaction([&] {
+    {
+      auto s = db_.prepare("SELECT 1 FROM boxes WHERE name = ?");
+      s.bind(1, b.name);
+      if (s.step()) throw Error(Errc::already_exists, "a box named '" + b.name + "' already exists");
+    }
+    db_.prepare(
+           "INSERT INTO boxes(id, name, state, state_reason, spec, created_at, owner_pid, owner_start) "
+           "VALUES(?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(1, b.id)
+        .bind(2, b.name)
+        .bind(3, b.state)
+        .bind(4, b.state_reason)
+        .bind(5, spec_to_json(b.spec).dump())
+        .bind(6, b.created_at)
+        .bind(7, static_cast<int64_t>(b.owner_pid))
+        .bind(8, b.owner_start)
+        .run();
+    for (const auto& [k, v] : b.spec.labels)
+      db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)").bind(1, b.id).bind(2, k).bind(3, v).run();
+    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
+        .bind(1, b.id)
+        .bind(2, b.created_at)
+        .bind(3, b.state)
+        .bind(4, b.state_reason)
+        .run();
+  });
+}
+
+BoxRecord BoxStore::read_box(Stmt& s) {
+  BoxRecord b;
+  b.id = s.text(0);
+  b.name = s.text(1);
+  b.state = s.text(2);
+  b.state_reason = s.text(3);
+  b.spec = spec_from_json(json::parse(s.text(4)));
+  b.created_at = s.i64(5);
+  b.started_at = s.i64(6);
+  b.stopped_at = s.i64(7);
+  b.init_pid = static_cast<pid_t>(s.i64(8));
+  b.init_start = static_cast<uint64_t>(s.i64(9));
+  if (!s.is_null(10)) b.slot = static_cast<uint32_t>(s.i64(10));
+  b.host_generation = s.text(11);
+  b.owner_pid = static_cast<pid_t>(s.i64(12));
+  b.owner_start = static_cast<uint64_t>(s.i64(13));
+  b.cpu_us_total = static_cast<uint64_t>(s.i64(14));
+  b.memory_peak = static_cast<uint64_t>(s.i64(15));
+  b.oom_kills_total = static_cast<uint64_t>(s.i64(16));
+  return b;
+}
+
+std::optional<BoxRecord> BoxStore::find_id(const std::string& id) {
+  auto s = db_.prepare(std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return read_box(s);
+}
+
+BoxRecord BoxStore::resolve(const std::string& ref) {
+  if (ref.empty()) throw_invalid("no box given");
+  {
+    auto s = db_.prepare(std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id = ? OR name = ?");
+    s.bind(1, ref).bind(2, ref);
+    if (s.step()) return read_box(s);
+  }
+  bool hex = ref.size() >= 4;
+  for (char c : ref)
+    if (!std::isxdigit(static_cast<unsigned char>(c))) hex = false;
+  if (hex) {
+    auto s = db_.prepare(std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id >= ? AND id < ? LIMIT 2");
+    std::string hi = ref;
+    hi.back() = static_cast<char>(hi.back() + 1);
+    s.bind(1, ref).bind(2, hi);
+    if (s.step()) {
+      BoxRecord b = read_box(s);
+      if (s.step()) throw_invalid("box id prefix '" + ref + "' matches more than one box");
+      return b;
+    }
+  }
+  throw Error(Errc::not_found, "no such box: " + ref);
+}
+
+std::vector<BoxRecord> BoxStore::list(const BoxFilter& f) {
+  std::string sql = std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id > ?";
+  if (!f.state.empty()) sql += " AND state = ?";
+  for (size_t i = 0; i < f.labels.size(); i++)
+    sql += " AND EXISTS (SELECT 1 FROM labels l WHERE l.box_id = boxes.id AND l.key = ? AND l.value = ?)";
+  sql += " ORDER BY id";
+  if (f.limit) sql += " LIMIT " + std::to_string(f.limit);
+  auto s = db_.prepare(sql);
+  int i = 1;
+  s.bind(i++, f.after_id);
+  if (!f.state.empty()) s.bind(i++, f.state);
+  for (const auto& [k, v] : f.labels) {
+    s.bind(i++, k);
+    s.bind(i++, v);
+  }
+  std::vector<BoxRecord> out;
+  while (s.step()) out.push_back(read_box(s));
+  return out;
+}
+
+bool BoxStore::name_taken(const std::string& name) {
+  auto s = db_.prepare("SELECT 1 FROM boxes WHERE name = ?");
+  s.bind(1, name);
+  return s.step();
+}
+
+void BoxStore::set_state(const std::string& id, const std::string& state, const std::string& reason) {
+  db_.transaction([&] {
+    db_.prepare("UPDATE boxes SET state = ?, state_reason = ? WHERE id = ?").bind(1, state).bind(2, reason).bind(3, id).run();
+    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
+        .bind(1, id)
+        .bind(2, now_ms())
+        .bind(3, state)
+        .bind(4, reason)
+        .run();
+  });
+}
+
+void BoxStore::set_owner(const std::string& id, pid_t pid, uint64_t start) {
+  db_.prepare("UPDATE boxes SET owner_pid = ?, owner_start = ? WHERE id = ?")
+      .bind(1, static_cast<int64_t>(pid))
+      .bind(2, start)
+      .bind(3, id)
+      .run();
+}
+
+void BoxStore::mark_running(const std::string& id, pid_t pid, uint64_t start, uint32_t slot, const std::string& gen,
+                            const std::string& reason) {
+  db_.transaction([&] {
+    int64_t now = now_ms();
+    db_.prepare(
+           "UPDATE boxes SET state = 'running', state_reason = ?, started_at = ?, init_pid = ?, init_start = ?, "
+           "slot = ?, host_generation = ?, owner_pid = 0, owner_start = 0 WHERE id = ?")
+        .bind(1, reason)
+        .bind(2, now)
+        .bind(3, static_cast<int64_t>(pid))
+        .bind(4, start)
+        .bind(5, static_cast<int64_t>(slot))
+        .bind(6, gen)
+        .bind(7, id)
+        .run();
+    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, 'running', ?)")
+        .bind(1, id)
+        .bind(2, now)
+        .bind(3, reason)
+        .run();
+  });
+}
+
+void BoxStore::mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us, uint64_t mem_peak,
+                            uint64_t oom_kills) {
+  db_.transaction([&] {
+    int64_t now = now_ms();
+    db_.prepare(
+           "UPDATE boxes SET state = 'stopped', state_reason = ?, stopped_at = ?, init_pid = 0, init_start = 0, "
+           "slot = NULL, owner_pid = 0, owner_start = 0, cpu_us_total = cpu_us_total + ?, "
+           "memory_peak = MAX(memory_peak, ?), oom_kills_total = oom_kills_total + ? WHERE id = ?")
+        .bind(1, reason)
+        .bind(2, now)
+        .bind(3, cpu_us)
+        .bind(4, mem_peak)
+        .bind(5, oom_kills)
+        .bind(6, id)
+        .run();
+    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, 'stopped', ?)")
+        .bind(1, id)
+        .bind(2, now)
+        .bind(3, reason)
+        .run();
+    // Whatever was still running died with the box.
+    db_.prepare(
+           "UPDATE execs SET state = 'lost', reason = 'box-stopped', ended_at = ? WHERE box_id = ? AND state = "
+           "'running'")
+        .bind(1, now)
+        .bind(2, id)
+        .run();
+  });
+}
+
+void BoxStore::delete_box(const std::string& id) { db_.prepare("DELETE FROM boxes WHERE id = ?").bind(1, id).run(); }
+
+std::vector<BoxEvent> BoxStore::events(const std::string& id, size_t limit) {
+  auto s = db_.prepare(
+      "SELECT at, state, reason FROM (SELECT rowid, at, state, reason FROM events WHERE box_id = ? "
+      "ORDER BY rowid DESC LIMIT ?) ORDER BY rowid");
+  s.bind(1, id).bind(2, static_cast<int64_t>(limit));
+  std::vector<BoxEvent> out;
+  while (s.step()) out.push_back({s.i64(0), s.text(1), s.text(2)});
+  return out;
+}
+
+uint64_t BoxStore::next_exec_seq(const std::string& box_id) {
+  uint64_t seq = 0;
+  auto s = db_.prepare("UPDATE boxes SET next_exec = next_exec + 1 WHERE id = ? RETURNING next_exec - 1");
+  s.bind(1, box_id);
+  if (!s.step()) throw Error(Errc::not_found, "no such box: " + box_id);
+  seq = static_cast<uint64_t>(s.i64(0));
+  s.run();
+  return seq;
+}
+
+void BoxStore::insert_exec(const ExecRecord& e) {
+  db_.prepare(
+         "INSERT INTO execs(box_id, seq, argv, user, cwd, background, tty, state, pid, started_at) "
+         "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, e.box_id)
+      .bind(2, e.seq)
+      .bind(3, json(e.argv).dump())
+      .bind(4, e.user)
+      .bind(5, e.cwd)
+      .bind(6, e.background)
+      .bind(7, e.tty)
+      .bind(8, e.state)
+      .bind(9, static_cast<int64_t>(e.pid))
+      .bind(10, e.started_at)
+      .run();
+}
+
+void BoxStore::finish_exec(const ExecRecord& e) {
+  db_.prepare(
+         "UPDATE execs SET state = ?, pid = ?, ended_at = ?, exit_code = ?, signal = ?, reason = ?, timed_out = ?, "
+         "oom_killed = ?, cpu_us = ?, max_rss_kb = ?, stdout_bytes = ?, stderr_bytes = ?, stdout_tail = ?, "
+         "stderr_tail = ?, started_at = ?, argv = ? WHERE box_id = ? AND seq = ?")
+      .bind(1, e.state)
+      .bind(2, static_cast<int64_t>(e.pid))
+      .bind(3, e.ended_at)
+      .bind(4, e.exit_code)
+      .bind(5, e.signal)
+      .bind(6, e.reason)
+      .bind(7, e.timed_out)
+      .bind(8, e.oom_killed)
+      .bind(9, e.cpu_us)
+      .bind(10, e.max_rss_kb)
+      .bind(11, e.stdout_bytes)
+      .bind(12, e.stderr_bytes)
+      .bind_blob(13, e.stdout_tail)
+      .bind_blob(14, e.stderr_tail)
+      .bind(15, e.started_at)
+      .bind(16, json(e.argv).dump())
+      .bind(17, e.box_id)
+      .bind(18, e.seq)
+      .run();
+}
+
+ExecRecord BoxStore::read_exec(Stmt& s) {
+  ExecRecord e;
+  e.box_id = s.text(0);
+  e.seq = static_cast<uint64_t>(s.i64(1));
+  e.argv = json::parse(s.text(2)).get<std::vector<std::string>>();
+  e.user = s.text(3);
+  e.cwd = s.text(4);
+  e.background = s.i64(5) != 0;
+  e.tty = s.i64(6) != 0;
+  e.state = s.text(7);
+  e.pid = static_cast<pid_t>(s.i64(8));
+  e.started_at = s.i64(9);
+  e.ended_at = s.i64(10);
+  if (auto c = s.opt_i64(11)) e.exit_code = static_cast<int>(*c);
+  e.signal = static_cast<int>(s.i64(12));
+  e.reason = s.text(13);
+  e.timed_out = s.i64(14) != 0;
+  e.oom_killed = s.i64(15) != 0;
+  e.cpu_us = static_cast<uint64_t>(s.i64(16));
+  e.max_rss_kb = static_cast<uint64_t>(s.i64(17));
+  e.stdout_bytes = static_cast<uint64_t>(s.i64(18));
+  e.stderr_bytes = static_cast<uint64_t>(s.i64(19));
+  e.stdout_tail = s.blob(20);
+  e.stderr_tail = s.blob(21);
+  return e;
+}
+
+std::optional<ExecRecord> BoxStore::get_exec(const std::string& box_id, uint64_t seq) {
+  auto s = db_.prepare(std::string("SELECT ") + kExecColumns + " FROM execs WHERE box_id = ? AND seq = ?");
+  s.bind(1, box_id).bind(2, seq);
+  if (!s.step()) return std::nullopt;
+  return read_exec(s);
+}
+
+std::vector<ExecRecord> BoxStore::list_execs(const std::string& box_id, bool running_only, size_t limit) {
+  std::string sql = std::string("SELECT ") + kExecColumns + " FROM (SELECT * FROM execs WHERE box_id = ?";
+  if (running_only) sql += " AND state = 'running'";
+  sql += " ORDER BY seq DESC";
+  if (limit) sql += " LIMIT " + std::to_string(limit);
+  sql += ") ORDER BY seq";
+  auto s = db_.prepare(sql);
+  s.bind(1, box_id);
+  std::vector<ExecRecord> out;
+  while (s.step()) out.push_back(read_exec(s));
+  return out;
+}
+
+std::vector<ExecRecord> BoxStore::running_execs() {
+  auto s = db_.prepare(std::string("SELECT ") + kExecColumns + " FROM execs WHERE state = 'running'");
+  std::vector<ExecRecord> out;
+  while (s.step()) out.push_back(read_exec(s));
+  return out;
+}
+
+std::vector<uint64_t> BoxStore::prune_execs(const std::string& box_id, size_t keep) {
+  std::vector<uint64_t> seqs;
+  auto s = db_.prepare(
+      "SELECT seq FROM execs WHERE box_id = ? AND state != 'running' AND seq <= "
+      "(SELECT MAX(seq) FROM execs WHERE box_id = ?) - ?");
+  s.bind(1, box_id).bind(2, box_id).bind(3, static_cast<int64_t>(keep));
+  while (s.step()) seqs.push_back(static_cast<uint64_t>(s.i64(0)));
+  if (!seqs.empty())
+    db_.prepare(
+           "DELETE FROM execs WHERE box_id = ? AND state != 'running' AND seq <= "
+           "(SELECT MAX(seq) FROM execs WHERE box_id = ?) - ?")
+        .bind(1, box_id)
+        .bind(2, box_id)
+        .bind(3, static_cast<int64_t>(keep))
+        .run();
+  return seqs;
+}
+
+}  // namespace upstream::store

@@ -1,0 +1,60 @@
+// Persistent state: boxes, their labels and state transitions, and the execs run in them.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/types.h"
+#include "store/db.h"
+
+namespace upstream::store {
+
+struct BoxFilter {
+  std::map<std::string, std::string> labels;  // all must match
+  std::string state;                          // empty: any
+  size_t limit = 0;                           // 0: no limit
+  std::string after_id;                       // pagination: ids greater than this
+};
+
+class BoxStore {
+ public:
+  explicit BoxStore(Db& db) : db_(db) {}
+
+  void migrate();
+  std::string meta(const std::string& key, const std::string& fallback = "");
+  void set_meta(const std::string& key, const std::string& value);
+
+  void insert_box(const BoxRecord& b);
+  // By id, unique id prefix (4+ characters) or name. Throws not_found / invalid_argument.
+  BoxRecord resolve(const std::string& ref);
+  std::optional<BoxRecord> find_id(const std::string& id);
+  std::vector<BoxRecord> list(const BoxFilter& f = {});
+  bool name_taken(const std::string& name);
+
+  // Records a transition with its reason; `extra` columns are set in the same statement.
+  void set_state(const std::string& id, const std::string& state, const std::string& reason);
+  void set_owner(const std::string& id, pid_t pid, uint64_t start);
+  void mark_running(const std::string& id, pid_t pid, uint64_t start, uint32_t slot, const std::string& gen,
+                    const std::string& reason);
+  void mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us, uint64_t mem_peak,
+                    uint64_t oom_kills);
+  void delete_box(const std::string& id);
+  std::vector<BoxEvent> events(const std::string& id, size_t limit = 50);
+
+  uint64_t next_exec_seq(const std::string& box_id);
+  void insert_exec(const ExecRecord& e);
+  void finish_exec(const ExecRecord& e);
+  std::optional<ExecRecord> get_exec(const std::string& box_id, uint64_t seq);
+  std::vector<ExecRecord> list_execs(const std::string& box_id, bool running_only, size_t limit);
+  std::vector<ExecRecord> running_execs();
+  // Deletes exec records (and returns their seqs) beyond the newest `keep` of a box.
+  std::vector<uint64_t> prune_execs(const std::string& box_id, size_t keep);
+
+ private:
+  BoxRecord read_box(Stmt& s);
+  ExecRecord read_exec(Stmt& s);
+  Db& db_;
+};
+
+}  // namespace upstream::store
