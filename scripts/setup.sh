@@ -14,7 +14,7 @@ packages=(
   # runtime tools: the btrfs storage pool, mounts, tar, process tools
   btrfs-progs util-linux e2fsprogs iproute2 procps psmisc tar zstd
   # end-to-end tests and tooling
-  python3 python3-pytest
+  python3 python3-pytest busybox-static
 )
 
 missing=()

@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 
 #include "common/error.h"
@@ -25,6 +26,11 @@ EngineOptions EngineOptions::from_environment() {
     }
   }
   if (o.home.empty() || o.home[0] != '/') throw_invalid("UPSTREAM_HOME must be an absolute path");
+  // Symlinks in the state directory's own path would trip the symlink checks of extraction.
+  if (char* real = ::realpath(o.home.c_str(), nullptr)) {
+    o.home = real;
+    std::free(real);
+  }
   o.init_path = env("UPSTREAM_INIT");
   if (!env("UPSTREAM_STORAGE").empty()) o.storage = env("UPSTREAM_STORAGE");
   if (!env("UPSTREAM_POOL_SIZE").empty()) o.pool_size = parse_size(env("UPSTREAM_POOL_SIZE"), "UPSTREAM_POOL_SIZE");

@@ -273,7 +273,7 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   I.store.insert_box(b);
   auto lock = I.lock_box(b.id);
   try {
-    I.pool.create_volume(b.id, l.disk);
+    I.pool.create_volume(b.id, l.disk, I.pool.supports_limits() ? std::optional<uint64_t>(opts_.log_limit) : std::nullopt);
     storage::prepare_volume(I.volume(b.id), I.plan(b), b.name);
     I.start_init(b, "created", true);
   } catch (...) {

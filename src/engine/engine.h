@@ -35,6 +35,7 @@ struct EngineOptions {
   Limits default_limits;
   size_t exec_tail_bytes = 64 * 1024;  // output kept in the database per stream
   size_t exec_history = 10000;         // exec records kept per box
+  uint64_t log_limit = 1ull << 30;     // space for exec logs per box, apart from its disk limit
   int64_t host_image_max_age_ms = 24ll * 3600 * 1000;
 
   // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR.

@@ -241,6 +241,27 @@ ExecRecord Session::wait(const Sink& sink, int stdin_source, int event_fd, const
   return rec_;
 }
 
+// Opens one of an exec's files in the box's log space. When that space is full, the logs of the
+// oldest finished execs make room (their records, with output tails, stay in the database).
+UniqueFd open_exec_file(Engine::Impl& I, const BoxRecord& box, uint64_t seq, const char* ext, int flags) {
+  std::string path = I.log_path(box.id, seq, ext);
+  std::vector<ExecRecord> old;
+  size_t next = 0;
+  for (;;) {
+    int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0600);
+    if (fd >= 0) return UniqueFd(fd);
+    if (errno != EDQUOT && errno != ENOSPC) throw_sys(std::string("create exec ") + ext + " file");
+    if (old.empty()) {
+      std::lock_guard g(I.mu);
+      old = I.store.list_execs(box.id, false, 0);
+    }
+    while (next < old.size() && (old[next].state == "running" || old[next].seq == seq)) next++;
+    if (next >= old.size()) throw_sys(Errc::resource_exhausted, "the box's log space is full", EDQUOT);
+    for (const char* e : {"out", "err", "status"}) ::unlink(I.log_path(box.id, old[next].seq, e).c_str());
+    next++;
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const ExecSpec& spec) {
@@ -283,9 +304,13 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     session->finish_failed(125, e.what());
     throw;
   }
-  UniqueFd status(::open(I.log_path(box.id, rec.seq, "status").c_str(),
-                         O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!status) throw_sys("create exec status file");
+  UniqueFd status;
+  try {
+    status = open_exec_file(I, box, rec.seq, "status", O_RDWR | O_CREAT | O_TRUNC);
+  } catch (const Error& e) {
+    session->finish_failed(125, e.what());
+    throw;
+  }
 
   std::vector<std::string> env = box.spec.env;
   for (const auto& e : spec.env) env.push_back(e);
@@ -297,9 +322,8 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
   if (spec.tty) {
     req["tty"] = {{"rows", spec.rows}, {"cols", spec.cols}};
   } else if (spec.background) {
-    child_out.reset(::open(I.log_path(box.id, rec.seq, "out").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-    child_err.reset(::open(I.log_path(box.id, rec.seq, "err").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-    if (!child_out || !child_err) throw_sys("create exec log files");
+    child_out = open_exec_file(I, box, rec.seq, "out", O_WRONLY | O_CREAT | O_APPEND);
+    child_err = open_exec_file(I, box, rec.seq, "err", O_WRONLY | O_CREAT | O_APPEND);
     req["stdio"] = {false, true, true};
     fds.push_back(child_out.get());
     fds.push_back(child_err.get());

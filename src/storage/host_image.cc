@@ -64,8 +64,11 @@ void whiteout(const std::string& path) {
   if (::mknod(path.c_str(), S_IFCHR | 0000, makedev(0, 0)) != 0) throw_sys("whiteout " + path);
 }
 
+// An empty directory that hides the host's directory below it entirely. Overlay lists an opaque
+// directory straight from this layer, so it must hold nothing (not even whiteouts).
 void opaque_dir(const std::string& path, mode_t mode) {
-  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) throw_sys("mkdir " + path);
+  remove_tree(path);
+  if (::mkdir(path.c_str(), mode) != 0) throw_sys("mkdir " + path);
   ::chmod(path.c_str(), mode);
   if (::setxattr(path.c_str(), "trusted.overlay.opaque", "y", 1, 0) != 0) throw_sys("mark opaque " + path);
 }

@@ -190,11 +190,12 @@ std::string import_tarball(const std::string& tar_path, const Layout& layout) {
   archive_read_support_format_tar(a);
   archive_read_support_format_gnutar(a);
   archive* w = archive_write_disk_new();
-  // Owners and modes are kept (they are image-relative ids, shifted per box at run time);
-  // entries that would land outside the directory are refused.
+  // Owners and modes are kept (they are image-relative ids, shifted per box at run time).
+  // Entry names are checked below (no absolute paths, no ".."), then placed under our directory,
+  // and libarchive refuses any entry whose path would pass through a symlink on disk.
   archive_write_disk_set_options(w, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
                                         ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                                        ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+                                        ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   auto cleanup = [&]() {
     archive_read_free(a);
     archive_write_free(w);

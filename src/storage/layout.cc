@@ -53,9 +53,22 @@ void remove_tree(const std::string& path) {
     throw_sys("remove " + path);
 }
 
+namespace {
+
+int open_lock_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == ENOENT) {
+    make_dirs(path.substr(0, path.rfind('/')), 0700);
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  }
+  if (fd < 0) throw_sys("open " + path);
+  return fd;
+}
+
+}  // namespace
+
 FileLock::FileLock(const std::string& path, int timeout_ms) {
-  fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd_) throw_sys("open " + path);
+  fd_.reset(open_lock_file(path));
   if (timeout_ms < 0) {
     while (::flock(fd_.get(), LOCK_EX) != 0)
       if (errno != EINTR) throw_sys("lock " + path);
@@ -71,8 +84,7 @@ FileLock::FileLock(const std::string& path, int timeout_ms) {
 
 std::optional<FileLock> FileLock::try_lock(const std::string& path) {
   FileLock l;
-  l.fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!l.fd_) throw_sys("open " + path);
+  l.fd_.reset(open_lock_file(path));
   if (::flock(l.fd_.get(), LOCK_EX | LOCK_NB) != 0) return std::nullopt;
   return l;
 }

@@ -193,20 +193,50 @@ bool Pool::volume_exists(const std::string& id) const {
   return ::stat(volume_path(id).c_str(), &st) == 0;
 }
 
-void Pool::create_volume(const std::string& id, std::optional<uint64_t> limit) {
+namespace {
+
+void make_subvolume(const std::string& parent, const std::string& name) {
+  UniqueFd dir = open_or_throw(parent, O_RDONLY | O_DIRECTORY);
+  btrfs_ioctl_vol_args_v2 a{};
+  if (name.size() >= sizeof a.name) throw Error("volume name too long");
+  std::strncpy(a.name, name.c_str(), sizeof a.name - 1);
+  if (::ioctl(dir.get(), BTRFS_IOC_SUBVOL_CREATE_V2, &a) != 0) throw_sys("create volume " + parent + "/" + name);
+  ::chmod((parent + "/" + name).c_str(), 0700);
+}
+
+void limit_subvolume(const std::string& root, const std::string& path, std::optional<uint64_t> limit) {
+  UniqueFd dir = open_or_throw(root, O_RDONLY | O_DIRECTORY);
+  btrfs_ioctl_qgroup_limit_args q{};
+  q.qgroupid = subvol_id(path);
+  q.lim.flags = BTRFS_QGROUP_LIMIT_MAX_RFER;
+  q.lim.max_rfer = limit ? *limit : static_cast<uint64_t>(-1);
+  if (::ioctl(dir.get(), BTRFS_IOC_QGROUP_LIMIT, &q) != 0) throw_sys("set disk limit of " + path);
+}
+
+// Deletes a subvolume by name in its parent; false if it is not a subvolume.
+bool delete_subvolume(const std::string& parent, const std::string& name) {
+  UniqueFd dir = open_or_throw(parent, O_RDONLY | O_DIRECTORY);
+  btrfs_ioctl_vol_args_v2 a{};
+  std::strncpy(a.name, name.c_str(), sizeof a.name - 1);
+  if (::ioctl(dir.get(), BTRFS_IOC_SNAP_DESTROY_V2, &a) == 0) return true;
+  if (errno == ENOTDIR || errno == EINVAL || errno == EPERM) return false;
+  throw_sys("remove volume " + parent + "/" + name);
+}
+
+}  // namespace
+
+void Pool::create_volume(const std::string& id, std::optional<uint64_t> limit, std::optional<uint64_t> log_limit) {
   if (kind_ == PoolKind::plain) {
     if (limit) throw Error(Errc::unavailable, "disk limits need the btrfs storage pool (" + why_plain_ + ")");
     if (::mkdir(volume_path(id).c_str(), 0700) != 0) throw_sys("create volume " + id);
+    if (::mkdir((volume_path(id) + "/logs").c_str(), 0700) != 0) throw_sys("create volume " + id + "/logs");
     return;
   }
-  UniqueFd dir = open_or_throw(root_, O_RDONLY | O_DIRECTORY);
-  btrfs_ioctl_vol_args_v2 a{};
-  if (id.size() >= sizeof a.name) throw Error("volume name too long");
-  std::strncpy(a.name, id.c_str(), sizeof a.name - 1);
-  if (::ioctl(dir.get(), BTRFS_IOC_SUBVOL_CREATE_V2, &a) != 0) throw_sys("create volume " + id);
-  ::chmod(volume_path(id).c_str(), 0700);
+  make_subvolume(root_, id);
   try {
-    set_volume_limit(id, limit);
+    limit_subvolume(root_, volume_path(id), limit);
+    make_subvolume(volume_path(id), "logs");
+    limit_subvolume(root_, volume_path(id) + "/logs", log_limit);
   } catch (...) {
     destroy_volume(id);
     throw;
@@ -218,12 +248,7 @@ void Pool::set_volume_limit(const std::string& id, std::optional<uint64_t> limit
     if (limit) throw Error(Errc::unavailable, "disk limits need the btrfs storage pool (" + why_plain_ + ")");
     return;
   }
-  UniqueFd dir = open_or_throw(root_, O_RDONLY | O_DIRECTORY);
-  btrfs_ioctl_qgroup_limit_args q{};
-  q.qgroupid = subvol_id(volume_path(id));
-  q.lim.flags = BTRFS_QGROUP_LIMIT_MAX_RFER;
-  q.lim.max_rfer = limit ? *limit : static_cast<uint64_t>(-1);
-  if (::ioctl(dir.get(), BTRFS_IOC_QGROUP_LIMIT, &q) != 0) throw_sys("set disk limit of volume " + id);
+  limit_subvolume(root_, volume_path(id), limit);
 }
 
 void Pool::destroy_volume(const std::string& id) {
@@ -232,16 +257,11 @@ void Pool::destroy_volume(const std::string& id) {
     remove_tree(volume_path(id));
     return;
   }
-  UniqueFd dir = open_or_throw(root_, O_RDONLY | O_DIRECTORY);
-  btrfs_ioctl_vol_args_v2 a{};
-  std::strncpy(a.name, id.c_str(), sizeof a.name - 1);
-  if (::ioctl(dir.get(), BTRFS_IOC_SNAP_DESTROY_V2, &a) != 0) {
-    if (errno == ENOTDIR || errno == EINVAL || errno == EPERM) {
-      remove_tree(volume_path(id));  // a plain directory left by an interrupted create
-      return;
-    }
-    throw_sys("remove volume " + id);
-  }
+  // A subvolume cannot be deleted while it holds another; the logs go first.
+  struct stat st;
+  if (::lstat((volume_path(id) + "/logs").c_str(), &st) == 0 && !delete_subvolume(volume_path(id), "logs"))
+    remove_tree(volume_path(id) + "/logs");
+  if (!delete_subvolume(root_, id)) remove_tree(volume_path(id));  // left by an interrupted create
 }
 
 std::optional<uint64_t> Pool::volume_usage(const std::string& id) const {

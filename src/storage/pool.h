@@ -36,7 +36,10 @@ class Pool {
 
   std::string volume_path(const std::string& id) const;
   bool volume_exists(const std::string& id) const;
-  void create_volume(const std::string& id, std::optional<uint64_t> limit_bytes);
+  // A box volume, and nested in it a `logs` volume with a limit of its own: a box that fills its
+  // disk can still start commands (and clean up), and runaway logs cannot fill its disk.
+  void create_volume(const std::string& id, std::optional<uint64_t> limit_bytes,
+                     std::optional<uint64_t> log_limit_bytes);
   void set_volume_limit(const std::string& id, std::optional<uint64_t> limit_bytes);
   void destroy_volume(const std::string& id);
   // Bytes the volume's data takes (btrfs qgroup "referenced"); nullopt if not measurable.

@@ -1,0 +1,88 @@
+#include <sys/statvfs.h>
+
+#include "common/strings.h"
+#include "harness.h"
+
+namespace upstream::testing {
+namespace {
+
+TEST(Limits, MemoryHogIsKilledInsideTheBoxOnly) {
+  BoxSpec s;
+  s.limits.memory = 64ull << 20;
+  ScopedBox box(s);
+  Result r = run(box.id(), {"python3", "-c", "x = bytearray(256 << 20); print('survived')"});
+  EXPECT_EQ(r.rec.signal, 9);
+  EXPECT_TRUE(r.rec.oom_killed);
+  EXPECT_EQ(r.rec.reason, "oom");
+  EXPECT_EQ(r.out, "");
+  // The box, its init, and the host are fine.
+  EXPECT_EQ(engine().get_box(box.id()).state, "running");
+  EXPECT_EQ(sh(box.id(), "echo still here"), "still here\n");
+  EXPECT_GE(engine().usage(box.id()).oom_kills, 1u);
+}
+
+TEST(Limits, ForkBombHitsThePidsLimit) {
+  BoxSpec s;
+  s.limits.pids = 64;
+  ScopedBox box(s);
+  ExecSpec x;
+  x.timeout_ms = 20000;
+  // Forks until fork fails, reports how far it got, then everything exits.
+  Result r = run(box.id(),
+                 {"python3", "-c",
+                  "import os, time\n"
+                  "kids = []\n"
+                  "try:\n"
+                  "    for i in range(1000):\n"
+                  "        pid = os.fork()\n"
+                  "        if pid == 0:\n"
+                  "            time.sleep(2); os._exit(0)\n"
+                  "        kids.append(pid)\n"
+                  "except OSError as e:\n"
+                  "    print('fork failed after', len(kids), e.errno)\n"
+                  "for k in kids: os.waitpid(k, 0)\n"},
+                 x);
+  EXPECT_EQ(r.code(), 0) << r.err;
+  auto words = split(trim(r.out), ' ');
+  ASSERT_EQ(words.size(), 5u) << r.out;
+  EXPECT_LT(std::stoi(words[3]), 64);
+  EXPECT_EQ(words[4], "11");  // EAGAIN
+  EXPECT_EQ(sh(box.id(), "echo alive"), "alive\n");
+}
+
+TEST(Limits, DiskFillStopsAtTheLimit) {
+  BoxSpec s;
+  s.limits.disk = 128ull << 20;
+  ScopedBox box(s);
+  struct statvfs before;
+  ASSERT_EQ(::statvfs(home().c_str(), &before), 0);
+  Result r = run(box.id(), {"sh", "-c", "dd if=/dev/zero of=/home/user/fill bs=1M count=512 2>&1; sync"});
+  EXPECT_NE(r.out.find("Disk quota exceeded"), std::string::npos) << r.out;
+  std::string size = trim(sh(box.id(), "stat -c %s /home/user/fill"));
+  EXPECT_LE(std::stoull(size), 128ull << 20);
+  // Other boxes and the host still have room.
+  ScopedBox other;
+  EXPECT_EQ(sh(other.id(), "dd if=/dev/zero of=/tmp/x bs=1M count=32 2>/dev/null && echo ok"), "ok\n");
+  struct statvfs after;
+  ASSERT_EQ(::statvfs(home().c_str(), &after), 0);
+  EXPECT_GT(static_cast<double>(after.f_bavail) * after.f_frsize, 1e9);
+  // A full box still runs commands (its logs have space of their own), so it can clean up.
+  EXPECT_EQ(sh(box.id(), "echo still works"), "still works\n");
+  // Deleting frees the quota again.
+  sh(box.id(), "rm /home/user/fill && sync");
+  EXPECT_EQ(sh(box.id(), "dd if=/dev/zero of=/home/user/again bs=1M count=16 2>/dev/null && echo ok"), "ok\n");
+}
+
+TEST(Limits, CpuQuotaThrottles) {
+  BoxSpec s;
+  s.limits.cpu_milli = 200;
+  ScopedBox box(s);
+  sh(box.id(), "timeout 1 sh -c 'while :; do :; done' || true");
+  BoxUsage u = engine().usage(box.id());
+  // One second of wall time at 0.2 CPUs: about 200 ms of CPU, never anywhere near a full second.
+  EXPECT_LT(u.cpu_us, 450'000u);
+  EXPECT_GT(u.cpu_us, 100'000u);
+}
+
+}  // namespace
+}  // namespace upstream::testing

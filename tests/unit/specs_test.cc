@@ -1,0 +1,76 @@
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "engine/engine.h"
+
+namespace upstream {
+namespace {
+
+TEST(BoxSpec, AcceptsAReasonableSpec) {
+  BoxSpec s;
+  s.name = "dev-1";
+  s.env = {"A=1"};
+  s.labels = {{"team", "ml"}};
+  s.limits.memory = 256ull << 20;
+  s.limits.pids = 100;
+  s.limits.disk = 1ull << 30;
+  s.limits.cpu_milli = 500;
+  s.user = "user";
+  EXPECT_NO_THROW(validate_box_spec(s));
+}
+
+TEST(BoxSpec, RejectsEachBadField) {
+  auto bad = [](auto mutate) {
+    BoxSpec s;
+    mutate(s);
+    EXPECT_THROW(validate_box_spec(s), Error);
+  };
+  bad([](BoxSpec& s) { s.name = "bad name"; });
+  bad([](BoxSpec& s) { s.name = "0123456789ab"; });  // looks like an id
+  bad([](BoxSpec& s) { s.env = {"1X=y"}; });
+  bad([](BoxSpec& s) { s.labels = {{"-k", "v"}}; });
+  bad([](BoxSpec& s) { s.limits.memory = 1 << 20; });
+  bad([](BoxSpec& s) { s.limits.pids = 3; });
+  bad([](BoxSpec& s) { s.limits.disk = 1 << 20; });
+  bad([](BoxSpec& s) { s.user = "root;rm -rf /"; });
+  bad([](BoxSpec& s) { s.workdir = "relative"; });
+  bad([](BoxSpec& s) { s.network = "allow-all"; });
+}
+
+TEST(ExecSpec, Rules) {
+  ExecSpec s;
+  EXPECT_THROW(validate_exec_spec(s), Error);  // nothing to run
+  s.argv = {"true"};
+  EXPECT_NO_THROW(validate_exec_spec(s));
+  s.shell = "true";
+  EXPECT_THROW(validate_exec_spec(s), Error);  // both
+  s.shell.clear();
+  s.background = true;
+  s.tty = true;
+  EXPECT_THROW(validate_exec_spec(s), Error);
+  s.tty = false;
+  s.stdin = true;
+  EXPECT_THROW(validate_exec_spec(s), Error);
+  s.stdin = false;
+  s.cwd = "rel";
+  EXPECT_THROW(validate_exec_spec(s), Error);
+  s.cwd = "/tmp";
+  s.env = {"BAD"};
+  EXPECT_THROW(validate_exec_spec(s), Error);
+  s.env.clear();
+  s.argv = {""};
+  EXPECT_THROW(validate_exec_spec(s), Error);
+}
+
+TEST(BoxPath, NormalisesInsideTheBox) {
+  EXPECT_EQ(box_path("notes.txt", "/home/user"), "/home/user/notes.txt");
+  EXPECT_EQ(box_path("/etc/../etc/./hosts", "/home/user"), "/etc/hosts");
+  EXPECT_EQ(box_path("../../../../etc/shadow", "/home/user"), "/etc/shadow");  // stays at the box root
+  EXPECT_EQ(box_path("/", "/x"), "/");
+  EXPECT_EQ(box_path("a//b/", "/"), "/a/b");
+  EXPECT_THROW(box_path("", "/"), Error);
+  EXPECT_THROW(box_path(std::string("a\0b", 3), "/"), Error);
+}
+
+}  // namespace
+}  // namespace upstream
