@@ -29,14 +29,16 @@ struct CreateOpts {
 
 void add_create_options(CLI::App* c, CreateOpts& o) {
   c->add_option("--name", o.name, "Name of the box (also its hostname)");
-  c->add_option("--image", o.image, "host (default), dir:/path/to/rootfs or tar:/path/to/rootfs.tar[.gz|.zst]");
+  c->add_option("--image", o.image,
+                "host (default), dir:/path/to/rootfs or tar:/path/to/rootfs.tar[.gz|.zst]");
   c->add_option("--label,-l", o.labels, "Label key=value (repeatable)");
   c->add_option("--env,-e", o.env, "Environment KEY=VALUE for every exec (repeatable)");
   c->add_option("--cpus", o.cpus, "CPU limit, e.g. 1 or 0.5");
   c->add_option("--memory,-m", o.memory, "Memory limit, e.g. 512m or 2g (default 2g)");
   c->add_option("--pids", o.pids, "Process limit (default 4096)");
   c->add_option("--disk", o.disk, "Disk limit of the box's writable layer, e.g. 5g (default 10g)");
-  c->add_option("--user,-u", o.user, "Default user of execs: root, user, a name or uid[:gid] (default root)");
+  c->add_option("--user,-u", o.user,
+                "Default user of execs: root, user, a name or uid[:gid] (default root)");
   c->add_option("--workdir,-w", o.workdir, "Default working directory (default /home/user)");
 }
 
@@ -65,8 +67,10 @@ void add_exec_options(CLI::App* c, ExecOpts& o) {
   c->add_option("--env,-e", o.env, "Environment KEY=VALUE (repeatable)");
   c->add_option("--cwd", o.cwd, "Working directory inside the box");
   c->add_option("--user,-u", o.user, "User: root, user, a name or uid[:gid]");
-  c->add_option("--timeout", o.timeout, "Kill the command (and everything it started) after this long, e.g. 30s");
-  c->add_option("--shell,-c", o.shell, "Run this shell command line (bash -c) instead of a command");
+  c->add_option("--timeout", o.timeout,
+                "Kill the command (and everything it started) after this long, e.g. 30s");
+  c->add_option("--shell,-c", o.shell,
+                "Run this shell command line (bash -c) instead of a command");
 }
 
 ExecSpec exec_spec_from(const ExecOpts& o, std::vector<std::string> argv) {
@@ -162,7 +166,9 @@ int run_foreground(Engine& engine, const std::string& box, const ExecSpec& spec)
 }
 
 std::string exec_command_text(const ExecRecord& e) {
-  if (e.argv.size() == 3 && (e.argv[0] == "/bin/bash" || e.argv[0] == "/bin/sh") && e.argv[1] == "-c") return e.argv[2];
+  if (e.argv.size() == 3 && (e.argv[0] == "/bin/bash" || e.argv[0] == "/bin/sh") &&
+      e.argv[1] == "-c")
+    return e.argv[2];
   return shell_join(e.argv);
 }
 
@@ -171,8 +177,10 @@ std::string exec_result_text(const ExecRecord& e) {
   if (e.state == "lost") return "lost (box stopped)";
   if (e.timed_out) return "timed out";
   if (e.oom_killed) return "out of memory";
+  if (e.reason == "killed") return "killed";
   if (e.state == "failed") return "failed (" + std::to_string(e.exit_code.value_or(-1)) + ")";
-  if (e.signal) return std::string("signal ") + (sigabbrev_np(e.signal) ? sigabbrev_np(e.signal) : "?");
+  if (e.signal)
+    return std::string("signal ") + (sigabbrev_np(e.signal) ? sigabbrev_np(e.signal) : "?");
   return "exit " + std::to_string(e.exit_code.value_or(-1));
 }
 
@@ -189,7 +197,9 @@ bool split_box_path(const std::string& arg, std::string& box, std::string& path)
 
 void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<BoxEvent>& events) {
   int64_t now = now_ms();
-  auto row = [](const std::string& k, const std::string& v) { std::cout << k << ":" << std::string(13 - k.size(), ' ') << v << "\n"; };
+  auto row = [](const std::string& k, const std::string& v) {
+    std::cout << k << ":" << std::string(13 - k.size(), ' ') << v << "\n";
+  };
   row("ID", b.id);
   row("Name", b.name);
   row("State", b.state + (b.state_reason.empty() ? "" : " (" + b.state_reason + ")"));
@@ -208,13 +218,14 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
   }
   if (!b.spec.env.empty()) row("Env", join(b.spec.env, " "));
   if (b.state == box_state::running) row("Init pid", std::to_string(b.init_pid));
-  std::string usage = "cpu " + format_duration_ms(u.cpu_us / 1000) + ", memory " + format_bytes(u.memory) +
-                      " (peak " + format_bytes(u.memory_peak) + ")";
+  std::string usage = "cpu " + format_duration_ms(u.cpu_us / 1000) + ", memory " +
+                      format_bytes(u.memory) + " (peak " + format_bytes(u.memory_peak) + ")";
   if (u.disk_bytes) usage += ", disk " + format_bytes(*u.disk_bytes);
   if (u.oom_kills) usage += ", " + std::to_string(u.oom_kills) + " OOM kills";
   row("Usage", usage);
   std::cout << "Events:\n";
-  for (const auto& e : events) std::cout << "  " << format_time(e.at) << "  " << e.state << "  " << e.reason << "\n";
+  for (const auto& e : events)
+    std::cout << "  " << format_time(e.at) << "  " << e.state << "  " << e.reason << "\n";
   std::cout.flush();
 }
 
@@ -239,7 +250,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
 
   // run ---------------------------------------------------------------------------------------
   {
-    auto* c = box->add_subcommand("run", "Create a box, run one command in it (and remove it with --rm)");
+    auto* c =
+        box->add_subcommand("run", "Create a box, run one command in it (and remove it with --rm)");
     auto o = std::make_shared<CreateOpts>();
     auto x = std::make_shared<ExecOpts>();
     auto rm = std::make_shared<bool>(false);
@@ -277,7 +289,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto quiet = std::make_shared<bool>(false);
     c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)");
     c->add_option("--state", *state, "Only boxes in this state (running, stopped, ...)")
-        ->check(CLI::IsMember({"creating", "starting", "running", "stopping", "stopped", "removing"}));
+        ->check(
+            CLI::IsMember({"creating", "starting", "running", "stopping", "stopped", "removing"}));
     c->add_flag("--quiet,-q", *quiet, "Print only ids");
     c->callback([&ctx, labels, state, quiet] {
       store::BoxFilter f;
@@ -330,15 +343,19 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_option("box", *ref, "Box id, id prefix or name")->required();
     c->callback([&ctx, ref] {
       BoxUsage u = ctx.engine().usage(*ref);
-      json j = {{"cpu_seconds", static_cast<double>(u.cpu_us) / 1e6}, {"memory_bytes", u.memory},
-                {"memory_peak_bytes", u.memory_peak}, {"pids", u.pids}, {"oom_kills", u.oom_kills}};
+      json j = {{"cpu_seconds", static_cast<double>(u.cpu_us) / 1e6},
+                {"memory_bytes", u.memory},
+                {"memory_peak_bytes", u.memory_peak},
+                {"pids", u.pids},
+                {"oom_kills", u.oom_kills}};
       if (u.disk_bytes) j["disk_bytes"] = *u.disk_bytes;
       if (ctx.json) {
         print_json(j);
         return;
       }
       std::cout << "cpu:          " << format_duration_ms(u.cpu_us / 1000) << " active\n"
-                << "memory:       " << format_bytes(u.memory) << " (peak " << format_bytes(u.memory_peak) << ")\n"
+                << "memory:       " << format_bytes(u.memory) << " (peak "
+                << format_bytes(u.memory_peak) << ")\n"
                 << "processes:    " << u.pids << "\n"
                 << "oom kills:    " << u.oom_kills << "\n";
       if (u.disk_bytes) std::cout << "disk:         " << format_bytes(*u.disk_bytes) << "\n";
@@ -347,7 +364,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
 
   // exec --------------------------------------------------------------------------------------
   {
-    auto* c = box->add_subcommand("exec", "Run a command in a running box: exec [options] BOX -- COMMAND [ARGS...]");
+    auto* c = box->add_subcommand(
+        "exec", "Run a command in a running box: exec [options] BOX -- COMMAND [ARGS...]");
     auto x = std::make_shared<ExecOpts>();
     add_exec_options(c, *x);
     c->prefix_command();
@@ -356,7 +374,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->callback([&ctx, c, x] {
       std::vector<std::string> rest = c->remaining();
       if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
-      if (rest.empty()) throw_invalid("no box given: upstream box exec [options] BOX -- COMMAND [ARGS...]");
+      if (rest.empty())
+        throw_invalid("no box given: upstream box exec [options] BOX -- COMMAND [ARGS...]");
       std::string ref = rest[0];
       rest.erase(rest.begin());
       ExecSpec spec = exec_spec_from(*x, rest);
@@ -383,8 +402,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
       int64_t now = now_ms();
       std::vector<std::vector<std::string>> rows;
       for (const auto& e : execs)
-        rows.push_back({std::to_string(e.seq), e.background ? "background" : "foreground", exec_result_text(e),
-                        format_ago(e.started_at, now), exec_command_text(e)});
+        rows.push_back({std::to_string(e.seq), e.background ? "background" : "foreground",
+                        exec_result_text(e), format_ago(e.started_at, now), exec_command_text(e)});
       print_table({"EXEC", "MODE", "STATE", "STARTED", "COMMAND"}, rows);
     });
   }
@@ -416,15 +435,18 @@ void add_box_commands(CLI::App& app, Context& ctx) {
         int64_t now = now_ms();
         std::vector<std::vector<std::string>> rows;
         for (const auto& x : execs) {
-          std::string dur = x.ended_at ? format_duration_ms(static_cast<uint64_t>(x.ended_at - x.started_at)) : "-";
-          rows.push_back({std::to_string(x.seq), exec_result_text(x), dur, format_ago(x.started_at, now),
-                          exec_command_text(x)});
+          std::string dur =
+              x.ended_at ? format_duration_ms(static_cast<uint64_t>(x.ended_at - x.started_at))
+                         : "-";
+          rows.push_back({std::to_string(x.seq), exec_result_text(x), dur,
+                          format_ago(x.started_at, now), exec_command_text(x)});
         }
         print_table({"EXEC", "RESULT", "DURATION", "STARTED", "COMMAND"}, rows);
         return;
       }
       auto rec = e.get_exec(*ref, *seq);
-      if (!rec) throw Error(Errc::not_found, "box " + *ref + " has no exec " + std::to_string(*seq));
+      if (!rec)
+        throw Error(Errc::not_found, "box " + *ref + " has no exec " + std::to_string(*seq));
       if (ctx.json) {
         json j = exec_json(*rec);
         j["stdout_tail"] = rec->stdout_tail;
@@ -475,24 +497,28 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto sig = std::make_shared<std::string>("KILL");
     c->add_option("box", *ref, "Box id, id prefix or name")->required();
     c->add_option("exec", *seq, "Exec number")->required();
-    c->add_option("--signal,-s", *sig, "Signal to send to every process of the exec (default KILL)");
+    c->add_option("--signal,-s", *sig,
+                  "Signal to send to every process of the exec (default KILL)");
     c->callback([&ctx, ref, seq, sig] { ctx.engine().kill_exec(*ref, *seq, parse_signal(*sig)); });
   }
 
   // cp ----------------------------------------------------------------------------------------
   {
-    auto* c = box->add_subcommand("cp", "Copy files: cp BOX:PATH LOCAL, cp LOCAL BOX:PATH ('-' is a tar stream)");
+    auto* c = box->add_subcommand(
+        "cp", "Copy files: cp BOX:PATH LOCAL, cp LOCAL BOX:PATH ('-' is a tar stream)");
     auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
     auto user = std::make_shared<std::string>();
     c->add_option("source", *src, "BOX:PATH or a local path")->required();
     c->add_option("destination", *dst, "LOCAL path or BOX:PATH")->required();
-    c->add_option("--user,-u", *user, "Read and write in the box as this user (default: the box's user)");
+    c->add_option("--user,-u", *user,
+                  "Read and write in the box as this user (default: the box's user)");
     c->callback([&ctx, src, dst, user] {
       std::string sbox, spath, dbox, dpath;
       bool from_box = split_box_path(*src, sbox, spath);
       bool to_box = split_box_path(*dst, dbox, dpath);
       if (from_box == to_box)
-        throw_invalid("exactly one of source and destination must be BOX:PATH (got '" + *src + "' and '" + *dst + "')");
+        throw_invalid("exactly one of source and destination must be BOX:PATH (got '" + *src +
+                      "' and '" + *dst + "')");
       Engine& e = ctx.engine();
       if (from_box) {
         BoxRecord b = e.get_box(sbox);
@@ -520,7 +546,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto refs = std::make_shared<std::vector<std::string>>();
     auto grace = std::make_shared<std::string>("10s");
     c->add_option("box", *refs, "Box ids or names")->required();
-    c->add_option("--time,-t", *grace, "How long processes get to exit after SIGTERM (default 10s)");
+    c->add_option("--time,-t", *grace,
+                  "How long processes get to exit after SIGTERM (default 10s)");
     c->callback([&ctx, refs, grace] {
       uint64_t ms = parse_duration_ms(*grace, "stop timeout");
       for (const auto& r : *refs) {

@@ -45,7 +45,8 @@ nlohmann::json box_json(const BoxRecord& b, const BoxUsage* usage = nullptr,
                         const std::vector<BoxEvent>* events = nullptr);
 nlohmann::json exec_json(const ExecRecord& e);
 std::string limits_text(const Limits& l);
-void print_table(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows);
+void print_table(const std::vector<std::string>& headers,
+                 const std::vector<std::vector<std::string>>& rows);
 void print_json(const nlohmann::json& j);
 
 }  // namespace upstream::cli

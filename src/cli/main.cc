@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "upstream: error: " << e.what() << "\n(run `upstream help` for usage)" << std::endl;
+    std::cerr << "upstream: error: " << e.what() << "\n(run `upstream help` for usage)"
+              << std::endl;
     return exec_like() ? cli::kExitExecError : cli::kExitError;
   } catch (const cli::ExitCode& e) {
     return e.code;

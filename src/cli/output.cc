@@ -26,7 +26,8 @@ std::string limits_text(const Limits& l) {
 
 json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEvent>* events) {
   json limits = json::object();
-  if (b.spec.limits.cpu_milli) limits["cpus"] = static_cast<double>(*b.spec.limits.cpu_milli) / 1000.0;
+  if (b.spec.limits.cpu_milli)
+    limits["cpus"] = static_cast<double>(*b.spec.limits.cpu_milli) / 1000.0;
   if (b.spec.limits.memory) limits["memory_bytes"] = *b.spec.limits.memory;
   if (b.spec.limits.pids) limits["pids"] = *b.spec.limits.pids;
   if (b.spec.limits.disk) limits["disk_bytes"] = *b.spec.limits.disk;
@@ -58,7 +59,8 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
   }
   if (events) {
     json ev = json::array();
-    for (const auto& e : *events) ev.push_back({{"at", format_time(e.at)}, {"state", e.state}, {"reason", e.reason}});
+    for (const auto& e : *events)
+      ev.push_back({{"at", format_time(e.at)}, {"state", e.state}, {"reason", e.reason}});
     j["events"] = ev;
   }
   return j;
@@ -89,7 +91,8 @@ json exec_json(const ExecRecord& e) {
   return j;
 }
 
-void print_table(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows) {
+void print_table(const std::vector<std::string>& headers,
+                 const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> w(headers.size());
   for (size_t i = 0; i < headers.size(); i++) w[i] = headers[i].size();
   for (const auto& r : rows)

@@ -7,15 +7,22 @@ namespace upstream::cli {
 using nlohmann::json;
 
 void add_system_commands(CLI::App& app, Context& ctx) {
-  CLI::App* sys = app.add_subcommand("system", "The installation: state, storage, cgroups")->require_subcommand(1);
+  CLI::App* sys = app.add_subcommand("system", "The installation: state, storage, cgroups")
+                      ->require_subcommand(1);
   {
     auto* c = sys->add_subcommand("info", "Show where state lives and what the kernel provides");
     c->callback([&ctx] {
       SystemInfo s = ctx.engine().system_info();
       if (ctx.json) {
-        print_json({{"version", s.version}, {"home", s.home}, {"storage", s.storage}, {"cgroups", s.cgroups},
-                    {"kernel", s.kernel}, {"instance", s.instance}, {"host_image", s.host_image},
-                    {"boxes", s.boxes}, {"running", s.running}});
+        print_json({{"version", s.version},
+                    {"home", s.home},
+                    {"storage", s.storage},
+                    {"cgroups", s.cgroups},
+                    {"kernel", s.kernel},
+                    {"instance", s.instance},
+                    {"host_image", s.host_image},
+                    {"boxes", s.boxes},
+                    {"running", s.running}});
         return;
       }
       std::cout << "version:     " << s.version << "\n"
@@ -28,12 +35,13 @@ void add_system_commands(CLI::App& app, Context& ctx) {
     });
   }
   {
-    auto* c = sys->add_subcommand("reconcile", "Clean up after crashed processes (also done on every start)");
+    auto* c = sys->add_subcommand("reconcile",
+                                  "Clean up after crashed processes (also done on every start)");
     c->callback([&ctx] { ctx.engine().reconcile(); });
   }
   {
-    auto* c = sys->add_subcommand("refresh-host-image",
-                                  "Rebuild the host image's mask now (after installing host packages)");
+    auto* c = sys->add_subcommand(
+        "refresh-host-image", "Rebuild the host image's mask now (after installing host packages)");
     c->callback([&ctx] { ctx.engine().refresh_host_image(); });
   }
 }

@@ -6,21 +6,30 @@ namespace upstream {
 
 const char* errc_name(Errc c) {
   switch (c) {
-    case Errc::internal: return "internal";
-    case Errc::invalid_argument: return "invalid_argument";
-    case Errc::not_found: return "not_found";
-    case Errc::already_exists: return "already_exists";
-    case Errc::failed_precondition: return "failed_precondition";
-    case Errc::resource_exhausted: return "resource_exhausted";
-    case Errc::unavailable: return "unavailable";
-    case Errc::timeout: return "timeout";
+    case Errc::internal:
+      return "internal";
+    case Errc::invalid_argument:
+      return "invalid_argument";
+    case Errc::not_found:
+      return "not_found";
+    case Errc::already_exists:
+      return "already_exists";
+    case Errc::failed_precondition:
+      return "failed_precondition";
+    case Errc::resource_exhausted:
+      return "resource_exhausted";
+    case Errc::unavailable:
+      return "unavailable";
+    case Errc::timeout:
+      return "timeout";
   }
   return "internal";
 }
 
 Errc errc_from_name(const std::string& name) {
-  for (Errc c : {Errc::internal, Errc::invalid_argument, Errc::not_found, Errc::already_exists,
-                 Errc::failed_precondition, Errc::resource_exhausted, Errc::unavailable, Errc::timeout})
+  for (Errc c :
+       {Errc::internal, Errc::invalid_argument, Errc::not_found, Errc::already_exists,
+        Errc::failed_precondition, Errc::resource_exhausted, Errc::unavailable, Errc::timeout})
     if (name == errc_name(c)) return c;
   return Errc::internal;
 }

@@ -45,7 +45,8 @@ std::optional<nlohmann::json> read_header(int fd) {
   if (got == 0) return std::nullopt;
   if (got != 4) throw Error(Errc::unavailable, "stream ended inside a frame");
   uint32_t len = static_cast<uint32_t>(lenbuf[0]) | (static_cast<uint32_t>(lenbuf[1]) << 8) |
-                 (static_cast<uint32_t>(lenbuf[2]) << 16) | (static_cast<uint32_t>(lenbuf[3]) << 24);
+                 (static_cast<uint32_t>(lenbuf[2]) << 16) |
+                 (static_cast<uint32_t>(lenbuf[3]) << 24);
   if (len > kMaxHeader) throw Error("frame header too large");
   std::string text(len, '\0');
   read_exact(fd, text.data(), len);

@@ -28,15 +28,15 @@ struct Rlimit {
 struct Config {
   std::string box_id;
   std::string hostname;
-  uint32_t uid_base = 0;      // host uid of box uid 0
+  uint32_t uid_base = 0;  // host uid of box uid 0
   uint32_t uid_count = 65536;
-  std::string rootfs;         // host directory the box root is assembled on
-  std::string volume_fs;      // host directory holding each overlay's upper and work
+  std::string rootfs;     // host directory the box root is assembled on
+  std::string volume_fs;  // host directory holding each overlay's upper and work
   std::vector<Overlay> overlays;
-  std::string socket_path;    // where the init binds its control socket
-  std::string cgroup_dir;     // the box's cgroup v2 directory; execs get child groups
-  std::string seccomp_bpf;    // raw struct sock_filter array
-  std::vector<int> caps;      // capabilities kept by box root
+  std::string socket_path;  // where the init binds its control socket
+  std::string cgroup_dir;   // the box's cgroup v2 directory; execs get child groups
+  std::string seccomp_bpf;  // raw struct sock_filter array
+  std::vector<int> caps;    // capabilities kept by box root
   std::vector<Rlimit> rlimits;
   uint64_t shm_bytes = 64ull << 20;
   uint64_t run_bytes = 64ull << 20;
@@ -62,21 +62,21 @@ inline void from_json(const nlohmann::json& j, Rlimit& r) {
 // Exit status of an exec, as the init records it in the exec's status file and sends it to an
 // attached client.
 struct ExitStatus {
-  int code = -1;       // exit code, or 128+signal
-  int signal = 0;      // signal that ended the process, 0 if it exited
+  int code = -1;   // exit code, or 128+signal
+  int signal = 0;  // signal that ended the process, 0 if it exited
   bool timed_out = false;
   bool killed = false;  // ended by an explicit kill request or by the box stopping
   int64_t started_at = 0;
   int64_t ended_at = 0;
-  uint64_t cpu_us = 0;       // CPU of the whole process tree (cgroup accounting)
-  uint64_t max_rss_kb = 0;   // peak RSS of the main process
-  std::string reason;        // "exited", "signaled", "timeout", "killed", "box-stopped"
+  uint64_t cpu_us = 0;      // CPU of the whole process tree (cgroup accounting)
+  uint64_t max_rss_kb = 0;  // peak RSS of the main process
+  std::string reason;       // "exited", "signaled", "timeout", "killed", "box-stopped"
 };
 
 inline void to_json(nlohmann::json& j, const ExitStatus& s) {
-  j = {{"code", s.code},       {"signal", s.signal},     {"timed_out", s.timed_out},
-       {"killed", s.killed},   {"started_at", s.started_at}, {"ended_at", s.ended_at},
-       {"cpu_us", s.cpu_us},   {"max_rss_kb", s.max_rss_kb}, {"reason", s.reason}};
+  j = {{"code", s.code},     {"signal", s.signal},         {"timed_out", s.timed_out},
+       {"killed", s.killed}, {"started_at", s.started_at}, {"ended_at", s.ended_at},
+       {"cpu_us", s.cpu_us}, {"max_rss_kb", s.max_rss_kb}, {"reason", s.reason}};
 }
 inline void from_json(const nlohmann::json& j, ExitStatus& s) {
   s.code = j.value("code", -1);

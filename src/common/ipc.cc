@@ -15,7 +15,8 @@ namespace upstream::ipc {
 
 void send(int sock, const nlohmann::json& body, const std::vector<int>& fds) {
   std::string text = body.dump();
-  if (text.size() > kMaxMessage) throw Error("ipc message too large (" + std::to_string(text.size()) + " bytes)");
+  if (text.size() > kMaxMessage)
+    throw Error("ipc message too large (" + std::to_string(text.size()) + " bytes)");
   if (fds.size() > kMaxFds) throw Error("too many descriptors in one ipc message");
   iovec iov{text.data(), text.size()};
   msghdr msg{};
@@ -85,7 +86,8 @@ std::optional<Message> recv(int sock) {
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) throw Error("ipc message truncated");
   buf.resize(static_cast<size_t>(n));
   out.body = nlohmann::json::parse(buf, nullptr, false);
-  if (out.body.is_discarded() || !out.body.is_object()) throw Error("ipc message is not a JSON object");
+  if (out.body.is_discarded() || !out.body.is_object())
+    throw Error("ipc message is not a JSON object");
   return out;
 }
 

@@ -26,7 +26,8 @@ std::optional<std::string> read_proc(const std::string& path) {
 std::optional<uint64_t> process_start_time(pid_t pid) {
   auto stat = read_proc("/proc/" + std::to_string(pid) + "/stat");
   if (!stat) return std::nullopt;
-  // The command name (field 2) may contain spaces and parentheses; fields resume after the last ')'.
+  // The command name (field 2) may contain spaces and parentheses; fields resume after the last
+  // ')'.
   auto close = stat->rfind(')');
   if (close == std::string::npos) return std::nullopt;
   auto fields = split(std::string_view(*stat).substr(close + 2), ' ');
@@ -48,7 +49,8 @@ std::optional<MemoryUse> process_memory(pid_t pid) {
   MemoryUse m;
   for (const auto& line : split(*text, '\n')) {
     auto take = [&](const char* key, uint64_t& out) {
-      if (starts_with(line, key)) out = std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
+      if (starts_with(line, key))
+        out = std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
     };
     take("Rss:", m.rss);
     take("Pss:", m.pss);

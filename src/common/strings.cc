@@ -106,9 +106,11 @@ uint64_t parse_cpus_milli(std::string_view text) {
   double number;
   std::string unit;
   if (!split_number(text, number, unit) || !unit.empty())
-    throw_invalid("invalid CPU count '" + std::string(text) + "': expected a number such as 1 or 0.5");
+    throw_invalid("invalid CPU count '" + std::string(text) +
+                  "': expected a number such as 1 or 0.5");
   uint64_t milli = static_cast<uint64_t>(std::llround(number * 1000));
-  if (milli < 10) throw_invalid("CPU count '" + std::string(text) + "' is too small (minimum 0.01)");
+  if (milli < 10)
+    throw_invalid("CPU count '" + std::string(text) + "' is too small (minimum 0.01)");
   if (milli > 1'000'000) throw_invalid("CPU count '" + std::string(text) + "' is too large");
   return milli;
 }
@@ -143,11 +145,13 @@ std::pair<std::string, std::string> parse_label(std::string_view text) {
   std::string value(text.substr(eq + 1));
   bool ok = !key.empty() && key.size() <= 128 && std::isalnum(static_cast<unsigned char>(key[0]));
   for (char c : key)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == '/'))
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ||
+          c == '/'))
       ok = false;
   if (!ok)
     throw_invalid("invalid label key '" + key +
-                  "': use letters, digits, '.', '_', '-', '/' (at most 128), starting with a letter or digit");
+                  "': use letters, digits, '.', '_', '-', '/' (at most 128), starting with a "
+                  "letter or digit");
   if (value.size() > 1024) throw_invalid("label value for '" + key + "' is longer than 1024 bytes");
   for (char c : value)
     if (static_cast<unsigned char>(c) < 0x20)
@@ -227,7 +231,8 @@ std::string base64_encode(std::string_view data) {
   size_t i = 0;
   while (i + 2 < data.size()) {
     uint32_t v = (static_cast<unsigned char>(data[i]) << 16) |
-                 (static_cast<unsigned char>(data[i + 1]) << 8) | static_cast<unsigned char>(data[i + 2]);
+                 (static_cast<unsigned char>(data[i + 1]) << 8) |
+                 static_cast<unsigned char>(data[i + 2]);
     out += kB64[(v >> 18) & 63];
     out += kB64[(v >> 12) & 63];
     out += kB64[(v >> 6) & 63];
@@ -306,7 +311,8 @@ std::string shell_join(const std::vector<std::string>& argv) {
     const std::string& a = argv[i];
     bool plain = !a.empty();
     for (char c : a)
-      if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./=:,+@%", c))) plain = false;
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./=:,+@%", c)))
+        plain = false;
     if (plain) {
       out += a;
     } else {

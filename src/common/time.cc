@@ -26,8 +26,9 @@ std::string format_time(int64_t epoch_ms) {
   tm t;
   gmtime_r(&secs, &t);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1,
-                t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(epoch_ms % 1000));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900,
+                t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
+                static_cast<int>(epoch_ms % 1000));
   return buf;
 }
 
@@ -39,12 +40,29 @@ std::string format_ago(int64_t epoch_ms, int64_t now) {
   if (s < 60)
     std::snprintf(buf, sizeof buf, "%lld seconds ago", static_cast<long long>(s));
   else if (s < 3600)
-    std::snprintf(buf, sizeof buf, "%lld minute%s ago", static_cast<long long>(s / 60), s / 60 == 1 ? "" : "s");
+    std::snprintf(buf, sizeof buf, "%lld minute%s ago", static_cast<long long>(s / 60),
+                  s / 60 == 1 ? "" : "s");
   else if (s < 86400)
-    std::snprintf(buf, sizeof buf, "%lld hour%s ago", static_cast<long long>(s / 3600), s / 3600 == 1 ? "" : "s");
+    std::snprintf(buf, sizeof buf, "%lld hour%s ago", static_cast<long long>(s / 3600),
+                  s / 3600 == 1 ? "" : "s");
   else
-    std::snprintf(buf, sizeof buf, "%lld day%s ago", static_cast<long long>(s / 86400), s / 86400 == 1 ? "" : "s");
+    std::snprintf(buf, sizeof buf, "%lld day%s ago", static_cast<long long>(s / 86400),
+                  s / 86400 == 1 ? "" : "s");
   return buf;
+}
+
+}  // namespace upstream
+
+#include <unistd.h>
+#include <cstdlib>
+
+namespace upstream {
+
+void debug_log(const std::string& line) {
+  static const bool on = std::getenv("UPSTREAM_DEBUG") != nullptr;
+  if (!on) return;
+  std::string out = "upstream: debug: " + format_time(now_ms()) + " " + line + "\n";
+  (void)!::write(2, out.data(), out.size());
 }
 
 }  // namespace upstream

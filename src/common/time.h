@@ -16,3 +16,10 @@ std::string format_time(int64_t epoch_ms);
 std::string format_ago(int64_t epoch_ms, int64_t now);
 
 }  // namespace upstream
+
+namespace upstream {
+
+// With UPSTREAM_DEBUG set, writes a timestamped line to stderr (for diagnosing slow starts).
+void debug_log(const std::string& line);
+
+}  // namespace upstream

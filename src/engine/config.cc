@@ -33,7 +33,8 @@ EngineOptions EngineOptions::from_environment() {
   }
   o.init_path = env("UPSTREAM_INIT");
   if (!env("UPSTREAM_STORAGE").empty()) o.storage = env("UPSTREAM_STORAGE");
-  if (!env("UPSTREAM_POOL_SIZE").empty()) o.pool_size = parse_size(env("UPSTREAM_POOL_SIZE"), "UPSTREAM_POOL_SIZE");
+  if (!env("UPSTREAM_POOL_SIZE").empty())
+    o.pool_size = parse_size(env("UPSTREAM_POOL_SIZE"), "UPSTREAM_POOL_SIZE");
   if (!env("UPSTREAM_SLOTS_DIR").empty()) o.slots_dir = env("UPSTREAM_SLOTS_DIR");
   // Defaults a box gets unless it asks for something else: enough for real work, bounded so
   // that one box cannot take the host down.

@@ -65,7 +65,8 @@ bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms) {
 std::unique_ptr<Engine> Engine::open(const EngineOptions& opts) {
   if (::geteuid() != 0)
     throw Error(Errc::unavailable,
-                "upstream needs root: boxes are built from namespaces, cgroups and mounts (run it with sudo)");
+                "upstream needs root: boxes are built from namespaces, cgroups and mounts (run it "
+                "with sudo)");
   std::unique_ptr<Engine> e(new Engine(opts));
   return e;
 }
@@ -77,7 +78,8 @@ Engine::Engine(const EngineOptions& opts) : opts_(opts) {
     // First use of this state directory.
     storage::make_dirs(layout.home, 0700);
     ::chmod(layout.home.c_str(), 0700);
-    for (const auto& d : {layout.run_dir(), layout.locks_dir(), layout.tmp_dir()}) storage::make_dirs(d, 0700);
+    for (const auto& d : {layout.run_dir(), layout.locks_dir(), layout.tmp_dir()})
+      storage::make_dirs(d, 0700);
   }
   store::Db db = store::Db::open(layout.db());
   {
@@ -95,7 +97,8 @@ Engine::Engine(const EngineOptions& opts) : opts_(opts) {
   }
   I.cgroup_group = "upstream-" + I.instance;
   I.init_path = opts_.init_path.empty() ? materialize_init(layout.bin_dir()) : opts_.init_path;
-  if (::access(I.init_path.c_str(), X_OK) != 0) throw_sys(Errc::unavailable, "box init " + I.init_path);
+  if (::access(I.init_path.c_str(), X_OK) != 0)
+    throw_sys(Errc::unavailable, "box init " + I.init_path);
   reconcile();
 }
 
@@ -108,7 +111,8 @@ storage::FileLock Engine::Impl::lock_box(const std::string& id) {
 storage::HostImage Engine::Impl::host_image(bool rebuild) {
   std::set<std::string> in_use;
   for (const auto& b : store.list())
-    if (!b.host_generation.empty() && b.state != box_state::stopped) in_use.insert(b.host_generation);
+    if (!b.host_generation.empty() && b.state != box_state::stopped)
+      in_use.insert(b.host_generation);
   storage::HostImageOptions o;
   o.hidden = {layout.home, opts.slots_dir};
   o.max_age_ms = opts.host_image_max_age_ms;
@@ -125,12 +129,12 @@ storage::ImagePlan Engine::Impl::plan(const BoxRecord& b) {
 }
 
 void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool record_running) {
+  int64_t started_us = mono_us();
   storage::ImagePlan plan = this->plan(b);
   const std::string vol = volume(b.id);
   storage::refresh_volume(vol, plan, b.name);
   runtime::BoxCgroup cg = cgroup(b.id);
   cg.destroy(2000);  // whatever an earlier crash left
-
   runtime::SlotLease lease = slots.acquire();
   uint32_t base = runtime::slot_uid_base(lease.slot);
   runtime::CgroupLimits lim{b.spec.limits.cpu_milli, b.spec.limits.memory, b.spec.limits.pids};
@@ -152,11 +156,20 @@ void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool reco
     c.rlimits = {{RLIMIT_NOFILE, 1024, 524288}, {RLIMIT_CORE, 0, RLIM_INFINITY}};
     uint64_t mem = b.spec.limits.memory.value_or(0);
     c.shm_bytes = mem ? std::max<uint64_t>(mem / 2, 1 << 20) : (1ull << 30);
-    json cfg = {{"box_id", c.box_id},       {"hostname", c.hostname},   {"uid_base", c.uid_base},
-                {"uid_count", c.uid_count}, {"rootfs", c.rootfs},       {"volume_fs", c.volume_fs},
-                {"overlays", c.overlays},   {"socket_path", c.socket_path}, {"cgroup_dir", c.cgroup_dir},
-                {"seccomp", base64_encode(runtime::default_seccomp_bpf())},  {"caps", c.caps},
-                {"rlimits", c.rlimits},     {"shm_bytes", c.shm_bytes}, {"run_bytes", c.run_bytes}};
+    json cfg = {{"box_id", c.box_id},
+                {"hostname", c.hostname},
+                {"uid_base", c.uid_base},
+                {"uid_count", c.uid_count},
+                {"rootfs", c.rootfs},
+                {"volume_fs", c.volume_fs},
+                {"overlays", c.overlays},
+                {"socket_path", c.socket_path},
+                {"cgroup_dir", c.cgroup_dir},
+                {"seccomp", base64_encode(runtime::default_seccomp_bpf())},
+                {"caps", c.caps},
+                {"rlimits", c.rlimits},
+                {"shm_bytes", c.shm_bytes},
+                {"run_bytes", c.run_bytes}};
     runtime::InitSpawn sp;
     sp.init_path = init_path;
     sp.box_id = b.id;
@@ -165,6 +178,8 @@ void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool reco
     sp.cgroup_procs = cg.procs_files();
     sp.config = cfg;
     runtime::InitProcess proc = runtime::spawn_init(sp);
+    debug_log("box " + b.id + " init started in " + std::to_string(mono_us() - started_us) +
+              " us; init phases (us since exec): " + proc.timings_us.dump());
     b.init_pid = proc.pid;
     b.init_start = proc.start_time;
     b.slot = lease.slot;
@@ -210,14 +225,16 @@ BoxRecord Engine::Impl::check_alive(const BoxRecord& b) {
   if (process_matches(b.init_pid, b.init_start)) return b;
   auto lock = lock_box(b.id);
   auto fresh = store.find_id(b.id);
-  if (!fresh || fresh->state != box_state::running || process_matches(fresh->init_pid, fresh->init_start))
+  if (!fresh || fresh->state != box_state::running ||
+      process_matches(fresh->init_pid, fresh->init_start))
     return fresh ? *fresh : b;
   runtime::BoxCgroup cg = cgroup(b.id);
   runtime::CgroupUsage u = cg.usage();
   cg.destroy(5000);
   ::unlink(layout.socket(b.id).c_str());
   refresh_execs(*fresh);
-  std::string reason = store.meta("boot_id") != boot_id() ? "host restarted" : "box init exited unexpectedly";
+  std::string reason =
+      store.meta("boot_id") != boot_id() ? "host restarted" : "box init exited unexpectedly";
   store.mark_stopped(b.id, reason, u.cpu_us, u.memory_peak, u.oom_kills);
   return *store.find_id(b.id);
 }
@@ -234,8 +251,9 @@ UniqueFd Engine::Impl::connect(const BoxRecord& b) {
     return ipc::connect(layout.socket(b.id));
   } catch (const Error&) {
     BoxRecord now = check_alive(b);
-    throw Error(Errc::failed_precondition, "box " + b.name + " is not running (" + now.state +
-                                               (now.state_reason.empty() ? "" : ": " + now.state_reason) + ")");
+    throw Error(Errc::failed_precondition,
+                "box " + b.name + " is not running (" + now.state +
+                    (now.state_reason.empty() ? "" : ": " + now.state_reason) + ")");
   }
 }
 
@@ -253,7 +271,8 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   if (!l.cpu_milli) l.cpu_milli = d.cpu_milli;
   if (!l.disk && I.pool.supports_limits()) l.disk = d.disk;
   if (l.disk && !I.pool.supports_limits())
-    throw Error(Errc::unavailable, "disk limits need the btrfs storage pool (" + I.pool.unavailable_reason() + ")");
+    throw Error(Errc::unavailable,
+                "disk limits need the btrfs storage pool (" + I.pool.unavailable_reason() + ")");
 
   BoxRecord b;
   b.id = random_hex(12);
@@ -273,7 +292,9 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   I.store.insert_box(b);
   auto lock = I.lock_box(b.id);
   try {
-    I.pool.create_volume(b.id, l.disk, I.pool.supports_limits() ? std::optional<uint64_t>(opts_.log_limit) : std::nullopt);
+    I.pool.create_volume(
+        b.id, l.disk,
+        I.pool.supports_limits() ? std::optional<uint64_t>(opts_.log_limit) : std::nullopt);
     storage::prepare_volume(I.volume(b.id), I.plan(b), b.name);
     I.start_init(b, "created", true);
   } catch (...) {

@@ -27,8 +27,8 @@ class SlotAllocator;
 }  // namespace runtime
 
 struct EngineOptions {
-  std::string home;             // state directory
-  std::string init_path;        // box init binary; empty: the one embedded in this program
+  std::string home;              // state directory
+  std::string init_path;         // box init binary; empty: the one embedded in this program
   std::string storage = "auto";  // auto | btrfs | dir
   std::optional<uint64_t> pool_size;
   std::string slots_dir = "/run/upstream/slots";
@@ -52,7 +52,7 @@ struct ExecSpec {
   bool stdin = false;             // stream stdin (else /dev/null)
   bool tty = false;
   uint16_t rows = 24, cols = 80;
-  bool background = false;        // detach: output to log files, return at once
+  bool background = false;  // detach: output to log files, return at once
 };
 
 enum class Stream { stdout_, stderr_ };
@@ -133,7 +133,7 @@ class ExecSession {
   virtual int tty_fd() const = 0;
   virtual void close_stdin() = 0;
 
-  virtual void signal(int sig) = 0;   // to the exec's process group; SIGKILL kills its whole tree
+  virtual void signal(int sig) = 0;  // to the exec's process group; SIGKILL kills its whole tree
   virtual void resize(uint16_t rows, uint16_t cols) = 0;
 
   // Pumps output to `sink` (and the exec's logs) until the exec ends, then returns its record.
@@ -163,9 +163,10 @@ class FileSession {
   // Reads a whole file (refusing files larger than max_bytes) or streams it to fd.
   virtual std::string read(const std::string& path, uint64_t max_bytes = 64ull << 20) = 0;
   virtual uint64_t read_to_fd(const std::string& path, int fd) = 0;
-  virtual void write(const std::string& path, std::string_view data, std::optional<uint32_t> mode = std::nullopt,
-                     bool mkdirs = false) = 0;
-  virtual uint64_t write_from_fd(const std::string& path, int fd, std::optional<uint32_t> mode = std::nullopt,
+  virtual void write(const std::string& path, std::string_view data,
+                     std::optional<uint32_t> mode = std::nullopt, bool mkdirs = false) = 0;
+  virtual uint64_t write_from_fd(const std::string& path, int fd,
+                                 std::optional<uint32_t> mode = std::nullopt,
                                  bool mkdirs = false) = 0;
   virtual void mkdir(const std::string& path, bool parents = true, uint32_t mode = 0755) = 0;
   virtual void remove(const std::string& path, bool recursive = false) = 0;

@@ -46,8 +46,12 @@ class Tail {
 class Session : public ExecSession {
  public:
   Session(Engine::Impl& impl, BoxRecord box, ExecRecord rec, uint64_t oom_before)
-      : I_(impl), box_(std::move(box)), rec_(std::move(rec)), oom_before_(oom_before),
-        out_tail_(impl.opts.exec_tail_bytes), err_tail_(impl.opts.exec_tail_bytes) {}
+      : I_(impl),
+        box_(std::move(box)),
+        rec_(std::move(rec)),
+        oom_before_(oom_before),
+        out_tail_(impl.opts.exec_tail_bytes),
+        err_tail_(impl.opts.exec_tail_bytes) {}
 
   ~Session() override {
     // Leaving without waiting detaches: the exec keeps running, its status file records the end.
@@ -79,7 +83,8 @@ class Session : public ExecSession {
     ::ioctl(tty_.get(), TIOCSWINSZ, &ws);
   }
 
-  ExecRecord wait(const Sink& sink, int stdin_source, int event_fd, const std::function<void()>& on_event) override;
+  ExecRecord wait(const Sink& sink, int stdin_source, int event_fd,
+                  const std::function<void()>& on_event) override;
 
   // Set up by start_exec.
   UniqueFd ctl_, stdin_, stdout_, stderr_, tty_;
@@ -150,7 +155,8 @@ void Session::finalize(const json& exit) {
   I_.store.finish_exec(rec_);
 }
 
-ExecRecord Session::wait(const Sink& sink, int stdin_source, int event_fd, const std::function<void()>& on_event) {
+ExecRecord Session::wait(const Sink& sink, int stdin_source, int event_fd,
+                         const std::function<void()>& on_event) {
   if (done_ || !ctl_) return rec_;  // finished, or a background exec (its end is recorded later)
   char buf[65536];
   bool stdin_open = stdin_source >= 0 && (stdin_ || tty_);
@@ -243,7 +249,8 @@ ExecRecord Session::wait(const Sink& sink, int stdin_source, int event_fd, const
 
 // Opens one of an exec's files in the box's log space. When that space is full, the logs of the
 // oldest finished execs make room (their records, with output tails, stay in the database).
-UniqueFd open_exec_file(Engine::Impl& I, const BoxRecord& box, uint64_t seq, const char* ext, int flags) {
+UniqueFd open_exec_file(Engine::Impl& I, const BoxRecord& box, uint64_t seq, const char* ext,
+                        int flags) {
   std::string path = I.log_path(box.id, seq, ext);
   std::vector<ExecRecord> old;
   size_t next = 0;
@@ -256,8 +263,10 @@ UniqueFd open_exec_file(Engine::Impl& I, const BoxRecord& box, uint64_t seq, con
       old = I.store.list_execs(box.id, false, 0);
     }
     while (next < old.size() && (old[next].state == "running" || old[next].seq == seq)) next++;
-    if (next >= old.size()) throw_sys(Errc::resource_exhausted, "the box's log space is full", EDQUOT);
-    for (const char* e : {"out", "err", "status"}) ::unlink(I.log_path(box.id, old[next].seq, e).c_str());
+    if (next >= old.size())
+      throw_sys(Errc::resource_exhausted, "the box's log space is full", EDQUOT);
+    for (const char* e : {"out", "err", "status"})
+      ::unlink(I.log_path(box.id, old[next].seq, e).c_str());
     next++;
   }
 }
@@ -274,8 +283,9 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     box = I.store.resolve(ref);
     if (box.state != box_state::running) {
       box = I.check_alive(box);
-      throw Error(Errc::failed_precondition,
-                  "box " + box.name + " is " + box.state + "; start it with `upstream box start " + box.name + "`");
+      throw Error(Errc::failed_precondition, "box " + box.name + " is " + box.state +
+                                                 "; start it with `upstream box start " + box.name +
+                                                 "`");
     }
     rec.box_id = box.id;
     rec.argv = spec.argv;
@@ -292,7 +302,8 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     });
     if (rec.seq % 1000 == 0) {
       for (uint64_t old : I.store.prune_execs(box.id, I.opts.exec_history))
-        for (const char* ext : {"out", "err", "status"}) ::unlink(I.log_path(box.id, old, ext).c_str());
+        for (const char* ext : {"out", "err", "status"})
+          ::unlink(I.log_path(box.id, old, ext).c_str());
     }
   }
 
@@ -314,8 +325,14 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
 
   std::vector<std::string> env = box.spec.env;
   for (const auto& e : spec.env) env.push_back(e);
-  json req = {{"op", "exec"}, {"seq", rec.seq}, {"argv", rec.argv}, {"env", env}, {"cwd", rec.cwd},
-              {"user", rec.user}, {"timeout_ms", spec.timeout_ms}, {"detach", spec.background}};
+  json req = {{"op", "exec"},
+              {"seq", rec.seq},
+              {"argv", rec.argv},
+              {"env", env},
+              {"cwd", rec.cwd},
+              {"user", rec.user},
+              {"timeout_ms", spec.timeout_ms},
+              {"detach", spec.background}};
   if (!spec.shell.empty()) req["shell"] = spec.shell;
   std::vector<int> fds{status.get()};
   UniqueFd child_in, child_out, child_err;
@@ -364,7 +381,8 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     return session;
   }
   session->record().pid = reply->body.value("pid", 0);
-  if (reply->body.contains("argv")) session->record().argv = reply->body["argv"].get<std::vector<std::string>>();
+  if (reply->body.contains("argv"))
+    session->record().argv = reply->body["argv"].get<std::vector<std::string>>();
   if (spec.tty) {
     if (reply->fds.empty()) throw Error("the box did not return a terminal");
     session->tty_ = std::move(reply->fds[0]);
@@ -390,7 +408,8 @@ std::optional<ExecRecord> Engine::get_exec(const std::string& ref, uint64_t seq)
   return e;
 }
 
-std::vector<ExecRecord> Engine::list_execs(const std::string& ref, bool running_only, size_t limit) {
+std::vector<ExecRecord> Engine::list_execs(const std::string& ref, bool running_only,
+                                           size_t limit) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   BoxRecord box = I.check_alive(I.store.resolve(ref));
@@ -407,13 +426,15 @@ void Engine::kill_exec(const std::string& ref, uint64_t seq, int sig) {
     auto e = I.store.get_exec(box.id, seq);
     if (!e) throw Error(Errc::not_found, "box " + box.name + " has no exec " + std::to_string(seq));
     if (e->state != "running")
-      throw Error(Errc::failed_precondition, "exec " + std::to_string(seq) + " is not running (" + e->state + ")");
+      throw Error(Errc::failed_precondition,
+                  "exec " + std::to_string(seq) + " is not running (" + e->state + ")");
   }
   UniqueFd conn = I.connect(box);
   ipc::send(conn.get(), {{"op", "kill"}, {"seq", seq}, {"signal", sig}, {"tree", true}});
   auto reply = ipc::recv_wait(conn.get(), 10000);
   if (!reply || !reply->body.value("ok", false)) {
-    std::string msg = reply ? reply->body.value("error", std::string("kill failed")) : "the box stopped";
+    std::string msg =
+        reply ? reply->body.value("error", std::string("kill failed")) : "the box stopped";
     std::lock_guard g(I.mu);
     I.finish_exec_from_status(*I.store.get_exec(box.id, seq), box);
     if (reply && reply->body.value("kind", "") == "not_found")
@@ -426,7 +447,8 @@ std::pair<std::string, std::string> Engine::exec_log_paths(const std::string& re
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   BoxRecord box = I.store.resolve(ref);
-  if (!I.store.get_exec(box.id, seq)) throw Error(Errc::not_found, "box " + box.name + " has no exec " + std::to_string(seq));
+  if (!I.store.get_exec(box.id, seq))
+    throw Error(Errc::not_found, "box " + box.name + " has no exec " + std::to_string(seq));
   return {I.log_path(box.id, seq, "out"), I.log_path(box.id, seq, "err")};
 }
 

@@ -78,7 +78,8 @@ class RemoteFiles : public FileSession {
     auto reply = ipc::recv_wait(conn.get(), 30000);
     if (!reply || !reply->body.value("ok", false))
       throw Error(reply ? errc_from_name(reply->body.value("kind", "")) : Errc::unavailable,
-                  reply ? reply->body.value("error", std::string("file worker failed")) : "the box stopped");
+                  reply ? reply->body.value("error", std::string("file worker failed"))
+                        : "the box stopped");
     to_ = std::move(in.write);
     from_ = std::move(out.read);
   }
@@ -109,7 +110,8 @@ class RemoteFiles : public FileSession {
     }
     std::string out;
     receive_data([&](const char* p, size_t n) {
-      if (out.size() + n > max_bytes) throw Error(Errc::resource_exhausted, path + " grew while being read");
+      if (out.size() + n > max_bytes)
+        throw Error(Errc::resource_exhausted, path + " grew while being read");
       out.append(p, n);
     });
     return out;
@@ -121,7 +123,8 @@ class RemoteFiles : public FileSession {
     return receive_data([&](const char* p, size_t n) { write_all(fd, p, n); });
   }
 
-  void write(const std::string& path, std::string_view data, std::optional<uint32_t> mode, bool mkdirs) override {
+  void write(const std::string& path, std::string_view data, std::optional<uint32_t> mode,
+             bool mkdirs) override {
     json req = {{"op", "write"}, {"path", path}, {"mkdirs", mkdirs}};
     if (mode) req["mode"] = *mode;
     send(req);
@@ -130,7 +133,8 @@ class RemoteFiles : public FileSession {
     reply();
   }
 
-  uint64_t write_from_fd(const std::string& path, int fd, std::optional<uint32_t> mode, bool mkdirs) override {
+  uint64_t write_from_fd(const std::string& path, int fd, std::optional<uint32_t> mode,
+                         bool mkdirs) override {
     json req = {{"op", "write"}, {"path", path}, {"mkdirs", mkdirs}};
     if (mode) req["mode"] = *mode;
     send(req);
@@ -232,7 +236,9 @@ class RemoteFiles : public FileSession {
         error = "tar entry '" + name + "' is not a plain relative path";
         break;
       }
-      json j = {{"path", name}, {"mode", archive_entry_perm(e)}, {"mtime_ms", archive_entry_mtime(e) * 1000}};
+      json j = {{"path", name},
+                {"mode", archive_entry_perm(e)},
+                {"mtime_ms", archive_entry_mtime(e) * 1000}};
       mode_t t = archive_entry_filetype(e);
       Pending p;
       if (archive_entry_hardlink(e)) {
@@ -250,7 +256,8 @@ class RemoteFiles : public FileSession {
         size_t size;
         la_int64_t off;
         while ((r = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
-          if (static_cast<size_t>(off) > p.data.size()) p.data.resize(static_cast<size_t>(off), '\0');
+          if (static_cast<size_t>(off) > p.data.size())
+            p.data.resize(static_cast<size_t>(off), '\0');
           p.data.append(static_cast<const char*>(buf), size);
           total += size;
           if (total > (4ull << 30)) {
@@ -258,7 +265,8 @@ class RemoteFiles : public FileSession {
             break;
           }
         }
-        if (error.empty() && r != ARCHIVE_EOF) error = std::string("bad tar archive: ") + archive_error_string(a);
+        if (error.empty() && r != ARCHIVE_EOF)
+          error = std::string("bad tar archive: ") + archive_error_string(a);
         if (!error.empty()) break;
       } else if (t == AE_IFDIR) {
         j["type"] = "dir";
@@ -295,11 +303,13 @@ class RemoteFiles : public FileSession {
     if (!dest_is_dir) {
       // The copy takes the destination's name.
       auto slash = host_path.find_last_of('/');
-      std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : host_path.substr(0, slash));
+      std::string parent =
+          slash == std::string::npos ? "." : (slash == 0 ? "/" : host_path.substr(0, slash));
       if (::stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
         throw Error(Errc::not_found, "destination directory " + parent + " does not exist");
       if (src.type == "dir") {
-        if (::mkdir(host_path.c_str(), 0755) != 0 && errno != EEXIST) throw_sys("mkdir " + host_path);
+        if (::mkdir(host_path.c_str(), 0755) != 0 && errno != EEXIST)
+          throw_sys("mkdir " + host_path);
         strip_first = true;
       } else {
         root_dir = parent;
@@ -310,7 +320,8 @@ class RemoteFiles : public FileSession {
     std::string file_name = dest_is_dir ? "" : host_path.substr(host_path.find_last_of('/') + 1);
     walk(box_path, [&](const json& e) {
       std::string rel = e.value("path", "");
-      if (!plain_relative(rel)) throw Error(Errc::invalid_argument, "the box sent an unsafe path '" + rel + "'");
+      if (!plain_relative(rel))
+        throw Error(Errc::invalid_argument, "the box sent an unsafe path '" + rel + "'");
       if (strip_first) {
         auto slash = rel.find('/');
         if (slash == std::string::npos) {
@@ -338,7 +349,9 @@ class RemoteFiles : public FileSession {
     std::string base = host_path.substr(host_path.find_last_of('/') + 1);
     if (base.empty() || base == "." || base == "..") {
       char buf[4096];
-      base = ::realpath(host_path.c_str(), buf) ? std::string(buf).substr(std::string(buf).find_last_of('/') + 1) : "upload";
+      base = ::realpath(host_path.c_str(), buf)
+                 ? std::string(buf).substr(std::string(buf).find_last_of('/') + 1)
+                 : "upload";
     }
     if (dest_dir_exists) {
       top = base;
@@ -347,7 +360,8 @@ class RemoteFiles : public FileSession {
       dest_dir = slash == 0 ? "/" : box_dest.substr(0, slash);
       top = box_dest.substr(slash + 1);
       if (top.empty()) throw_invalid("destination " + box_dest + " has no name");
-      if (stat(dest_dir, true).type != "dir") throw_invalid("destination directory " + dest_dir + " is not a directory");
+      if (stat(dest_dir, true).type != "dir")
+        throw_invalid("destination directory " + dest_dir + " is not a directory");
     }
     send({{"op", "put"}, {"path", dest_dir}});
     std::string err;
@@ -371,7 +385,8 @@ class RemoteFiles : public FileSession {
     auto h = frame::read_header(from_.get());
     if (!h) throw Error(Errc::unavailable, "the box's file worker went away");
     if (!h->value("ok", false))
-      throw Error(errc_from_name(h->value("kind", "internal")), h->value("error", std::string("file operation failed")));
+      throw Error(errc_from_name(h->value("kind", "internal")),
+                  h->value("error", std::string("file operation failed")));
     return *h;
   }
   json call(const json& req) {
@@ -385,7 +400,8 @@ class RemoteFiles : public FileSession {
       auto h = frame::read_header(from_.get());
       if (!h) throw Error(Errc::unavailable, "the box's file worker went away");
       if (h->value("end", false)) {
-        if (h->contains("error")) throw Error(Errc::internal, "read failed: " + (*h)["error"].get<std::string>());
+        if (h->contains("error"))
+          throw Error(Errc::internal, "read failed: " + (*h)["error"].get<std::string>());
         return total;
       }
       size_t n = h->value("data", size_t{0});
@@ -449,8 +465,9 @@ class RemoteFiles : public FileSession {
     std::string type = e.value("type", "");
     auto slash = rel.rfind('/');
     std::string leaf = slash == std::string::npos ? rel : rel.substr(slash + 1);
-    UniqueFd parent(slash == std::string::npos ? ::fcntl(root, F_DUPFD_CLOEXEC, 3)
-                                               : open_beneath(root, rel.substr(0, slash), O_RDONLY | O_DIRECTORY));
+    UniqueFd parent(slash == std::string::npos
+                        ? ::fcntl(root, F_DUPFD_CLOEXEC, 3)
+                        : open_beneath(root, rel.substr(0, slash), O_RDONLY | O_DIRECTORY));
     if (!parent) {
       int err = errno;
       if (type == "file") receive_data([](const char*, size_t) {});
@@ -459,16 +476,20 @@ class RemoteFiles : public FileSession {
     // Set-id bits from a box never reach the host.
     mode_t mode = static_cast<mode_t>(e.value("mode", 0644)) & 01777;
     if (type == "dir") {
-      if (::mkdirat(parent.get(), leaf.c_str(), mode | 0700) != 0 && errno != EEXIST) throw_sys("mkdir " + rel);
+      if (::mkdirat(parent.get(), leaf.c_str(), mode | 0700) != 0 && errno != EEXIST)
+        throw_sys("mkdir " + rel);
     } else if (type == "symlink") {
       ::unlinkat(parent.get(), leaf.c_str(), 0);
-      if (::symlinkat(e.value("target", "").c_str(), parent.get(), leaf.c_str()) != 0) throw_sys("symlink " + rel);
+      if (::symlinkat(e.value("target", "").c_str(), parent.get(), leaf.c_str()) != 0)
+        throw_sys("symlink " + rel);
     } else if (type == "file") {
       if (e.contains("error")) return;
       struct stat st;
-      if (::fstatat(parent.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
+      if (::fstatat(parent.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          !S_ISREG(st.st_mode))
         ::unlinkat(parent.get(), leaf.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
-      UniqueFd out(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode));
+      UniqueFd out(::openat(parent.get(), leaf.c_str(),
+                            O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode));
       if (!out) {
         int err = errno;
         receive_data([](const char*, size_t) {});
@@ -481,7 +502,9 @@ class RemoteFiles : public FileSession {
   void send_host_tree(const std::string& path, const std::string& rel) {
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) throw_sys("stat " + path);
-    json e = {{"path", rel}, {"mode", st.st_mode & 07777}, {"mtime_ms", static_cast<int64_t>(st.st_mtim.tv_sec) * 1000}};
+    json e = {{"path", rel},
+              {"mode", st.st_mode & 07777},
+              {"mtime_ms", static_cast<int64_t>(st.st_mtim.tv_sec) * 1000}};
     if (S_ISDIR(st.st_mode)) {
       e["type"] = "dir";
       frame::write_header(to_.get(), {{"entry", e}});
@@ -489,7 +512,8 @@ class RemoteFiles : public FileSession {
       if (!d) throw_sys("open " + path);
       std::vector<std::string> names;
       while (dirent* de = ::readdir(d))
-        if (std::strcmp(de->d_name, ".") && std::strcmp(de->d_name, "..")) names.emplace_back(de->d_name);
+        if (std::strcmp(de->d_name, ".") && std::strcmp(de->d_name, ".."))
+          names.emplace_back(de->d_name);
       ::closedir(d);
       for (const auto& n : names) send_host_tree(path + "/" + n, rel + "/" + n);
     } else if (S_ISLNK(st.st_mode)) {
@@ -525,12 +549,14 @@ std::unique_ptr<FileSession> Engine::files(const std::string& ref, const std::st
     session->start(who);
     return session;
   }
-  if (box.state != box_state::stopped) throw Error(Errc::failed_precondition, "box " + box.name + " is " + box.state);
+  if (box.state != box_state::stopped)
+    throw Error(Errc::failed_precondition, "box " + box.name + " is " + box.state);
   // A stopped box is assembled just for this session, without becoming "running"; its lock is
   // held until the session ends, so nothing starts or removes it meanwhile.
   storage::FileLock lock = I.lock_box(box.id);
   box = *I.store.find_id(box.id);
-  if (box.state != box_state::stopped) throw Error(Errc::failed_precondition, "box " + box.name + " changed state");
+  if (box.state != box_state::stopped)
+    throw Error(Errc::failed_precondition, "box " + box.name + " changed state");
   I.start_init(box, "", false);
   auto session = std::make_unique<RemoteFiles>(I, box);
   session->lock_.emplace(std::move(lock));

@@ -38,7 +38,9 @@ struct Engine::Impl {
   std::string log_path(const std::string& id, uint64_t seq, const char* ext) const {
     return volume(id) + "/logs/" + std::to_string(seq) + "." + ext;
   }
-  runtime::BoxCgroup cgroup(const std::string& id) const { return runtime::BoxCgroup(cgroups, cgroup_group, id); }
+  runtime::BoxCgroup cgroup(const std::string& id) const {
+    return runtime::BoxCgroup(cgroups, cgroup_group, id);
+  }
 
   storage::HostImage host_image(bool rebuild = false);
   storage::ImagePlan plan(const BoxRecord& b);
@@ -63,6 +65,5 @@ bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms);
 
 // Materialises the embedded init binary under the state directory; returns its path.
 std::string materialize_init(const std::string& bin_dir);
-
 
 }  // namespace upstream

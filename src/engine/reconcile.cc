@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "common/init_protocol.h"
 #include "common/proc.h"
@@ -39,7 +41,8 @@ void Engine::Impl::finish_exec_from_status(ExecRecord e, const BoxRecord& box) {
   json j = json::parse(status_text, nullptr, false);
   bool have = !status_text.empty() && j.is_object() && j.contains("code");
   if (!have) {
-    if (box.state == box_state::running && process_matches(box.init_pid, box.init_start)) return;  // still running
+    if (box.state == box_state::running && process_matches(box.init_pid, box.init_start))
+      return;  // still running
     e.state = "lost";
     e.reason = "box-stopped";
     e.ended_at = now_ms();
@@ -81,7 +84,8 @@ void Engine::reconcile() {
   if (DIR* d = ::opendir(I.layout.run_dir().c_str())) {
     while (dirent* e = ::readdir(d)) {
       std::string n = e->d_name;
-      if (n.size() > 5 && n.substr(n.size() - 5) == ".sock") sockets.push_back(n.substr(0, n.size() - 5));
+      if (n.size() > 5 && n.substr(n.size() - 5) == ".sock")
+        sockets.push_back(n.substr(0, n.size() - 5));
     }
     ::closedir(d);
   }
@@ -101,7 +105,8 @@ void Engine::reconcile() {
         if (b.init_pid) I.stop_init(b, 0);
         I.cleanup_failed_create(b.id);
         known.erase(b.id);
-      } else if ((b.state == box_state::starting || b.state == box_state::stopping) && !owner_alive) {
+      } else if ((b.state == box_state::starting || b.state == box_state::stopping) &&
+                 !owner_alive) {
         auto lock = I.lock_box(b.id);
         runtime::CgroupUsage u = I.stop_init(b, 0);
         I.refresh_execs(b);
@@ -109,6 +114,14 @@ void Engine::reconcile() {
                              u.cpu_us, u.memory_peak, u.oom_kills);
       } else if (b.state == box_state::running) {
         I.check_alive(b);
+      } else if (b.state == box_state::stopped &&
+                 std::find(cgroups.begin(), cgroups.end(), b.id) != cgroups.end()) {
+        // A stopped box with processes: a file session's temporary init whose caller died.
+        // A live session holds the box's lock; only an abandoned one is cleaned up.
+        if (auto lock = storage::FileLock::try_lock(I.layout.lock("box-" + b.id))) {
+          I.cgroup(b.id).destroy(3000);
+          ::unlink(I.layout.socket(b.id).c_str());
+        }
       }
     } catch (const Error&) {
       // Left for the next reconciliation; one broken box must not block the others.

@@ -26,7 +26,7 @@ struct BoxSpec {
   std::map<std::string, std::string> labels;
   std::vector<std::string> env;  // KEY=VALUE, for every exec
   Limits limits;
-  std::string user = "root";     // default user of execs: root, user, a name, uid[:gid]
+  std::string user = "root";  // default user of execs: root, user, a name, uid[:gid]
   std::string workdir = "/home/user";
   std::string network = "none";  // the only mode of this release: loopback only
 };
@@ -55,8 +55,8 @@ struct BoxRecord {
   std::string host_generation;
   pid_t owner_pid = 0;
   uint64_t owner_start = 0;
-  uint64_t cpu_us_total = 0;    // accumulated over finished runs
-  uint64_t memory_peak = 0;     // highest peak over finished runs
+  uint64_t cpu_us_total = 0;  // accumulated over finished runs
+  uint64_t memory_peak = 0;   // highest peak over finished runs
   uint64_t oom_kills_total = 0;
 };
 
@@ -92,9 +92,9 @@ struct ExecRecord {
 };
 
 struct BoxUsage {
-  uint64_t cpu_us = 0;         // active CPU time, all runs
-  uint64_t memory = 0;         // now
-  uint64_t memory_peak = 0;    // highest seen
+  uint64_t cpu_us = 0;       // active CPU time, all runs
+  uint64_t memory = 0;       // now
+  uint64_t memory_peak = 0;  // highest seen
   uint64_t pids = 0;
   uint64_t oom_kills = 0;
   std::optional<uint64_t> disk_bytes;

@@ -39,12 +39,28 @@ const char* type_name(mode_t m) {
 
 Errc errc_for(int err) {
   switch (err) {
-    case ENOENT: case ENOTDIR: return Errc::not_found;
-    case EEXIST: case ENOTEMPTY: return Errc::already_exists;
-    case EACCES: case EPERM: case EROFS: return Errc::failed_precondition;
-    case EISDIR: case EINVAL: case ENAMETOOLONG: case ELOOP: case EXDEV: return Errc::invalid_argument;
-    case ENOSPC: case EDQUOT: case EFBIG: return Errc::resource_exhausted;
-    default: return Errc::internal;
+    case ENOENT:
+    case ENOTDIR:
+      return Errc::not_found;
+    case EEXIST:
+    case ENOTEMPTY:
+      return Errc::already_exists;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return Errc::failed_precondition;
+    case EISDIR:
+    case EINVAL:
+    case ENAMETOOLONG:
+    case ELOOP:
+    case EXDEV:
+      return Errc::invalid_argument;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+      return Errc::resource_exhausted;
+    default:
+      return Errc::internal;
   }
 }
 
@@ -53,13 +69,14 @@ Errc errc_for(int err) {
 }
 
 json info_of(const std::string& name, const struct stat& st, const std::string& target) {
-  json j = {{"name", name},
-            {"type", type_name(st.st_mode)},
-            {"mode", st.st_mode & 07777},
-            {"size", static_cast<uint64_t>(st.st_size)},
-            {"mtime_ms", static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000},
-            {"uid", st.st_uid},
-            {"gid", st.st_gid}};
+  json j = {
+      {"name", name},
+      {"type", type_name(st.st_mode)},
+      {"mode", st.st_mode & 07777},
+      {"size", static_cast<uint64_t>(st.st_size)},
+      {"mtime_ms", static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000},
+      {"uid", st.st_uid},
+      {"gid", st.st_gid}};
   if (S_ISLNK(st.st_mode)) j["target"] = target;
   return j;
 }
@@ -74,7 +91,8 @@ std::string base_name(const std::string& path) {
   auto s = path.find_last_not_of('/');
   if (s == std::string::npos) return "/";
   auto b = path.rfind('/', s);
-  return path.substr(b == std::string::npos ? 0 : b + 1, s - (b == std::string::npos ? 0 : b + 1) + 1);
+  return path.substr(b == std::string::npos ? 0 : b + 1,
+                     s - (b == std::string::npos ? 0 : b + 1) + 1);
 }
 
 std::string parent_of(const std::string& path) {
@@ -207,7 +225,8 @@ void copy_tree(const std::string& from, const std::string& to) {
     if (!d) fail("open", from);
     std::vector<std::string> names;
     while (dirent* e = ::readdir(d))
-      if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) names.emplace_back(e->d_name);
+      if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, ".."))
+        names.emplace_back(e->d_name);
     ::closedir(d);
     for (const auto& n : names) copy_tree(from + "/" + n, to + "/" + n);
   } else if (S_ISLNK(st.st_mode)) {
@@ -252,7 +271,8 @@ json op_list(const json& req) {
     }
     struct stat st;
     if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    entries.push_back(info_of(e->d_name, st, S_ISLNK(st.st_mode) ? read_link(::dirfd(d), e->d_name) : ""));
+    entries.push_back(
+        info_of(e->d_name, st, S_ISLNK(st.st_mode) ? read_link(::dirfd(d), e->d_name) : ""));
   }
   ::closedir(d);
   return {{"ok", true}, {"entries", entries}, {"truncated", truncated}};
@@ -390,7 +410,8 @@ void walk_emit(int dirfd, const std::string& name, const std::string& rel, uint6
     }
     std::vector<std::string> names;
     while (dirent* e = ::readdir(d))
-      if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) names.emplace_back(e->d_name);
+      if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, ".."))
+        names.emplace_back(e->d_name);
     for (const auto& n : names) walk_emit(::dirfd(d), n, rel + "/" + n, count);
     ::closedir(d);
   }
@@ -454,7 +475,8 @@ json op_put(const json& req) {
       UniqueFd out;
       if (!err) {
         ::unlinkat(pdir.get(), leaf.c_str(), 0);
-        out.reset(::openat(pdir.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+        out.reset(::openat(pdir.get(), leaf.c_str(),
+                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
         if (!out) {
           err = errno;
           what = "upload " + rel + ": " + errno_string(err);
@@ -525,19 +547,32 @@ int fileworker_main() {
     std::string op = req->value("op", "");
     try {
       json reply;
-      if (op == "stat") reply = op_stat(*req);
-      else if (op == "list") reply = op_list(*req);
-      else if (op == "read") { op_read(*req); continue; }
-      else if (op == "write") reply = op_write(*req);
-      else if (op == "mkdir") reply = op_mkdir(*req);
-      else if (op == "remove") reply = op_remove(*req);
-      else if (op == "move") reply = op_move(*req);
-      else if (op == "walk") { op_walk(*req); continue; }
-      else if (op == "put") reply = op_put(*req);
-      else throw Error(Errc::invalid_argument, "unknown file operation '" + op + "'");
+      if (op == "stat")
+        reply = op_stat(*req);
+      else if (op == "list")
+        reply = op_list(*req);
+      else if (op == "read") {
+        op_read(*req);
+        continue;
+      } else if (op == "write")
+        reply = op_write(*req);
+      else if (op == "mkdir")
+        reply = op_mkdir(*req);
+      else if (op == "remove")
+        reply = op_remove(*req);
+      else if (op == "move")
+        reply = op_move(*req);
+      else if (op == "walk") {
+        op_walk(*req);
+        continue;
+      } else if (op == "put")
+        reply = op_put(*req);
+      else
+        throw Error(Errc::invalid_argument, "unknown file operation '" + op + "'");
       frame::write_header(1, reply);
     } catch (const Error& e) {
-      if (e.code() == Errc::unavailable && std::string(e.what()).find("ended") != std::string::npos) return 1;
+      if (e.code() == Errc::unavailable && std::string(e.what()).find("ended") != std::string::npos)
+        return 1;
       try {
         frame::write_header(1, {{"ok", false}, {"error", e.what()}, {"kind", errc_name(e.code())}});
       } catch (const Error&) {

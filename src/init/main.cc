@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/ipc.h"
+#include "common/time.h"
 #include "init/config.h"
 #include "init/fileworker.h"
 #include "init/setup.h"
@@ -42,19 +43,26 @@ int main(int argc, char** argv) {
   initproto::Config cfg;
   init::BoxHandles handles;
   try {
+    // Where start-up time goes, reported with "ready" (microseconds since exec).
+    int64_t t0 = mono_us();
+    nlohmann::json timings = nlohmann::json::object();
+    auto mark = [&](const char* phase) { timings[phase] = mono_us() - t0; };
     auto msg = ipc::recv(kEngineFd);
     if (!msg) return 1;
+    mark("config");
     cfg = init::parse_config(msg->body);
     handles = init::prepare_host_handles(cfg);
+    mark("handles");
     if (cfg.wait_network) {
       ipc::send(kEngineFd, {{"phase", "namespaces"}});
       auto go = ipc::recv(kEngineFd);
       if (!go || !go->body.value("go", false)) return 1;
+      mark("network");
     }
-    init::build_root(cfg, kUsernsFd);
-    init::become_box_root(cfg, kUsernsFd);
+    init::build_root(cfg, kUsernsFd, mark);
+    init::become_box_root(cfg, kUsernsFd, mark);
     ::close(kUsernsFd);
-    ipc::send(kEngineFd, {{"ok", true}});
+    ipc::send(kEngineFd, {{"ok", true}, {"timings_us", timings}});
     ::close(kEngineFd);
   } catch (const std::exception& e) {
     report_failure(e);

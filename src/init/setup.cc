@@ -41,7 +41,8 @@ void do_mount(const std::string& src, const std::string& dst, const char* type, 
 
 // A detached copy of `path` whose owners are shifted into the box's uid range.
 UniqueFd idmapped_clone(const std::string& path, int userns_fd, bool readonly) {
-  int fd = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, path.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+  int fd = static_cast<int>(
+      ::syscall(SYS_open_tree, AT_FDCWD, path.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
   if (fd < 0) throw_sys("open_tree " + path);
   UniqueFd tree(fd);
   mount_attr attr{};
@@ -81,14 +82,16 @@ bool exists(const std::string& path) {
 void bind_readonly(const std::string& path) {
   if (!exists(path)) return;
   do_mount(path, path, nullptr, MS_BIND | MS_REC, "");
-  do_mount("", path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  do_mount("", path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+           "");
 }
 
 void mask_path(const std::string& path, const std::string& devnull) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return;
   if (S_ISDIR(st.st_mode))
-    do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+    do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+             "size=0,mode=0555");
   else
     do_mount(devnull, path, nullptr, MS_BIND, "");
 }
@@ -97,7 +100,8 @@ void build_dev(const std::string& root, const initproto::Config& cfg) {
   const uid_t owner = cfg.uid_base;
   std::string dev = root + "/dev";
   do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC | MS_STRICTATIME,
-           "mode=755,size=65536k,nr_inodes=4096,uid=" + std::to_string(owner) + ",gid=" + std::to_string(owner));
+           "mode=755,size=65536k,nr_inodes=4096,uid=" + std::to_string(owner) +
+               ",gid=" + std::to_string(owner));
   mknod_dev(dev, "null", 1, 3, owner);
   mknod_dev(dev, "zero", 1, 5, owner);
   mknod_dev(dev, "full", 1, 7, owner);
@@ -105,8 +109,8 @@ void build_dev(const std::string& root, const initproto::Config& cfg) {
   mknod_dev(dev, "urandom", 1, 9, owner);
   mknod_dev(dev, "tty", 5, 0, owner);
   const std::pair<const char*, const char*> links[] = {
-      {"fd", "/proc/self/fd"},         {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
-      {"stderr", "/proc/self/fd/2"},   {"ptmx", "pts/ptmx"},         {"core", "/proc/kcore"}};
+      {"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+      {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},         {"core", "/proc/kcore"}};
   for (auto& [name, target] : links) {
     if (std::string(name) == "core") continue;
     std::string p = dev + "/" + name;
@@ -131,15 +135,18 @@ void build_proc_and_sys(const std::string& root) {
   do_mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
   const std::string devnull = root + "/dev/null";
   // Host-wide information and controls that a box has no business with (as Docker masks them).
-  for (const char* p : {"kcore", "keys", "timer_list", "sched_debug", "latency_stats", "acpi", "scsi",
-                        "sysrq-trigger", "kallsyms", "kpagecgroup", "kpagecount", "kpageflags"})
+  for (const char* p :
+       {"kcore", "keys", "timer_list", "sched_debug", "latency_stats", "acpi", "scsi",
+        "sysrq-trigger", "kallsyms", "kpagecgroup", "kpagecount", "kpageflags"})
     mask_path(proc + "/" + p, devnull);
   for (const char* p : {"sys", "irq", "bus", "fs"}) bind_readonly(proc + "/" + p);
 
   std::string sys = root + "/sys";
   if (exists(sys)) {
-    if (::mount("sysfs", sys.c_str(), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0) {
-      for (const char* p : {"firmware", "kernel/security", "kernel/debug", "devices/virtual/powercap"})
+    if (::mount("sysfs", sys.c_str(), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                nullptr) == 0) {
+      for (const char* p :
+           {"firmware", "kernel/security", "kernel/debug", "devices/virtual/powercap"})
         mask_path(sys + "/" + p, devnull);
     }
     // When sysfs cannot be mounted the box simply has no /sys.
@@ -194,7 +201,7 @@ BoxHandles prepare_host_handles(const initproto::Config& cfg) {
   return h;
 }
 
-void build_root(const initproto::Config& cfg, int userns_fd) {
+void build_root(const initproto::Config& cfg, int userns_fd, const PhaseMark& mark) {
   const std::string& root = cfg.rootfs;
 
   // Every lower layer and the volume are cloned with their owners shifted into the box's range;
@@ -204,10 +211,12 @@ void build_root(const initproto::Config& cfg, int userns_fd) {
     for (const auto& l : ov.lowers)
       if (!lowers.count(l)) lowers.emplace(l, idmapped_clone(l, userns_fd, true));
   UniqueFd volume = idmapped_clone(cfg.volume_fs, userns_fd, false);
+  mark("idmap");
   const std::string vol = "/proc/self/fd/" + std::to_string(volume.get());
 
   // The mounter's credentials are the ones overlay uses on the layers; with fsuid set to box root
-  // they map through the shifted volume, and the effective set keeps the capabilities copy-up needs.
+  // they map through the shifted volume, and the effective set keeps the capabilities copy-up
+  // needs.
   if (::setfsgid(cfg.uid_base) < 0 || ::setfsuid(cfg.uid_base) < 0) throw_sys("setfsuid");
   set_effective_caps_to_permitted();
   for (const auto& ov : cfg.overlays) {
@@ -229,23 +238,28 @@ void build_root(const initproto::Config& cfg, int userns_fd) {
   ::setfsuid(0);
   ::setfsgid(0);
   set_effective_caps_to_permitted();
+  mark("overlays");
 
   build_dev(root, cfg);
+  mark("dev");
   build_proc_and_sys(root);
+  mark("proc_sys");
   do_mount("tmpfs", root + "/run", "tmpfs", MS_NOSUID | MS_NODEV,
-           "mode=755,size=" + std::to_string(cfg.run_bytes) + ",uid=" + std::to_string(cfg.uid_base) +
-               ",gid=" + std::to_string(cfg.uid_base));
+           "mode=755,size=" + std::to_string(cfg.run_bytes) +
+               ",uid=" + std::to_string(cfg.uid_base) + ",gid=" + std::to_string(cfg.uid_base));
 
   if (::chdir(root.c_str()) != 0) throw_sys("chdir " + root);
   if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_sys("pivot_root");
   if (::umount2(".", MNT_DETACH) != 0) throw_sys("detach old root");
   if (::chdir("/") != 0) throw_sys("chdir /");
 
+  mark("pivot");
   if (::sethostname(cfg.hostname.data(), cfg.hostname.size()) != 0) throw_sys("sethostname");
   bring_up_loopback();
+  mark("loopback");
 }
 
-void become_box_root(const initproto::Config& cfg, int userns_fd) {
+void become_box_root(const initproto::Config& cfg, int userns_fd, const PhaseMark& mark) {
   // Our init must survive the box's own memory pressure; the OOM killer picks box processes.
   // (Needs CAP_SYS_RESOURCE, which some hosts withhold; then the init keeps the default score,
   // and its small size keeps it the OOM killer's last choice.)
@@ -270,6 +284,7 @@ void become_box_root(const initproto::Config& cfg, int userns_fd) {
     }
   }
 
+  mark("limits");
   if (::setns(userns_fd, CLONE_NEWUSER) != 0) throw_sys("enter box user namespace");
   if (::setgroups(0, nullptr) != 0) throw_sys("setgroups");
   if (::setresgid(0, 0, 0) != 0) throw_sys("setresgid");
@@ -298,6 +313,7 @@ void become_box_root(const initproto::Config& cfg, int userns_fd) {
   // reading our memory and descriptors through /proc.
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) throw_sys("PR_SET_DUMPABLE");
 
+  mark("identity");
   // The seccomp filter goes on us, once: every box process descends from us and inherits it
   // (attaching it per exec would cost a filter compilation each time). We only use system calls
   // the filter allows.
@@ -305,7 +321,9 @@ void become_box_root(const initproto::Config& cfg, int userns_fd) {
   sock_fprog prog{};
   prog.len = static_cast<unsigned short>(cfg.seccomp_bpf.size() / sizeof(sock_filter));
   prog.filter = reinterpret_cast<sock_filter*>(const_cast<char*>(cfg.seccomp_bpf.data()));
-  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) throw_sys("install seccomp filter");
+  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+    throw_sys("install seccomp filter");
+  mark("seccomp");
 }
 
 }  // namespace upstream::init

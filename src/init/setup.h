@@ -3,6 +3,8 @@
 // root in the box's user namespace with a reduced capability set.
 #pragma once
 
+#include <functional>
+
 #include "common/fd.h"
 #include "common/init_protocol.h"
 
@@ -17,10 +19,13 @@ struct BoxHandles {
 // Steps before the root is assembled: private mounts, control socket, handles to host objects.
 BoxHandles prepare_host_handles(const initproto::Config& cfg);
 
+// Called with a phase name as each step completes (for start-up timings).
+using PhaseMark = std::function<void(const char*)>;
+
 // Assembles the root filesystem, pivots into it, sets hostname and loopback.
-void build_root(const initproto::Config& cfg, int userns_fd);
+void build_root(const initproto::Config& cfg, int userns_fd, const PhaseMark& mark);
 
 // Enters the box user namespace as box root and reduces privileges.
-void become_box_root(const initproto::Config& cfg, int userns_fd);
+void become_box_root(const initproto::Config& cfg, int userns_fd, const PhaseMark& mark);
 
 }  // namespace upstream::init

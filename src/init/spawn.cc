@@ -111,8 +111,10 @@ int child_main(void* arg) {
       buf[n++] = '/';
       std::memcpy(buf + n, file, flen + 1);
       ::execve(buf, p->argv, p->envp);
-      if (errno == EACCES) saw_eacces = true;
-      else if (errno != ENOENT && errno != ENOTDIR) fail(p, kExec);
+      if (errno == EACCES)
+        saw_eacces = true;
+      else if (errno != ENOENT && errno != ENOTDIR)
+        fail(p, kExec);
     }
     if (!end) break;
     dir = end + 1;
@@ -152,7 +154,8 @@ SpawnResult spawn(const SpawnRequest& req, int devnull_fd) {
   plan.nofile_soft = req.nofile_soft;
   plan.stage = kOk;
 
-  pid_t pid = ::clone(child_main, g_stack + sizeof g_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  pid_t pid =
+      ::clone(child_main, g_stack + sizeof g_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
   SpawnResult r;
   if (pid < 0) {
     r.err = errno;
@@ -171,11 +174,26 @@ SpawnResult spawn(const SpawnRequest& req, int devnull_fd) {
   r.err = plan.err;
   const std::string e = errno_string(plan.err);
   switch (plan.stage) {
-    case kCgroup: r.message = "cannot place process in its cgroup: " + e; r.exit_code = 126; break;
-    case kStdio: r.message = "cannot set up standard streams: " + e; r.exit_code = 126; break;
-    case kTty: r.message = "cannot attach terminal: " + e; r.exit_code = 126; break;
-    case kIdentity: r.message = "cannot switch to uid " + std::to_string(req.uid) + ": " + e; r.exit_code = 126; break;
-    case kCwd: r.message = "working directory " + req.cwd + ": " + e; r.exit_code = 126; break;
+    case kCgroup:
+      r.message = "cannot place process in its cgroup: " + e;
+      r.exit_code = 126;
+      break;
+    case kStdio:
+      r.message = "cannot set up standard streams: " + e;
+      r.exit_code = 126;
+      break;
+    case kTty:
+      r.message = "cannot attach terminal: " + e;
+      r.exit_code = 126;
+      break;
+    case kIdentity:
+      r.message = "cannot switch to uid " + std::to_string(req.uid) + ": " + e;
+      r.exit_code = 126;
+      break;
+    case kCwd:
+      r.message = "working directory " + req.cwd + ": " + e;
+      r.exit_code = 126;
+      break;
     default:
       r.message = req.argv.empty() ? "exec: " + e : req.argv[0] + ": " + e;
       r.exit_code = (plan.err == ENOENT || plan.err == ENOTDIR) ? 127 : 126;

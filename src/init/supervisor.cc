@@ -87,11 +87,11 @@ class Supervisor {
   bool oom_protected_ = false;  // our oom_score_adj is -1000, which children must not keep
   unsigned long nofile_soft_ = 0;
   UniqueFd epoll_, sigfd_, timer_, devnull_;
-  std::map<int, UniqueFd> conns_;          // fd -> connection
-  std::map<int, pid_t> attached_;          // connection fd -> exec pid
-  std::map<pid_t, Exec> execs_;            // by pid
+  std::map<int, UniqueFd> conns_;  // fd -> connection
+  std::map<int, pid_t> attached_;  // connection fd -> exec pid
+  std::map<pid_t, Exec> execs_;    // by pid
   std::map<uint64_t, pid_t> by_seq_;
-  std::set<std::string> lingering_;        // exec cgroups still holding leftover processes
+  std::set<std::string> lingering_;  // exec cgroups still holding leftover processes
   bool stopping_ = false;
   int64_t stop_deadline_us_ = 0;
   bool stop_killed_ = false;
@@ -270,7 +270,8 @@ json Supervisor::do_exec(int conn, ipc::Message& m) {
     e.argv = b.at("argv").get<std::vector<std::string>>();
   }
   if (e.argv.empty()) throw_invalid("empty command");
-  if (by_seq_.count(e.seq)) throw Error(Errc::already_exists, "exec " + std::to_string(e.seq) + " exists");
+  if (by_seq_.count(e.seq))
+    throw Error(Errc::already_exists, "exec " + std::to_string(e.seq) + " exists");
   Identity who = resolve(b.value("user", std::string("root")));
   SpawnRequest req;
   req.argv = e.argv;
@@ -326,7 +327,8 @@ json Supervisor::do_exec(int conn, ipc::Message& m) {
   if (h_.cgroup_dir) {
     if (::mkdirat(h_.cgroup_dir.get(), cgname.c_str(), 0755) != 0 && errno != EEXIST)
       throw_sys("create exec cgroup");
-    e.cgroup.reset(::openat(h_.cgroup_dir.get(), cgname.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    e.cgroup.reset(
+        ::openat(h_.cgroup_dir.get(), cgname.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!e.cgroup) throw_sys("open exec cgroup");
     procs.reset(::openat(e.cgroup.get(), "cgroup.procs", O_WRONLY | O_CLOEXEC));
     if (!procs) throw_sys("open exec cgroup.procs");
@@ -343,7 +345,10 @@ json Supervisor::do_exec(int conn, ipc::Message& m) {
     st.reason = "failed: " + r.message;
     std::string text = json(st).dump();
     (void)!::pwrite(status_fd, text.data(), text.size(), 0);
-    return {{"ok", false}, {"error", r.message}, {"code", r.exit_code}, {"kind", "failed_precondition"}};
+    return {{"ok", false},
+            {"error", r.message},
+            {"code", r.exit_code},
+            {"kind", "failed_precondition"}};
   }
   e.pid = r.pid;
   reset_oom_score(r.pid);
@@ -360,7 +365,10 @@ json Supervisor::do_exec(int conn, ipc::Message& m) {
   execs_.emplace(pid, std::move(e));
   if (timeout_ms > 0) rearm_timer();
 
-  json reply = {{"ok", true}, {"pid", pid}, {"started_at", execs_[pid].started_at}, {"argv", execs_[pid].argv}};
+  json reply = {{"ok", true},
+                {"pid", pid},
+                {"started_at", execs_[pid].started_at},
+                {"argv", execs_[pid].argv}};
   if (tty) {
     slave.reset();
     ipc::send(conn, reply, {master.get()});
@@ -393,7 +401,8 @@ json Supervisor::do_kill(const json& body) {
   int sig = body.value("signal", SIGKILL);
   bool tree = body.value("tree", true);
   auto it = by_seq_.find(seq);
-  if (it == by_seq_.end()) throw Error(Errc::not_found, "exec " + std::to_string(seq) + " is not running");
+  if (it == by_seq_.end())
+    throw Error(Errc::not_found, "exec " + std::to_string(seq) + " is not running");
   Exec& e = execs_.at(it->second);
   if (sig == SIGKILL) e.killed = true;
   if (tree)
@@ -406,7 +415,10 @@ json Supervisor::do_kill(const json& body) {
 json Supervisor::do_ps() {
   json list = json::array();
   for (const auto& [pid, e] : execs_)
-    list.push_back({{"seq", e.seq}, {"pid", pid}, {"argv", e.argv}, {"started_at", e.started_at},
+    list.push_back({{"seq", e.seq},
+                    {"pid", pid},
+                    {"argv", e.argv},
+                    {"started_at", e.started_at},
                     {"attached", e.conn >= 0}});
   return {{"ok", true}, {"execs", list}};
 }
@@ -511,7 +523,8 @@ void Supervisor::finish(Exec& e, int status, const rusage& ru) {
       std::string text = read_all(fd, 4096);
       ::close(fd);
       for (const auto& line : split(text, '\n'))
-        if (starts_with(line, "usage_usec ")) st.cpu_us = std::strtoull(line.c_str() + 11, nullptr, 10);
+        if (starts_with(line, "usage_usec "))
+          st.cpu_us = std::strtoull(line.c_str() + 11, nullptr, 10);
     }
   }
   json j = st;
@@ -543,7 +556,8 @@ void Supervisor::reset_oom_score(pid_t pid) {
   // The child shared our (non-dumpable) memory until its exec, so it could not do this itself;
   // it has just exec'd, long before it can have started children of its own.
   if (!oom_protected_) return;
-  int fd = ::open(("/proc/" + std::to_string(pid) + "/oom_score_adj").c_str(), O_WRONLY | O_CLOEXEC);
+  int fd =
+      ::open(("/proc/" + std::to_string(pid) + "/oom_score_adj").c_str(), O_WRONLY | O_CLOEXEC);
   if (fd >= 0) {
     (void)!::write(fd, "0", 1);
     ::close(fd);

@@ -92,7 +92,8 @@ Identity resolve_user(const std::string& spec, uint32_t uid_count, const std::st
     id.gid = num;
   }
   if (id.uid >= uid_count || id.gid >= uid_count)
-    throw_invalid("user '" + spec + "' is outside the box's id range (0-" + std::to_string(uid_count - 1) + ")");
+    throw_invalid("user '" + spec + "' is outside the box's id range (0-" +
+                  std::to_string(uid_count - 1) + ")");
   if (id.home.empty()) id.home = id.uid == 0 ? "/root" : "/";
   if (id.name.empty()) id.name = std::to_string(id.uid);
 

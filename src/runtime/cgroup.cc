@@ -87,7 +87,9 @@ bool remove_tree(const std::string& dir) {
 
 CgroupSystem::CgroupSystem(std::string v2_root, std::map<std::string, std::string> v1_mounts,
                            std::vector<std::string> v2_controllers)
-    : v2_root_(std::move(v2_root)), v1_(std::move(v1_mounts)), v2_controllers_(std::move(v2_controllers)) {}
+    : v2_root_(std::move(v2_root)),
+      v1_(std::move(v1_mounts)),
+      v2_controllers_(std::move(v2_controllers)) {}
 
 CgroupSystem CgroupSystem::detect(const std::string& fallback_v2) {
   std::string v2;
@@ -112,7 +114,8 @@ CgroupSystem CgroupSystem::detect(const std::string& fallback_v2) {
   if (v2.empty()) {
     // A pure v1 host: mount a unified hierarchy (no controllers) just for tracking processes.
     mkdir_if_missing(fallback_v2);
-    if (::mount("cgroup2", fallback_v2.c_str(), "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0 &&
+    if (::mount("cgroup2", fallback_v2.c_str(), "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                nullptr) != 0 &&
         errno != EBUSY)
       throw_sys(Errc::unavailable, "mount cgroup2 on " + fallback_v2);
     v2 = fallback_v2;
@@ -147,7 +150,8 @@ std::string CgroupSystem::describe() const {
   }
   std::string mode = on_v1.empty() ? "v2" : (on_v2.empty() ? "hybrid" : "mixed");
   return mode + " (v1 controllers: " + (on_v1.empty() ? "none" : join(on_v1, ",")) +
-         "; v2 controllers: " + (on_v2.empty() ? "none" : join(on_v2, ",")) + "; tracking: " + v2_root_ + ")";
+         "; v2 controllers: " + (on_v2.empty() ? "none" : join(on_v2, ",")) +
+         "; tracking: " + v2_root_ + ")";
 }
 
 BoxCgroup::BoxCgroup(const CgroupSystem& sys, std::string group, std::string box_id)
@@ -159,7 +163,8 @@ std::vector<std::string> BoxCgroup::dirs() const {
   std::vector<std::string> out{v2_dir()};
   std::set<std::string> seen{sys_.v2_root()};
   for (const char* c : kLimitControllers)
-    if (auto m = sys_.v1_mount(c); m && seen.insert(*m).second) out.push_back(*m + "/" + group_ + "/" + id_);
+    if (auto m = sys_.v1_mount(c); m && seen.insert(*m).second)
+      out.push_back(*m + "/" + group_ + "/" + id_);
   return out;
 }
 
@@ -177,16 +182,19 @@ void write_v1_limits(const std::map<std::string, std::string>& dirs, const Cgrou
       write_text(it->second + "/memory.memsw.limit_in_bytes", v);
   }
   if (auto it = dirs.find("pids"); it != dirs.end())
-    write_text(it->second + "/pids.max", limits.pids ? std::to_string(*limits.pids) : std::string("max"));
+    write_text(it->second + "/pids.max",
+               limits.pids ? std::to_string(*limits.pids) : std::string("max"));
 }
 
 void write_v2_limits(const std::string& dir, const CgroupLimits& limits) {
   auto has = [&](const char* file) { return ::access((dir + "/" + file).c_str(), W_OK) == 0; };
   if (has("cpu.max"))
-    write_text(dir + "/cpu.max", limits.cpu_milli ? std::to_string(*limits.cpu_milli * 100) + " 100000"
-                                                   : std::string("max 100000"));
+    write_text(dir + "/cpu.max", limits.cpu_milli
+                                     ? std::to_string(*limits.cpu_milli * 100) + " 100000"
+                                     : std::string("max 100000"));
   if (has("memory.max")) {
-    write_text(dir + "/memory.max", limits.memory ? std::to_string(*limits.memory) : std::string("max"));
+    write_text(dir + "/memory.max",
+               limits.memory ? std::to_string(*limits.memory) : std::string("max"));
     if (has("memory.swap.max")) write_text(dir + "/memory.swap.max", "0");
   }
   if (has("pids.max"))
@@ -258,7 +266,8 @@ CgroupUsage BoxCgroup::usage() const {
     u.oom_kills = read_key(v2 + "/memory.events", "oom_kill").value_or(0);
   }
   if (sys_.controller_home("pids") == "v1")
-    u.pids = read_u64(*sys_.v1_mount("pids") + "/" + group_ + "/" + id_ + "/pids.current").value_or(0);
+    u.pids =
+        read_u64(*sys_.v1_mount("pids") + "/" + group_ + "/" + id_ + "/pids.current").value_or(0);
   else
     u.pids = read_u64(v2 + "/pids.current").value_or(0);
   return u;
@@ -266,7 +275,9 @@ CgroupUsage BoxCgroup::usage() const {
 
 uint64_t BoxCgroup::oom_kills() const {
   if (sys_.controller_home("memory") == "v1")
-    return read_key(*sys_.v1_mount("memory") + "/" + group_ + "/" + id_ + "/memory.oom_control", "oom_kill").value_or(0);
+    return read_key(*sys_.v1_mount("memory") + "/" + group_ + "/" + id_ + "/memory.oom_control",
+                    "oom_kill")
+        .value_or(0);
   return read_key(v2_dir() + "/memory.events", "oom_kill").value_or(0);
 }
 
@@ -315,7 +326,8 @@ bool BoxCgroup::destroy(int timeout_ms) {
   bool ok = true;
   for (const auto& d : dirs()) {
     bool removed = false;
-    while (!(removed = remove_tree(d)) && mono_ms() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    while (!(removed = remove_tree(d)) && mono_ms() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     ok &= removed;
   }
   return ok;

@@ -56,8 +56,9 @@ int child_main(void* arg) {
   int uns = ::fcntl(a->userns_fd, F_DUPFD, 16);
   int slot = ::fcntl(a->slot_fd, F_DUPFD, 16);
   if (ctl < 0 || uns < 0 || slot < 0) child_fail(a, 3);
-  if (::dup2(a->devnull_fd, 0) < 0 || ::dup2(a->devnull_fd, 1) < 0 || ::dup2(a->devnull_fd, 2) < 0 ||
-      ::dup2(ctl, 3) < 0 || ::dup2(uns, 4) < 0 || ::dup2(slot, 5) < 0)
+  if (::dup2(a->devnull_fd, 0) < 0 || ::dup2(a->devnull_fd, 1) < 0 ||
+      ::dup2(a->devnull_fd, 2) < 0 || ::dup2(ctl, 3) < 0 || ::dup2(uns, 4) < 0 ||
+      ::dup2(slot, 5) < 0)
     child_fail(a, 3);
   char* envp[] = {nullptr};
   ::execve(a->init_path, a->argv, envp);
@@ -86,7 +87,8 @@ InitProcess spawn_init(const InitSpawn& spec) {
   a.devnull_fd = devnull.get();
 
   constexpr size_t kStack = 64 * 1024;
-  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) throw_sys("mmap");
   int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
               CLONE_NEWNET | SIGCHLD;
@@ -105,11 +107,14 @@ InitProcess spawn_init(const InitSpawn& spec) {
   if (a.stage != 0) {
     int err = a.err;
     reap();
-    const char* what = a.stage == 1 ? "join box cgroups" : a.stage == 2 ? "create cgroup namespace"
-                       : a.stage == 3 ? "set up init descriptors" : "execute the box init";
+    const char* what = a.stage == 1   ? "join box cgroups"
+                       : a.stage == 2 ? "create cgroup namespace"
+                       : a.stage == 3 ? "set up init descriptors"
+                                      : "execute the box init";
     throw_sys(Errc::unavailable, what, err);
   }
 
+  nlohmann::json timings;
   try {
     ipc::send(ctl_parent.get(), spec.config);
     for (;;) {
@@ -121,6 +126,7 @@ InitProcess spawn_init(const InitSpawn& spec) {
         ipc::send(ctl_parent.get(), {{"go", true}});
         continue;
       }
+      if (b.contains("timings_us")) timings = b["timings_us"];
       if (!b.value("ok", false)) {
         std::string msg = b.value("error", std::string("box init failed"));
         Errc code = b.value("kind", "") == "unavailable" ? Errc::unavailable : Errc::internal;
@@ -135,6 +141,7 @@ InitProcess spawn_init(const InitSpawn& spec) {
   InitProcess out;
   out.pid = pid;
   out.start_time = process_start_time(pid).value_or(0);
+  out.timings_us = timings;
   return out;
 }
 

@@ -31,6 +31,7 @@ struct InitSpawn {
 struct InitProcess {
   pid_t pid = -1;
   uint64_t start_time = 0;
+  nlohmann::json timings_us;  // the init's own start-up phases
 };
 
 // Throws Error with the init's own message when the box cannot be built; the half-made init is

@@ -46,9 +46,11 @@ UniqueFd make_userns(uint32_t base, uint32_t count) {
   Pipe gate = make_pipe(O_CLOEXEC);
   Gate g{gate.read.get(), gate.write.get()};
   constexpr size_t kStack = 64 * 1024;
-  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) throw_sys("mmap");
-  pid_t pid = ::clone(hold, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_NEWUSER | SIGCHLD, &g);
+  pid_t pid =
+      ::clone(hold, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_NEWUSER | SIGCHLD, &g);
   if (pid < 0) {
     int err = errno;
     ::munmap(stack, kStack);

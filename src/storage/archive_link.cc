@@ -11,7 +11,8 @@
 // libarchive reports this code (EFTYPE, or EINVAL where there is none) for unsupported types.
 #define EFTYPE_UPSTREAM EINVAL
 
-extern "C" void __archive_write_entry_filetype_unsupported(struct archive* a, struct archive_entry* entry,
+extern "C" void __archive_write_entry_filetype_unsupported(struct archive* a,
+                                                           struct archive_entry* entry,
                                                            const char* format) {
   const char* path = archive_entry_pathname(entry);
   archive_set_error(a, EFTYPE_UPSTREAM, "%s: the %s format cannot store this kind of file",

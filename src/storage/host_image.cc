@@ -24,8 +24,10 @@ namespace {
 
 using nlohmann::json;
 
-const char* kCandidateSystemDirs[] = {"usr", "etc", "var", "opt", "bin", "sbin", "lib", "lib32", "lib64", "libx32"};
-const char* kFreshTopDirs[] = {"proc", "sys", "dev", "run", "tmp", "home", "root", "mnt", "srv", "media"};
+const char* kCandidateSystemDirs[] = {"usr",  "etc", "var",   "opt",   "bin",
+                                      "sbin", "lib", "lib32", "lib64", "libx32"};
+const char* kFreshTopDirs[] = {"proc", "sys",  "dev", "run", "tmp",
+                               "home", "root", "mnt", "srv", "media"};
 
 std::string fingerprint(const std::string& host_root) {
   std::string fp;
@@ -33,7 +35,8 @@ std::string fingerprint(const std::string& host_root) {
     struct stat st;
     std::string path = host_root + "/" + p;
     if (::stat(path.c_str(), &st) == 0)
-      fp += std::string(p) + ":" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ";";
+      fp += std::string(p) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+            std::to_string(st.st_mtim.tv_nsec) + ";";
   }
   return fp;
 }
@@ -43,12 +46,14 @@ std::string fingerprint(const std::string& host_root) {
 void mirror_dir(const std::string& host_path, const std::string& mask_path) {
   struct stat st;
   if (::lstat(host_path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw_sys("stat " + host_path);
-  if (::mkdir(mask_path.c_str(), st.st_mode & 07777) != 0 && errno != EEXIST) throw_sys("mkdir " + mask_path);
+  if (::mkdir(mask_path.c_str(), st.st_mode & 07777) != 0 && errno != EEXIST)
+    throw_sys("mkdir " + mask_path);
   ::chmod(mask_path.c_str(), st.st_mode & 07777);
   ::lchown(mask_path.c_str(), st.st_uid, st.st_gid);
 }
 
-void ensure_mask_parents(const std::string& host_sysdir, const std::string& mask_sysdir, const std::string& rel) {
+void ensure_mask_parents(const std::string& host_sysdir, const std::string& mask_sysdir,
+                         const std::string& rel) {
   std::string cur;
   auto parts = split(rel, '/');
   for (size_t i = 0; i + 1 < parts.size(); i++) {
@@ -70,12 +75,13 @@ void opaque_dir(const std::string& path, mode_t mode) {
   remove_tree(path);
   if (::mkdir(path.c_str(), mode) != 0) throw_sys("mkdir " + path);
   ::chmod(path.c_str(), mode);
-  if (::setxattr(path.c_str(), "trusted.overlay.opaque", "y", 1, 0) != 0) throw_sys("mark opaque " + path);
+  if (::setxattr(path.c_str(), "trusted.overlay.opaque", "y", 1, 0) != 0)
+    throw_sys("mark opaque " + path);
 }
 
 struct Walker {
   dev_t dev;
-  std::set<std::string> skip;  // absolute host paths not to descend into (hidden separately)
+  std::set<std::string> skip;       // absolute host paths not to descend into (hidden separately)
   std::vector<std::string> hidden;  // relative to the system dir
 };
 
@@ -193,7 +199,8 @@ HostImage build(const Layout& layout, const HostImageOptions& opts) {
     ::chmod(p.c_str(), mode);
   }
   for (const auto& [name, target] : links)
-    if (::symlink(target.c_str(), (skel + "/" + name).c_str()) != 0) throw_sys("symlink skel/" + name);
+    if (::symlink(target.c_str(), (skel + "/" + name).c_str()) != 0)
+      throw_sys("symlink skel/" + name);
   std::string home = skel + "/home/user";
   if (::mkdir(home.c_str(), 0755) != 0) throw_sys("mkdir " + home);
   copy_tree_owned(hr + "/etc/skel", home, 1000, 1000);
@@ -243,10 +250,11 @@ HostImage build(const Layout& layout, const HostImageOptions& opts) {
     auto f = split(line, ':');
     if (f.size() >= 4) gshadow += f[0] + ":*::" + f[3] + "\n";
   }
-  for (const char* f : {"passwd", "group", "shadow", "gshadow", "passwd-", "group-", "shadow-", "gshadow-",
-                        "machine-id", "subuid-", "subgid-"}) {
+  for (const char* f : {"passwd", "group", "shadow", "gshadow", "passwd-", "group-", "shadow-",
+                        "gshadow-", "machine-id", "subuid-", "subgid-"}) {
     std::string p = etc + "/" + f;
-    if (::access(p.c_str(), F_OK) == 0 || ::access((hr + "/etc/" + f).c_str(), F_OK) == 0) ::unlink(p.c_str());
+    if (::access(p.c_str(), F_OK) == 0 || ::access((hr + "/etc/" + f).c_str(), F_OK) == 0)
+      ::unlink(p.c_str());
   }
   write_file(etc + "/passwd", passwd, 0644);
   write_file(etc + "/group", group, 0644);
@@ -254,7 +262,8 @@ HostImage build(const Layout& layout, const HostImageOptions& opts) {
   write_file(etc + "/gshadow", gshadow, 0640);
   ::chown((etc + "/shadow").c_str(), 0, 42);
   ::chown((etc + "/gshadow").c_str(), 0, 42);
-  for (const char* f : {"passwd-", "group-", "shadow-", "gshadow-", "machine-id", "subuid-", "subgid-"})
+  for (const char* f :
+       {"passwd-", "group-", "shadow-", "gshadow-", "machine-id", "subuid-", "subgid-"})
     if (::access((hr + "/etc/" + f).c_str(), F_OK) == 0) whiteout(etc + "/" + f);
 
   // Fresh, empty /var/log and /var/tmp: the host's logs are its own.
@@ -264,8 +273,11 @@ HostImage build(const Layout& layout, const HostImageOptions& opts) {
     if (::access((hr + "/var/tmp").c_str(), F_OK) == 0) opaque_dir(var + "/tmp", 01777);
   }
 
-  json manifest = {{"built_at", now_ms()}, {"system_dirs", sysdirs}, {"masked", masked},
-                   {"fingerprint", fingerprint(hr)}, {"host_root", hr}};
+  json manifest = {{"built_at", now_ms()},
+                   {"system_dirs", sysdirs},
+                   {"masked", masked},
+                   {"fingerprint", fingerprint(hr)},
+                   {"host_root", hr}};
   write_file(tmp + "/manifest.json", manifest.dump(2), 0644);
   if (::rename(tmp.c_str(), dir.c_str()) != 0) throw_sys("rename " + tmp);
   // Point "current" at the new generation atomically.
@@ -333,7 +345,8 @@ HostImage ensure_host_image(const Layout& layout, const HostImageOptions& opts, 
     if (now_ms() - img.built_at > opts.max_age_ms) return false;
     try {
       json m = json::parse(read_file(img.dir + "/manifest.json"));
-      return m.value("fingerprint", "") == fingerprint(opts.host_root) && m.value("host_root", "") == opts.host_root;
+      return m.value("fingerprint", "") == fingerprint(opts.host_root) &&
+             m.value("host_root", "") == opts.host_root;
     } catch (const std::exception&) {
       return false;
     }

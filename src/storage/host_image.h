@@ -25,10 +25,10 @@
 namespace upstream::storage {
 
 struct HostImage {
-  std::string dir;                        // the generation directory
-  std::string generation;                 // its name
-  std::vector<std::string> system_dirs;   // e.g. usr, etc, var, opt
-  uint64_t masked = 0;                    // entries hidden by the mask
+  std::string dir;                       // the generation directory
+  std::string generation;                // its name
+  std::vector<std::string> system_dirs;  // e.g. usr, etc, var, opt
+  uint64_t masked = 0;                   // entries hidden by the mask
   int64_t built_at = 0;
 
   std::string skel() const { return dir + "/skel"; }
@@ -36,8 +36,8 @@ struct HostImage {
 };
 
 struct HostImageOptions {
-  std::string host_root = "/";            // tests point this at a fake host tree
-  std::vector<std::string> hidden;        // absolute host paths always hidden (our state dir)
+  std::string host_root = "/";      // tests point this at a fake host tree
+  std::vector<std::string> hidden;  // absolute host paths always hidden (our state dir)
   int64_t max_age_ms = 24ll * 3600 * 1000;
 };
 

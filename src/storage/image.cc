@@ -27,7 +27,7 @@ void mkdir_owned(const std::string& path, mode_t mode, uid_t uid = 0, gid_t gid 
 
 // Upper directory of an overlay: same mode and owner as the directory it covers.
 void make_upper(const std::string& fs, const std::string& name, const std::string& covers) {
-  struct stat st{};
+  struct stat st {};
   mode_t mode = 0755;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -38,23 +38,41 @@ void make_upper(const std::string& fs, const std::string& name, const std::strin
   }
   mkdir_owned(fs + "/" + name, 0700);
   struct stat u;
-  if (::stat((fs + "/" + name + "/upper").c_str(), &u) != 0) mkdir_owned(fs + "/" + name + "/upper", mode, uid, gid);
+  if (::stat((fs + "/" + name + "/upper").c_str(), &u) != 0)
+    mkdir_owned(fs + "/" + name + "/upper", mode, uid, gid);
   mkdir_owned(fs + "/" + name + "/work", 0700);
 }
 
+// The box's own /etc/hostname, /etc/hosts and /etc/machine-id. They are derived data, rewritten
+// at every start when they differ, so they need no fsync - only the atomic rename, so that a
+// crash never leaves a half-written file.
 void write_box_file(const std::string& path, const std::string& text) {
-  write_file_atomic(path, text, 0644);
-  ::chown(path.c_str(), 0, 0);
+  try {
+    if (read_file(path, 1 << 16) == text) return;
+  } catch (const Error&) {
+  }
+  std::string tmp = path + ".upstream-new";
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd) throw_sys("create " + tmp);
+    write_all(fd.get(), text);
+    ::fchmod(fd.get(), 0644);
+    ::fchown(fd.get(), 0, 0);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) throw_sys("rename " + tmp);
 }
 
-void write_identity_files(const std::string& volume, const ImagePlan& plan, const std::string& hostname) {
+void write_identity_files(const std::string& volume, const ImagePlan& plan,
+                          const std::string& hostname) {
   std::string etc = volume + "/fs/" + plan.etc_upper;
   struct stat st;
   if (::stat(etc.c_str(), &st) != 0) mkdir_owned(etc, 0755);
   write_box_file(etc + "/hostname", hostname + "\n");
-  write_box_file(etc + "/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" +
-                                     hostname + "\n");
-  if (::stat((etc + "/machine-id").c_str(), &st) != 0) write_box_file(etc + "/machine-id", random_hex(32) + "\n");
+  write_box_file(etc + "/hosts",
+                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" +
+                     hostname + "\n");
+  if (::stat((etc + "/machine-id").c_str(), &st) != 0)
+    write_box_file(etc + "/machine-id", random_hex(32) + "\n");
 }
 
 std::string sha256_file(const std::string& path);
@@ -67,8 +85,10 @@ ImageRef parse_image(const std::string& spec) {
   std::string kind = colon == std::string::npos ? "" : spec.substr(0, colon);
   std::string path = colon == std::string::npos ? "" : spec.substr(colon + 1);
   if (kind != "dir" && kind != "tar")
-    throw_invalid("unknown image '" + spec + "': use host, dir:/path/to/rootfs or tar:/path/to/rootfs.tar");
-  if (path.empty() || path[0] != '/') throw_invalid("image path in '" + spec + "' must be absolute");
+    throw_invalid("unknown image '" + spec +
+                  "': use host, dir:/path/to/rootfs or tar:/path/to/rootfs.tar");
+  if (path.empty() || path[0] != '/')
+    throw_invalid("image path in '" + spec + "' must be absolute");
   if (path.find('\n') != std::string::npos || path.find(',') != std::string::npos)
     throw_invalid("image path in '" + spec + "' contains a character that is not allowed");
   struct stat st;
@@ -78,7 +98,8 @@ ImageRef parse_image(const std::string& spec) {
     if (!S_ISDIR(st.st_mode)) throw_invalid("image path " + path + " is not a directory");
     struct stat b;
     if (::stat((path + "/bin").c_str(), &b) != 0 && ::stat((path + "/usr").c_str(), &b) != 0)
-      throw_invalid("image directory " + path + " does not look like a root filesystem (no /bin or /usr)");
+      throw_invalid("image directory " + path +
+                    " does not look like a root filesystem (no /bin or /usr)");
   } else if (!S_ISREG(st.st_mode)) {
     throw_invalid("image path " + path + " is not a regular file");
   }
@@ -110,15 +131,17 @@ void prepare_volume(const std::string& volume, const ImagePlan& plan, const std:
   mkdir_owned(volume + "/logs", 0700);
   for (const auto& ov : plan.overlays) {
     std::string name = ov.upper.substr(0, ov.upper.find('/'));
-    std::string covers = ov.target.empty() ? (plan.rootfs_dir.empty() ? "" : plan.rootfs_dir) : ov.lowers.back();
+    std::string covers =
+        ov.target.empty() ? (plan.rootfs_dir.empty() ? "" : plan.rootfs_dir) : ov.lowers.back();
     make_upper(fs, name, covers);
   }
   if (plan.ref.kind != "host") {
     // A root filesystem may lack the directories the box needs; add them to its upper layer.
     std::string img = plan.rootfs_dir, up = fs + "/root/upper";
     struct stat st;
-    const std::pair<const char*, mode_t> needed[] = {{"proc", 0755}, {"sys", 0755}, {"dev", 0755}, {"run", 0755},
-                                                      {"tmp", 01777}, {"root", 0700}, {"home", 0755}, {"etc", 0755}};
+    const std::pair<const char*, mode_t> needed[] = {{"proc", 0755}, {"sys", 0755},  {"dev", 0755},
+                                                     {"run", 0755},  {"tmp", 01777}, {"root", 0700},
+                                                     {"home", 0755}, {"etc", 0755}};
     for (auto [name, mode] : needed)
       if (::lstat((img + "/" + name).c_str(), &st) != 0) mkdir_owned(up + "/" + name, mode);
     if (::lstat((img + "/home/user").c_str(), &st) != 0) {
@@ -147,7 +170,8 @@ namespace {
 std::string sha256_file(const std::string& path) {
   UniqueFd fd = open_or_throw(path, O_RDONLY);
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("sha256 init failed");
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw Error("sha256 init failed");
   std::vector<unsigned char> buf(1 << 20);
   for (;;) {
     ssize_t n = ::read(fd.get(), buf.data(), buf.size());
@@ -193,8 +217,9 @@ std::string import_tarball(const std::string& tar_path, const Layout& layout) {
   // Owners and modes are kept (they are image-relative ids, shifted per box at run time).
   // Entry names are checked below (no absolute paths, no ".."), then placed under our directory,
   // and libarchive refuses any entry whose path would pass through a symlink on disk.
-  archive_write_disk_set_options(w, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
-                                        ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+  archive_write_disk_set_options(w, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
+                                        ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
+                                        ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                         ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   auto cleanup = [&]() {
     archive_read_free(a);
@@ -219,7 +244,8 @@ std::string import_tarball(const std::string& tar_path, const Layout& layout) {
       mode_t type = archive_entry_filetype(e);
       // Device nodes are provided by the box's own /dev; the image's are skipped.
       if (name.empty() || type == AE_IFCHR || type == AE_IFBLK) continue;
-      if (name[0] == '/' || name == ".." || starts_with(name, "../") || name.find("/../") != std::string::npos) {
+      if (name[0] == '/' || name == ".." || starts_with(name, "../") ||
+          name.find("/../") != std::string::npos) {
         error = "bad tarball " + tar_path + ": entry '" + name + "' points outside the image";
         break;
       }
@@ -245,7 +271,8 @@ std::string import_tarball(const std::string& tar_path, const Layout& layout) {
             break;
           }
         if (r != ARCHIVE_EOF) {
-          error = std::string("bad tarball ") + tar_path + " at " + name + ": " + archive_error_string(a);
+          error = std::string("bad tarball ") + tar_path + " at " + name + ": " +
+                  archive_error_string(a);
           break;
         }
       }
@@ -259,7 +286,8 @@ std::string import_tarball(const std::string& tar_path, const Layout& layout) {
   if (error.empty() && entries == 0) error = "tarball " + tar_path + " is empty";
   if (error.empty()) {
     struct stat b;
-    if (::stat((tmp + "/rootfs/bin").c_str(), &b) != 0 && ::stat((tmp + "/rootfs/usr").c_str(), &b) != 0)
+    if (::stat((tmp + "/rootfs/bin").c_str(), &b) != 0 &&
+        ::stat((tmp + "/rootfs/usr").c_str(), &b) != 0)
       error = "tarball " + tar_path + " does not contain a root filesystem (no /bin or /usr)";
   }
   if (!error.empty()) {

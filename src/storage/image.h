@@ -27,10 +27,10 @@ ImageRef parse_image(const std::string& spec);
 
 struct ImagePlan {
   ImageRef ref;
-  std::string rootfs_dir;          // dir/tar: the directory used as the lower layer
-  std::string host_generation;     // host: the generation used
+  std::string rootfs_dir;       // dir/tar: the directory used as the lower layer
+  std::string host_generation;  // host: the generation used
   std::vector<initproto::Overlay> overlays;
-  std::string etc_upper;           // relative to the volume's fs dir: where new /etc files go
+  std::string etc_upper;  // relative to the volume's fs dir: where new /etc files go
 };
 
 // Resolves an image to overlay layers, unpacking tarballs into the cache when needed.

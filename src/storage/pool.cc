@@ -60,7 +60,8 @@ void run_tool(const std::vector<std::string>& argv) {
   pid_t pid;
   int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw Error(Errc::unavailable, argv[0] + " could not be run: " + errno_string(rc), rc);
+  if (rc != 0)
+    throw Error(Errc::unavailable, argv[0] + " could not be run: " + errno_string(rc), rc);
   int status;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -172,7 +173,8 @@ Pool Pool::open(const Layout& layout, const PoolOptions& opts) {
       }
     }
   }
-  if (opts.kind == "btrfs") throw Error(Errc::unavailable, "btrfs storage pool unavailable: " + why);
+  if (opts.kind == "btrfs")
+    throw Error(Errc::unavailable, "btrfs storage pool unavailable: " + why);
   make_dirs(layout.plain_volumes(), 0700);
   Pool p(PoolKind::plain, layout.plain_volumes());
   p.why_plain_ = why;
@@ -200,11 +202,13 @@ void make_subvolume(const std::string& parent, const std::string& name) {
   btrfs_ioctl_vol_args_v2 a{};
   if (name.size() >= sizeof a.name) throw Error("volume name too long");
   std::strncpy(a.name, name.c_str(), sizeof a.name - 1);
-  if (::ioctl(dir.get(), BTRFS_IOC_SUBVOL_CREATE_V2, &a) != 0) throw_sys("create volume " + parent + "/" + name);
+  if (::ioctl(dir.get(), BTRFS_IOC_SUBVOL_CREATE_V2, &a) != 0)
+    throw_sys("create volume " + parent + "/" + name);
   ::chmod((parent + "/" + name).c_str(), 0700);
 }
 
-void limit_subvolume(const std::string& root, const std::string& path, std::optional<uint64_t> limit) {
+void limit_subvolume(const std::string& root, const std::string& path,
+                     std::optional<uint64_t> limit) {
   UniqueFd dir = open_or_throw(root, O_RDONLY | O_DIRECTORY);
   btrfs_ioctl_qgroup_limit_args q{};
   q.qgroupid = subvol_id(path);
@@ -225,11 +229,15 @@ bool delete_subvolume(const std::string& parent, const std::string& name) {
 
 }  // namespace
 
-void Pool::create_volume(const std::string& id, std::optional<uint64_t> limit, std::optional<uint64_t> log_limit) {
+void Pool::create_volume(const std::string& id, std::optional<uint64_t> limit,
+                         std::optional<uint64_t> log_limit) {
   if (kind_ == PoolKind::plain) {
-    if (limit) throw Error(Errc::unavailable, "disk limits need the btrfs storage pool (" + why_plain_ + ")");
+    if (limit)
+      throw Error(Errc::unavailable,
+                  "disk limits need the btrfs storage pool (" + why_plain_ + ")");
     if (::mkdir(volume_path(id).c_str(), 0700) != 0) throw_sys("create volume " + id);
-    if (::mkdir((volume_path(id) + "/logs").c_str(), 0700) != 0) throw_sys("create volume " + id + "/logs");
+    if (::mkdir((volume_path(id) + "/logs").c_str(), 0700) != 0)
+      throw_sys("create volume " + id + "/logs");
     return;
   }
   make_subvolume(root_, id);
@@ -245,7 +253,9 @@ void Pool::create_volume(const std::string& id, std::optional<uint64_t> limit, s
 
 void Pool::set_volume_limit(const std::string& id, std::optional<uint64_t> limit) {
   if (kind_ == PoolKind::plain) {
-    if (limit) throw Error(Errc::unavailable, "disk limits need the btrfs storage pool (" + why_plain_ + ")");
+    if (limit)
+      throw Error(Errc::unavailable,
+                  "disk limits need the btrfs storage pool (" + why_plain_ + ")");
     return;
   }
   limit_subvolume(root_, volume_path(id), limit);
@@ -259,7 +269,8 @@ void Pool::destroy_volume(const std::string& id) {
   }
   // A subvolume cannot be deleted while it holds another; the logs go first.
   struct stat st;
-  if (::lstat((volume_path(id) + "/logs").c_str(), &st) == 0 && !delete_subvolume(volume_path(id), "logs"))
+  if (::lstat((volume_path(id) + "/logs").c_str(), &st) == 0 &&
+      !delete_subvolume(volume_path(id), "logs"))
     remove_tree(volume_path(id) + "/logs");
   if (!delete_subvolume(root_, id)) remove_tree(volume_path(id));  // left by an interrupted create
 }
@@ -280,7 +291,8 @@ std::optional<uint64_t> Pool::volume_usage(const std::string& id) const {
   args.key.min_offset = args.key.max_offset = qid;
   args.key.max_transid = static_cast<uint64_t>(-1);
   args.key.nr_items = 1;
-  if (::ioctl(fd.get(), BTRFS_IOC_TREE_SEARCH, &args) != 0 || args.key.nr_items == 0) return std::nullopt;
+  if (::ioctl(fd.get(), BTRFS_IOC_TREE_SEARCH, &args) != 0 || args.key.nr_items == 0)
+    return std::nullopt;
   auto* hdr = reinterpret_cast<btrfs_ioctl_search_header*>(args.buf);
   if (hdr->len < 3 * sizeof(uint64_t)) return std::nullopt;
   uint64_t fields[3];

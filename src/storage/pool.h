@@ -20,8 +20,8 @@ namespace upstream::storage {
 enum class PoolKind { btrfs, plain };
 
 struct PoolOptions {
-  std::string kind = "auto";            // auto | btrfs | dir
-  std::optional<uint64_t> size_bytes;   // btrfs image size; default 80% of free space
+  std::string kind = "auto";           // auto | btrfs | dir
+  std::optional<uint64_t> size_bytes;  // btrfs image size; default 80% of free space
 };
 
 class Pool {

@@ -27,8 +27,13 @@ Limits limits_from_json(const json& j) {
 }
 
 json spec_to_json(const BoxSpec& s) {
-  return {{"image", s.image},   {"name", s.name}, {"labels", s.labels},       {"env", s.env},
-          {"limits", limits_to_json(s.limits)}, {"user", s.user}, {"workdir", s.workdir},
+  return {{"image", s.image},
+          {"name", s.name},
+          {"labels", s.labels},
+          {"env", s.env},
+          {"limits", limits_to_json(s.limits)},
+          {"user", s.user},
+          {"workdir", s.workdir},
           {"network", s.network}};
 }
 
@@ -116,12 +121,15 @@ CREATE INDEX IF NOT EXISTS execs_running ON execs(state) WHERE state = 'running'
 )sql";
 
 const char* kBoxColumns =
-    "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, init_start, slot, "
+    "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, "
+    "init_start, slot, "
     "host_generation, owner_pid, owner_start, cpu_us_total, memory_peak, oom_kills_total";
 
 const char* kExecColumns =
-    "box_id, seq, argv, user, cwd, background, tty, state, pid, started_at, ended_at, exit_code, signal, "
-    "reason, timed_out, oom_killed, cpu_us, max_rss_kb, stdout_bytes, stderr_bytes, stdout_tail, stderr_tail";
+    "box_id, seq, argv, user, cwd, background, tty, state, pid, started_at, ended_at, exit_code, "
+    "signal, "
+    "reason, timed_out, oom_killed, cpu_us, max_rss_kb, stdout_bytes, stderr_bytes, stdout_tail, "
+    "stderr_tail";
 
 }  // namespace
 
@@ -133,7 +141,8 @@ void BoxStore::migrate() {
   }
   if (version > 1)
     throw Error(Errc::failed_precondition,
-                "the state directory was written by a newer upstream (schema " + std::to_string(version) + ")");
+                "the state directory was written by a newer upstream (schema " +
+                    std::to_string(version) + ")");
   if (version == 1) return;
   db_.transaction([&] {
     db_.exec(kSchema);
@@ -148,7 +157,9 @@ std::string BoxStore::meta(const std::string& key, const std::string& fallback) 
 }
 
 void BoxStore::set_meta(const std::string& key, const std::string& value) {
-  db_.prepare("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+  db_.prepare(
+         "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+         "excluded.value")
       .bind(1, key)
       .bind(2, value)
       .run();
@@ -159,10 +170,12 @@ void BoxStore::insert_box(const BoxRecord& b) {
     {
       auto s = db_.prepare("SELECT 1 FROM boxes WHERE name = ?");
       s.bind(1, b.name);
-      if (s.step()) throw Error(Errc::already_exists, "a box named '" + b.name + "' already exists");
+      if (s.step())
+        throw Error(Errc::already_exists, "a box named '" + b.name + "' already exists");
     }
     db_.prepare(
-           "INSERT INTO boxes(id, name, state, state_reason, spec, created_at, owner_pid, owner_start) "
+           "INSERT INTO boxes(id, name, state, state_reason, spec, created_at, owner_pid, "
+           "owner_start) "
            "VALUES(?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(1, b.id)
         .bind(2, b.name)
@@ -174,7 +187,11 @@ void BoxStore::insert_box(const BoxRecord& b) {
         .bind(8, b.owner_start)
         .run();
     for (const auto& [k, v] : b.spec.labels)
-      db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)").bind(1, b.id).bind(2, k).bind(3, v).run();
+      db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)")
+          .bind(1, b.id)
+          .bind(2, k)
+          .bind(3, v)
+          .run();
     db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
         .bind(1, b.id)
         .bind(2, b.created_at)
@@ -216,7 +233,8 @@ std::optional<BoxRecord> BoxStore::find_id(const std::string& id) {
 BoxRecord BoxStore::resolve(const std::string& ref) {
   if (ref.empty()) throw_invalid("no box given");
   {
-    auto s = db_.prepare(std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id = ? OR name = ?");
+    auto s =
+        db_.prepare(std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id = ? OR name = ?");
     s.bind(1, ref).bind(2, ref);
     if (s.step()) return read_box(s);
   }
@@ -224,7 +242,8 @@ BoxRecord BoxStore::resolve(const std::string& ref) {
   for (char c : ref)
     if (!std::isxdigit(static_cast<unsigned char>(c))) hex = false;
   if (hex) {
-    auto s = db_.prepare(std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id >= ? AND id < ? LIMIT 2");
+    auto s = db_.prepare(std::string("SELECT ") + kBoxColumns +
+                         " FROM boxes WHERE id >= ? AND id < ? LIMIT 2");
     std::string hi = ref;
     hi.back() = static_cast<char>(hi.back() + 1);
     s.bind(1, ref).bind(2, hi);
@@ -241,7 +260,9 @@ std::vector<BoxRecord> BoxStore::list(const BoxFilter& f) {
   std::string sql = std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id > ?";
   if (!f.state.empty()) sql += " AND state = ?";
   for (size_t i = 0; i < f.labels.size(); i++)
-    sql += " AND EXISTS (SELECT 1 FROM labels l WHERE l.box_id = boxes.id AND l.key = ? AND l.value = ?)";
+    sql +=
+        " AND EXISTS (SELECT 1 FROM labels l WHERE l.box_id = boxes.id AND l.key = ? AND l.value = "
+        "?)";
   sql += " ORDER BY id";
   if (f.limit) sql += " LIMIT " + std::to_string(f.limit);
   auto s = db_.prepare(sql);
@@ -263,9 +284,14 @@ bool BoxStore::name_taken(const std::string& name) {
   return s.step();
 }
 
-void BoxStore::set_state(const std::string& id, const std::string& state, const std::string& reason) {
+void BoxStore::set_state(const std::string& id, const std::string& state,
+                         const std::string& reason) {
   db_.transaction([&] {
-    db_.prepare("UPDATE boxes SET state = ?, state_reason = ? WHERE id = ?").bind(1, state).bind(2, reason).bind(3, id).run();
+    db_.prepare("UPDATE boxes SET state = ?, state_reason = ? WHERE id = ?")
+        .bind(1, state)
+        .bind(2, reason)
+        .bind(3, id)
+        .run();
     db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
         .bind(1, id)
         .bind(2, now_ms())
@@ -283,12 +309,13 @@ void BoxStore::set_owner(const std::string& id, pid_t pid, uint64_t start) {
       .run();
 }
 
-void BoxStore::mark_running(const std::string& id, pid_t pid, uint64_t start, uint32_t slot, const std::string& gen,
-                            const std::string& reason) {
+void BoxStore::mark_running(const std::string& id, pid_t pid, uint64_t start, uint32_t slot,
+                            const std::string& gen, const std::string& reason) {
   db_.transaction([&] {
     int64_t now = now_ms();
     db_.prepare(
-           "UPDATE boxes SET state = 'running', state_reason = ?, started_at = ?, init_pid = ?, init_start = ?, "
+           "UPDATE boxes SET state = 'running', state_reason = ?, started_at = ?, init_pid = ?, "
+           "init_start = ?, "
            "slot = ?, host_generation = ?, owner_pid = 0, owner_start = 0 WHERE id = ?")
         .bind(1, reason)
         .bind(2, now)
@@ -306,12 +333,13 @@ void BoxStore::mark_running(const std::string& id, pid_t pid, uint64_t start, ui
   });
 }
 
-void BoxStore::mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us, uint64_t mem_peak,
-                            uint64_t oom_kills) {
+void BoxStore::mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us,
+                            uint64_t mem_peak, uint64_t oom_kills) {
   db_.transaction([&] {
     int64_t now = now_ms();
     db_.prepare(
-           "UPDATE boxes SET state = 'stopped', state_reason = ?, stopped_at = ?, init_pid = 0, init_start = 0, "
+           "UPDATE boxes SET state = 'stopped', state_reason = ?, stopped_at = ?, init_pid = 0, "
+           "init_start = 0, "
            "slot = NULL, owner_pid = 0, owner_start = 0, cpu_us_total = cpu_us_total + ?, "
            "memory_peak = MAX(memory_peak, ?), oom_kills_total = oom_kills_total + ? WHERE id = ?")
         .bind(1, reason)
@@ -328,7 +356,8 @@ void BoxStore::mark_stopped(const std::string& id, const std::string& reason, ui
         .run();
     // Whatever was still running died with the box.
     db_.prepare(
-           "UPDATE execs SET state = 'lost', reason = 'box-stopped', ended_at = ? WHERE box_id = ? AND state = "
+           "UPDATE execs SET state = 'lost', reason = 'box-stopped', ended_at = ? WHERE box_id = ? "
+           "AND state = "
            "'running'")
         .bind(1, now)
         .bind(2, id)
@@ -336,7 +365,9 @@ void BoxStore::mark_stopped(const std::string& id, const std::string& reason, ui
   });
 }
 
-void BoxStore::delete_box(const std::string& id) { db_.prepare("DELETE FROM boxes WHERE id = ?").bind(1, id).run(); }
+void BoxStore::delete_box(const std::string& id) {
+  db_.prepare("DELETE FROM boxes WHERE id = ?").bind(1, id).run();
+}
 
 std::vector<BoxEvent> BoxStore::events(const std::string& id, size_t limit) {
   auto s = db_.prepare(
@@ -350,7 +381,8 @@ std::vector<BoxEvent> BoxStore::events(const std::string& id, size_t limit) {
 
 uint64_t BoxStore::next_exec_seq(const std::string& box_id) {
   uint64_t seq = 0;
-  auto s = db_.prepare("UPDATE boxes SET next_exec = next_exec + 1 WHERE id = ? RETURNING next_exec - 1");
+  auto s = db_.prepare(
+      "UPDATE boxes SET next_exec = next_exec + 1 WHERE id = ? RETURNING next_exec - 1");
   s.bind(1, box_id);
   if (!s.step()) throw Error(Errc::not_found, "no such box: " + box_id);
   seq = static_cast<uint64_t>(s.i64(0));
@@ -377,8 +409,10 @@ void BoxStore::insert_exec(const ExecRecord& e) {
 
 void BoxStore::finish_exec(const ExecRecord& e) {
   db_.prepare(
-         "UPDATE execs SET state = ?, pid = ?, ended_at = ?, exit_code = ?, signal = ?, reason = ?, timed_out = ?, "
-         "oom_killed = ?, cpu_us = ?, max_rss_kb = ?, stdout_bytes = ?, stderr_bytes = ?, stdout_tail = ?, "
+         "UPDATE execs SET state = ?, pid = ?, ended_at = ?, exit_code = ?, signal = ?, reason = "
+         "?, timed_out = ?, "
+         "oom_killed = ?, cpu_us = ?, max_rss_kb = ?, stdout_bytes = ?, stderr_bytes = ?, "
+         "stdout_tail = ?, "
          "stderr_tail = ?, started_at = ?, argv = ? WHERE box_id = ? AND seq = ?")
       .bind(1, e.state)
       .bind(2, static_cast<int64_t>(e.pid))
@@ -429,14 +463,17 @@ ExecRecord BoxStore::read_exec(Stmt& s) {
 }
 
 std::optional<ExecRecord> BoxStore::get_exec(const std::string& box_id, uint64_t seq) {
-  auto s = db_.prepare(std::string("SELECT ") + kExecColumns + " FROM execs WHERE box_id = ? AND seq = ?");
+  auto s = db_.prepare(std::string("SELECT ") + kExecColumns +
+                       " FROM execs WHERE box_id = ? AND seq = ?");
   s.bind(1, box_id).bind(2, seq);
   if (!s.step()) return std::nullopt;
   return read_exec(s);
 }
 
-std::vector<ExecRecord> BoxStore::list_execs(const std::string& box_id, bool running_only, size_t limit) {
-  std::string sql = std::string("SELECT ") + kExecColumns + " FROM (SELECT * FROM execs WHERE box_id = ?";
+std::vector<ExecRecord> BoxStore::list_execs(const std::string& box_id, bool running_only,
+                                             size_t limit) {
+  std::string sql =
+      std::string("SELECT ") + kExecColumns + " FROM (SELECT * FROM execs WHERE box_id = ?";
   if (running_only) sql += " AND state = 'running'";
   sql += " ORDER BY seq DESC";
   if (limit) sql += " LIMIT " + std::to_string(limit);
@@ -449,7 +486,8 @@ std::vector<ExecRecord> BoxStore::list_execs(const std::string& box_id, bool run
 }
 
 std::vector<ExecRecord> BoxStore::running_execs() {
-  auto s = db_.prepare(std::string("SELECT ") + kExecColumns + " FROM execs WHERE state = 'running'");
+  auto s =
+      db_.prepare(std::string("SELECT ") + kExecColumns + " FROM execs WHERE state = 'running'");
   std::vector<ExecRecord> out;
   while (s.step()) out.push_back(read_exec(s));
   return out;

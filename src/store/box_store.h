@@ -35,10 +35,10 @@ class BoxStore {
   // Records a transition with its reason; `extra` columns are set in the same statement.
   void set_state(const std::string& id, const std::string& state, const std::string& reason);
   void set_owner(const std::string& id, pid_t pid, uint64_t start);
-  void mark_running(const std::string& id, pid_t pid, uint64_t start, uint32_t slot, const std::string& gen,
-                    const std::string& reason);
-  void mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us, uint64_t mem_peak,
-                    uint64_t oom_kills);
+  void mark_running(const std::string& id, pid_t pid, uint64_t start, uint32_t slot,
+                    const std::string& gen, const std::string& reason);
+  void mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us,
+                    uint64_t mem_peak, uint64_t oom_kills);
   void delete_box(const std::string& id);
   std::vector<BoxEvent> events(const std::string& id, size_t limit = 50);
 

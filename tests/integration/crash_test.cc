@@ -130,6 +130,23 @@ TEST(Crash, EngineKilledDuringStopFinishesOnNextStart) {
   EXPECT_FALSE(path_exists("/sys/fs/cgroup/unified/" + cgroup_group() + "/" + b.id));
 }
 
+TEST(Crash, AbandonedFileSessionOnAStoppedBoxIsCleanedUp) {
+  ScopedBox box;
+  engine().stop_box(box.id(), 0);
+  // The caller dies while a file session holds the stopped box assembled.
+  kill_during(400000, [&](Engine& e) {
+    auto fs = e.files(box.id());
+    fs->write("/home/user/f", "x");
+    ::pause();
+  });
+  EXPECT_TRUE(path_exists("/sys/fs/cgroup/unified/" + cgroup_group() + "/" + box.id()));
+  engine().reconcile();
+  EXPECT_FALSE(path_exists("/sys/fs/cgroup/unified/" + cgroup_group() + "/" + box.id()));
+  EXPECT_EQ(engine().get_box(box.id()).state, "stopped");
+  engine().start_box(box.id());
+  EXPECT_EQ(sh(box.id(), "cat /home/user/f"), "x");
+}
+
 TEST(Crash, BackgroundExecStatusSurvivesTheCaller) {
   ScopedBox box;
   // A foreground exec whose caller dies: the exec still completes and its status is recorded.

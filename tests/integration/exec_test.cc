@@ -98,7 +98,9 @@ TEST_F(Exec, TimeoutKillsTheWholeTree) {
   s.timeout_ms = 500;
   auto t0 = std::chrono::steady_clock::now();
   Result r = run(id(), {"sh", "-c", "sleep 60 & setsid sleep 61 & sleep 62"}, s);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   EXPECT_TRUE(r.rec.timed_out);
   EXPECT_EQ(r.code(), 124);
   EXPECT_LT(ms, 5000);
@@ -107,7 +109,8 @@ TEST_F(Exec, TimeoutKillsTheWholeTree) {
 
 TEST_F(Exec, KillTakesEverythingTheExecStarted) {
   ExecSpec s;
-  s.shell = "sleep 300 & (setsid sh -c 'sleep 301 & sleep 302') & nohup sleep 303 >/dev/null 2>&1 & wait";
+  s.shell =
+      "sleep 300 & (setsid sh -c 'sleep 301 & sleep 302') & nohup sleep 303 >/dev/null 2>&1 & wait";
   s.background = true;
   auto x = engine().start_exec(id(), s);
   uint64_t seq = x->seq();
@@ -152,7 +155,9 @@ TEST_F(Exec, BackgroundExecsKeepLogsAndStatus) {
 TEST_F(Exec, LeftoverChildrenDoNotHoldTheCallerUp) {
   auto t0 = std::chrono::steady_clock::now();
   Result r = run(id(), {"sh", "-c", "sleep 30 & echo parent done"});
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   EXPECT_EQ(r.out, "parent done\n");
   EXPECT_LT(ms, 5000);
   sh(id(), "pkill -x sleep || true");
@@ -198,7 +203,9 @@ TEST_F(Exec, ManyAtOnceInOneBoxAndAcrossBoxes) {
   }
   auto t0 = std::chrono::steady_clock::now();
   for (auto& t : threads) t.join();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   EXPECT_EQ(ok.load(), 16);
   EXPECT_LT(ms, 16 * 200);  // they ran concurrently, not one after another
 }

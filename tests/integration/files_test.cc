@@ -54,7 +54,8 @@ TEST_F(Files, WriteReadStatListMkdirRemove) {
   ASSERT_EQ(entries.size(), 2u);
   std::set<std::string> names{entries[0].name, entries[1].name};
   EXPECT_EQ(names, (std::set<std::string>{"src", "run.sh"}));
-  EXPECT_EQ(code_of([&] { fs->remove("/home/user/proj", false); }), Errc::already_exists);  // not empty
+  EXPECT_EQ(code_of([&] { fs->remove("/home/user/proj", false); }),
+            Errc::already_exists);  // not empty
   fs->remove("/home/user/proj", true);
   EXPECT_EQ(code_of([&] { fs->stat("/home/user/proj"); }), Errc::not_found);
   EXPECT_EQ(code_of([&] { fs->read("/nope"); }), Errc::not_found);
@@ -63,10 +64,13 @@ TEST_F(Files, WriteReadStatListMkdirRemove) {
 }
 
 TEST_F(Files, WritesAreAtomicAndKeepOwnership) {
-  sh(id(), "echo old > /home/user/owned && chown user:user /home/user/owned && chmod 600 /home/user/owned");
+  sh(id(),
+     "echo old > /home/user/owned && chown user:user /home/user/owned && chmod 600 "
+     "/home/user/owned");
   auto fs = engine().files(id(), "root");
   fs->write("/home/user/owned", "new contents\n");
-  EXPECT_EQ(sh(id(), "stat -c '%U %a' /home/user/owned; cat /home/user/owned"), "user 600\nnew contents\n");
+  EXPECT_EQ(sh(id(), "stat -c '%U %a' /home/user/owned; cat /home/user/owned"),
+            "user 600\nnew contents\n");
   // No temporary files are left behind.
   EXPECT_EQ(sh(id(), "ls -a /home/user | grep -c upstream || true"), "0\n");
 }
@@ -99,7 +103,9 @@ TEST_F(Files, TarRoundTripAndLocalCopies) {
   ASSERT_EQ(::symlink("a.txt", (src + "/link").c_str()), 0);
   auto fs = engine().files(id());
   fs->copy_in(src, "/home/user/");
-  EXPECT_EQ(sh(id(), "cat /home/user/src/a.txt; readlink /home/user/src/link; stat -c %s /home/user/src/nested/deeper/b.bin"),
+  EXPECT_EQ(sh(id(),
+               "cat /home/user/src/a.txt; readlink /home/user/src/link; stat -c %s "
+               "/home/user/src/nested/deeper/b.bin"),
             "alphaa.txt\n300000\n");
   // Download as tar, upload the tar elsewhere, compare.
   std::string tar = local_ + "/out.tar";
@@ -111,8 +117,10 @@ TEST_F(Files, TarRoundTripAndLocalCopies) {
     UniqueFd in(::open(tar.c_str(), O_RDONLY | O_CLOEXEC));
     fs->upload_tar("/srv/copy", in.get());
   }
-  EXPECT_EQ(sh(id(), "cd /home/user && find src -type f -exec md5sum {} + | sort > /tmp/a; cd /srv/copy && find src "
-                     "-type f -exec md5sum {} + | sort > /tmp/b; cmp /tmp/a /tmp/b && echo same"),
+  EXPECT_EQ(sh(id(),
+               "cd /home/user && find src -type f -exec md5sum {} + | sort > /tmp/a; cd /srv/copy "
+               "&& find src "
+               "-type f -exec md5sum {} + | sort > /tmp/b; cmp /tmp/a /tmp/b && echo same"),
             "same\n");
   // And back out to the host.
   fs->copy_out("/srv/copy/src", local_ + "/back");
@@ -142,8 +150,10 @@ TEST_F(Files, PathsCannotLeaveTheBox) {
   // A host file that must stay out of reach.
   write_file_atomic(local_ + "/host-secret", "HOST SECRET", 0644);
   // "..", absolute symlinks and symlinks to the host path all resolve inside the box.
-  EXPECT_EQ(code_of([&] { fs->read("/../../../../../" + local_ + "/host-secret"); }), Errc::not_found);
-  sh(id(), "ln -sfn " + local_ + "/host-secret /tmp/abs-link; ln -sfn ../../../../../../.. /tmp/up-link");
+  EXPECT_EQ(code_of([&] { fs->read("/../../../../../" + local_ + "/host-secret"); }),
+            Errc::not_found);
+  sh(id(),
+     "ln -sfn " + local_ + "/host-secret /tmp/abs-link; ln -sfn ../../../../../../.. /tmp/up-link");
   EXPECT_EQ(code_of([&] { fs->read("/tmp/abs-link"); }), Errc::not_found);
   EXPECT_EQ(code_of([&] { fs->read("/tmp/up-link/" + local_ + "/host-secret"); }), Errc::not_found);
   std::string shadow = fs->read("/tmp/up-link/etc/shadow");
@@ -154,11 +164,13 @@ TEST_F(Files, PathsCannotLeaveTheBox) {
   EXPECT_EQ(sh(id(), "cat /tmp/written-via-link"), "x");
   // Tarballs with entries that climb out are refused whole.
   std::string tar = local_ + "/evil.tar";
-  ASSERT_EQ(::system(("python3 -c \"import tarfile, io; t = tarfile.open('" + tar +
-                      "', 'w'); i = tarfile.TarInfo('fine'); i.size = 1; t.addfile(i, io.BytesIO(b'x')); "
-                      "i = tarfile.TarInfo('../../escape'); i.size = 1; t.addfile(i, io.BytesIO(b'x')); t.close()\"")
-                         .c_str()),
-            0);
+  ASSERT_EQ(
+      ::system(("python3 -c \"import tarfile, io; t = tarfile.open('" + tar +
+                "', 'w'); i = tarfile.TarInfo('fine'); i.size = 1; t.addfile(i, io.BytesIO(b'x')); "
+                "i = tarfile.TarInfo('../../escape'); i.size = 1; t.addfile(i, io.BytesIO(b'x')); "
+                "t.close()\"")
+                   .c_str()),
+      0);
   UniqueFd in(::open(tar.c_str(), O_RDONLY | O_CLOEXEC));
   EXPECT_EQ(code_of([&] { fs->upload_tar("/tmp/evil", in.get()); }), Errc::invalid_argument);
   EXPECT_EQ(sh(id(), "ls /tmp/evil 2>/dev/null | wc -l; ls / | grep -c escape || true"), "0\n0\n");
@@ -170,8 +182,10 @@ TEST_F(Files, CopiesOutNeverFollowTheBoxesSymlinks) {
   std::string target = local_ + "/victim";
   storage::make_dirs(target);
   write_file_atomic(target + "/keep", "untouched", 0644);
-  sh(id(), "mkdir -p /tmp/trap && ln -sfn " + target + " /tmp/trap/link && echo pwned > /tmp/trap/zz && "
-           "ln -sfn " + target + "/keep /tmp/trap/filelink");
+  sh(id(), "mkdir -p /tmp/trap && ln -sfn " + target +
+               " /tmp/trap/link && echo pwned > /tmp/trap/zz && "
+               "ln -sfn " +
+               target + "/keep /tmp/trap/filelink");
   auto fs = engine().files(id());
   fs->copy_out("/tmp/trap", local_ + "/got");
   EXPECT_EQ(read_file(target + "/keep"), "untouched");

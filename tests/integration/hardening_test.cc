@@ -40,7 +40,8 @@ TEST_P(Hardening, EveryProbeIsDenied) {
   spec.limits.pids = 256;
   ScopedBox box(spec);
   auto fs = engine().files(box.id());
-  fs->write("/tmp/probes.py", read_file(std::string(UPSTREAM_SOURCE_DIR) + "/tests/integration/probes/escape_probes.py"));
+  fs->write("/tmp/probes.py", read_file(std::string(UPSTREAM_SOURCE_DIR) +
+                                        "/tests/integration/probes/escape_probes.py"));
   ExecSpec x;
   x.user = user;
   Result r = run(box.id(), {"python3", "/tmp/probes.py", marker, std::to_string(port)}, x);
@@ -67,7 +68,8 @@ TEST(HardeningHost, BoxProcessesRunAsUnprivilegedHostUids) {
   procs += read_file(dir + "/cgroup.procs");
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d))
-      if (e->d_type == DT_DIR && e->d_name[0] == 'x') procs += read_file(dir + "/" + e->d_name + "/cgroup.procs");
+      if (e->d_type == DT_DIR && e->d_name[0] == 'x')
+        procs += read_file(dir + "/" + e->d_name + "/cgroup.procs");
     ::closedir(d);
   }
   int seen = 0;

@@ -62,7 +62,8 @@ Result run(const std::string& box, const std::vector<std::string>& argv, ExecSpe
   spec.argv = argv;
   Result r;
   auto s = engine().start_exec(box, spec);
-  r.rec = s->wait([&](Stream st, std::string_view d) { (st == Stream::stdout_ ? r.out : r.err).append(d); });
+  r.rec = s->wait(
+      [&](Stream st, std::string_view d) { (st == Stream::stdout_ ? r.out : r.err).append(d); });
   if (s->finished() && r.err.empty()) r.err = r.rec.stderr_tail;
   return r;
 }
@@ -73,7 +74,8 @@ std::string sh(const std::string& box, const std::string& line, const std::strin
   spec.user = user;
   Result r;
   auto s = engine().start_exec(box, spec);
-  r.rec = s->wait([&](Stream st, std::string_view d) { (st == Stream::stdout_ ? r.out : r.err).append(d); });
+  r.rec = s->wait(
+      [&](Stream st, std::string_view d) { (st == Stream::stdout_ ? r.out : r.err).append(d); });
   EXPECT_EQ(r.code(), 0) << "command: " << line << "\nstderr: " << r.err << "\nstdout: " << r.out;
   return r.out;
 }
@@ -129,7 +131,8 @@ const std::string& busybox_rootfs() {
     for (const char* d : {"bin", "etc", "tmp", "root"}) storage::make_dirs(r + "/" + d);
     ::chmod((r + "/tmp").c_str(), 01777);
     write_file_atomic(r + "/bin/busybox", read_file("/bin/busybox"), 0755);
-    for (const char* c : {"sh", "ls", "cat", "echo", "id", "ps", "sleep", "hostname", "touch", "mkdir", "rm", "wc"})
+    for (const char* c :
+         {"sh", "ls", "cat", "echo", "id", "ps", "sleep", "hostname", "touch", "mkdir", "rm", "wc"})
       ::symlink("busybox", (r + "/bin/" + c).c_str());
     write_file_atomic(r + "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0644);
     write_file_atomic(r + "/etc/group", "root:x:0:\n", 0644);

@@ -12,7 +12,8 @@ TEST(Images, RootfsDirectory) {
   s.image = "dir:" + busybox_rootfs();
   s.name = "bb-dir";
   ScopedBox box(s);
-  EXPECT_EQ(sh(box.id(), "hostname; id -u; ls /"), "bb-dir\n0\nbin\ndev\netc\nhome\nproc\nroot\nrun\nsys\ntmp\n");
+  EXPECT_EQ(sh(box.id(), "hostname; id -u; ls /"),
+            "bb-dir\n0\nbin\ndev\netc\nhome\nproc\nroot\nrun\nsys\ntmp\n");
   // The image itself is never written: changes go to the box's own layer.
   sh(box.id(), "echo changed > /etc/passwd && touch /bin/newfile");
   EXPECT_EQ(read_file(busybox_rootfs() + "/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
@@ -42,8 +43,10 @@ TEST(Images, HostImageHidesHostSecrets) {
   EXPECT_EQ(sh(box.id(), "test -e " + home() + " && echo visible || echo hidden"), "hidden\n");
   EXPECT_EQ(sh(box.id(), "ls /var/log | wc -l"), "0\n");
   // And the box can still install into system directories (its own copy).
-  EXPECT_EQ(sh(box.id(), "echo '#!/bin/sh' > /usr/local/bin/mine && chmod +x /usr/local/bin/mine && which mine"),
-            "/usr/local/bin/mine\n");
+  EXPECT_EQ(
+      sh(box.id(),
+         "echo '#!/bin/sh' > /usr/local/bin/mine && chmod +x /usr/local/bin/mine && which mine"),
+      "/usr/local/bin/mine\n");
   EXPECT_FALSE(path_exists("/usr/local/bin/mine"));
 }
 

@@ -21,11 +21,15 @@ TEST(Lifecycle, CreateExecStopStartRemove) {
   EXPECT_EQ(b.state, "running");
   EXPECT_EQ(b.name, "life");
   EXPECT_EQ(sh("life", "echo $GREETING; hostname; pwd"), "hello\nlife\n/home/user\n");
-  sh("life", "echo kept > /home/user/state.txt && apt-get --version >/dev/null && touch /usr/local/bin/tool");
+  sh("life",
+     "echo kept > /home/user/state.txt && apt-get --version >/dev/null && touch "
+     "/usr/local/bin/tool");
 
   BoxRecord stopped = engine().stop_box("life");
   EXPECT_EQ(stopped.state, "stopped");
-  EXPECT_FALSE(runtime::BoxCgroup(runtime::CgroupSystem::detect("/run/upstream/cgroup2"), cgroup_group(), b.id).exists());
+  EXPECT_FALSE(runtime::BoxCgroup(runtime::CgroupSystem::detect("/run/upstream/cgroup2"),
+                                  cgroup_group(), b.id)
+                   .exists());
   try {
     run("life", {"true"});
     FAIL() << "exec in a stopped box";
@@ -34,7 +38,8 @@ TEST(Lifecycle, CreateExecStopStartRemove) {
   }
 
   EXPECT_EQ(engine().start_box("life").state, "running");
-  EXPECT_EQ(sh("life", "cat /home/user/state.txt; ls /usr/local/bin/tool"), "kept\n/usr/local/bin/tool\n");
+  EXPECT_EQ(sh("life", "cat /home/user/state.txt; ls /usr/local/bin/tool"),
+            "kept\n/usr/local/bin/tool\n");
 
   try {
     engine().remove_box("life", false);
@@ -67,7 +72,8 @@ TEST(Lifecycle, NothingLeaksAfterRemove) {
   EXPECT_EQ(host_mounts_under(home()), mounts_before);  // box mounts never appear on the host
   EXPECT_EQ(processes_with_uid_at_least(runtime::kUidBase).size(), procs_before);
   for (const char* h : {"unified", "memory", "pids", "cpu", "cpuacct"})
-    EXPECT_FALSE(path_exists("/sys/fs/cgroup/" + std::string(h) + "/" + cgroup_group() + "/" + id)) << h;
+    EXPECT_FALSE(path_exists("/sys/fs/cgroup/" + std::string(h) + "/" + cgroup_group() + "/" + id))
+        << h;
   EXPECT_FALSE(path_exists(home() + "/pool/boxes/" + id));
 }
 
@@ -134,7 +140,9 @@ TEST(Lifecycle, StopEndsProcessesThatIgnoreTerm) {
   sh(box.id(), "while [ ! -e /tmp/ready ]; do sleep 0.01; done");
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(engine().stop_box(box.id(), 300).state, "stopped");
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   EXPECT_GE(ms, 250);  // the grace period was honoured before the kill
   auto execs = engine().list_execs(box.id(), false);
   ASSERT_FALSE(execs.empty());
@@ -148,7 +156,8 @@ TEST(Lifecycle, BoxRootIsAnUnprivilegedHostUid) {
   auto uids = [](const std::string& id) {
     std::set<uid_t> out;
     BoxRecord r = engine().get_box(id);
-    std::string procs = read_file("/sys/fs/cgroup/unified/" + cgroup_group() + "/" + id + "/cgroup.procs");
+    std::string procs =
+        read_file("/sys/fs/cgroup/unified/" + cgroup_group() + "/" + id + "/cgroup.procs");
     for (const auto& p : split(procs, '\n')) {
       struct stat st;
       if (!p.empty() && ::stat(("/proc/" + p).c_str(), &st) == 0) out.insert(st.st_uid);
@@ -167,7 +176,8 @@ TEST(Lifecycle, BoxRootIsAnUnprivilegedHostUid) {
 
 TEST(Lifecycle, UsageIsAccounted) {
   ScopedBox box;
-  sh(box.id(), "python3 -c 'import time; t=time.time(); x=bytearray(64<<20)\nwhile time.time()-t<0.4: pass'");
+  sh(box.id(),
+     "python3 -c 'import time; t=time.time(); x=bytearray(64<<20)\nwhile time.time()-t<0.4: pass'");
   BoxUsage u = engine().usage(box.id());
   EXPECT_GE(u.cpu_us, 300'000u);
   EXPECT_GE(u.memory_peak, 64ull << 20);

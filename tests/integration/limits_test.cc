@@ -56,13 +56,15 @@ TEST(Limits, DiskFillStopsAtTheLimit) {
   ScopedBox box(s);
   struct statvfs before;
   ASSERT_EQ(::statvfs(home().c_str(), &before), 0);
-  Result r = run(box.id(), {"sh", "-c", "dd if=/dev/zero of=/home/user/fill bs=1M count=512 2>&1; sync"});
+  Result r =
+      run(box.id(), {"sh", "-c", "dd if=/dev/zero of=/home/user/fill bs=1M count=512 2>&1; sync"});
   EXPECT_NE(r.out.find("Disk quota exceeded"), std::string::npos) << r.out;
   std::string size = trim(sh(box.id(), "stat -c %s /home/user/fill"));
   EXPECT_LE(std::stoull(size), 128ull << 20);
   // Other boxes and the host still have room.
   ScopedBox other;
-  EXPECT_EQ(sh(other.id(), "dd if=/dev/zero of=/tmp/x bs=1M count=32 2>/dev/null && echo ok"), "ok\n");
+  EXPECT_EQ(sh(other.id(), "dd if=/dev/zero of=/tmp/x bs=1M count=32 2>/dev/null && echo ok"),
+            "ok\n");
   struct statvfs after;
   ASSERT_EQ(::statvfs(home().c_str(), &after), 0);
   EXPECT_GT(static_cast<double>(after.f_bavail) * after.f_frsize, 1e9);
@@ -70,7 +72,9 @@ TEST(Limits, DiskFillStopsAtTheLimit) {
   EXPECT_EQ(sh(box.id(), "echo still works"), "still works\n");
   // Deleting frees the quota again.
   sh(box.id(), "rm /home/user/fill && sync");
-  EXPECT_EQ(sh(box.id(), "dd if=/dev/zero of=/home/user/again bs=1M count=16 2>/dev/null && echo ok"), "ok\n");
+  EXPECT_EQ(
+      sh(box.id(), "dd if=/dev/zero of=/home/user/again bs=1M count=16 2>/dev/null && echo ok"),
+      "ok\n");
 }
 
 TEST(Limits, CpuQuotaThrottles) {

@@ -23,9 +23,10 @@ class CgroupFiles : public ::testing::Test {
   // Control files are replaced by each write; plain files need emptying between writes.
   void touch(const std::string& path) { write_file_atomic(path, "", 0644); }
   void reset_files() {
-    for (const auto& f : {"cpu.max", "memory.max", "memory.swap.max", "pids.max", "cpu/cpu.cfs_period_us",
-                          "cpu/cpu.cfs_quota_us", "memory/memory.limit_in_bytes",
-                          "memory/memory.memsw.limit_in_bytes", "pids/pids.max"})
+    for (const auto& f :
+         {"cpu.max", "memory.max", "memory.swap.max", "pids.max", "cpu/cpu.cfs_period_us",
+          "cpu/cpu.cfs_quota_us", "memory/memory.limit_in_bytes",
+          "memory/memory.memsw.limit_in_bytes", "pids/pids.max"})
       if (::access((dir_ + "/" + f).c_str(), F_OK) == 0) touch(dir_ + "/" + f);
   }
   std::string read(const std::string& path) { return read_file(path); }
@@ -33,7 +34,8 @@ class CgroupFiles : public ::testing::Test {
 };
 
 TEST_F(CgroupFiles, V2LimitsFormat) {
-  for (const char* f : {"cpu.max", "memory.max", "memory.swap.max", "pids.max"}) touch(dir_ + "/" + f);
+  for (const char* f : {"cpu.max", "memory.max", "memory.swap.max", "pids.max"})
+    touch(dir_ + "/" + f);
   write_v2_limits(dir_, {1500, 512ull << 20, 64});
   EXPECT_EQ(read(dir_ + "/cpu.max"), "150000 100000");
   EXPECT_EQ(read(dir_ + "/memory.max"), std::to_string(512ull << 20));
@@ -57,8 +59,9 @@ TEST_F(CgroupFiles, V1LimitsFormat) {
   storage::make_dirs(cpu);
   storage::make_dirs(mem);
   storage::make_dirs(pids);
-  for (const auto& f : {cpu + "/cpu.cfs_period_us", cpu + "/cpu.cfs_quota_us", mem + "/memory.limit_in_bytes",
-                        mem + "/memory.memsw.limit_in_bytes", pids + "/pids.max"})
+  for (const auto& f :
+       {cpu + "/cpu.cfs_period_us", cpu + "/cpu.cfs_quota_us", mem + "/memory.limit_in_bytes",
+        mem + "/memory.memsw.limit_in_bytes", pids + "/pids.max"})
     touch(f);
   write_v1_limits({{"cpu", cpu}, {"memory", mem}, {"pids", pids}}, {500, 256ull << 20, 100});
   EXPECT_EQ(read(cpu + "/cpu.cfs_period_us"), "100000");
@@ -74,8 +77,8 @@ TEST_F(CgroupFiles, V1LimitsFormat) {
 }
 
 TEST(CgroupSystem, ControllerHomes) {
-  CgroupSystem hybrid("/sys/fs/cgroup/unified", {{"cpu", "/c"}, {"cpuacct", "/c"}, {"memory", "/m"}, {"pids", "/p"}},
-                      {});
+  CgroupSystem hybrid("/sys/fs/cgroup/unified",
+                      {{"cpu", "/c"}, {"cpuacct", "/c"}, {"memory", "/m"}, {"pids", "/p"}}, {});
   EXPECT_EQ(hybrid.controller_home("memory"), "v1");
   EXPECT_EQ(hybrid.controller_home("io"), "");
   EXPECT_NE(hybrid.describe().find("hybrid"), std::string::npos);

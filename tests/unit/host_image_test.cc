@@ -37,7 +37,8 @@ TEST(HostMask, AccountsKeepSystemUsersAndAddUser) {
   EXPECT_EQ(out.find("alice"), std::string::npos);  // host people are not in boxes
   EXPECT_EQ(out.find("bob"), std::string::npos);
   EXPECT_NE(out.find("user:x:1000:1000:user:/home/user:/bin/bash"), std::string::npos);
-  std::string group = filter_group("root:x:0:\nsudo:x:27:alice,daemon\nalice:x:1000:\n", {"root", "daemon", "user"});
+  std::string group = filter_group("root:x:0:\nsudo:x:27:alice,daemon\nalice:x:1000:\n",
+                                   {"root", "daemon", "user"});
   EXPECT_NE(group.find("sudo:x:27:daemon\n"), std::string::npos);
   EXPECT_EQ(group.find("alice"), std::string::npos);
   EXPECT_NE(group.find("user:x:1000:"), std::string::npos);
@@ -50,12 +51,13 @@ class HostImageBuild : public ::testing::Test {
     base_ = "/tmp/upstream-hostimg-" + std::to_string(::getpid());
     host_ = base_ + "/host";
     home_ = base_ + "/home";
-    for (const char* d : {"usr/bin", "usr/share", "etc/ssl/private", "etc/skel", "var/log", "var/tmp",
-                          "var/lib/app", "var/lib/upstream", "opt/tool"})
+    for (const char* d : {"usr/bin", "usr/share", "etc/ssl/private", "etc/skel", "var/log",
+                          "var/tmp", "var/lib/app", "var/lib/upstream", "opt/tool"})
       make_dirs(host_ + "/" + d);
     put("usr/bin/ls", "elf", 0755);
     put("usr/share/secret", "s", 0600);
-    put("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n", 0644);
+    put("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        0644);
     put("etc/group", "root:x:0:\n", 0644);
     put("etc/shadow", "root:$6$realhash:19000::::::\n", 0640);
     put("etc/ssl/private/key.pem", "KEY", 0600);
@@ -107,7 +109,8 @@ TEST_F(HostImageBuild, MaskHidesWhatUsersCannotRead) {
   EXPECT_NE(passwd.find("user:x:1000:1000"), std::string::npos);
   // Fresh /var/log.
   char v[4] = {};
-  EXPECT_EQ(::getxattr((img.mask("var") + "/log").c_str(), "trusted.overlay.opaque", v, sizeof v), 1);
+  EXPECT_EQ(::getxattr((img.mask("var") + "/log").c_str(), "trusted.overlay.opaque", v, sizeof v),
+            1);
   // Skeleton root.
   char link[64] = {};
   ASSERT_GT(::readlink((img.skel() + "/bin").c_str(), link, sizeof link), 0);

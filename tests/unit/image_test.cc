@@ -79,16 +79,19 @@ TEST_F(ImageTest, ParseRejectsBadSpecs) {
   EXPECT_EQ(code("docker:ubuntu"), Errc::invalid_argument);
   EXPECT_EQ(code("dir:relative/path"), Errc::invalid_argument);
   EXPECT_EQ(code("dir:/definitely/not/here"), Errc::not_found);
-  EXPECT_EQ(code("dir:/etc/passwd"), Errc::invalid_argument);     // not a directory
-  EXPECT_EQ(code("dir:/etc"), Errc::invalid_argument);            // not a root filesystem
-  EXPECT_EQ(code("tar:/etc"), Errc::invalid_argument);            // not a file
-  EXPECT_EQ(code("dir:/a,lowerdir=/"), Errc::invalid_argument);   // would break mount options
+  EXPECT_EQ(code("dir:/etc/passwd"), Errc::invalid_argument);    // not a directory
+  EXPECT_EQ(code("dir:/etc"), Errc::invalid_argument);           // not a root filesystem
+  EXPECT_EQ(code("tar:/etc"), Errc::invalid_argument);           // not a file
+  EXPECT_EQ(code("dir:/a,lowerdir=/"), Errc::invalid_argument);  // would break mount options
   EXPECT_EQ(parse_image("dir:/").kind, "dir");
 }
 
 TEST_F(ImageTest, ImportsARootfsOnce) {
   std::string tar = base_ + "/ok.tar.gz";
-  write_tar(tar, {{"./bin", 'd', ""}, {"./bin/sh", 'f', "#!fake"}, {"./etc", 'd', ""}, {"./bin/link", 'l', "sh"}});
+  write_tar(tar, {{"./bin", 'd', ""},
+                  {"./bin/sh", 'f', "#!fake"},
+                  {"./etc", 'd', ""},
+                  {"./bin/link", 'l', "sh"}});
   Layout layout(base_ + "/home");
   std::string root = import_tarball(tar, layout);
   EXPECT_EQ(read_file(root + "/bin/sh"), "#!fake");

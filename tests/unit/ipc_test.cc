@@ -3,8 +3,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include <cstring>
 #include <unistd.h>
+#include <cstring>
 
 #include <gtest/gtest.h>
 
@@ -67,7 +67,8 @@ TEST(Ipc, SendToClosedPeerIsUnavailable) {
 
 TEST(Ipc, ConnectToLongPath) {
   // Paths beyond sun_path's 108 bytes are reached through a directory descriptor.
-  std::string dir = "/tmp/upstream-ipc-test-" + std::to_string(::getpid()) + "/" + std::string(100, 'd');
+  std::string dir =
+      "/tmp/upstream-ipc-test-" + std::to_string(::getpid()) + "/" + std::string(100, 'd');
   ASSERT_EQ(::system(("mkdir -p " + dir).c_str()), 0);
   std::string path = dir + "/s.sock";
   int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

@@ -65,27 +65,40 @@ TEST(Seccomp, OrdinaryCallsWork) {
 }
 
 TEST(Seccomp, DangerousCallsAreRefused) {
-  EXPECT_EQ(under_filter([] { return result(::mount("none", "/mnt", "tmpfs", 0, nullptr)); }), EPERM);
+  EXPECT_EQ(under_filter([] { return result(::mount("none", "/mnt", "tmpfs", 0, nullptr)); }),
+            EPERM);
   EXPECT_EQ(under_filter([] { return result(::umount2("/", MNT_DETACH)); }), EPERM);
   EXPECT_EQ(under_filter([] { return result(::unshare(CLONE_NEWUSER)); }), EPERM);
   EXPECT_EQ(under_filter([] { return result(::unshare(CLONE_NEWNS)); }), EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_setns, 0, 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)); }), EPERM);
+  EXPECT_EQ(under_filter(
+                [] { return result(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)); }),
+            EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_clone3, nullptr, 0)); }), ENOSYS);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_keyctl, 0, 0, 0, 0, 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_add_key, "user", "x", "y", 1, 0)); }), EPERM);
+  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_add_key, "user", "x", "y", 1, 0)); }),
+            EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_bpf, 0, nullptr, 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_perf_event_open, nullptr, 0, -1, -1, 0)); }), EPERM);
+  EXPECT_EQ(
+      under_filter([] { return result(::syscall(SYS_perf_event_open, nullptr, 0, -1, -1, 0)); }),
+      EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_init_module, nullptr, 0, "")); }), EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_finit_module, -1, "", 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_kexec_load, 0, 0, nullptr, 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_open_by_handle_at, -1, nullptr, 0)); }), EPERM);
+  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_kexec_load, 0, 0, nullptr, 0)); }),
+            EPERM);
+  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_open_by_handle_at, -1, nullptr, 0)); }),
+            EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_io_uring_setup, 1, nullptr)); }), EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_reboot, 0, 0, 0, nullptr)); }), EPERM);
   EXPECT_EQ(under_filter([] { return result(::syscall(SYS_open_tree, -1, "/", 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::socket(40 /* AF_VSOCK */, SOCK_STREAM, 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::socket(38 /* AF_ALG */, SOCK_SEQPACKET, 0)); }), EPERM);
-  EXPECT_EQ(under_filter([] { return result(::syscall(SYS_personality, 0x0040000 /* ADDR_NO_RANDOMIZE */)); }), EPERM);
+  EXPECT_EQ(under_filter([] { return result(::socket(40 /* AF_VSOCK */, SOCK_STREAM, 0)); }),
+            EPERM);
+  EXPECT_EQ(under_filter([] { return result(::socket(38 /* AF_ALG */, SOCK_SEQPACKET, 0)); }),
+            EPERM);
+  EXPECT_EQ(under_filter([] {
+              return result(::syscall(SYS_personality, 0x0040000 /* ADDR_NO_RANDOMIZE */));
+            }),
+            EPERM);
 }
 
 }  // namespace

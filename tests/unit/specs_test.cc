@@ -65,7 +65,8 @@ TEST(ExecSpec, Rules) {
 TEST(BoxPath, NormalisesInsideTheBox) {
   EXPECT_EQ(box_path("notes.txt", "/home/user"), "/home/user/notes.txt");
   EXPECT_EQ(box_path("/etc/../etc/./hosts", "/home/user"), "/etc/hosts");
-  EXPECT_EQ(box_path("../../../../etc/shadow", "/home/user"), "/etc/shadow");  // stays at the box root
+  EXPECT_EQ(box_path("../../../../etc/shadow", "/home/user"),
+            "/etc/shadow");  // stays at the box root
   EXPECT_EQ(box_path("/", "/x"), "/");
   EXPECT_EQ(box_path("a//b/", "/"), "/a/b");
   EXPECT_THROW(box_path("", "/"), Error);

@@ -24,7 +24,8 @@ class StoreTest : public ::testing::Test {
     db_.reset();
     for (const char* ext : {"", "-wal", "-shm"}) ::unlink((path_ + ext).c_str());
   }
-  BoxRecord make(const std::string& id, const std::string& name, std::map<std::string, std::string> labels = {}) {
+  BoxRecord make(const std::string& id, const std::string& name,
+                 std::map<std::string, std::string> labels = {}) {
     BoxRecord b;
     b.id = id;
     b.name = name;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, unit tests (plain and under ASan+UBSan), integration tests with
+# real boxes, and end-to-end tests that drive the CLI. Called by `make test` after the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+asan=${2:-build-asan}
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test: boxes need root (namespaces, cgroups, mounts); run as root" >&2
+  exit 1
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+started=$(date +%s)
+
+step "format (clang-format)"
+scripts/format.sh --check
+
+step "unit tests"
+"$build/tests/upstream_unit_tests" --gtest_brief=1
+
+step "unit tests under AddressSanitizer and UndefinedBehaviorSanitizer"
+if [ ! -f "$asan/build.ninja" ]; then
+  cmake -S . -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DUPSTREAM_SANITIZE=ON -DUPSTREAM_BENCH=OFF >/dev/null
+fi
+cmake --build "$asan" --target upstream_unit_tests -j "$(nproc)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  "$asan/tests/upstream_unit_tests" --gtest_brief=1
+
+step "integration tests (real boxes)"
+"$build/tests/upstream_integration_tests" --gtest_brief=1
+
+step "end-to-end tests (the CLI, as a user drives it)"
+UPSTREAM_BIN="$PWD/$build/upstream" python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+printf '\nall tests passed in %ss\n' $(( $(date +%s) - started ))
