@@ -32,6 +32,7 @@ step "integration tests (real boxes)"
 "$build/tests/upstream_integration_tests" --gtest_brief=1
 
 step "end-to-end tests (the CLI, as a user drives it)"
-UPSTREAM_BIN="$PWD/$build/upstream" python3 -m pytest -q -p no:cacheprovider tests/e2e
+# Debian's Python, which has python3-pytest (another python3 may come first on PATH).
+UPSTREAM_BIN="$PWD/$build/upstream" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 
 printf '\nall tests passed in %ss\n' $(( $(date +%s) - started ))

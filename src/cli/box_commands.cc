@@ -31,8 +31,9 @@ void add_create_options(CLI::App* c, CreateOpts& o) {
   c->add_option("--name", o.name, "Name of the box (also its hostname)");
   c->add_option("--image", o.image,
                 "host (default), dir:/path/to/rootfs or tar:/path/to/rootfs.tar[.gz|.zst]");
-  c->add_option("--label,-l", o.labels, "Label key=value (repeatable)");
-  c->add_option("--env,-e", o.env, "Environment KEY=VALUE for every exec (repeatable)");
+  c->add_option("--label,-l", o.labels, "Label key=value (repeatable)")->allow_extra_args(false);
+  c->add_option("--env,-e", o.env, "Environment KEY=VALUE for every exec (repeatable)")
+      ->allow_extra_args(false);
   c->add_option("--cpus", o.cpus, "CPU limit, e.g. 1 or 0.5");
   c->add_option("--memory,-m", o.memory, "Memory limit, e.g. 512m or 2g (default 2g)");
   c->add_option("--pids", o.pids, "Process limit (default 4096)");
@@ -64,7 +65,7 @@ void add_exec_options(CLI::App* c, ExecOpts& o) {
   c->add_flag("--interactive,-i", o.interactive, "Stream stdin to the command");
   c->add_flag("--tty,-t", o.tty, "Run the command on a terminal");
   c->add_flag("--detach,-d", o.detach, "Run in the background and print the exec number");
-  c->add_option("--env,-e", o.env, "Environment KEY=VALUE (repeatable)");
+  c->add_option("--env,-e", o.env, "Environment KEY=VALUE (repeatable)")->allow_extra_args(false);
   c->add_option("--cwd", o.cwd, "Working directory inside the box");
   c->add_option("--user,-u", o.user, "User: root, user, a name or uid[:gid]");
   c->add_option("--timeout", o.timeout,
@@ -75,7 +76,6 @@ void add_exec_options(CLI::App* c, ExecOpts& o) {
 
 ExecSpec exec_spec_from(const ExecOpts& o, std::vector<std::string> argv) {
   ExecSpec s;
-  if (!argv.empty() && argv[0] == "--") argv.erase(argv.begin());
   s.argv = argv;
   s.shell = o.shell;
   s.env = parse_env_list(o.env);
@@ -265,7 +265,10 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_option("--shell,-c", x->shell, "Run this shell command line instead of a command");
     c->add_option("command", *argv, "Command and arguments (after --)");
     c->callback([&ctx, o, x, rm, argv] {
-      ExecSpec spec = exec_spec_from(*x, *argv);
+      std::vector<std::string> command = *argv;
+      if (ctx.dashes)
+        command.insert(command.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
+      ExecSpec spec = exec_spec_from(*x, command);
       validate_exec_spec(spec);
       Engine& e = ctx.engine();
       BoxRecord b = e.create_box(spec_from(*o));
@@ -287,7 +290,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto labels = std::make_shared<std::vector<std::string>>();
     auto state = std::make_shared<std::string>();
     auto quiet = std::make_shared<bool>(false);
-    c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)");
+    c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)")
+        ->allow_extra_args(false);
     c->add_option("--state", *state, "Only boxes in this state (running, stopped, ...)")
         ->check(
             CLI::IsMember({"creating", "starting", "running", "stopping", "stopped", "removing"}));
@@ -373,11 +377,18 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->fallthrough(false);
     c->callback([&ctx, c, x] {
       std::vector<std::string> rest = c->remaining();
-      if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
+      // `exec BOX -c 'line'` reads naturally too (unless `--` made -c the command's name).
+      bool shell_after_box = rest.size() == 3 && (rest[1] == "-c" || rest[1] == "--shell") &&
+                             x->shell.empty() && !(ctx.dashes && !ctx.after_dashes.empty());
+      if (ctx.dashes) rest.insert(rest.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
       if (rest.empty())
         throw_invalid("no box given: upstream box exec [options] BOX -- COMMAND [ARGS...]");
       std::string ref = rest[0];
       rest.erase(rest.begin());
+      if (shell_after_box) {
+        x->shell = rest[1];
+        rest.clear();
+      }
       ExecSpec spec = exec_spec_from(*x, rest);
       int code = run_foreground(ctx.engine(), ref, spec);
       if (code != 0) throw ExitCode{code};
@@ -390,20 +401,37 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto ref = std::make_shared<std::string>();
     auto all = std::make_shared<bool>(false);
     c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_flag("--all,-a", *all, "Include finished execs (the last 50)");
+    c->add_flag("--all,-a", *all, "Include every finished exec (the last 50)");
     c->callback([&ctx, ref, all] {
-      auto execs = ctx.engine().list_execs(*ref, !*all, *all ? 50 : 0);
+      Engine& e = ctx.engine();
+      auto procs = e.exec_processes(*ref);
+      std::map<uint64_t, Engine::ExecProcesses> by_seq;
+      for (const auto& p : procs) by_seq[p.seq] = p;
+      // Running execs, and finished ones whose processes live on (still killable).
+      std::vector<ExecRecord> execs;
+      for (auto& x : e.list_execs(*ref, false, *all ? 50 : 0))
+        if (*all || x.state == "running" || (by_seq.count(x.seq) && by_seq[x.seq].processes > 0))
+          execs.push_back(std::move(x));
       if (ctx.json) {
         json arr = json::array();
-        for (const auto& e : execs) arr.push_back(exec_json(e));
+        for (const auto& x : execs) {
+          json j = exec_json(x);
+          j["processes"] = by_seq.count(x.seq) ? by_seq[x.seq].processes : 0;
+          arr.push_back(j);
+        }
         print_json(arr);
         return;
       }
       int64_t now = now_ms();
       std::vector<std::vector<std::string>> rows;
-      for (const auto& e : execs)
-        rows.push_back({std::to_string(e.seq), e.background ? "background" : "foreground",
-                        exec_result_text(e), format_ago(e.started_at, now), exec_command_text(e)});
+      for (const auto& x : execs) {
+        std::string state = exec_result_text(x);
+        size_t n = by_seq.count(x.seq) ? by_seq[x.seq].processes : 0;
+        if (x.state != "running" && n)
+          state += ", " + std::to_string(n) + " process" + (n == 1 ? "" : "es") + " left";
+        rows.push_back({std::to_string(x.seq), x.background ? "background" : "foreground", state,
+                        format_ago(x.started_at, now), exec_command_text(x)});
+      }
       print_table({"EXEC", "MODE", "STATE", "STARTED", "COMMAND"}, rows);
     });
   }
@@ -491,7 +519,9 @@ void add_box_commands(CLI::App& app, Context& ctx) {
 
   // kill --------------------------------------------------------------------------------------
   {
-    auto* c = box->add_subcommand("kill", "Kill an exec and every process it started");
+    auto* c = box->add_subcommand(
+        "kill",
+        "Kill an exec and every process it started (also what a finished exec left running)");
     auto ref = std::make_shared<std::string>();
     auto seq = std::make_shared<uint64_t>(0);
     auto sig = std::make_shared<std::string>("KILL");

@@ -23,6 +23,10 @@ constexpr int kExitExecError = 125;
 struct Context {
   std::function<Engine&()> engine;  // opened on first use
   bool json = false;
+  // For `box exec` and `box run`: the words after the first standalone `--`, which are the
+  // command (for exec, possibly preceded by the box). They never reach the option parser.
+  bool dashes = false;
+  std::vector<std::string> after_dashes;
 };
 
 // Thrown by a command to exit with a given code after it has printed what it needed to.

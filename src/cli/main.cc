@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "common/error.h"
+#include "common/strings.h"
 
 using namespace upstream;
 
@@ -37,6 +38,15 @@ int main(int argc, char** argv) {
   help->add_option("command", topic, "Command, e.g. box exec");
   help->callback([&] {
     CLI::App* target = &app;
+    // App::help() would describe the selected subcommand (this one); the formatter describes
+    // exactly the command asked for.
+    auto page = [](CLI::App* a, const std::string& name) {
+      return a->get_formatter()->make_help(a, name, CLI::AppFormatMode::Normal);
+    };
+    if (topic.empty()) {
+      std::cout << page(&app, "upstream");
+      return;
+    }
     for (const auto& t : topic) {
       CLI::App* next = nullptr;
       try {
@@ -49,7 +59,7 @@ int main(int argc, char** argv) {
       }
       target = next;
     }
-    std::cout << target->help();
+    std::cout << page(target, "upstream " + join(topic, " "));
   });
   cli::add_box_commands(app, ctx);
   cli::add_system_commands(app, ctx);
@@ -63,16 +73,32 @@ int main(int argc, char** argv) {
     return false;
   };
 
+  // `box exec [options] [BOX] -- COMMAND...` and `box run [options] -- COMMAND...`: whatever
+  // follows `--` is the command, verbatim; the option parser sees only what comes before.
+  std::vector<char*> head(argv, argv + argc);
+  for (int i = 1; i + 1 < argc; i++) {
+    if (std::string(argv[i]) != "box") continue;
+    std::string sub = argv[i + 1];
+    if (sub != "exec" && sub != "run") break;
+    for (int j = i + 2; j < argc; j++)
+      if (std::string(argv[j]) == "--") {
+        ctx.dashes = true;
+        ctx.after_dashes.assign(argv + j + 1, argv + argc);
+        head.assign(argv, argv + j);
+        break;
+      }
+    break;
+  }
+
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(head.size()), head.data());
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "upstream: error: " << e.what() << "\n(run `upstream help` for usage)"
-              << std::endl;
+    std::cerr << "upstream: error: " << e.what() << " (see `upstream help`)" << std::endl;
     return exec_like() ? cli::kExitExecError : cli::kExitError;
   } catch (const cli::ExitCode& e) {
     return e.code;

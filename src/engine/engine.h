@@ -90,7 +90,16 @@ class Engine {
   std::unique_ptr<ExecSession> start_exec(const std::string& ref, const ExecSpec& spec);
   std::optional<ExecRecord> get_exec(const std::string& ref, uint64_t seq);
   std::vector<ExecRecord> list_execs(const std::string& ref, bool running_only, size_t limit = 0);
+  // Signals an exec's processes: while it runs, or, after its main process ended, whatever it
+  // left running (its cgroup keeps them together).
   void kill_exec(const std::string& ref, uint64_t seq, int signal);
+  // Processes per exec, for execs that are running or left processes behind.
+  struct ExecProcesses {
+    uint64_t seq = 0;
+    bool running = false;
+    size_t processes = 0;
+  };
+  std::vector<ExecProcesses> exec_processes(const std::string& ref);
   // Paths of an exec's full logs (which may not exist if it wrote nothing).
   std::pair<std::string, std::string> exec_log_paths(const std::string& ref, uint64_t seq);
 

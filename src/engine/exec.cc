@@ -423,24 +423,43 @@ void Engine::kill_exec(const std::string& ref, uint64_t seq, int sig) {
   {
     std::lock_guard g(I.mu);
     box = I.check_alive(I.store.resolve(ref));
-    auto e = I.store.get_exec(box.id, seq);
-    if (!e) throw Error(Errc::not_found, "box " + box.name + " has no exec " + std::to_string(seq));
-    if (e->state != "running")
+    if (!I.store.get_exec(box.id, seq))
+      throw Error(Errc::not_found, "box " + box.name + " has no exec " + std::to_string(seq));
+    if (box.state != box_state::running)
       throw Error(Errc::failed_precondition,
-                  "exec " + std::to_string(seq) + " is not running (" + e->state + ")");
+                  "box " + box.name + " is " + box.state + "; nothing of it is running");
   }
   UniqueFd conn = I.connect(box);
   ipc::send(conn.get(), {{"op", "kill"}, {"seq", seq}, {"signal", sig}, {"tree", true}});
   auto reply = ipc::recv_wait(conn.get(), 10000);
-  if (!reply || !reply->body.value("ok", false)) {
-    std::string msg =
-        reply ? reply->body.value("error", std::string("kill failed")) : "the box stopped";
+  if (!reply) throw Error(Errc::failed_precondition, "the box stopped");
+  if (!reply->body.value("ok", false)) {
+    std::string msg = reply->body.value("error", std::string("kill failed"));
     std::lock_guard g(I.mu);
-    I.finish_exec_from_status(*I.store.get_exec(box.id, seq), box);
-    if (reply && reply->body.value("kind", "") == "not_found")
-      throw Error(Errc::failed_precondition, "exec " + std::to_string(seq) + " has already ended");
-    throw Error(Errc::failed_precondition, msg);
+    I.refresh_execs(box);
+    throw Error(
+        reply->body.value("kind", "") == "not_found" ? Errc::failed_precondition : Errc::internal,
+        msg);
   }
+}
+
+std::vector<Engine::ExecProcesses> Engine::exec_processes(const std::string& ref) {
+  Impl& I = *impl_;
+  BoxRecord box;
+  {
+    std::lock_guard g(I.mu);
+    box = I.check_alive(I.store.resolve(ref));
+  }
+  std::vector<ExecProcesses> out;
+  if (box.state != box_state::running) return out;
+  UniqueFd conn = I.connect(box);
+  ipc::send(conn.get(), {{"op", "ps"}});
+  auto reply = ipc::recv_wait(conn.get(), 10000);
+  if (!reply || !reply->body.value("ok", false)) return out;
+  for (const auto& e : reply->body["execs"])
+    out.push_back(
+        {e.value("seq", uint64_t{0}), e.value("running", false), e.value("procs", size_t{0})});
+  return out;
 }
 
 std::pair<std::string, std::string> Engine::exec_log_paths(const std::string& ref, uint64_t seq) {

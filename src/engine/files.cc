@@ -159,6 +159,8 @@ class RemoteFiles : public FileSession {
   uint64_t download_tar(const std::string& path, int out_fd) override {
     archive* a = archive_write_new();
     archive_write_set_format_pax_restricted(a);
+    // Names are bytes in Linux: store them as they are, whatever the locale.
+    archive_write_set_options(a, "hdrcharset=BINARY");
     if (archive_write_open_fd(a, out_fd) != ARCHIVE_OK) {
       std::string e = archive_error_string(a);
       archive_write_free(a);

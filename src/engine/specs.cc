@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <cctype>
 
 #include "common/error.h"
@@ -46,6 +48,12 @@ void validate_box_spec(BoxSpec& spec) {
     throw_invalid("pids limit must be between 16 and 4000000");
   if (l.disk && *l.disk < (64ull << 20)) throw_invalid("disk limit must be at least 64 MiB");
   if (l.cpu_milli && *l.cpu_milli < 10) throw_invalid("CPU limit must be at least 0.01");
+  if (l.cpu_milli) {
+    long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus > 0 && *l.cpu_milli > static_cast<uint64_t>(cpus) * 1000)
+      throw_invalid("CPU limit " + std::to_string(*l.cpu_milli / 1000.0).substr(0, 6) +
+                    " is more than the " + std::to_string(cpus) + " CPUs of this host");
+  }
   check_user(spec.user);
   check_box_path(spec.workdir, "working directory");
   if (spec.network != "none")

@@ -121,6 +121,22 @@ int open_beneath(int dirfd, const std::string& rel, int flags, int mode = 0) {
   return static_cast<int>(::syscall(SYS_openat2, dirfd, rel.c_str(), &how, sizeof how));
 }
 
+// Opens (making it if needed, as tar does for entries whose parents are not in the archive)
+// the directory `rel` beneath dirfd, one component at a time, following no symlinks.
+int open_parent(int dirfd, const std::string& rel) {
+  UniqueFd cur(::fcntl(dirfd, F_DUPFD_CLOEXEC, 3));
+  for (const auto& c : split(rel, '/')) {
+    int next = open_beneath(cur.get(), c, O_RDONLY | O_DIRECTORY);
+    if (next < 0 && errno == ENOENT) {
+      if (::mkdirat(cur.get(), c.c_str(), 0755) != 0 && errno != EEXIST) return -1;
+      next = open_beneath(cur.get(), c, O_RDONLY | O_DIRECTORY);
+    }
+    if (next < 0) return -1;
+    cur.reset(next);
+  }
+  return cur.release();
+}
+
 void send_data_from(int fd) {
   std::vector<char> buf(kChunk);
   uint64_t total = 0;
@@ -465,7 +481,7 @@ json op_put(const json& req) {
     UniqueFd pdir;
     if (!err) {
       pdir.reset(parent == "." ? ::fcntl(root.get(), F_DUPFD_CLOEXEC, 3)
-                               : open_beneath(root.get(), parent, O_RDONLY | O_DIRECTORY));
+                               : open_parent(root.get(), parent));
       if (!pdir) {
         err = errno;
         what = "upload " + rel + ": " + errno_string(err);

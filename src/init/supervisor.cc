@@ -74,6 +74,7 @@ class Supervisor {
   void maybe_finish_stop(bool no_children);
   void retry_lingering();
   void reset_oom_score(pid_t pid);
+  size_t count_procs(const std::string& group);
 
   json handle(int conn, ipc::Message& m);
   json do_exec(int conn, ipc::Message& m);
@@ -401,8 +402,22 @@ json Supervisor::do_kill(const json& body) {
   int sig = body.value("signal", SIGKILL);
   bool tree = body.value("tree", true);
   auto it = by_seq_.find(seq);
-  if (it == by_seq_.end())
-    throw Error(Errc::not_found, "exec " + std::to_string(seq) + " is not running");
+  if (it == by_seq_.end()) {
+    // The exec itself has ended; what it left running is still in its group.
+    std::string name = "x" + std::to_string(seq);
+    if (!lingering_.count(name) || !tree)
+      throw Error(Errc::not_found,
+                  "exec " + std::to_string(seq) + " has ended and left no processes");
+    Exec left;
+    left.seq = seq;
+    left.cgroup.reset(
+        ::openat(h_.cgroup_dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!left.cgroup)
+      throw Error(Errc::not_found,
+                  "exec " + std::to_string(seq) + " has ended and left no processes");
+    kill_tree(left, sig);
+    return {{"ok", true}, {"leftovers", true}};
+  }
   Exec& e = execs_.at(it->second);
   if (sig == SIGKILL) e.killed = true;
   if (tree)
@@ -412,6 +427,16 @@ json Supervisor::do_kill(const json& body) {
   return {{"ok", true}};
 }
 
+size_t Supervisor::count_procs(const std::string& group) {
+  int fd = ::openat(h_.cgroup_dir.get(), (group + "/cgroup.procs").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  std::string text = read_all(fd, 1 << 20);
+  ::close(fd);
+  size_t n = 0;
+  for (char c : text) n += c == '\n';
+  return n;
+}
+
 json Supervisor::do_ps() {
   json list = json::array();
   for (const auto& [pid, e] : execs_)
@@ -419,7 +444,13 @@ json Supervisor::do_ps() {
                     {"pid", pid},
                     {"argv", e.argv},
                     {"started_at", e.started_at},
-                    {"attached", e.conn >= 0}});
+                    {"attached", e.conn >= 0},
+                    {"running", true},
+                    {"procs", count_procs("x" + std::to_string(e.seq))}});
+  retry_lingering();
+  for (const auto& name : lingering_)
+    list.push_back(
+        {{"seq", std::stoull(name.substr(1))}, {"running", false}, {"procs", count_procs(name)}});
   return {{"ok", true}, {"execs", list}};
 }
 

@@ -127,6 +127,24 @@ TEST_F(Exec, KillTakesEverythingTheExecStarted) {
   EXPECT_THROW(engine().kill_exec(id(), seq, SIGKILL), Error);  // already over
 }
 
+TEST_F(Exec, WhatAFinishedExecLeftRunningCanStillBeKilled) {
+  // The exec ends at once; its daemonised child lives on in the exec's group.
+  Result r = run(id(), {"sh", "-c", "setsid sleep 310 >/dev/null 2>&1 < /dev/null & echo started"});
+  ASSERT_EQ(r.out, "started\n");
+  size_t left = 0;
+  for (const auto& p : engine().exec_processes(id()))
+    if (p.seq == r.rec.seq) {
+      EXPECT_FALSE(p.running);
+      left = p.processes;
+    }
+  EXPECT_EQ(left, 1u);
+  engine().kill_exec(id(), r.rec.seq, SIGKILL);
+  for (int i = 0; i < 100 && sh(id(), "ps -eo args= | grep -c '^sleep 310' || true") != "0\n"; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(sh(id(), "ps -eo args= | grep -c '^sleep 310' || true"), "0\n");
+  EXPECT_THROW(engine().kill_exec(id(), r.rec.seq, SIGKILL), Error);  // nothing left now
+}
+
 TEST_F(Exec, BackgroundExecsKeepLogsAndStatus) {
   ExecSpec s;
   s.shell = "for i in 1 2 3; do echo line $i; sleep 0.05; done; echo warn >&2; exit 3";
