@@ -69,6 +69,23 @@ std::string read_file(const std::string& path, size_t limit) {
   return read_all(fd.get(), limit);
 }
 
+std::optional<std::string> try_read_file(const std::string& path, size_t limit) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::string out;
+  char buf[16384];
+  while (out.size() < limit) {
+    ssize_t n = ::read(fd.get(), buf, std::min(sizeof buf, limit - out.size()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
 void write_file_atomic(const std::string& path, const std::string& data, int mode) {
   auto slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);

@@ -1,6 +1,7 @@
 // An owned file descriptor. Closed on destruction; moved, never copied.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -44,6 +45,10 @@ void write_all(int fd, const void* data, size_t len);
 void write_all(int fd, const std::string& data);
 std::string read_all(int fd, size_t limit = static_cast<size_t>(-1));
 std::string read_file(const std::string& path, size_t limit = static_cast<size_t>(-1));
+// As read_file, but nullopt (and no exception) when the file cannot be opened or read. For
+// paths that may well be missing: the first exception a static binary throws costs ~5 ms.
+std::optional<std::string> try_read_file(const std::string& path,
+                                         size_t limit = static_cast<size_t>(-1));
 
 // Writes `data` to `path` atomically: a temporary file in the same directory, fsync, rename.
 void write_file_atomic(const std::string& path, const std::string& data, int mode = 0644);

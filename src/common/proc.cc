@@ -14,11 +14,7 @@ namespace upstream {
 namespace {
 
 std::optional<std::string> read_proc(const std::string& path) {
-  try {
-    return read_file(path, 1 << 20);
-  } catch (const Error&) {
-    return std::nullopt;
-  }
+  return try_read_file(path, 1 << 20);
 }
 
 }  // namespace

@@ -60,8 +60,11 @@ namespace upstream {
 
 void debug_log(const std::string& line) {
   static const bool on = std::getenv("UPSTREAM_DEBUG") != nullptr;
+  static const int64_t start = mono_us();
   if (!on) return;
-  std::string out = "upstream: debug: " + format_time(now_ms()) + " " + line + "\n";
+  char stamp[32];
+  std::snprintf(stamp, sizeof stamp, "%9.3f ms ", static_cast<double>(mono_us() - start) / 1000.0);
+  std::string out = "upstream: debug: " + std::string(stamp) + line + "\n";
   (void)!::write(2, out.data(), out.size());
 }
 

@@ -81,13 +81,17 @@ Engine::Engine(const EngineOptions& opts) : opts_(opts) {
     for (const auto& d : {layout.run_dir(), layout.locks_dir(), layout.tmp_dir()})
       storage::make_dirs(d, 0700);
   }
+  debug_log("engine: opening");
   store::Db db = store::Db::open(layout.db());
   {
     store::BoxStore s(db);
     s.migrate();
   }
+  debug_log("engine: database ready");
   storage::Pool pool = storage::Pool::open(layout, {opts_.storage, opts_.pool_size});
+  debug_log("engine: pool ready");
   runtime::CgroupSystem cg = runtime::CgroupSystem::detect("/run/upstream/cgroup2");
+  debug_log("engine: cgroups detected");
   impl_ = std::make_unique<Impl>(opts_, std::move(db), std::move(pool), std::move(cg));
   Impl& I = *impl_;
   I.instance = I.store.meta("instance");
@@ -198,6 +202,7 @@ void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool reco
 }
 
 runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_ms) {
+  debug_log("stopping init");
   runtime::BoxCgroup cg = cgroup(b.id);
   bool asked = false;
   if (process_matches(b.init_pid, b.init_start)) {
@@ -210,10 +215,12 @@ runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_m
     } catch (const Error&) {
     }
   }
+  debug_log("init answered");
   if (!wait_process_exit(b.init_pid, b.init_start, asked ? 5000 : 0)) {
     cg.kill_all();
     wait_process_exit(b.init_pid, b.init_start, 5000);
   }
+  debug_log("init exited");
   runtime::CgroupUsage u = cg.usage();
   if (!cg.destroy(5000)) throw Error(Errc::internal, "could not remove the cgroups of box " + b.id);
   ::unlink(layout.socket(b.id).c_str());
@@ -289,6 +296,7 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   // Images are resolved before anything is recorded: a bad image changes nothing.
   if (ref.kind == "tar") storage::import_tarball(ref.path, I.layout);
   if (ref.kind == "host") I.host_image();
+  debug_log("image ready");
   I.store.insert_box(b);
   auto lock = I.lock_box(b.id);
   try {
@@ -296,6 +304,7 @@ BoxRecord Engine::create_box(BoxSpec spec) {
         b.id, l.disk,
         I.pool.supports_limits() ? std::optional<uint64_t>(opts_.log_limit) : std::nullopt);
     storage::prepare_volume(I.volume(b.id), I.plan(b), b.name);
+    debug_log("volume ready");
     I.start_init(b, "created", true);
   } catch (...) {
     try {
@@ -375,6 +384,7 @@ void Engine::remove_box(const std::string& ref, bool force) {
   I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
   if (b.init_pid) I.stop_init(b, 0);
   I.cleanup_failed_create(b.id);
+  debug_log("box removed");
 }
 
 BoxUsage Engine::usage(const std::string& ref) {

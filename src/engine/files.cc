@@ -342,12 +342,8 @@ class RemoteFiles : public FileSession {
     struct stat st;
     if (::lstat(host_path.c_str(), &st) != 0) throw_sys(Errc::not_found, "local path " + host_path);
     std::string dest_dir = box_dest, top;
-    bool dest_dir_exists = false;
-    try {
-      dest_dir_exists = stat(box_dest, true).type == "dir";
-    } catch (const Error& e) {
-      if (e.code() != Errc::not_found) throw;
-    }
+    auto dest = try_stat(box_dest);
+    bool dest_dir_exists = dest && dest->type == "dir";
     std::string base = host_path.substr(host_path.find_last_of('/') + 1);
     if (base.empty() || base == "." || base == "..") {
       char buf[4096];
@@ -378,6 +374,16 @@ class RemoteFiles : public FileSession {
   }
 
  private:
+  // stat that answers "missing" without an exception (the common case for a copy's target).
+  std::optional<FileInfo> try_stat(const std::string& path) {
+    send({{"op", "stat"}, {"path", path}, {"follow", true}});
+    auto h = frame::read_header(from_.get());
+    if (!h) throw Error(Errc::unavailable, "the box's file worker went away");
+    if (h->value("ok", false)) return info_from(h->at("info"));
+    if (h->value("kind", "") == "not_found") return std::nullopt;
+    throw Error(errc_from_name(h->value("kind", "internal")),
+                h->value("error", std::string("stat failed")));
+  }
   void send(const json& h) { frame::write_header(to_.get(), h); }
   void send_data(std::string_view d) {
     frame::write_header(to_.get(), {{"data", d.size()}});

@@ -33,11 +33,7 @@ std::string Engine::Impl::read_tail(const std::string& path, size_t max, uint64_
 }
 
 void Engine::Impl::finish_exec_from_status(ExecRecord e, const BoxRecord& box) {
-  std::string status_text;
-  try {
-    status_text = read_file(log_path(box.id, e.seq, "status"), 1 << 16);
-  } catch (const Error&) {
-  }
+  std::string status_text = try_read_file(log_path(box.id, e.seq, "status"), 1 << 16).value_or("");
   json j = json::parse(status_text, nullptr, false);
   bool have = !status_text.empty() && j.is_object() && j.contains("code");
   if (!have) {

@@ -47,10 +47,7 @@ void make_upper(const std::string& fs, const std::string& name, const std::strin
 // at every start when they differ, so they need no fsync - only the atomic rename, so that a
 // crash never leaves a half-written file.
 void write_box_file(const std::string& path, const std::string& text) {
-  try {
-    if (read_file(path, 1 << 16) == text) return;
-  } catch (const Error&) {
-  }
+  if (try_read_file(path, 1 << 16) == text) return;
   std::string tmp = path + ".upstream-new";
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));

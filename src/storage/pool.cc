@@ -41,12 +41,8 @@ bool is_btrfs_mount(const std::string& path) {
 }
 
 bool kernel_has_btrfs() {
-  try {
-    std::string fs = read_file("/proc/filesystems");
-    for (const auto& line : split(fs, '\n'))
-      if (trim(line) == "btrfs" || line.find("\tbtrfs") != std::string::npos) return true;
-  } catch (const Error&) {
-  }
+  for (const auto& line : split(try_read_file("/proc/filesystems").value_or(""), '\n'))
+    if (trim(line) == "btrfs" || line.find("\tbtrfs") != std::string::npos) return true;
   return false;
 }
 
