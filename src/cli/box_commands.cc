@@ -206,7 +206,7 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
   row("Image", b.spec.image);
   row("Created", format_time(b.created_at) + " (" + format_ago(b.created_at, now) + ")");
   if (b.started_at) row("Started", format_time(b.started_at));
-  if (b.stopped_at) row("Stopped", format_time(b.stopped_at));
+  if (b.stopped_at && b.state == box_state::stopped) row("Stopped", format_time(b.stopped_at));
   row("Limits", limits_text(b.spec.limits));
   row("User", b.spec.user);
   row("Workdir", b.spec.workdir);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include "common/error.h"
@@ -94,6 +95,7 @@ Engine::Engine(const EngineOptions& opts) : opts_(opts) {
   debug_log("engine: cgroups detected");
   impl_ = std::make_unique<Impl>(opts_, std::move(db), std::move(pool), std::move(cg));
   Impl& I = *impl_;
+  I.layout.data_root = I.pool.data_root();
   I.instance = I.store.meta("instance");
   if (I.instance.empty()) {
     I.instance = random_hex(8);
@@ -113,6 +115,22 @@ storage::FileLock Engine::Impl::lock_box(const std::string& id) {
 }
 
 storage::HostImage Engine::Impl::host_image(bool rebuild) {
+  if (pool.kind() == storage::PoolKind::plain) {
+    // Plain directories share a filesystem with the state directory: if that lies inside a
+    // system directory, the box's layers would nest in the host's, which overlay refuses.
+    for (const char* d : {"/usr/", "/etc/", "/var/", "/opt/"}) {
+      struct stat sys, home;
+      std::string dir = std::string(d).substr(0, std::strlen(d) - 1);
+      if (starts_with(layout.home + "/", d) && ::stat(dir.c_str(), &sys) == 0 &&
+          ::stat(layout.home.c_str(), &home) == 0 && sys.st_dev == home.st_dev)
+        throw Error(
+            Errc::unavailable,
+            "the host image cannot be used with plain-directory storage while the state "
+            "directory (" +
+                layout.home + ") is inside " + dir +
+                ": use btrfs storage, or set UPSTREAM_HOME outside /usr, /etc, /var and /opt");
+    }
+  }
   std::set<std::string> in_use;
   for (const auto& b : store.list())
     if (!b.host_generation.empty() && b.state != box_state::stopped)

@@ -11,6 +11,7 @@ namespace upstream::storage {
 
 Layout::Layout(std::string h) : home(std::move(h)) {
   while (home.size() > 1 && home.back() == '/') home.pop_back();
+  data_root = home;
 }
 
 void make_dirs(const std::string& path, unsigned mode) {

@@ -184,6 +184,8 @@ std::string Pool::describe() const {
   return "plain directories at " + root_ + " (no disk limits: " + why_plain_ + ")";
 }
 
+std::string Pool::data_root() const { return root_.substr(0, root_.rfind('/')); }
+
 std::string Pool::volume_path(const std::string& id) const { return root_ + "/" + id; }
 
 bool Pool::volume_exists(const std::string& id) const {

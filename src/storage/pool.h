@@ -34,6 +34,8 @@ class Pool {
   std::string describe() const;
   const std::string& unavailable_reason() const { return why_plain_; }
 
+  // The directory images are stored under (see Layout::data_root).
+  std::string data_root() const;
   std::string volume_path(const std::string& id) const;
   bool volume_exists(const std::string& id) const;
   // A box volume, and nested in it a `logs` volume with a limit of its own: a box that fills its

@@ -1,8 +1,11 @@
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/strings.h"
 #include "harness.h"
+#include "storage/layout.h"
 
 namespace upstream::testing {
 namespace {
@@ -48,6 +51,27 @@ TEST(Images, HostImageHidesHostSecrets) {
          "echo '#!/bin/sh' > /usr/local/bin/mine && chmod +x /usr/local/bin/mine && which mine"),
       "/usr/local/bin/mine\n");
   EXPECT_FALSE(path_exists("/usr/local/bin/mine"));
+}
+
+TEST(Images, HostImageWithTheStateDirectoryInsideVar) {
+  // The default state directory, /var/lib/upstream, lies inside a layer of the host image.
+  std::string home = "/var/lib/upstream-test-" + random_hex(6);
+  EngineOptions o = engine().options();
+  o.home = home;
+  o.pool_size = 2ull << 30;
+  {
+    auto e = Engine::open(o);
+    BoxRecord b = e->create_box({});
+    ExecSpec x;
+    x.shell = "ls /var/lib | grep -c upstream-test || true; echo ok > /var/tmp/x && cat /var/tmp/x";
+    std::string out;
+    ExecRecord r = e->start_exec(b.id, x)->wait([&](Stream, std::string_view d) { out.append(d); });
+    EXPECT_EQ(r.exit_code, 0);
+    EXPECT_EQ(out, "0\nok\n");  // our own state stays hidden
+    e->remove_box(b.id, true);
+  }
+  ::umount2((home + "/pool").c_str(), MNT_DETACH);
+  storage::remove_tree(home);
 }
 
 }  // namespace
