@@ -33,7 +33,7 @@ format: setup
 	@scripts/format.sh
 
 bench: build
-	@bench/run.sh $(BUILD)
+	@bench/run.sh $(BUILD) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
