@@ -10,7 +10,10 @@ packages=(
   libseccomp-dev libcap-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
   libarchive-dev libssl-dev libzstd-dev zlib1g-dev libbz2-dev liblzma-dev liblz4-dev libacl1-dev
   libnettle8 nettle-dev
+  libcmark-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # the fuzz target (libFuzzer comes with clang)
+  clang libclang-rt-14-dev
   # runtime tools: the btrfs storage pool, mounts, tar, process tools
   btrfs-progs util-linux e2fsprogs iproute2 procps psmisc tar zstd
   # end-to-end tests and tooling

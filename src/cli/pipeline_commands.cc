@@ -1,0 +1,271 @@
+// `upstream run`, `upstream session ...` and `upstream context ...`.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "cli/cli.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "pipeline/context.h"
+#include "pipeline/runner.h"
+
+namespace upstream::cli {
+
+using nlohmann::json;
+using pipeline::ContextStore;
+
+namespace {
+
+// A session by name, or else a standalone run by its id.
+struct Found {
+  ContextStore store;
+  std::string name;
+  bool session;
+};
+
+Found find_context(const std::string& home, const std::string& name) {
+  if (!valid_box_name(name)) throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
+  ContextStore sessions = ContextStore::sessions(home);
+  if (sessions.exists(name)) return {sessions, name, true};
+  ContextStore runs = ContextStore::runs(home);
+  if (!runs.turns(name).empty()) return {runs, name, false};
+  throw Error(Errc::not_found, "no session or run '" + name + "' (see `upstream session ls`)");
+}
+
+std::string steps_text(const pipeline::TurnRecord& t) {
+  int ok = 0;
+  for (const auto& s : t.steps) ok += s.status == "ok";
+  return std::to_string(ok) + "/" + std::to_string(t.steps.size());
+}
+
+std::string step_result_text(const pipeline::StepRecord& s) {
+  if (s.status == "ok" || s.status == "failed") {
+    if (s.exit_code) return (s.status == "ok" ? "ok" : "failed") + std::string(", exit ") + std::to_string(*s.exit_code);
+    if (s.signal) return "failed, signal " + std::to_string(s.signal);
+  }
+  return s.status;
+}
+
+}  // namespace
+
+void add_pipeline_commands(CLI::App& app, Context& ctx) {
+  {
+    auto* c = app.add_subcommand("run", "Run a markdown document's code blocks as steps and write the results back");
+    auto opts = std::make_shared<pipeline::RunOptions>();
+    auto session = std::make_shared<std::string>();
+    auto output = std::make_shared<std::string>();
+    auto head = std::make_shared<int>(-1), tail = std::make_shared<int>(-1);
+    c->add_option("document", opts->path, "The markdown document")->required();
+    c->add_option("-s,--session", *session, "Run as the next turn of this session (overrides the front matter)");
+    c->add_flag("--keep", opts->keep, "Keep the box of a run without a session");
+    c->add_flag("-v,--verbose", opts->verbose, "Stream each step's output live");
+    c->add_option("-o,--output", *output, "Write the report to this file instead of into the document");
+    c->add_flag("--dry-run", opts->dry_run, "List the steps; run nothing");
+    c->add_option("--head", *head, "Output lines kept at the start of a long output (default 40)");
+    c->add_option("--tail", *tail, "Output lines kept at its end (default 40)");
+    c->add_option("--progress", opts->progress, "auto (spinner on a terminal), plain or none")
+        ->check(CLI::IsMember({"auto", "plain", "none"}));
+    c->callback([&ctx, opts, session, output, head, tail] {
+      if (!session->empty()) opts->session = *session;
+      if (!output->empty()) opts->output = *output;
+      if (*head >= 0) opts->head_lines = *head;
+      if (*tail >= 0) opts->tail_lines = *tail;
+      int code;
+      try {
+        code = pipeline::run_document(ctx.engine, *opts);
+      } catch (const Error& e) {
+        std::cerr << "upstream: error: " << e.what() << std::endl;
+        throw ExitCode{e.code() == Errc::invalid_argument || e.code() == Errc::not_found ? pipeline::kRunBadDocument
+                                                                                         : pipeline::kRunEngineError};
+      }
+      if (code != 0) throw ExitCode{code};
+    });
+  }
+
+  CLI::App* sess = app.add_subcommand("session", "Sessions: turns of `upstream run` that build on each other")
+                       ->require_subcommand(1);
+  {
+    auto* c = sess->add_subcommand("ls", "List sessions");
+    c->callback([&ctx] {
+      ContextStore store = ContextStore::sessions(ctx.engine().options().home);
+      json out = json::array();
+      std::vector<std::vector<std::string>> rows;
+      int64_t now = now_ms();
+      for (const auto& name : store.names()) {
+        auto st = store.state(name);
+        auto turns = store.turns(name);
+        std::string last = turns.empty() ? "" : turns.back().status;
+        int64_t updated = st ? st->updated_at : 0;
+        out.push_back({{"name", name},
+                       {"box", st ? st->box_id : ""},
+                       {"turns", turns.size()},
+                       {"last_status", last},
+                       {"updated_at", updated ? format_time(updated) : ""}});
+        rows.push_back({name, std::to_string(turns.size()), last.empty() ? "-" : last,
+                        updated ? format_ago(updated, now) : "-", st ? st->box_id : ""});
+      }
+      if (ctx.json)
+        print_json(out);
+      else
+        print_table({"SESSION", "TURNS", "LAST", "UPDATED", "BOX"}, rows);
+    });
+  }
+  {
+    auto* c = sess->add_subcommand("show", "Show a session: its box and its turns");
+    auto name = std::make_shared<std::string>();
+    c->add_option("name", *name, "Session")->required();
+    c->callback([&ctx, name] {
+      Engine& engine = ctx.engine();
+      Found f = find_context(engine.options().home, *name);
+      auto st = f.store.state(f.name);
+      auto turns = f.store.turns(f.name);
+      std::string box_state = "-";
+      if (st && !st->box_id.empty()) {
+        try {
+          box_state = engine.get_box(st->box_id).state;
+        } catch (const Error&) {
+          box_state = "gone";
+        }
+      }
+      if (ctx.json) {
+        json t = json::array();
+        for (const auto& turn : turns) t.push_back(pipeline::turn_to_json(turn));
+        json env = json::object();
+        if (st)
+          for (const auto& [k, v] : st->env) env[k] = v;
+        print_json({{"name", f.name},
+                    {"box", st ? st->box_id : ""},
+                    {"box_state", box_state},
+                    {"cwd", st ? st->cwd : ""},
+                    {"env", env},
+                    {"context", f.store.dir(f.name)},
+                    {"turns", t}});
+        return;
+      }
+      std::cout << "session:  " << f.name << "\n"
+                << "box:      " << (st && !st->box_id.empty() ? st->box_id + " (" + box_state + ")" : "-") << "\n"
+                << "cwd:      " << (st && !st->cwd.empty() ? st->cwd : "-") << "\n"
+                << "context:  " << f.store.dir(f.name) << "\n";
+      if (st && !st->env.empty()) {
+        std::vector<std::string> names;
+        for (const auto& [k, v] : st->env) names.push_back(k);
+        std::cout << "env:      " << join(names, " ") << "\n";
+      }
+      std::cout << "\n";
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& t : turns)
+        rows.push_back({std::to_string(t.turn), t.run_id, t.status, steps_text(t), std::to_string(t.artifacts.size()),
+                        format_time(t.started_at), format_duration_ms(static_cast<uint64_t>(t.duration_ms)), t.document});
+      print_table({"TURN", "RUN", "STATUS", "STEPS OK", "ARTIFACTS", "STARTED", "DURATION", "DOCUMENT"}, rows);
+    });
+  }
+  {
+    auto* c = sess->add_subcommand("rm", "Remove a session: its box and its context");
+    auto names = std::make_shared<std::vector<std::string>>();
+    c->add_option("name", *names, "Sessions")->required();
+    c->callback([&ctx, names] {
+      Engine& engine = ctx.engine();
+      ContextStore store = ContextStore::sessions(engine.options().home);
+      for (const auto& n : *names)
+        if (!store.exists(n)) throw Error(Errc::not_found, "no session '" + n + "'");
+      for (const auto& n : *names) {
+        auto lock = store.lock(n);
+        auto st = store.state(n);
+        if (st && !st->box_id.empty()) {
+          try {
+            engine.remove_box(st->box_id, true);
+          } catch (const Error& e) {
+            if (e.code() != Errc::not_found) throw;
+          }
+        }
+        store.remove(n);
+        std::cout << n << std::endl;
+      }
+    });
+  }
+
+  CLI::App* context = app.add_subcommand("context", "What the turns of a session left: results and artifacts")
+                          ->require_subcommand(1);
+  {
+    auto* c = context->add_subcommand("show", "Show a session's context (or a standalone run's)");
+    auto name = std::make_shared<std::string>();
+    auto turn = std::make_shared<int>(0);
+    c->add_option("name", *name, "Session name or run id")->required();
+    c->add_option("--turn", *turn, "Only this turn");
+    c->callback([&ctx, name, turn] {
+      Found f = find_context(ctx.engine().options().home, *name);
+      if (*turn == 0) {
+        if (ctx.json) {
+          print_json(f.store.manifest(f.name));
+          return;
+        }
+        for (const auto& t : f.store.turns(f.name)) {
+          std::cout << "turn " << t.turn << "  " << t.status << "  run " << t.run_id << "  " << format_time(t.started_at)
+                    << "  " << t.document << "\n";
+          for (const auto& s : t.steps)
+            std::cout << "  step " << s.index << ": " << s.name << "  (" << step_result_text(s) << ")"
+                      << (s.result.is_null() ? "" : "  result: " + s.result.dump()) << "\n";
+          for (const auto& a : t.artifacts) std::cout << "  artifact " << a.path << "  " << format_bytes(a.size) << "\n";
+        }
+        std::cout << std::flush;
+        return;
+      }
+      for (const auto& t : f.store.turns(f.name)) {
+        if (t.turn != *turn) continue;
+        if (ctx.json) {
+          print_json(pipeline::turn_to_json(t));
+          return;
+        }
+        std::string dir = f.store.turn_dir(f.name, t.turn);
+        std::cout << "turn:      " << t.turn << "\nrun:       " << t.run_id << "\nstatus:    " << t.status
+                  << "\nstarted:   " << format_time(t.started_at)
+                  << "\nduration:  " << format_duration_ms(static_cast<uint64_t>(t.duration_ms))
+                  << "\ndocument:  " << t.document << "\nstored in: " << dir << "\n\n";
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& s : t.steps)
+          rows.push_back({std::to_string(s.index), s.name, step_result_text(s),
+                          format_duration_ms(static_cast<uint64_t>(s.duration_ms)), std::to_string(s.output_lines),
+                          s.result.is_null() ? "" : s.result.dump().substr(0, 60)});
+        print_table({"STEP", "NAME", "RESULT", "DURATION", "LINES", "OUTPUT JSON"}, rows);
+        if (!t.artifacts.empty()) {
+          std::cout << "\n";
+          std::vector<std::vector<std::string>> arows;
+          for (const auto& a : t.artifacts) arows.push_back({a.path, format_bytes(a.size)});
+          print_table({"ARTIFACT", "SIZE"}, arows);
+        }
+        return;
+      }
+      throw Error(Errc::not_found, "'" + f.name + "' has no turn " + std::to_string(*turn));
+    });
+  }
+  {
+    auto* c = context->add_subcommand("export", "Write a session's context (every turn) as a tar archive");
+    auto name = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    c->add_option("name", *name, "Session name or run id")->required();
+    c->add_option("-o,--output", *out, "The tar file to write ('-': standard output)")->required();
+    c->callback([&ctx, name, out] {
+      Found f = find_context(ctx.engine().options().home, *name);
+      if (*out == "-") {
+        if (::isatty(1)) throw Error(Errc::invalid_argument, "refusing to write a tar archive to a terminal");
+        pipeline::export_context(f.store, f.name, 1);
+        return;
+      }
+      std::string tmp = *out + ".tmp-" + random_hex(6);
+      UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      try {
+        pipeline::export_context(f.store, f.name, fd.get());
+        if (::fsync(fd.get()) != 0) throw_sys("fsync " + tmp);
+        if (::rename(tmp.c_str(), out->c_str()) != 0) throw_sys("rename " + tmp);
+      } catch (...) {
+        ::unlink(tmp.c_str());
+        throw;
+      }
+    });
+  }
+}
+
+}  // namespace upstream::cli

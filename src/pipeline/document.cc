@@ -1,0 +1,650 @@
+#include "pipeline/document.h"
+
+#include <cmark.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "common/error.h"
+#include "common/strings.h"
+#include "common/time.h"
+
+namespace upstream::pipeline {
+
+namespace {
+
+constexpr const char* kResultStart = "<!-- upstream:result -->";
+constexpr const char* kResultEnd = "<!-- /upstream:result -->";
+constexpr const char* kSummaryStart = "<!-- upstream:summary -->";
+constexpr const char* kSummaryEnd = "<!-- /upstream:summary -->";
+
+[[noreturn]] void fail_at(const std::string& path, size_t line, size_t col, const std::string& what) {
+  throw Error(Errc::invalid_argument,
+              path + ":" + std::to_string(line) + ":" + std::to_string(std::max<size_t>(col, 1)) + ": " + what);
+}
+
+// Lines as CommonMark counts them: ended by \r\n, \n or \r.
+struct Lines {
+  std::vector<size_t> start;  // offset of each line's first byte
+  std::vector<size_t> end;    // offset just past each line's content (before its ending)
+  std::vector<size_t> next;   // offset of the following line (after the ending)
+
+  explicit Lines(const std::string& s) {
+    size_t i = 0;
+    while (i < s.size()) {
+      start.push_back(i);
+      size_t j = i;
+      while (j < s.size() && s[j] != '\n' && s[j] != '\r') j++;
+      end.push_back(j);
+      if (j < s.size() && s[j] == '\r' && j + 1 < s.size() && s[j + 1] == '\n')
+        j += 2;
+      else if (j < s.size())
+        j += 1;
+      next.push_back(j);
+      i = j;
+    }
+    if (s.empty() || s.back() == '\n' || s.back() == '\r') {
+      // A final empty line (after a trailing line ending) has no content; it is not counted.
+    }
+  }
+  size_t count() const { return start.size(); }
+  std::string_view text(const std::string& s, size_t line) const {  // 1-based
+    return std::string_view(s).substr(start[line - 1], end[line - 1] - start[line - 1]);
+  }
+};
+
+// Index of the first invalid byte, or npos.
+size_t invalid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return i;
+    for (size_t k = 1; k < n; k++)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return i;
+    if (n == 2 && c < 0xc2) return i;  // overlong
+    i += n;
+  }
+  return std::string::npos;
+}
+
+bool is_blank(std::string_view line) {
+  for (char c : line)
+    if (c != ' ' && c != '\t') return false;
+  return true;
+}
+
+bool fence_delimiter_line(std::string_view line) {
+  std::string t = trim(line);
+  return t == "---" || t == "...";
+}
+
+std::string node_text(cmark_node* n) {
+  std::string out;
+  for (cmark_node* c = cmark_node_first_child(n); c; c = cmark_node_next(c)) {
+    cmark_node_type t = cmark_node_get_type(c);
+    if (t == CMARK_NODE_TEXT || t == CMARK_NODE_CODE) {
+      if (const char* lit = cmark_node_get_literal(c)) out += lit;
+    } else if (t == CMARK_NODE_SOFTBREAK || t == CMARK_NODE_LINEBREAK) {
+      out += ' ';
+    } else {
+      out += node_text(c);
+    }
+  }
+  return out;
+}
+
+// cmark 0.30 reports an end line one before the start line for a one-line HTML block.
+int block_end_line(cmark_node* n) { return std::max(cmark_node_get_start_line(n), cmark_node_get_end_line(n)); }
+
+bool html_starts_with(cmark_node* n, const char* marker) {
+  if (!n || cmark_node_get_type(n) != CMARK_NODE_HTML_BLOCK) return false;
+  const char* lit = cmark_node_get_literal(n);
+  return lit && trim(lit) == marker;
+}
+
+std::string runner_for(const std::string& lang) {
+  if (lang == "bash" || lang == "sh") return "bash";
+  if (lang == "python" || lang == "python3") return "python3";
+  if (lang == "node" || lang == "js" || lang == "javascript") return "node";
+  return "";
+}
+
+bool parse_bool(const std::string& v, bool& out) {
+  std::string l = v;
+  for (auto& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (l == "true" || l == "yes" || l == "1") return out = true, true;
+  if (l == "false" || l == "no" || l == "0") return out = false, true;
+  return false;
+}
+
+// --- front matter ----------------------------------------------------------------------------
+
+struct YamlWhere {
+  const std::string& path;
+  size_t first_line;  // file line of the YAML text's first line
+  [[noreturn]] void at(const YAML::Node& n, const std::string& what) const {
+    auto m = n.Mark();
+    fail_at(path, first_line + static_cast<size_t>(std::max(m.line, 0)), static_cast<size_t>(std::max(m.column, 0)) + 1,
+            "front matter: " + what);
+  }
+};
+
+std::string scalar(const YAML::Node& n, const YamlWhere& w, const std::string& key) {
+  if (!n.IsScalar()) w.at(n, "'" + key + "' must be a single value");
+  return n.Scalar();
+}
+
+void apply_limit(Limits& l, const std::string& key, const YAML::Node& v, const YamlWhere& w) {
+  std::string text = scalar(v, w, key);
+  try {
+    if (key == "cpus")
+      l.cpu_milli = parse_cpus_milli(text);
+    else if (key == "memory")
+      l.memory = parse_size(text, "memory limit");
+    else if (key == "disk")
+      l.disk = parse_size(text, "disk limit");
+    else if (key == "pids") {
+      if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos || text.size() > 9)
+        throw Error(Errc::invalid_argument, "invalid pids limit '" + text + "': expected a whole number");
+      l.pids = std::stoull(text);
+    }
+  } catch (const Error& e) {
+    w.at(v, e.what());
+  }
+}
+
+FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
+  FrontMatter fm;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    fail_at(w.path, w.first_line + static_cast<size_t>(std::max(e.mark.line, 0)),
+            static_cast<size_t>(std::max(e.mark.column, 0)) + 1, "front matter: " + e.msg);
+  }
+  if (!root || root.IsNull()) return fm;
+  if (!root.IsMap()) w.at(root, "expected key: value pairs");
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const YAML::Node& k = it->first;
+    const YAML::Node& v = it->second;
+    std::string key = k.IsScalar() ? k.Scalar() : "";
+    if (key == "image") {
+      fm.image = scalar(v, w, key);
+    } else if (key == "workdir") {
+      std::string d = scalar(v, w, key);
+      if (d.empty() || d[0] != '/') w.at(v, "'workdir' must be an absolute path");
+      fm.workdir = d;
+    } else if (key == "session") {
+      std::string s = scalar(v, w, key);
+      if (!valid_box_name(s)) w.at(v, "invalid session name '" + s + "' (letters, digits, '_', '.', '-')");
+      fm.session = s;
+    } else if (key == "user") {
+      fm.user = scalar(v, w, key);
+    } else if (key == "timeout") {
+      try {
+        fm.timeout_ms = parse_duration_ms(scalar(v, w, key), "timeout");
+      } catch (const Error& e) {
+        w.at(v, e.what());
+      }
+    } else if (key == "on_error") {
+      std::string s = scalar(v, w, key);
+      if (s != "stop" && s != "continue") w.at(v, "'on_error' must be stop or continue, not '" + s + "'");
+      fm.on_error = s;
+    } else if (key == "env") {
+      if (!v.IsMap()) w.at(v, "'env' must map names to values");
+      for (auto e = v.begin(); e != v.end(); ++e) {
+        std::string name = e->first.IsScalar() ? e->first.Scalar() : "";
+        if (!valid_env_name(name)) w.at(e->first, "invalid environment variable name '" + name + "'");
+        if (!e->second.IsScalar() && !e->second.IsNull()) w.at(e->second, "the value of " + name + " must be text");
+        fm.env.emplace_back(name, e->second.IsNull() ? "" : e->second.Scalar());
+      }
+    } else if (key == "artifacts") {
+      if (v.IsScalar()) {
+        fm.artifacts.push_back(v.Scalar());
+      } else if (v.IsSequence()) {
+        for (const auto& g : v) fm.artifacts.push_back(scalar(g, w, "artifacts"));
+      } else {
+        w.at(v, "'artifacts' must be a glob or a list of globs");
+      }
+      for (const auto& g : fm.artifacts)
+        if (g.empty() || g[0] == '/' || g.find("..") != std::string::npos)
+          w.at(v, "artifact glob '" + g + "' must be relative and stay inside the working directory");
+    } else if (key == "cpus" || key == "memory" || key == "pids" || key == "disk") {
+      apply_limit(fm.limits, key, v, w);
+    } else if (key == "limits") {
+      if (!v.IsMap()) w.at(v, "'limits' must map cpus, memory, pids and disk to values");
+      for (auto e = v.begin(); e != v.end(); ++e) {
+        std::string lk = e->first.IsScalar() ? e->first.Scalar() : "";
+        if (lk != "cpus" && lk != "memory" && lk != "pids" && lk != "disk")
+          w.at(e->first, "unknown limit '" + lk + "' (cpus, memory, pids, disk)");
+        apply_limit(fm.limits, lk, e->second, w);
+      }
+    } else if (key == "output") {
+      if (!v.IsMap()) w.at(v, "'output' must map head and tail to line counts");
+      for (auto e = v.begin(); e != v.end(); ++e) {
+        std::string ok = e->first.IsScalar() ? e->first.Scalar() : "";
+        if (ok != "head" && ok != "tail") w.at(e->first, "unknown output setting '" + ok + "' (head, tail)");
+        std::string n = scalar(e->second, w, ok);
+        if (n.empty() || n.size() > 6 || n.find_first_not_of("0123456789") != std::string::npos)
+          w.at(e->second, "'" + ok + "' must be a number of lines");
+        (ok == "head" ? fm.head_lines : fm.tail_lines) = std::stoi(n);
+      }
+    } else {
+      w.at(k, "unknown key '" + key +
+                  "' (known: image, env, workdir, timeout, session, artifacts, on_error, user, cpus, memory, "
+                  "pids, disk, limits, output)");
+    }
+  }
+  return fm;
+}
+
+}  // namespace
+
+// --- attributes ------------------------------------------------------------------------------
+
+Attributes parse_attributes(std::string_view text, const std::string& where, size_t line, size_t offset) {
+  Attributes a;
+  size_t i = 0;
+  auto err = [&](size_t at, const std::string& what) { fail_at(where, line, offset + at + 1, what); };
+  auto skip_space = [&] {
+    while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == ',')) i++;
+  };
+  while (true) {
+    skip_space();
+    if (i >= text.size()) break;
+    size_t key_at = i;
+    std::string key;
+    while (i < text.size() && (std::isalnum(static_cast<unsigned char>(text[i])) || text[i] == '_' || text[i] == '-'))
+      key += text[i++];
+    if (key.empty()) err(i, std::string("unexpected '") + text[i] + "' in step attributes");
+    std::optional<std::string> value;
+    size_t value_at = i;
+    if (i < text.size() && text[i] == '=') {
+      i++;
+      value_at = i;
+      if (i < text.size() && (text[i] == '"' || text[i] == '\'')) {
+        char q = text[i++];
+        std::string v;
+        while (i < text.size() && text[i] != q) {
+          if (text[i] == '\\' && i + 1 < text.size()) i++;
+          v += text[i++];
+        }
+        if (i >= text.size()) err(value_at, "unterminated quoted value for '" + key + "'");
+        i++;
+        value = v;
+      } else {
+        std::string v;
+        while (i < text.size() && text[i] != ' ' && text[i] != '\t' && text[i] != ',') v += text[i++];
+        if (v.empty()) err(value_at, "missing value for '" + key + "'");
+        value = v;
+      }
+    }
+    if (key == "name") {
+      if (!value || value->empty()) err(key_at, "'name' needs a value, e.g. name=\"fetch data\"");
+      a.name = *value;
+    } else if (key == "timeout") {
+      if (!value) err(key_at, "'timeout' needs a value, e.g. timeout=120");
+      try {
+        a.timeout_ms = parse_duration_ms(*value, "timeout");
+      } catch (const Error& e) {
+        err(value_at, e.what());
+      }
+    } else if (key == "user") {
+      if (!value || value->empty()) err(key_at, "'user' needs a value");
+      a.user = *value;
+    } else if (key == "continue_on_error" || key == "skip") {
+      bool b = true;
+      if (value && !parse_bool(*value, b)) err(value_at, "'" + key + "' must be true or false");
+      (key == "skip" ? a.skip : a.continue_on_error) = b;
+    } else {
+      err(key_at, "unknown step attribute '" + key + "' (name, timeout, user, continue_on_error, skip)");
+    }
+  }
+  return a;
+}
+
+// --- parsing ---------------------------------------------------------------------------------
+
+Document parse_document(const std::string& source, const std::string& path) {
+  Document doc;
+  doc.path = path;
+  doc.source = source;
+  if (source.find('\0') != std::string::npos) throw Error(Errc::invalid_argument, path + ": is a binary file, not markdown");
+  if (size_t bad = invalid_utf8(source); bad != std::string::npos) {
+    size_t line = 1 + static_cast<size_t>(std::count(source.begin(), source.begin() + static_cast<long>(bad), '\n'));
+    throw Error(Errc::invalid_argument, path + ":" + std::to_string(line) + ": not valid UTF-8 text");
+  }
+  Lines lines(source);
+  // The document's own line ending is used for everything we insert.
+  size_t crlf = 0, lf = 0;
+  for (size_t i = 0; i < lines.count(); i++) {
+    size_t e = lines.end[i];
+    if (e < source.size() && source[e] == '\r' && e + 1 < source.size() && source[e + 1] == '\n')
+      crlf++;
+    else if (e < source.size())
+      lf++;
+  }
+  doc.eol = crlf > lf ? "\r\n" : "\n";
+
+  // Front matter: the first line is --- and a later line --- or ... closes it.
+  size_t body_line = 1;
+  if (lines.count() > 0 && trim(lines.text(source, 1)) == "---") {
+    size_t close = 0;
+    for (size_t l = 2; l <= lines.count(); l++)
+      if (fence_delimiter_line(lines.text(source, l))) {
+        close = l;
+        break;
+      }
+    if (!close) fail_at(path, 1, 1, "front matter starting here is not closed (end it with a --- line)");
+    std::string yaml = source.substr(lines.start[1], close > 2 ? lines.start[close - 1] - lines.start[1] : 0);
+    doc.meta = parse_front_matter(yaml, YamlWhere{path, 2});
+    body_line = close + 1;
+    doc.body_start = lines.next[close - 1];
+  }
+  doc.summary_at = doc.body_start;
+
+  std::string body = source.substr(doc.body_start);
+  std::unique_ptr<cmark_node, decltype(&cmark_node_free)> root(
+      cmark_parse_document(body.data(), body.size(), CMARK_OPT_DEFAULT), cmark_node_free);
+  if (!root) throw Error("markdown parser failed");
+  auto file_line = [&](int body_relative) { return body_line - 1 + static_cast<size_t>(body_relative); };
+  auto line_end_offset = [&](size_t l) { return l <= lines.count() ? lines.end[l - 1] : source.size(); };
+
+  // An existing summary: the first block of the body.
+  cmark_node* first = cmark_node_first_child(root.get());
+  if (html_starts_with(first, kSummaryStart)) {
+    for (cmark_node* n = cmark_node_next(first); n; n = cmark_node_next(n)) {
+      if (!html_starts_with(n, kSummaryEnd)) continue;
+      doc.summary_at = lines.start[file_line(cmark_node_get_start_line(first)) - 1];
+      size_t end_line = file_line(block_end_line(n));
+      size_t end = lines.next[end_line - 1];
+      // The blank line we put after the summary is ours too.
+      if (end_line < lines.count() && is_blank(lines.text(source, end_line + 1))) end = lines.next[end_line];
+      doc.summary_end = end;
+      break;
+    }
+  }
+
+  std::string heading;
+  bool heading_used = true;
+  cmark_iter* it = cmark_iter_new(root.get());
+  std::unique_ptr<cmark_iter, decltype(&cmark_iter_free)> iter(it, cmark_iter_free);
+  cmark_event_type ev;
+  while ((ev = cmark_iter_next(it)) != CMARK_EVENT_DONE) {
+    if (ev != CMARK_EVENT_ENTER) continue;
+    cmark_node* n = cmark_iter_get_node(it);
+    cmark_node_type type = cmark_node_get_type(n);
+    if (type == CMARK_NODE_HEADING) {
+      heading = trim(node_text(n));
+      heading_used = false;
+      continue;
+    }
+    if (type != CMARK_NODE_CODE_BLOCK) continue;
+    // Indented code blocks have no info string, so they are never steps.
+    const char* info_c = cmark_node_get_fence_info(n);
+    std::string info = info_c ? info_c : "";
+    if (info.empty()) continue;
+    // The opening fence: its character and length (cmark gives the column where it starts).
+    std::string_view opening = lines.text(source, file_line(cmark_node_get_start_line(n)));
+    size_t col = static_cast<size_t>(std::max(cmark_node_get_start_column(n), 1)) - 1;
+    while (col < opening.size() && opening[col] == ' ') col++;
+    char fence_char = col < opening.size() ? opening[col] : 0;
+    if (fence_char != '`' && fence_char != '~') continue;
+    int fence_len = 0;
+    while (col + static_cast<size_t>(fence_len) < opening.size() && opening[col + static_cast<size_t>(fence_len)] == fence_char)
+      fence_len++;
+    std::string lang;
+    size_t p = 0;
+    while (p < info.size() && info[p] != ' ' && info[p] != '\t' && info[p] != '{') lang += info[p++];
+    std::string runner = runner_for(lang);
+    if (runner.empty()) continue;  // not a step: left alone
+
+    Step s;
+    s.index = static_cast<int>(doc.steps.size()) + 1;
+    s.lang = lang;
+    s.runner = runner;
+    const char* lit = cmark_node_get_literal(n);
+    s.code = lit ? lit : "";
+    s.line = file_line(cmark_node_get_start_line(n));
+
+    // Attributes: {...} after the language.
+    std::string rest = info.substr(p);
+    size_t lead = rest.find_first_not_of(" \t");
+    std::string_view open_line = lines.text(source, s.line);
+    size_t info_col = open_line.find(info) != std::string_view::npos ? open_line.find(info) : 0;
+    if (lead != std::string::npos) {
+      std::string attrs = trim(rest);
+      size_t attrs_col = info_col + p + lead;
+      if (attrs.front() != '{' || attrs.back() != '}')
+        fail_at(path, s.line, attrs_col + 1, "step attributes go in braces, e.g. ```bash {name=\"build\" timeout=60}");
+      Attributes a = parse_attributes(std::string_view(attrs).substr(1, attrs.size() - 2), path, s.line, attrs_col + 1);
+      if (a.name) s.name = *a.name;
+      s.timeout_ms = a.timeout_ms;
+      s.user = a.user;
+      s.continue_on_error = a.continue_on_error;
+      s.skip = a.skip;
+    }
+    if (s.name.empty() && !heading_used && !heading.empty()) {
+      s.name = heading;
+      heading_used = true;
+    }
+    if (s.name.empty()) {
+      for (const auto& l : split(s.code, '\n'))
+        if (!trim(l).empty()) {
+          s.name = trim(l);
+          break;
+        }
+      if (s.name.empty()) s.name = s.lang;
+    }
+    if (s.name.size() > 60) s.name = s.name.substr(0, 57) + "...";
+
+    // The closing fence must be there: results are written after it.
+    size_t close_line = file_line(cmark_node_get_end_line(n));
+    std::string_view close = close_line <= lines.count() ? lines.text(source, close_line) : std::string_view();
+    size_t k = 0;
+    while (k < close.size() && (close[k] == ' ' || close[k] == '\t' || close[k] == '>')) k++;
+    size_t run = 0;
+    while (k + run < close.size() && close[k + run] == fence_char) run++;
+    if (close_line == s.line || run < static_cast<size_t>(fence_len) || !is_blank(close.substr(k + run)))
+      fail_at(path, s.line, 1, "the " + lang + " block starting here has no closing fence; close it so results can be written after it");
+    s.prefix = std::string(close.substr(0, k));
+    // Trailing spaces of the prefix are fence indentation; keep at most what the container needs.
+    s.insert_at = line_end_offset(close_line);
+
+    // The result section an earlier run wrote right after this block.
+    cmark_node* next = cmark_node_next(n);
+    if (html_starts_with(next, kResultStart)) {
+      cmark_node* end = nullptr;
+      for (cmark_node* m = cmark_node_next(next); m; m = cmark_node_next(m)) {
+        if (html_starts_with(m, kResultEnd)) {
+          end = m;
+          break;
+        }
+        if (cmark_node_get_type(m) != CMARK_NODE_PARAGRAPH && cmark_node_get_type(m) != CMARK_NODE_CODE_BLOCK) break;
+      }
+      if (!end)
+        fail_at(path, file_line(cmark_node_get_start_line(next)), 1,
+                "this result section has no end marker (" + std::string(kResultEnd) + "); remove the section");
+      s.replace_end = line_end_offset(file_line(block_end_line(end)));
+    }
+    doc.steps.push_back(std::move(s));
+  }
+  return doc;
+}
+
+// --- writing back ----------------------------------------------------------------------------
+
+std::string clean_output_line(std::string_view raw) {
+  // What a terminal would show: text after the last carriage return (progress bars).
+  while (!raw.empty() && raw.back() == '\r') raw.remove_suffix(1);
+  if (auto cr = raw.rfind('\r'); cr != std::string_view::npos) raw = raw.substr(cr + 1);
+  std::string out;
+  size_t i = 0;
+  while (i < raw.size()) {
+    unsigned char c = static_cast<unsigned char>(raw[i]);
+    if (c == 0x1b) {  // escape sequences (colours, cursor movement) are dropped
+      i++;
+      if (i < raw.size() && raw[i] == '[') {
+        i++;
+        while (i < raw.size() && !(raw[i] >= 0x40 && raw[i] <= 0x7e)) i++;
+        i++;
+      } else if (i < raw.size() && raw[i] == ']') {
+        while (i < raw.size() && raw[i] != '\a' && !(raw[i] == 0x1b && i + 1 < raw.size() && raw[i + 1] == '\\')) i++;
+        i += (i < raw.size() && raw[i] == 0x1b) ? 2 : 1;
+      } else {
+        i++;
+      }
+      continue;
+    }
+    if (c < 0x20 && c != '\t') {
+      out += "\xef\xbf\xbd";
+      i++;
+      continue;
+    }
+    if (c == 0x7f) {
+      i++;
+      continue;
+    }
+    size_t bad = invalid_utf8(raw.substr(i, std::min<size_t>(4, raw.size() - i)));
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || bad == 0 || (bad != std::string::npos && bad < n)) {
+      out += "\xef\xbf\xbd";
+      i++;
+      continue;
+    }
+    out.append(raw.substr(i, n));
+    i += n;
+  }
+  return out;
+}
+
+namespace {
+
+std::string seconds(int64_t ms) {
+  char buf[32];
+  if (ms < 60'000) {
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+    return buf;
+  }
+  return format_duration_ms(static_cast<uint64_t>(ms));
+}
+
+std::string result_line(const StepReport& r) {
+  if (r.status == "skipped") return "skipped";
+  if (r.status == "not run") return "not run (" + (r.note.empty() ? std::string("an earlier step failed") : r.note) + ")";
+  if (r.status == "interrupted") return "interrupted after " + seconds(r.duration_ms);
+  if (r.status == "timed out") return "timed out after " + seconds(r.duration_ms);
+  std::string s;
+  if (r.exit_code)
+    s = "exit " + std::to_string(*r.exit_code);
+  else if (r.signal)
+    s = "killed by signal " + std::to_string(r.signal);
+  else
+    s = "did not start";
+  s += " (" + seconds(r.duration_ms);
+  if (!r.note.empty()) s += ", " + r.note;
+  return s + ")";
+}
+
+size_t longest_backtick_run(const std::vector<std::string>& lines) {
+  size_t best = 0;
+  for (const auto& l : lines) {
+    size_t run = 0;
+    for (char c : l) {
+      run = c == '`' ? run + 1 : 0;
+      best = std::max(best, run);
+    }
+  }
+  return best;
+}
+
+std::string rstrip(std::string s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  return s;
+}
+
+std::string result_section(const Document& doc, const Step& step, const StepReport& r) {
+  const std::string& eol = doc.eol;
+  const std::string& p = step.prefix;
+  std::string out;
+  auto line = [&](const std::string& text) { out += eol + (text.empty() ? rstrip(p) : p + text); };
+  line("");
+  line(kResultStart);
+  line("**Result:** " + result_line(r));
+  if (!r.structured.empty()) {
+    // A code span needs a backtick run longer than any inside it.
+    size_t ticks = longest_backtick_run({r.structured}) + 1;
+    std::string fence(ticks, '`');
+    bool pad = r.structured.front() == '`' || r.structured.back() == '`';
+    line("");
+    line("**Output:** " + fence + (pad ? " " : "") + r.structured + (pad ? " " : "") + fence);
+  }
+  if (!r.lines.empty() || r.cut_lines) {
+    std::string fence(std::max<size_t>(3, longest_backtick_run(r.lines) + 1), '`');
+    line(fence + "text");
+    for (size_t i = 0; i <= r.lines.size(); i++) {
+      if (r.cut_lines && i == r.cut_at)
+        line("[... " + std::to_string(r.cut_lines) + " line" + (r.cut_lines == 1 ? "" : "s") + " cut" +
+             (r.cut_note.empty() ? "" : "; the whole output: " + r.cut_note) + " ...]");
+      if (i < r.lines.size()) line(r.lines[i]);
+    }
+    line(fence);
+  }
+  line(kResultEnd);
+  return out;
+}
+
+std::string summary_section(const Document& doc, const Summary& s) {
+  const std::string& eol = doc.eol;
+  std::string when = format_time(s.started_at);
+  if (when.size() >= 19) when = when.substr(0, 10) + " " + when.substr(11, 8) + " UTC";
+  std::string line = "> **upstream run** `" + s.run_id + "`";
+  if (!s.session.empty()) line += " · session `" + s.session + "` turn " + std::to_string(s.turn);
+  line += " · " + when + " · " + seconds(s.duration_ms) + " · **" + s.status + "** (" + std::to_string(s.ok) +
+          " of " + std::to_string(s.steps) + " steps succeeded";
+  if (s.failed) line += ", " + std::to_string(s.failed) + " failed";
+  if (s.skipped) line += ", " + std::to_string(s.skipped) + " skipped";
+  line += ")";
+  std::string out;
+  // A document whose front matter ends without a line ending needs one first.
+  if (doc.summary_at == doc.source.size() && !doc.source.empty() && doc.source.back() != '\n' && doc.source.back() != '\r')
+    out += eol;
+  out += std::string(kSummaryStart) + eol + line + eol + kSummaryEnd + eol + eol;
+  return out;
+}
+
+}  // namespace
+
+std::string write_back(const Document& doc, const std::vector<std::optional<StepReport>>& reports,
+                       const std::optional<Summary>& summary) {
+  struct Edit {
+    size_t begin, end;
+    std::string text;
+  };
+  std::vector<Edit> edits;
+  if (summary) edits.push_back({doc.summary_at, doc.summary_end.value_or(doc.summary_at), summary_section(doc, *summary)});
+  for (size_t i = 0; i < doc.steps.size() && i < reports.size(); i++) {
+    if (!reports[i]) continue;
+    const Step& s = doc.steps[i];
+    edits.push_back({s.insert_at, s.replace_end.value_or(s.insert_at), result_section(doc, s, *reports[i])});
+  }
+  std::stable_sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
+  std::string out;
+  out.reserve(doc.source.size() + 4096);
+  size_t pos = 0;
+  for (const auto& e : edits) {
+    if (e.begin < pos) continue;  // overlapping edits cannot happen for a parsed document
+    out.append(doc.source, pos, e.begin - pos);
+    out += e.text;
+    pos = e.end;
+  }
+  out.append(doc.source, pos, std::string::npos);
+  return out;
+}
+
+}  // namespace upstream::pipeline

@@ -1,0 +1,53 @@
+// Running a markdown document as one turn: every step in one box, in order, with files, the
+// working directory and exported variables carried from step to step (and, in a session, from
+// turn to turn); results written back into the document and recorded in the context store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "engine/engine.h"
+#include "pipeline/document.h"
+
+namespace upstream::pipeline {
+
+// Exit codes of `upstream run`.
+constexpr int kRunOk = 0;
+constexpr int kRunStepFailed = 1;
+constexpr int kRunBadDocument = 2;
+constexpr int kRunEngineError = 125;
+constexpr int kRunInterrupted = 130;  // 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM
+
+struct RunOptions {
+  std::string path;                    // the document
+  std::optional<std::string> session;  // overrides the front matter's
+  bool keep = false;                   // keep a standalone run's box
+  bool verbose = false;                // stream each step's output live
+  std::optional<std::string> output;   // write the report here, not into the document
+  bool dry_run = false;
+  std::optional<int> head_lines, tail_lines;
+  // Progress display: "auto" (a spinner on a terminal, plain lines otherwise), "plain", "none".
+  std::string progress = "auto";
+};
+
+// Where in the box a turn's files are.
+inline constexpr const char* kBoxRunDir = "/var/tmp/upstream/run";
+inline constexpr const char* kBoxArtifactsDir = "/var/tmp/upstream/artifacts";
+inline constexpr const char* kBoxContextDir = "/var/tmp/upstream/context";
+
+// Reads, checks and runs the document; prints progress to stdout and problems to stderr.
+// The engine is opened only when something runs. Returns the exit code for `upstream run`. Problems with the document are reported before
+// anything runs (exit 2) and leave the file untouched.
+int run_document(const std::function<Engine&()>& engine, const RunOptions& opts);
+
+// Reads a document file with clear errors for what is not one (missing, a directory, too large,
+// binary), then parses it.
+Document load_document(const std::string& path);
+
+// The environment changes a bash step's exit trap reported (see runner.cc), applied to `env`;
+// returns the working directory it ended in (empty when the report is unusable).
+std::string apply_step_state(std::string_view state, std::vector<std::pair<std::string, std::string>>& env);
+
+}  // namespace upstream::pipeline
