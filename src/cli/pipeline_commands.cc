@@ -27,7 +27,8 @@ struct Found {
 };
 
 Found find_context(const std::string& home, const std::string& name) {
-  if (!valid_box_name(name)) throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
+  if (!valid_box_name(name))
+    throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
   ContextStore sessions = ContextStore::sessions(home);
   if (sessions.exists(name)) return {sessions, name, true};
   ContextStore runs = ContextStore::runs(home);
@@ -43,7 +44,9 @@ std::string steps_text(const pipeline::TurnRecord& t) {
 
 std::string step_result_text(const pipeline::StepRecord& s) {
   if (s.status == "ok" || s.status == "failed") {
-    if (s.exit_code) return (s.status == "ok" ? "ok" : "failed") + std::string(", exit ") + std::to_string(*s.exit_code);
+    if (s.exit_code)
+      return (s.status == "ok" ? "ok" : "failed") + std::string(", exit ") +
+             std::to_string(*s.exit_code);
     if (s.signal) return "failed, signal " + std::to_string(s.signal);
   }
   return s.status;
@@ -53,16 +56,19 @@ std::string step_result_text(const pipeline::StepRecord& s) {
 
 void add_pipeline_commands(CLI::App& app, Context& ctx) {
   {
-    auto* c = app.add_subcommand("run", "Run a markdown document's code blocks as steps and write the results back");
+    auto* c = app.add_subcommand(
+        "run", "Run a markdown document's code blocks as steps and write the results back");
     auto opts = std::make_shared<pipeline::RunOptions>();
     auto session = std::make_shared<std::string>();
     auto output = std::make_shared<std::string>();
     auto head = std::make_shared<int>(-1), tail = std::make_shared<int>(-1);
     c->add_option("document", opts->path, "The markdown document")->required();
-    c->add_option("-s,--session", *session, "Run as the next turn of this session (overrides the front matter)");
+    c->add_option("-s,--session", *session,
+                  "Run as the next turn of this session (overrides the front matter)");
     c->add_flag("--keep", opts->keep, "Keep the box of a run without a session");
     c->add_flag("-v,--verbose", opts->verbose, "Stream each step's output live");
-    c->add_option("-o,--output", *output, "Write the report to this file instead of into the document");
+    c->add_option("-o,--output", *output,
+                  "Write the report to this file instead of into the document");
     c->add_flag("--dry-run", opts->dry_run, "List the steps; run nothing");
     c->add_option("--head", *head, "Output lines kept at the start of a long output (default 40)");
     c->add_option("--tail", *tail, "Output lines kept at its end (default 40)");
@@ -78,15 +84,17 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
         code = pipeline::run_document(ctx.engine, *opts);
       } catch (const Error& e) {
         std::cerr << "upstream: error: " << e.what() << std::endl;
-        throw ExitCode{e.code() == Errc::invalid_argument || e.code() == Errc::not_found ? pipeline::kRunBadDocument
-                                                                                         : pipeline::kRunEngineError};
+        throw ExitCode{e.code() == Errc::invalid_argument || e.code() == Errc::not_found
+                           ? pipeline::kRunBadDocument
+                           : pipeline::kRunEngineError};
       }
       if (code != 0) throw ExitCode{code};
     });
   }
 
-  CLI::App* sess = app.add_subcommand("session", "Sessions: turns of `upstream run` that build on each other")
-                       ->require_subcommand(1);
+  CLI::App* sess =
+      app.add_subcommand("session", "Sessions: turns of `upstream run` that build on each other")
+          ->require_subcommand(1);
   {
     auto* c = sess->add_subcommand("ls", "List sessions");
     c->callback([&ctx] {
@@ -146,7 +154,8 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
         return;
       }
       std::cout << "session:  " << f.name << "\n"
-                << "box:      " << (st && !st->box_id.empty() ? st->box_id + " (" + box_state + ")" : "-") << "\n"
+                << "box:      "
+                << (st && !st->box_id.empty() ? st->box_id + " (" + box_state + ")" : "-") << "\n"
                 << "cwd:      " << (st && !st->cwd.empty() ? st->cwd : "-") << "\n"
                 << "context:  " << f.store.dir(f.name) << "\n";
       if (st && !st->env.empty()) {
@@ -157,9 +166,12 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
       std::cout << "\n";
       std::vector<std::vector<std::string>> rows;
       for (const auto& t : turns)
-        rows.push_back({std::to_string(t.turn), t.run_id, t.status, steps_text(t), std::to_string(t.artifacts.size()),
-                        format_time(t.started_at), format_duration_ms(static_cast<uint64_t>(t.duration_ms)), t.document});
-      print_table({"TURN", "RUN", "STATUS", "STEPS OK", "ARTIFACTS", "STARTED", "DURATION", "DOCUMENT"}, rows);
+        rows.push_back({std::to_string(t.turn), t.run_id, t.status, steps_text(t),
+                        std::to_string(t.artifacts.size()), format_time(t.started_at),
+                        format_duration_ms(static_cast<uint64_t>(t.duration_ms)), t.document});
+      print_table(
+          {"TURN", "RUN", "STATUS", "STEPS OK", "ARTIFACTS", "STARTED", "DURATION", "DOCUMENT"},
+          rows);
     });
   }
   {
@@ -187,8 +199,9 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     });
   }
 
-  CLI::App* context = app.add_subcommand("context", "What the turns of a session left: results and artifacts")
-                          ->require_subcommand(1);
+  CLI::App* context =
+      app.add_subcommand("context", "What the turns of a session left: results and artifacts")
+          ->require_subcommand(1);
   {
     auto* c = context->add_subcommand("show", "Show a session's context (or a standalone run's)");
     auto name = std::make_shared<std::string>();
@@ -203,12 +216,13 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
           return;
         }
         for (const auto& t : f.store.turns(f.name)) {
-          std::cout << "turn " << t.turn << "  " << t.status << "  run " << t.run_id << "  " << format_time(t.started_at)
-                    << "  " << t.document << "\n";
+          std::cout << "turn " << t.turn << "  " << t.status << "  run " << t.run_id << "  "
+                    << format_time(t.started_at) << "  " << t.document << "\n";
           for (const auto& s : t.steps)
-            std::cout << "  step " << s.index << ": " << s.name << "  (" << step_result_text(s) << ")"
-                      << (s.result.is_null() ? "" : "  result: " + s.result.dump()) << "\n";
-          for (const auto& a : t.artifacts) std::cout << "  artifact " << a.path << "  " << format_bytes(a.size) << "\n";
+            std::cout << "  step " << s.index << ": " << s.name << "  (" << step_result_text(s)
+                      << ")" << (s.result.is_null() ? "" : "  result: " + s.result.dump()) << "\n";
+          for (const auto& a : t.artifacts)
+            std::cout << "  artifact " << a.path << "  " << format_bytes(a.size) << "\n";
         }
         std::cout << std::flush;
         return;
@@ -220,14 +234,15 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
           return;
         }
         std::string dir = f.store.turn_dir(f.name, t.turn);
-        std::cout << "turn:      " << t.turn << "\nrun:       " << t.run_id << "\nstatus:    " << t.status
-                  << "\nstarted:   " << format_time(t.started_at)
+        std::cout << "turn:      " << t.turn << "\nrun:       " << t.run_id
+                  << "\nstatus:    " << t.status << "\nstarted:   " << format_time(t.started_at)
                   << "\nduration:  " << format_duration_ms(static_cast<uint64_t>(t.duration_ms))
                   << "\ndocument:  " << t.document << "\nstored in: " << dir << "\n\n";
         std::vector<std::vector<std::string>> rows;
         for (const auto& s : t.steps)
           rows.push_back({std::to_string(s.index), s.name, step_result_text(s),
-                          format_duration_ms(static_cast<uint64_t>(s.duration_ms)), std::to_string(s.output_lines),
+                          format_duration_ms(static_cast<uint64_t>(s.duration_ms)),
+                          std::to_string(s.output_lines),
                           s.result.is_null() ? "" : s.result.dump().substr(0, 60)});
         print_table({"STEP", "NAME", "RESULT", "DURATION", "LINES", "OUTPUT JSON"}, rows);
         if (!t.artifacts.empty()) {
@@ -242,7 +257,8 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     });
   }
   {
-    auto* c = context->add_subcommand("export", "Write a session's context (every turn) as a tar archive");
+    auto* c = context->add_subcommand("export",
+                                      "Write a session's context (every turn) as a tar archive");
     auto name = std::make_shared<std::string>();
     auto out = std::make_shared<std::string>();
     c->add_option("name", *name, "Session name or run id")->required();
@@ -250,7 +266,8 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     c->callback([&ctx, name, out] {
       Found f = find_context(ctx.engine().options().home, *name);
       if (*out == "-") {
-        if (::isatty(1)) throw Error(Errc::invalid_argument, "refusing to write a tar archive to a terminal");
+        if (::isatty(1))
+          throw Error(Errc::invalid_argument, "refusing to write a tar archive to a terminal");
         pipeline::export_context(f.store, f.name, 1);
         return;
       }

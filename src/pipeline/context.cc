@@ -21,10 +21,16 @@ namespace upstream::pipeline {
 using json = nlohmann::json;
 
 json step_to_json(const StepRecord& s) {
-  json j = {{"index", s.index},       {"name", s.name},           {"lang", s.lang},
-            {"code", s.code},         {"status", s.status},       {"started_at", s.started_at},
-            {"duration_ms", s.duration_ms}, {"output_lines", s.output_lines},
-            {"output_bytes", s.output_bytes}, {"result", s.result}};
+  json j = {{"index", s.index},
+            {"name", s.name},
+            {"lang", s.lang},
+            {"code", s.code},
+            {"status", s.status},
+            {"started_at", s.started_at},
+            {"duration_ms", s.duration_ms},
+            {"output_lines", s.output_lines},
+            {"output_bytes", s.output_bytes},
+            {"result", s.result}};
   j["exit_code"] = s.exit_code ? json(*s.exit_code) : json(nullptr);
   if (s.signal) j["signal"] = s.signal;
   if (!s.result_error.empty()) j["result_error"] = s.result_error;
@@ -38,7 +44,8 @@ StepRecord step_from_json(const json& j) {
   s.lang = j.value("lang", "");
   s.code = j.value("code", "");
   s.status = j.value("status", "");
-  if (j.contains("exit_code") && j["exit_code"].is_number_integer()) s.exit_code = j["exit_code"].get<int>();
+  if (j.contains("exit_code") && j["exit_code"].is_number_integer())
+    s.exit_code = j["exit_code"].get<int>();
   s.signal = j.value("signal", 0);
   s.started_at = j.value("started_at", int64_t{0});
   s.duration_ms = j.value("duration_ms", int64_t{0});
@@ -53,11 +60,16 @@ json turn_to_json(const TurnRecord& t) {
   json steps = json::array(), artifacts = json::array();
   for (const auto& s : t.steps) steps.push_back(step_to_json(s));
   for (const auto& a : t.artifacts) artifacts.push_back({{"path", a.path}, {"size", a.size}});
-  return {{"turn", t.turn},          {"run_id", t.run_id},
-          {"session", t.session},    {"document", t.document},
-          {"box", t.box},            {"status", t.status},
-          {"started_at", t.started_at}, {"duration_ms", t.duration_ms},
-          {"steps", steps},          {"artifacts", artifacts}};
+  return {{"turn", t.turn},
+          {"run_id", t.run_id},
+          {"session", t.session},
+          {"document", t.document},
+          {"box", t.box},
+          {"status", t.status},
+          {"started_at", t.started_at},
+          {"duration_ms", t.duration_ms},
+          {"steps", steps},
+          {"artifacts", artifacts}};
 }
 
 TurnRecord turn_from_json(const json& j) {
@@ -102,7 +114,8 @@ storage::FileLock ContextStore::lock(const std::string& name) {
   auto l = storage::FileLock::try_lock(dir(name) + "/.lock");
   if (!l)
     throw Error(Errc::failed_precondition,
-                "session '" + name + "' is running a turn already; wait for it to end (one turn at a time)");
+                "session '" + name +
+                    "' is running a turn already; wait for it to end (one turn at a time)");
   return std::move(*l);
 }
 
@@ -128,8 +141,12 @@ void ContextStore::save_state(const SessionState& s) {
   storage::make_dirs(dir(s.name), 0700);
   json env = json::array();
   for (const auto& [k, v] : s.env) env.push_back({k, v});
-  json j = {{"name", s.name},           {"box", s.box_id}, {"created_at", s.created_at},
-            {"updated_at", s.updated_at}, {"env", env},      {"cwd", s.cwd}};
+  json j = {{"name", s.name},
+            {"box", s.box_id},
+            {"created_at", s.created_at},
+            {"updated_at", s.updated_at},
+            {"env", env},
+            {"cwd", s.cwd}};
   write_file_atomic(dir(s.name) + "/state.json", j.dump(2) + "\n", 0600);
 }
 
@@ -173,7 +190,8 @@ std::string ContextStore::begin_turn(const std::string& name, int turn) {
   return staging;
 }
 
-void ContextStore::publish_turn(const std::string& name, const std::string& staging, const TurnRecord& t) {
+void ContextStore::publish_turn(const std::string& name, const std::string& staging,
+                                const TurnRecord& t) {
   write_file_atomic(staging + "/turn.json", turn_to_json(t).dump(2) + "\n");
   std::string final_dir = turn_dir(name, t.turn);
   storage::remove_tree(final_dir);  // a half-published turn of a crashed run with our number
@@ -190,29 +208,34 @@ json ContextStore::manifest(const std::string& name) const {
     std::string base = "turn-" + std::to_string(t.turn);
     json steps = json::array(), artifacts = json::array();
     for (const auto& s : t.steps) {
-      json e = {{"index", s.index}, {"name", s.name}, {"status", s.status},
+      json e = {{"index", s.index},
+                {"name", s.name},
+                {"status", s.status},
                 {"result", base + "/steps/" + std::to_string(s.index) + "/result.json"}};
       e["exit_code"] = s.exit_code ? json(*s.exit_code) : json(nullptr);
       steps.push_back(e);
     }
-    for (const auto& a : t.artifacts) artifacts.push_back({{"path", base + "/artifacts/" + a.path}, {"size", a.size}});
+    for (const auto& a : t.artifacts)
+      artifacts.push_back({{"path", base + "/artifacts/" + a.path}, {"size", a.size}});
     list.push_back({{"turn", t.turn},
-                     {"run_id", t.run_id},
-                     {"status", t.status},
-                     {"started_at", format_time(t.started_at)},
-                     {"duration_ms", t.duration_ms},
-                     {"document", base + "/document.md"},
-                     {"steps", steps},
-                     {"artifacts", artifacts}});
+                    {"run_id", t.run_id},
+                    {"status", t.status},
+                    {"started_at", format_time(t.started_at)},
+                    {"duration_ms", t.duration_ms},
+                    {"document", base + "/document.md"},
+                    {"steps", steps},
+                    {"artifacts", artifacts}});
   }
   return {{"session", name}, {"turns", list}};
 }
 
 void ContextStore::remove(const std::string& name) {
-  if (!valid_box_name(name)) throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
+  if (!valid_box_name(name))
+    throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
   // The state file goes first: a session half removed by a crash is no longer listed.
   std::string d = dir(name);
-  if (::unlink((d + "/state.json").c_str()) != 0 && errno != ENOENT) throw_sys("remove " + d + "/state.json");
+  if (::unlink((d + "/state.json").c_str()) != 0 && errno != ENOENT)
+    throw_sys("remove " + d + "/state.json");
   storage::remove_tree(d);
 }
 
@@ -256,7 +279,8 @@ std::vector<ArtifactRecord> list_tree(const std::string& dir) {
 }
 
 void export_context(const ContextStore& store, const std::string& name, int fd) {
-  std::unique_ptr<archive, decltype(&archive_write_free)> a(archive_write_new(), archive_write_free);
+  std::unique_ptr<archive, decltype(&archive_write_free)> a(archive_write_new(),
+                                                            archive_write_free);
   archive_write_set_format_pax_restricted(a.get());
   if (archive_write_open_fd(a.get(), fd) != ARCHIVE_OK)
     throw Error(std::string("tar: ") + archive_error_string(a.get()));
@@ -270,7 +294,8 @@ void export_context(const ContextStore& store, const std::string& name, int fd) 
     std::string path = base + "/" + rel;
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) continue;
-    std::unique_ptr<archive_entry, decltype(&archive_entry_free)> e(archive_entry_new(), archive_entry_free);
+    std::unique_ptr<archive_entry, decltype(&archive_entry_free)> e(archive_entry_new(),
+                                                                    archive_entry_free);
     archive_entry_set_pathname(e.get(), (name + "/" + rel).c_str());
     archive_entry_set_mtime(e.get(), st.st_mtime, 0);
     if (S_ISLNK(st.st_mode)) {

@@ -35,7 +35,7 @@ struct StepRecord {
   int64_t duration_ms = 0;
   uint64_t output_lines = 0;
   uint64_t output_bytes = 0;
-  nlohmann::json result;  // what the step wrote to $UPSTREAM_OUTPUT (null: nothing)
+  nlohmann::json result;     // what the step wrote to $UPSTREAM_OUTPUT (null: nothing)
   std::string result_error;  // why that file could not be used
 };
 
@@ -47,7 +47,7 @@ struct ArtifactRecord {
 struct TurnRecord {
   int turn = 0;
   std::string run_id;
-  std::string session;  // empty for a standalone run
+  std::string session;   // empty for a standalone run
   std::string document;  // the document's path as given
   std::string box;       // the box id it ran in
   std::string status;    // succeeded | failed | interrupted
@@ -76,7 +76,9 @@ class ContextStore {
  public:
   // `root` is context/sessions or context/runs.
   explicit ContextStore(std::string root);
-  static ContextStore sessions(const std::string& home) { return ContextStore(home + "/context/sessions"); }
+  static ContextStore sessions(const std::string& home) {
+    return ContextStore(home + "/context/sessions");
+  }
   static ContextStore runs(const std::string& home) { return ContextStore(home + "/context/runs"); }
 
   const std::string& root() const { return root_; }

@@ -22,9 +22,10 @@ constexpr const char* kResultEnd = "<!-- /upstream:result -->";
 constexpr const char* kSummaryStart = "<!-- upstream:summary -->";
 constexpr const char* kSummaryEnd = "<!-- /upstream:summary -->";
 
-[[noreturn]] void fail_at(const std::string& path, size_t line, size_t col, const std::string& what) {
-  throw Error(Errc::invalid_argument,
-              path + ":" + std::to_string(line) + ":" + std::to_string(std::max<size_t>(col, 1)) + ": " + what);
+[[noreturn]] void fail_at(const std::string& path, size_t line, size_t col,
+                          const std::string& what) {
+  throw Error(Errc::invalid_argument, path + ":" + std::to_string(line) + ":" +
+                                          std::to_string(std::max<size_t>(col, 1)) + ": " + what);
 }
 
 // Lines as CommonMark counts them: ended by \r\n, \n or \r.
@@ -99,7 +100,9 @@ std::string node_text(cmark_node* n) {
 }
 
 // cmark 0.30 reports an end line one before the start line for a one-line HTML block.
-int block_end_line(cmark_node* n) { return std::max(cmark_node_get_start_line(n), cmark_node_get_end_line(n)); }
+int block_end_line(cmark_node* n) {
+  return std::max(cmark_node_get_start_line(n), cmark_node_get_end_line(n));
+}
 
 bool html_starts_with(cmark_node* n, const char* marker) {
   if (!n || cmark_node_get_type(n) != CMARK_NODE_HTML_BLOCK) return false;
@@ -129,8 +132,8 @@ struct YamlWhere {
   size_t first_line;  // file line of the YAML text's first line
   [[noreturn]] void at(const YAML::Node& n, const std::string& what) const {
     auto m = n.Mark();
-    fail_at(path, first_line + static_cast<size_t>(std::max(m.line, 0)), static_cast<size_t>(std::max(m.column, 0)) + 1,
-            "front matter: " + what);
+    fail_at(path, first_line + static_cast<size_t>(std::max(m.line, 0)),
+            static_cast<size_t>(std::max(m.column, 0)) + 1, "front matter: " + what);
   }
 };
 
@@ -149,8 +152,10 @@ void apply_limit(Limits& l, const std::string& key, const YAML::Node& v, const Y
     else if (key == "disk")
       l.disk = parse_size(text, "disk limit");
     else if (key == "pids") {
-      if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos || text.size() > 9)
-        throw Error(Errc::invalid_argument, "invalid pids limit '" + text + "': expected a whole number");
+      if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos ||
+          text.size() > 9)
+        throw Error(Errc::invalid_argument,
+                    "invalid pids limit '" + text + "': expected a whole number");
       l.pids = std::stoull(text);
     }
   } catch (const Error& e) {
@@ -170,8 +175,8 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
   if (!root || root.IsNull()) return fm;
   if (!root.IsMap()) w.at(root, "expected key: value pairs");
   for (auto it = root.begin(); it != root.end(); ++it) {
-    const YAML::Node& k = it->first;
-    const YAML::Node& v = it->second;
+    YAML::Node k = it->first;  // copies: the iterator hands out temporaries
+    YAML::Node v = it->second;
     std::string key = k.IsScalar() ? k.Scalar() : "";
     if (key == "image") {
       fm.image = scalar(v, w, key);
@@ -181,7 +186,8 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
       fm.workdir = d;
     } else if (key == "session") {
       std::string s = scalar(v, w, key);
-      if (!valid_box_name(s)) w.at(v, "invalid session name '" + s + "' (letters, digits, '_', '.', '-')");
+      if (!valid_box_name(s))
+        w.at(v, "invalid session name '" + s + "' (letters, digits, '_', '.', '-')");
       fm.session = s;
     } else if (key == "user") {
       fm.user = scalar(v, w, key);
@@ -193,14 +199,17 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
       }
     } else if (key == "on_error") {
       std::string s = scalar(v, w, key);
-      if (s != "stop" && s != "continue") w.at(v, "'on_error' must be stop or continue, not '" + s + "'");
+      if (s != "stop" && s != "continue")
+        w.at(v, "'on_error' must be stop or continue, not '" + s + "'");
       fm.on_error = s;
     } else if (key == "env") {
       if (!v.IsMap()) w.at(v, "'env' must map names to values");
       for (auto e = v.begin(); e != v.end(); ++e) {
         std::string name = e->first.IsScalar() ? e->first.Scalar() : "";
-        if (!valid_env_name(name)) w.at(e->first, "invalid environment variable name '" + name + "'");
-        if (!e->second.IsScalar() && !e->second.IsNull()) w.at(e->second, "the value of " + name + " must be text");
+        if (!valid_env_name(name))
+          w.at(e->first, "invalid environment variable name '" + name + "'");
+        if (!e->second.IsScalar() && !e->second.IsNull())
+          w.at(e->second, "the value of " + name + " must be text");
         fm.env.emplace_back(name, e->second.IsNull() ? "" : e->second.Scalar());
       }
     } else if (key == "artifacts") {
@@ -213,7 +222,8 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
       }
       for (const auto& g : fm.artifacts)
         if (g.empty() || g[0] == '/' || g.find("..") != std::string::npos)
-          w.at(v, "artifact glob '" + g + "' must be relative and stay inside the working directory");
+          w.at(v,
+               "artifact glob '" + g + "' must be relative and stay inside the working directory");
     } else if (key == "cpus" || key == "memory" || key == "pids" || key == "disk") {
       apply_limit(fm.limits, key, v, w);
     } else if (key == "limits") {
@@ -228,7 +238,8 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
       if (!v.IsMap()) w.at(v, "'output' must map head and tail to line counts");
       for (auto e = v.begin(); e != v.end(); ++e) {
         std::string ok = e->first.IsScalar() ? e->first.Scalar() : "";
-        if (ok != "head" && ok != "tail") w.at(e->first, "unknown output setting '" + ok + "' (head, tail)");
+        if (ok != "head" && ok != "tail")
+          w.at(e->first, "unknown output setting '" + ok + "' (head, tail)");
         std::string n = scalar(e->second, w, ok);
         if (n.empty() || n.size() > 6 || n.find_first_not_of("0123456789") != std::string::npos)
           w.at(e->second, "'" + ok + "' must be a number of lines");
@@ -236,7 +247,8 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
       }
     } else {
       w.at(k, "unknown key '" + key +
-                  "' (known: image, env, workdir, timeout, session, artifacts, on_error, user, cpus, memory, "
+                  "' (known: image, env, workdir, timeout, session, artifacts, on_error, user, "
+                  "cpus, memory, "
                   "pids, disk, limits, output)");
     }
   }
@@ -247,10 +259,13 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
 
 // --- attributes ------------------------------------------------------------------------------
 
-Attributes parse_attributes(std::string_view text, const std::string& where, size_t line, size_t offset) {
+Attributes parse_attributes(std::string_view text, const std::string& where, size_t line,
+                            size_t offset) {
   Attributes a;
   size_t i = 0;
-  auto err = [&](size_t at, const std::string& what) { fail_at(where, line, offset + at + 1, what); };
+  auto err = [&](size_t at, const std::string& what) {
+    fail_at(where, line, offset + at + 1, what);
+  };
   auto skip_space = [&] {
     while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == ',')) i++;
   };
@@ -259,7 +274,8 @@ Attributes parse_attributes(std::string_view text, const std::string& where, siz
     if (i >= text.size()) break;
     size_t key_at = i;
     std::string key;
-    while (i < text.size() && (std::isalnum(static_cast<unsigned char>(text[i])) || text[i] == '_' || text[i] == '-'))
+    while (i < text.size() &&
+           (std::isalnum(static_cast<unsigned char>(text[i])) || text[i] == '_' || text[i] == '-'))
       key += text[i++];
     if (key.empty()) err(i, std::string("unexpected '") + text[i] + "' in step attributes");
     std::optional<std::string> value;
@@ -279,7 +295,8 @@ Attributes parse_attributes(std::string_view text, const std::string& where, siz
         value = v;
       } else {
         std::string v;
-        while (i < text.size() && text[i] != ' ' && text[i] != '\t' && text[i] != ',') v += text[i++];
+        while (i < text.size() && text[i] != ' ' && text[i] != '\t' && text[i] != ',')
+          v += text[i++];
         if (v.empty()) err(value_at, "missing value for '" + key + "'");
         value = v;
       }
@@ -302,7 +319,8 @@ Attributes parse_attributes(std::string_view text, const std::string& where, siz
       if (value && !parse_bool(*value, b)) err(value_at, "'" + key + "' must be true or false");
       (key == "skip" ? a.skip : a.continue_on_error) = b;
     } else {
-      err(key_at, "unknown step attribute '" + key + "' (name, timeout, user, continue_on_error, skip)");
+      err(key_at,
+          "unknown step attribute '" + key + "' (name, timeout, user, continue_on_error, skip)");
     }
   }
   return a;
@@ -314,11 +332,25 @@ Document parse_document(const std::string& source, const std::string& path) {
   Document doc;
   doc.path = path;
   doc.source = source;
-  if (source.find('\0') != std::string::npos) throw Error(Errc::invalid_argument, path + ": is a binary file, not markdown");
+  if (source.find('\0') != std::string::npos)
+    throw Error(Errc::invalid_argument, path + ": is a binary file, not markdown");
   if (size_t bad = invalid_utf8(source); bad != std::string::npos) {
-    size_t line = 1 + static_cast<size_t>(std::count(source.begin(), source.begin() + static_cast<long>(bad), '\n'));
-    throw Error(Errc::invalid_argument, path + ":" + std::to_string(line) + ": not valid UTF-8 text");
+    size_t line = 1 + static_cast<size_t>(std::count(
+                          source.begin(), source.begin() + static_cast<long>(bad), '\n'));
+    throw Error(Errc::invalid_argument,
+                path + ":" + std::to_string(line) + ": not valid UTF-8 text");
   }
+  // Lone carriage returns (old Mac line endings) are line endings to CommonMark but to little
+  // else; a document that has them is refused rather than half understood.
+  for (size_t i = 0; i < source.size(); i++)
+    if (source[i] == '\r' && (i + 1 == source.size() || source[i + 1] != '\n')) {
+      size_t line = 1 + static_cast<size_t>(std::count(
+                            source.begin(), source.begin() + static_cast<long>(i), '\n'));
+      throw Error(
+          Errc::invalid_argument,
+          path + ":" + std::to_string(line) +
+              ": a carriage return that does not end a line (use \\n or \\r\\n line endings)");
+    }
   Lines lines(source);
   // The document's own line ending is used for everything we insert.
   size_t crlf = 0, lf = 0;
@@ -340,8 +372,10 @@ Document parse_document(const std::string& source, const std::string& path) {
         close = l;
         break;
       }
-    if (!close) fail_at(path, 1, 1, "front matter starting here is not closed (end it with a --- line)");
-    std::string yaml = source.substr(lines.start[1], close > 2 ? lines.start[close - 1] - lines.start[1] : 0);
+    if (!close)
+      fail_at(path, 1, 1, "front matter starting here is not closed (end it with a --- line)");
+    std::string yaml =
+        source.substr(lines.start[1], close > 2 ? lines.start[close - 1] - lines.start[1] : 0);
     doc.meta = parse_front_matter(yaml, YamlWhere{path, 2});
     body_line = close + 1;
     doc.body_start = lines.next[close - 1];
@@ -352,8 +386,12 @@ Document parse_document(const std::string& source, const std::string& path) {
   std::unique_ptr<cmark_node, decltype(&cmark_node_free)> root(
       cmark_parse_document(body.data(), body.size(), CMARK_OPT_DEFAULT), cmark_node_free);
   if (!root) throw Error("markdown parser failed");
-  auto file_line = [&](int body_relative) { return body_line - 1 + static_cast<size_t>(body_relative); };
-  auto line_end_offset = [&](size_t l) { return l <= lines.count() ? lines.end[l - 1] : source.size(); };
+  auto file_line = [&](int body_relative) {
+    return body_line - 1 + static_cast<size_t>(body_relative);
+  };
+  auto line_end_offset = [&](size_t l) {
+    return l <= lines.count() ? lines.end[l - 1] : source.size();
+  };
 
   // An existing summary: the first block of the body.
   cmark_node* first = cmark_node_first_child(root.get());
@@ -364,7 +402,8 @@ Document parse_document(const std::string& source, const std::string& path) {
       size_t end_line = file_line(block_end_line(n));
       size_t end = lines.next[end_line - 1];
       // The blank line we put after the summary is ours too.
-      if (end_line < lines.count() && is_blank(lines.text(source, end_line + 1))) end = lines.next[end_line];
+      if (end_line < lines.count() && is_blank(lines.text(source, end_line + 1)))
+        end = lines.next[end_line];
       doc.summary_end = end;
       break;
     }
@@ -396,11 +435,13 @@ Document parse_document(const std::string& source, const std::string& path) {
     char fence_char = col < opening.size() ? opening[col] : 0;
     if (fence_char != '`' && fence_char != '~') continue;
     int fence_len = 0;
-    while (col + static_cast<size_t>(fence_len) < opening.size() && opening[col + static_cast<size_t>(fence_len)] == fence_char)
+    while (col + static_cast<size_t>(fence_len) < opening.size() &&
+           opening[col + static_cast<size_t>(fence_len)] == fence_char)
       fence_len++;
     std::string lang;
     size_t p = 0;
-    while (p < info.size() && info[p] != ' ' && info[p] != '\t' && info[p] != '{') lang += info[p++];
+    while (p < info.size() && info[p] != ' ' && info[p] != '\t' && info[p] != '{')
+      lang += info[p++];
     std::string runner = runner_for(lang);
     if (runner.empty()) continue;  // not a step: left alone
 
@@ -421,18 +462,19 @@ Document parse_document(const std::string& source, const std::string& path) {
       std::string attrs = trim(rest);
       size_t attrs_col = info_col + p + lead;
       if (attrs.front() != '{' || attrs.back() != '}')
-        fail_at(path, s.line, attrs_col + 1, "step attributes go in braces, e.g. ```bash {name=\"build\" timeout=60}");
-      Attributes a = parse_attributes(std::string_view(attrs).substr(1, attrs.size() - 2), path, s.line, attrs_col + 1);
+        fail_at(path, s.line, attrs_col + 1,
+                "step attributes go in braces, e.g. ```bash {name=\"build\" timeout=60}");
+      Attributes a = parse_attributes(std::string_view(attrs).substr(1, attrs.size() - 2), path,
+                                      s.line, attrs_col + 1);
       if (a.name) s.name = *a.name;
       s.timeout_ms = a.timeout_ms;
       s.user = a.user;
       s.continue_on_error = a.continue_on_error;
       s.skip = a.skip;
     }
-    if (s.name.empty() && !heading_used && !heading.empty()) {
-      s.name = heading;
-      heading_used = true;
-    }
+    // A heading names the first step below it, if that step has no name of its own.
+    if (s.name.empty() && !heading_used && !heading.empty()) s.name = heading;
+    heading_used = true;
     if (s.name.empty()) {
       for (const auto& l : split(s.code, '\n'))
         if (!trim(l).empty()) {
@@ -445,35 +487,73 @@ Document parse_document(const std::string& source, const std::string& path) {
 
     // The closing fence must be there: results are written after it.
     size_t close_line = file_line(cmark_node_get_end_line(n));
-    std::string_view close = close_line <= lines.count() ? lines.text(source, close_line) : std::string_view();
+    std::string_view close =
+        close_line <= lines.count() ? lines.text(source, close_line) : std::string_view();
     size_t k = 0;
     while (k < close.size() && (close[k] == ' ' || close[k] == '\t' || close[k] == '>')) k++;
     size_t run = 0;
     while (k + run < close.size() && close[k + run] == fence_char) run++;
-    if (close_line == s.line || run < static_cast<size_t>(fence_len) || !is_blank(close.substr(k + run)))
-      fail_at(path, s.line, 1, "the " + lang + " block starting here has no closing fence; close it so results can be written after it");
-    s.prefix = std::string(close.substr(0, k));
-    // Trailing spaces of the prefix are fence indentation; keep at most what the container needs.
+    // The closing fence must be in the block's own container (a block quote that ends closes
+    // the block without one).
+    std::string_view open_prefix = opening.substr(
+        0, std::min(opening.size(),
+                    static_cast<size_t>(std::max(cmark_node_get_start_column(n), 1)) - 1));
+    bool same_container = std::count(close.begin(), close.begin() + static_cast<long>(k), '>') ==
+                          std::count(open_prefix.begin(), open_prefix.end(), '>');
+    if (close_line == s.line || run < static_cast<size_t>(fence_len) ||
+        !is_blank(close.substr(k + run)) || !same_container)
+      fail_at(path, s.line, 1,
+              "the " + lang +
+                  " block starting here has no closing fence; close it so results can be written "
+                  "after it");
+    // What we write after the block must land in the block's container: the opening line up to
+    // the fence, with list markers turned into the spaces that continue the list item.
+    s.prefix.clear();
+    size_t fence_col = static_cast<size_t>(std::max(cmark_node_get_start_column(n), 1)) - 1;
+    for (size_t i = 0; i < fence_col && i < opening.size(); i++)
+      s.prefix += (opening[i] == '>' || opening[i] == '\t') ? opening[i] : ' ';
     s.insert_at = line_end_offset(close_line);
 
-    // The result section an earlier run wrote right after this block.
-    cmark_node* next = cmark_node_next(n);
-    if (html_starts_with(next, kResultStart)) {
-      cmark_node* end = nullptr;
-      for (cmark_node* m = cmark_node_next(next); m; m = cmark_node_next(m)) {
-        if (html_starts_with(m, kResultEnd)) {
-          end = m;
-          break;
-        }
-        if (cmark_node_get_type(m) != CMARK_NODE_PARAGRAPH && cmark_node_get_type(m) != CMARK_NODE_CODE_BLOCK) break;
+    // The result section an earlier run wrote right after this block: found by its text, the
+    // way write-back lays it out (an optional blank line, then the markers, each line behind the
+    // block's container prefix), so a re-run finds exactly what the last run wrote.
+    auto bare = [&](size_t l) {
+      std::string_view t = lines.text(source, l);
+      size_t b = 0;
+      while (b < t.size() && (t[b] == ' ' || t[b] == '\t' || t[b] == '>')) b++;
+      return trim(t.substr(b));
+    };
+    size_t marker = close_line + 1;
+    if (marker <= lines.count() && bare(marker).empty()) marker++;
+    if (marker <= lines.count() && bare(marker) == kResultStart) {
+      size_t l = marker + 1;
+      while (l <= lines.count() && bare(l) != kResultEnd) {
+        if (bare(l) == kResultStart || bare(l) == kSummaryStart)
+          l = lines.count() + 1;
+        else
+          l++;
       }
-      if (!end)
-        fail_at(path, file_line(cmark_node_get_start_line(next)), 1,
-                "this result section has no end marker (" + std::string(kResultEnd) + "); remove the section");
-      s.replace_end = line_end_offset(file_line(block_end_line(end)));
+      if (l > lines.count())
+        fail_at(path, marker, 1,
+                "this result section has no end marker (" + std::string(kResultEnd) +
+                    "); remove the section");
+      s.replace_end = line_end_offset(l);
     }
     doc.steps.push_back(std::move(s));
   }
+  // A code block inside a section of ours (a damaged or hand-edited document can have one) is
+  // output, not a step: the section is replaced as a whole.
+  std::vector<Step> kept;
+  size_t owned_until = 0;
+  for (auto& s : doc.steps) {
+    size_t at = lines.start[s.line - 1];
+    if ((doc.summary_end && at >= doc.summary_at && at < *doc.summary_end) || at < owned_until)
+      continue;
+    if (s.replace_end) owned_until = std::max(owned_until, *s.replace_end);
+    s.index = static_cast<int>(kept.size()) + 1;
+    kept.push_back(std::move(s));
+  }
+  doc.steps = std::move(kept);
   return doc;
 }
 
@@ -494,7 +574,9 @@ std::string clean_output_line(std::string_view raw) {
         while (i < raw.size() && !(raw[i] >= 0x40 && raw[i] <= 0x7e)) i++;
         i++;
       } else if (i < raw.size() && raw[i] == ']') {
-        while (i < raw.size() && raw[i] != '\a' && !(raw[i] == 0x1b && i + 1 < raw.size() && raw[i + 1] == '\\')) i++;
+        while (i < raw.size() && raw[i] != '\a' &&
+               !(raw[i] == 0x1b && i + 1 < raw.size() && raw[i + 1] == '\\'))
+          i++;
         i += (i < raw.size() && raw[i] == 0x1b) ? 2 : 1;
       } else {
         i++;
@@ -536,7 +618,8 @@ std::string seconds(int64_t ms) {
 
 std::string result_line(const StepReport& r) {
   if (r.status == "skipped") return "skipped";
-  if (r.status == "not run") return "not run (" + (r.note.empty() ? std::string("an earlier step failed") : r.note) + ")";
+  if (r.status == "not run")
+    return "not run (" + (r.note.empty() ? std::string("an earlier step failed") : r.note) + ")";
   if (r.status == "interrupted") return "interrupted after " + seconds(r.duration_ms);
   if (r.status == "timed out") return "timed out after " + seconds(r.duration_ms);
   std::string s;
@@ -589,8 +672,8 @@ std::string result_section(const Document& doc, const Step& step, const StepRepo
     line(fence + "text");
     for (size_t i = 0; i <= r.lines.size(); i++) {
       if (r.cut_lines && i == r.cut_at)
-        line("[... " + std::to_string(r.cut_lines) + " line" + (r.cut_lines == 1 ? "" : "s") + " cut" +
-             (r.cut_note.empty() ? "" : "; the whole output: " + r.cut_note) + " ...]");
+        line("[... " + std::to_string(r.cut_lines) + " line" + (r.cut_lines == 1 ? "" : "s") +
+             " cut" + (r.cut_note.empty() ? "" : "; the whole output: " + r.cut_note) + " ...]");
       if (i < r.lines.size()) line(r.lines[i]);
     }
     line(fence);
@@ -605,14 +688,15 @@ std::string summary_section(const Document& doc, const Summary& s) {
   if (when.size() >= 19) when = when.substr(0, 10) + " " + when.substr(11, 8) + " UTC";
   std::string line = "> **upstream run** `" + s.run_id + "`";
   if (!s.session.empty()) line += " · session `" + s.session + "` turn " + std::to_string(s.turn);
-  line += " · " + when + " · " + seconds(s.duration_ms) + " · **" + s.status + "** (" + std::to_string(s.ok) +
-          " of " + std::to_string(s.steps) + " steps succeeded";
+  line += " · " + when + " · " + seconds(s.duration_ms) + " · **" + s.status + "** (" +
+          std::to_string(s.ok) + " of " + std::to_string(s.steps) + " steps succeeded";
   if (s.failed) line += ", " + std::to_string(s.failed) + " failed";
   if (s.skipped) line += ", " + std::to_string(s.skipped) + " skipped";
   line += ")";
   std::string out;
   // A document whose front matter ends without a line ending needs one first.
-  if (doc.summary_at == doc.source.size() && !doc.source.empty() && doc.source.back() != '\n' && doc.source.back() != '\r')
+  if (doc.summary_at == doc.source.size() && !doc.source.empty() && doc.source.back() != '\n' &&
+      doc.source.back() != '\r')
     out += eol;
   out += std::string(kSummaryStart) + eol + line + eol + kSummaryEnd + eol + eol;
   return out;
@@ -627,13 +711,17 @@ std::string write_back(const Document& doc, const std::vector<std::optional<Step
     std::string text;
   };
   std::vector<Edit> edits;
-  if (summary) edits.push_back({doc.summary_at, doc.summary_end.value_or(doc.summary_at), summary_section(doc, *summary)});
+  if (summary)
+    edits.push_back(
+        {doc.summary_at, doc.summary_end.value_or(doc.summary_at), summary_section(doc, *summary)});
   for (size_t i = 0; i < doc.steps.size() && i < reports.size(); i++) {
     if (!reports[i]) continue;
     const Step& s = doc.steps[i];
-    edits.push_back({s.insert_at, s.replace_end.value_or(s.insert_at), result_section(doc, s, *reports[i])});
+    edits.push_back(
+        {s.insert_at, s.replace_end.value_or(s.insert_at), result_section(doc, s, *reports[i])});
   }
-  std::stable_sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
+  std::stable_sort(edits.begin(), edits.end(),
+                   [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
   std::string out;
   out.reserve(doc.source.size() + 4096);
   size_t pos = 0;

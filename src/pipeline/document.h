@@ -33,28 +33,28 @@ struct FrontMatter {
 };
 
 struct Step {
-  int index = 0;          // 1-based, in document order
-  std::string lang;       // as written: bash, sh, python, python3, node, js
-  std::string runner;     // bash | python3 | node
+  int index = 0;       // 1-based, in document order
+  std::string lang;    // as written: bash, sh, python, python3, node, js
+  std::string runner;  // bash | python3 | node
   std::string code;
-  std::string name;       // for progress: the name attribute, the heading above, or the first line
+  std::string name;  // for progress: the name attribute, the heading above, or the first line
   std::optional<uint64_t> timeout_ms;
   std::optional<std::string> user;
   bool continue_on_error = false;
   bool skip = false;
-  size_t line = 0;        // line of the opening fence (1-based, in the file)
-  size_t insert_at = 0;   // byte offset of the end of the closing fence line
+  size_t line = 0;                    // line of the opening fence (1-based, in the file)
+  size_t insert_at = 0;               // byte offset of the end of the closing fence line
   std::optional<size_t> replace_end;  // an earlier result section spans [insert_at, replace_end)
-  std::string prefix;     // container prefix of the fence ("> ", list indentation)
+  std::string prefix;                 // container prefix of the fence ("> ", list indentation)
 };
 
 struct Document {
   std::string path;
   std::string source;
-  std::string eol = "\n";   // the document's own line ending, used for what we insert
+  std::string eol = "\n";  // the document's own line ending, used for what we insert
   FrontMatter meta;
-  size_t body_start = 0;    // byte offset after the front matter
-  size_t summary_at = 0;    // where the summary section is (or goes)
+  size_t body_start = 0;  // byte offset after the front matter
+  size_t summary_at = 0;  // where the summary section is (or goes)
   std::optional<size_t> summary_end;
   std::vector<Step> steps;
 };
@@ -66,8 +66,8 @@ Document parse_document(const std::string& source, const std::string& path);
 struct StepReport {
   std::string status;  // ok | failed | timed out | skipped | not run | interrupted
   std::optional<int> exit_code;
-  int signal = 0;        // the signal that ended it, when it had no exit code
-  std::string note;      // why it did not run, or how it ended ("out of memory")
+  int signal = 0;    // the signal that ended it, when it had no exit code
+  std::string note;  // why it did not run, or how it ended ("out of memory")
   int64_t duration_ms = 0;
   std::vector<std::string> lines;  // output as shown: stderr lines start with "! "
   uint64_t cut_lines = 0;          // lines left out ...
@@ -107,6 +107,7 @@ struct Attributes {
   bool skip = false;
 };
 // `offset` is the block's column in its line, for error positions.
-Attributes parse_attributes(std::string_view text, const std::string& where, size_t line, size_t offset);
+Attributes parse_attributes(std::string_view text, const std::string& where, size_t line,
+                            size_t offset);
 
 }  // namespace upstream::pipeline

@@ -30,10 +30,10 @@ using json = nlohmann::json;
 namespace {
 
 constexpr size_t kMaxDocumentBytes = 64ull << 20;
-constexpr size_t kMaxLineBytes = 4096;       // longer output lines are cut in the report
-constexpr size_t kMaxPendingBytes = 1 << 20;  // a "line" longer than this is broken up
+constexpr size_t kMaxLineBytes = 4096;         // longer output lines are cut in the report
+constexpr size_t kMaxPendingBytes = 1 << 20;   // a "line" longer than this is broken up
 constexpr uint64_t kMaxResultBytes = 1 << 20;  // $UPSTREAM_OUTPUT
-constexpr size_t kMaxShownResult = 400;       // structured results shown inline up to this size
+constexpr size_t kMaxShownResult = 400;        // structured results shown inline up to this size
 constexpr size_t kMaxArtifacts = 10000;
 constexpr int kDefaultHead = 40, kDefaultTail = 40;
 
@@ -69,10 +69,12 @@ set -eo pipefail
 
 bool carried_name(const std::string& name) {
   static const std::set<std::string> skip = {"PWD", "OLDPWD", "SHLVL", "_"};
-  return !name.empty() && !skip.count(name) && !starts_with(name, "UPSTREAM_") && !starts_with(name, "__upstream");
+  return !name.empty() && !skip.count(name) && !starts_with(name, "UPSTREAM_") &&
+         !starts_with(name, "__upstream");
 }
 
-void set_env(std::vector<std::pair<std::string, std::string>>& env, const std::string& k, const std::string& v) {
+void set_env(std::vector<std::pair<std::string, std::string>>& env, const std::string& k,
+             const std::string& v) {
   for (auto& e : env)
     if (e.first == k) {
       e.second = v;
@@ -310,8 +312,14 @@ std::string script_name(const Step& s) {
 std::vector<std::string> step_argv(const Step& s) {
   std::string script = script_name(s);
   if (s.runner == "bash")
-    return {"bash", "--noprofile", "--norc", "-c", kBashWrapper, "upstream-step",
-            std::string(kBoxRunDir) + "/state-" + std::to_string(s.index), script};
+    return {"bash",
+            "--noprofile",
+            "--norc",
+            "-c",
+            kBashWrapper,
+            "upstream-step",
+            std::string(kBoxRunDir) + "/state-" + std::to_string(s.index),
+            script};
   if (s.runner == "python3") return {"python3", script};
   return {"node", script};
 }
@@ -346,7 +354,8 @@ std::string write_report(const RunOptions& opts, const Document& doc, const std:
 
 }  // namespace
 
-std::string apply_step_state(std::string_view state, std::vector<std::pair<std::string, std::string>>& env) {
+std::string apply_step_state(std::string_view state,
+                             std::vector<std::pair<std::string, std::string>>& env) {
   auto records = split(state, '\0');
   if (records.empty() || records[0].empty() || records[0][0] != '/') return "";
   for (size_t i = 1; i < records.size(); i++) {
@@ -359,7 +368,9 @@ std::string apply_step_state(std::string_view state, std::vector<std::pair<std::
       if (carried_name(name) && valid_env_name(name)) set_env(env, name, r.substr(eq + 1));
     } else if (r[0] == '-') {
       std::string name = r.substr(1);
-      env.erase(std::remove_if(env.begin(), env.end(), [&](const auto& e) { return e.first == name; }), env.end());
+      env.erase(
+          std::remove_if(env.begin(), env.end(), [&](const auto& e) { return e.first == name; }),
+          env.end());
     }
   }
   return records[0];
@@ -372,11 +383,13 @@ Document load_document(const std::string& path) {
     throw Error(err == ENOENT ? Errc::not_found : Errc::invalid_argument,
                 path + ": " + (err == ENOENT ? std::string("no such file") : errno_string(err)));
   }
-  if (S_ISDIR(st.st_mode)) throw Error(Errc::invalid_argument, path + ": is a directory, not a markdown document");
+  if (S_ISDIR(st.st_mode))
+    throw Error(Errc::invalid_argument, path + ": is a directory, not a markdown document");
   if (!S_ISREG(st.st_mode)) throw Error(Errc::invalid_argument, path + ": is not a regular file");
   if (static_cast<uint64_t>(st.st_size) > kMaxDocumentBytes)
-    throw Error(Errc::invalid_argument, path + ": is " + format_bytes(static_cast<uint64_t>(st.st_size)) +
-                                            "; documents are limited to " + format_bytes(kMaxDocumentBytes));
+    throw Error(Errc::invalid_argument,
+                path + ": is " + format_bytes(static_cast<uint64_t>(st.st_size)) +
+                    "; documents are limited to " + format_bytes(kMaxDocumentBytes));
   std::string text = read_file(path, kMaxDocumentBytes + 1);
   return parse_document(text, path);
 }
@@ -420,7 +433,8 @@ class TurnRunner {
 };
 
 void TurnRunner::dry_run(const Document& doc_, const RunOptions& opts_) {
-  std::cout << doc_.path << ": " << doc_.steps.size() << " step" << (doc_.steps.size() == 1 ? "" : "s");
+  std::cout << doc_.path << ": " << doc_.steps.size() << " step"
+            << (doc_.steps.size() == 1 ? "" : "s");
   std::string session = opts_.session.value_or(doc_.meta.session.value_or(""));
   if (!session.empty()) std::cout << " (session " << session << ")";
   std::cout << "; nothing is run (--dry-run)" << std::endl;
@@ -428,7 +442,8 @@ void TurnRunner::dry_run(const Document& doc_, const RunOptions& opts_) {
     std::cout << "Step " << s.index << ": " << s.name << "  [" << s.lang << ", line " << s.line;
     if (s.skip) std::cout << ", skipped";
     if (s.continue_on_error) std::cout << ", may fail";
-    if (auto t = s.timeout_ms.value_or(doc_.meta.timeout_ms.value_or(0))) std::cout << ", timeout " << format_duration_ms(t);
+    if (auto t = s.timeout_ms.value_or(doc_.meta.timeout_ms.value_or(0)))
+      std::cout << ", timeout " << format_duration_ms(t);
     if (s.user) std::cout << ", user " << *s.user;
     std::cout << "]" << std::endl;
   }
@@ -443,12 +458,14 @@ void TurnRunner::prepare_box() {
       box_ = engine_.get_box(state->box_id);
       if (box_.state != box_state::running) box_ = engine_.start_box(box_.id);
       if (m.image && *m.image != box_.spec.image)
-        progress_->message("Note: session " + session_ + " runs in its box with image " + box_.spec.image +
-                           "; the document's image " + *m.image + " applies to a new session");
+        progress_->message("Note: session " + session_ + " runs in its box with image " +
+                           box_.spec.image + "; the document's image " + *m.image +
+                           " applies to a new session");
     } catch (const Error& e) {
       if (e.code() != Errc::not_found) throw;
-      progress_->message("Note: the box of session " + session_ +
-                         " is gone; this turn starts in a fresh box (earlier turns' context is kept)");
+      progress_->message(
+          "Note: the box of session " + session_ +
+          " is gone; this turn starts in a fresh box (earlier turns' context is kept)");
       box_ = {};
     }
   }
@@ -487,9 +504,14 @@ void TurnRunner::prepare_box() {
   // The turn's scratch space: step scripts and their reports, and the artifacts folder, fresh
   // for every turn and writable by whichever user a step runs as.
   ExecSpec prep;
-  prep.argv = {"/bin/sh", "-c",
-               "rm -rf \"$1\" \"$2\" && mkdir -p \"$1\" \"$2\" \"$3\" && chmod 1777 \"$1\" \"$2\" && chmod 755 \"$3\"",
-               "upstream-prep", kBoxRunDir, kBoxArtifactsDir, kBoxContextDir};
+  prep.argv = {"/bin/sh",
+               "-c",
+               "rm -rf \"$1\" \"$2\" && mkdir -p \"$1\" \"$2\" \"$3\" && chmod 1777 \"$1\" \"$2\" "
+               "&& chmod 755 \"$3\"",
+               "upstream-prep",
+               kBoxRunDir,
+               kBoxArtifactsDir,
+               kBoxContextDir};
   prep.user = "root";
   prep.cwd = "/";
   auto ex = engine_.start_exec(box_.id, prep);
@@ -498,7 +520,8 @@ void TurnRunner::prepare_box() {
     if (err.size() < 4096) err.append(d);
   });
   if (r.exit_code != 0)
-    throw Error(Errc::failed_precondition, "could not prepare the box for the turn: " + trim(err + r.stderr_tail));
+    throw Error(Errc::failed_precondition,
+                "could not prepare the box for the turn: " + trim(err + r.stderr_tail));
 }
 
 void TurnRunner::load_context_into_box() {
@@ -519,16 +542,19 @@ void TurnRunner::load_context_into_box() {
     for (const auto& s : t.steps) {
       std::string sd = host + "/steps/" + std::to_string(s.index);
       files_->mkdir(box + "/steps/" + std::to_string(s.index), true, 0755);
-      files_->copy_in(sd + "/result.json", box + "/steps/" + std::to_string(s.index) + "/result.json");
+      files_->copy_in(sd + "/result.json",
+                      box + "/steps/" + std::to_string(s.index) + "/result.json");
     }
     files_->copy_in(host + "/artifacts", box + "/artifacts");
     files_->move(box, std::string(kBoxContextDir) + "/" + name, true);
   }
-  json manifest = session_.empty() ? json{{"session", nullptr}, {"turns", json::array()}} : store_->manifest(session_);
+  json manifest = session_.empty() ? json{{"session", nullptr}, {"turns", json::array()}}
+                                   : store_->manifest(session_);
   files_->write(std::string(kBoxContextDir) + "/context.json", manifest.dump(2) + "\n", 0644);
   if (!session_.empty())
-    progress_->message("Context loaded: " + std::to_string(artifacts) + " artifact" + (artifacts == 1 ? "" : "s") +
-                       " from " + std::to_string(turns.size()) + " previous turn" + (turns.size() == 1 ? "" : "s"));
+    progress_->message("Context loaded: " + std::to_string(artifacts) + " artifact" +
+                       (artifacts == 1 ? "" : "s") + " from " + std::to_string(turns.size()) +
+                       " previous turn" + (turns.size() == 1 ? "" : "s"));
 }
 
 void TurnRunner::read_step_files(const Step& s, StepRecord& rec, StepReport& rep) {
@@ -572,7 +598,8 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
   std::string step_dir = staging_ + "/steps/" + std::to_string(s.index);
   storage::make_dirs(step_dir);
   OutputCollector out(step_dir + "/output.log", head_, tail_);
-  std::string log_final = store_->turn_dir(store_name_, turn_) + "/steps/" + std::to_string(s.index) + "/output.log";
+  std::string log_final =
+      store_->turn_dir(store_name_, turn_) + "/steps/" + std::to_string(s.index) + "/output.log";
 
   rec.started_at = now_ms();
   int64_t t0 = mono_ms();
@@ -619,7 +646,8 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
     if (ex->finished() && !r.exit_code && !r.stderr_tail.empty()) out.note(trim(r.stderr_tail));
   } catch (const Error& e) {
     out.note(e.what());
-    if (!started) engine_failed_ = e.code() != Errc::invalid_argument && e.code() != Errc::not_found;
+    if (!started)
+      engine_failed_ = e.code() != Errc::invalid_argument && e.code() != Errc::not_found;
   }
   out.finish();
   rec.duration_ms = mono_ms() - t0;
@@ -666,7 +694,8 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
     outcome = "failed (signal " + std::to_string(r.signal) + ", " + secs + ")";
   else
     outcome = "failed (did not start)";
-  if (rec.status != "ok" && rec.status != "interrupted" && s.continue_on_error) outcome += ", allowed to fail";
+  if (rec.status != "ok" && rec.status != "interrupted" && s.continue_on_error)
+    outcome += ", allowed to fail";
   progress_->end(s, outcome);
 }
 
@@ -680,10 +709,16 @@ void TurnRunner::collect_artifacts() {
   if (doc_.meta.artifacts.empty()) return;
   // The front matter's globs, matched in the box from the directory the turn started in.
   ExecSpec spec;
-  spec.argv = {"bash", "--noprofile", "--norc", "-c",
-               "cd -- \"$1\" 2>/dev/null || exit 0; shift; shopt -s globstar nullglob dotglob; IFS=; "
-               "for g in \"$@\"; do for f in $g; do [[ -f $f ]] && printf '%s\\0' \"$f\"; done; done; exit 0",
-               "upstream-artifacts", start_cwd_};
+  spec.argv = {
+      "bash",
+      "--noprofile",
+      "--norc",
+      "-c",
+      "cd -- \"$1\" 2>/dev/null || exit 0; shift; shopt -s globstar nullglob dotglob; IFS=; "
+      "for g in \"$@\"; do for f in $g; do [[ -f $f ]] && printf '%s\\0' \"$f\"; done; done; exit "
+      "0",
+      "upstream-artifacts",
+      start_cwd_};
   for (const auto& g : doc_.meta.artifacts) spec.argv.push_back(g);
   spec.user = "root";
   spec.cwd = "/";
@@ -710,23 +745,26 @@ void TurnRunner::collect_artifacts() {
     }
   }
   if (too_many)
-    progress_->message("Warning: the artifact globs matched more than " + std::to_string(kMaxArtifacts) +
-                       " files; only the first were saved");
+    progress_->message("Warning: the artifact globs matched more than " +
+                       std::to_string(kMaxArtifacts) + " files; only the first were saved");
 }
 
 int TurnRunner::run() {
   session_ = opts_.session.value_or(doc_.meta.session.value_or(""));
   if (!session_.empty() && !valid_box_name(session_))
-    throw Error(Errc::invalid_argument, "invalid session name '" + session_ + "' (letters, digits, '_', '.', '-')");
+    throw Error(Errc::invalid_argument,
+                "invalid session name '" + session_ + "' (letters, digits, '_', '.', '-')");
   head_ = opts_.head_lines.value_or(doc_.meta.head_lines.value_or(kDefaultHead));
   tail_ = opts_.tail_lines.value_or(doc_.meta.tail_lines.value_or(kDefaultTail));
   run_id_ = "r" + random_hex(11);
   const std::string& home = engine_.options().home;
-  store_ = std::make_unique<ContextStore>(session_.empty() ? ContextStore::runs(home) : ContextStore::sessions(home));
+  store_ = std::make_unique<ContextStore>(session_.empty() ? ContextStore::runs(home)
+                                                           : ContextStore::sessions(home));
   store_name_ = session_.empty() ? run_id_ : session_;
 
   size_t width = 0;
-  for (const auto& s : doc_.steps) width = std::max(width, ("Step " + std::to_string(s.index) + ": " + s.name).size());
+  for (const auto& s : doc_.steps)
+    width = std::max(width, ("Step " + std::to_string(s.index) + ": " + s.name).size());
   progress_ = std::make_unique<Progress>(opts_.progress, opts_.verbose, width);
   events_ = std::make_unique<RunEvents>(progress_->spinning());
 
@@ -737,13 +775,16 @@ int TurnRunner::run() {
   }
   int64_t started_at = now_ms();
   int64_t t0 = mono_ms();
-  SessionState state = session_.empty() ? SessionState{} : store_->state(session_).value_or(SessionState{});
+  SessionState state =
+      session_.empty() ? SessionState{} : store_->state(session_).value_or(SessionState{});
   state.name = store_name_;
   if (!state.created_at) state.created_at = started_at;
 
-  progress_->message(std::string("Running ") + doc_.path + ": " + std::to_string(doc_.steps.size()) + " step" +
-                     (doc_.steps.size() == 1 ? "" : "s") +
-                     (session_.empty() ? std::string() : ", session " + session_ + " turn " + std::to_string(turn_)));
+  progress_->message(
+      std::string("Running ") + doc_.path + ": " + std::to_string(doc_.steps.size()) + " step" +
+      (doc_.steps.size() == 1 ? "" : "s") +
+      (session_.empty() ? std::string()
+                        : ", session " + session_ + " turn " + std::to_string(turn_)));
   staging_ = store_->begin_turn(store_name_, turn_);
   write_file_atomic(staging_ + "/document.md", doc_.source);
 
@@ -781,7 +822,9 @@ int TurnRunner::run() {
     if (!interrupted_) interrupted_ = events_->poll(ticked);
     if (engine_failed_ || interrupted_ || stop) {
       rep.status = rec.status = "not run";
-      rep.note = engine_failed_ ? "upstream could not run it" : interrupted_ ? "the run was interrupted" : not_run_reason;
+      rep.note = engine_failed_ ? "upstream could not run it"
+                 : interrupted_ ? "the run was interrupted"
+                                : not_run_reason;
     } else if (s.skip) {
       rep.status = rec.status = "skipped";
       progress_->end(s, "skipped");
@@ -823,7 +866,10 @@ int TurnRunner::run() {
 
   std::string report = write_back(doc_, reports, sum);
   write_file_atomic(staging_ + "/report.md", report);
-  int code = interrupted_ ? 128 + interrupted_ : engine_failed_ ? kRunEngineError : failed ? kRunStepFailed : kRunOk;
+  int code = interrupted_     ? 128 + interrupted_
+             : engine_failed_ ? kRunEngineError
+             : failed         ? kRunStepFailed
+                              : kRunOk;
   std::string written;
   bool diverted = false;
   try {
@@ -843,24 +889,32 @@ int TurnRunner::run() {
   if (!setup_error.empty()) std::cerr << "upstream: error: " << setup_error << std::endl;
   if (!session_.empty() || !turn.artifacts.empty())
     progress_->message("Context: " + std::to_string(turn.artifacts.size()) + " artifact" +
-                       (turn.artifacts.size() == 1 ? "" : "s") + " saved in " + store_->turn_dir(store_name_, turn_));
+                       (turn.artifacts.size() == 1 ? "" : "s") + " saved in " +
+                       store_->turn_dir(store_name_, turn_));
   if (diverted)
-    progress_->message(doc_.path + " changed while the run went on; it was left alone and the report is in " + written);
+    progress_->message(doc_.path +
+                       " changed while the run went on; it was left alone and the report is in " +
+                       written);
   else if (!written.empty())
     progress_->message("Report written to " + written);
-  progress_->message(std::string(turn.status == "succeeded" ? "Succeeded" : turn.status == "interrupted" ? "Interrupted" : "Failed") +
-                     ": " + std::to_string(sum.ok) + " of " + std::to_string(sum.steps) + " steps succeeded in " +
-                     seconds_text(turn.duration_ms) + " (run " + run_id_ + ")");
+  progress_->message(std::string(turn.status == "succeeded"     ? "Succeeded"
+                                 : turn.status == "interrupted" ? "Interrupted"
+                                                                : "Failed") +
+                     ": " + std::to_string(sum.ok) + " of " + std::to_string(sum.steps) +
+                     " steps succeeded in " + seconds_text(turn.duration_ms) + " (run " + run_id_ +
+                     ")");
 
   files_.reset();
   if (session_.empty() && box_created_) {
     if (opts_.keep) {
-      progress_->message("Box kept: " + box_.name + " (remove it with `upstream box rm " + box_.name + "`)");
+      progress_->message("Box kept: " + box_.name + " (remove it with `upstream box rm " +
+                         box_.name + "`)");
     } else {
       try {
         engine_.remove_box(box_.id, true);
       } catch (const Error& e) {
-        std::cerr << "upstream: warning: the run's box " << box_.name << " could not be removed: " << e.what() << std::endl;
+        std::cerr << "upstream: warning: the run's box " << box_.name
+                  << " could not be removed: " << e.what() << std::endl;
       }
     }
   }
@@ -872,12 +926,17 @@ int TurnRunner::run() {
 int run_document(const std::function<Engine&()>& engine, const RunOptions& opts) {
   Document doc = load_document(opts.path);
   if (doc.steps.empty())
-    throw Error(Errc::invalid_argument,
-                opts.path + ": has no steps (fenced code blocks marked bash, sh, python, python3, node or js)");
+    throw Error(
+        Errc::invalid_argument,
+        opts.path +
+            ": has no steps (fenced code blocks marked bash, sh, python, python3, node or js)");
   if (opts.session && !valid_box_name(*opts.session))
-    throw Error(Errc::invalid_argument, "invalid session name '" + *opts.session + "' (letters, digits, '_', '.', '-')");
-  if (opts.head_lines && *opts.head_lines < 0) throw Error(Errc::invalid_argument, "--head must be 0 or more");
-  if (opts.tail_lines && *opts.tail_lines < 0) throw Error(Errc::invalid_argument, "--tail must be 0 or more");
+    throw Error(Errc::invalid_argument,
+                "invalid session name '" + *opts.session + "' (letters, digits, '_', '.', '-')");
+  if (opts.head_lines && *opts.head_lines < 0)
+    throw Error(Errc::invalid_argument, "--head must be 0 or more");
+  if (opts.tail_lines && *opts.tail_lines < 0)
+    throw Error(Errc::invalid_argument, "--tail must be 0 or more");
   if (opts.dry_run) {
     TurnRunner::dry_run(doc, opts);
     return kRunOk;

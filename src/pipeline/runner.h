@@ -38,8 +38,8 @@ inline constexpr const char* kBoxArtifactsDir = "/var/tmp/upstream/artifacts";
 inline constexpr const char* kBoxContextDir = "/var/tmp/upstream/context";
 
 // Reads, checks and runs the document; prints progress to stdout and problems to stderr.
-// The engine is opened only when something runs. Returns the exit code for `upstream run`. Problems with the document are reported before
-// anything runs (exit 2) and leave the file untouched.
+// The engine is opened only when something runs. Returns the exit code for `upstream run`. Problems
+// with the document are reported before anything runs (exit 2) and leave the file untouched.
 int run_document(const std::function<Engine&()>& engine, const RunOptions& opts);
 
 // Reads a document file with clear errors for what is not one (missing, a directory, too large,
@@ -48,6 +48,7 @@ Document load_document(const std::string& path);
 
 // The environment changes a bash step's exit trap reported (see runner.cc), applied to `env`;
 // returns the working directory it ended in (empty when the report is unusable).
-std::string apply_step_state(std::string_view state, std::vector<std::pair<std::string, std::string>>& env);
+std::string apply_step_state(std::string_view state,
+                             std::vector<std::pair<std::string, std::string>>& env);
 
 }  // namespace upstream::pipeline
