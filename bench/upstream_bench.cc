@@ -25,6 +25,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/engine.h"
+#include "pipeline/runner.h"
 #include "storage/layout.h"
 
 using namespace upstream;
@@ -176,6 +177,59 @@ int main(int argc, char** argv) {
   add("upstream: exec true in running box (CLI)", measure(runs, [&] {
         spawn({up, "box", "exec", warm.id, "--", "true"}, {home_env});
       }));
+
+  // Pipelines: what `upstream run` adds per step beyond the command. A document of 100 `true`
+  // steps (bash blocks) against 100 execs of `true`, and of `bash -c true`, in a running box.
+  {
+    const int steps = 100, rounds = std::max(3, runs / 8);
+    std::string doc_path = home + "/bench-steps.md", report_path = home + "/bench-report.md";
+    std::string doc = "# 100 steps\n";
+    for (int i = 0; i < steps; i++) doc += "\n```bash\ntrue\n```\n";
+    write_file_atomic(doc_path, doc);
+    auto per_step = [&](const Stats& st) {
+      Stats out = st;
+      out.p50 /= steps;
+      out.p99 /= steps;
+      out.mean /= steps;
+      return out;
+    };
+    add("exec true x100 in running box (engine), per exec", per_step(measure(rounds, [&] {
+          for (int i = 0; i < steps; i++) {
+            ExecSpec x;
+            x.argv = {"true"};
+            engine->start_exec(warm.id, x)->wait({});
+          }
+        })));
+    add("exec bash -c true x100 in running box (engine), per exec", per_step(measure(rounds, [&] {
+          for (int i = 0; i < steps; i++) {
+            ExecSpec x;
+            x.argv = {"bash", "--noprofile", "--norc", "-c", "true"};
+            engine->start_exec(warm.id, x)->wait({});
+          }
+        })));
+    pipeline::RunOptions ro;
+    ro.path = doc_path;
+    ro.output = report_path;
+    ro.progress = "none";
+    std::function<Engine&()> get = [&]() -> Engine& { return *engine; };
+    add("upstream run: 100 true steps (engine), per step",
+        per_step(measure(
+            rounds,
+            [&] {
+              if (pipeline::run_document(get, ro) != 0)
+                throw std::runtime_error("the benchmark pipeline failed");
+            },
+            1)));
+    const Stats *run = find("upstream run: 100 true steps (engine), per step"),
+                *ex = find("exec true x100 in running box (engine), per exec"),
+                *cold = find("upstream: cold create+true+rm (engine)");
+    if (run && ex && cold) {
+      double overhead = run->p50 - ex->p50 - cold->p50 / steps;
+      report["pipeline_overhead_ms_per_step"] = overhead;
+      std::printf("  upstream run overhead per step beyond exec of the command: %.2f ms\n",
+                  overhead);
+    }
+  }
   engine->remove_box(warm.id, true);
 
   // Peers, when installed.

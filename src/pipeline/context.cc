@@ -193,6 +193,9 @@ std::string ContextStore::begin_turn(const std::string& name, int turn) {
 void ContextStore::publish_turn(const std::string& name, const std::string& staging,
                                 const TurnRecord& t) {
   write_file_atomic(staging + "/turn.json", turn_to_json(t).dump(2) + "\n");
+  // Everything the turn wrote (step results, logs, artifacts) reaches the disk before the turn
+  // is listed.
+  if (UniqueFd s(::open(staging.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); s) ::syncfs(s.get());
   std::string final_dir = turn_dir(name, t.turn);
   storage::remove_tree(final_dir);  // a half-published turn of a crashed run with our number
   if (::rename(staging.c_str(), final_dir.c_str()) != 0) throw_sys("rename " + staging);

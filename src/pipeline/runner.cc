@@ -44,15 +44,18 @@ constexpr int kDefaultHead = 40, kDefaultTail = 40;
 // -NAME for each one the step unset or stopped exporting.
 constexpr const char* kBashWrapper = R"(__upstream_state=$1; __upstream_script=$2; shift 2
 declare -A __upstream_env0
-for __upstream_v in $(compgen -e); do __upstream_env0[$__upstream_v]=${!__upstream_v}; done
-unset __upstream_v
+compgen -e > "$__upstream_state.names"; mapfile -t __upstream_names < "$__upstream_state.names"
+for __upstream_v in "${__upstream_names[@]}"; do __upstream_env0[$__upstream_v]=${!__upstream_v}; done
+unset __upstream_v __upstream_names
 __upstream_exit() {
-  local __rc=$? __v IFS=$' \t\n'
+  local __rc=$? __v __names
   set +e
   local -A __now
+  compgen -e > "$__upstream_state.names" 2>/dev/null; mapfile -t __names < "$__upstream_state.names"
   {
     printf '%s\0' "$PWD"
-    for __v in $(compgen -e); do
+    [[ -e $UPSTREAM_OUTPUT ]] && printf '?output\0'
+    for __v in "${__names[@]}"; do
       __now[$__v]=1
       if [[ ! -v __upstream_env0[$__v] || "${__upstream_env0[$__v]}" != "${!__v}" ]]; then
         printf '+%s=%s\0' "$__v" "${!__v}"
@@ -558,16 +561,29 @@ void TurnRunner::load_context_into_box() {
 }
 
 void TurnRunner::read_step_files(const Step& s, StepRecord& rec, StepReport& rep) {
-  std::set<std::string> present;
-  for (const auto& f : files_->list(kBoxRunDir)) present.insert(f.name);
-  std::string state_name = "state-" + std::to_string(s.index);
-  if (s.runner == "bash" && present.count(state_name)) {
-    std::string state = files_->read(std::string(kBoxRunDir) + "/" + state_name, 16ull << 20);
+  std::string out_name = "output-" + std::to_string(s.index) + ".json";
+  bool has_output = false;
+  if (s.runner == "bash") {
+    // The wrapper's exit trap reports the directory, the environment and whether the step
+    // wrote $UPSTREAM_OUTPUT (a step that exec'd another program leaves no report).
+    std::string state;
+    try {
+      state =
+          files_->read(std::string(kBoxRunDir) + "/state-" + std::to_string(s.index), 16ull << 20);
+    } catch (const Error& e) {
+      if (e.code() != Errc::not_found) throw;
+    }
     std::string dir = apply_step_state(state, env_);
     if (!dir.empty()) cwd_ = dir;
+    has_output = state.find(std::string("\0?output\0", 9)) != std::string::npos;
+    if (state.empty())
+      for (const auto& f : files_->list(kBoxRunDir))
+        if (f.name == out_name) has_output = true;
+  } else {
+    for (const auto& f : files_->list(kBoxRunDir))
+      if (f.name == out_name) has_output = true;
   }
-  std::string out_name = "output-" + std::to_string(s.index) + ".json";
-  if (!present.count(out_name)) return;
+  if (!has_output) return;
   std::string path = std::string(kBoxRunDir) + "/" + out_name;
   FileInfo info = files_->stat(path, false);
   if (info.type != "file") {
@@ -677,8 +693,10 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
   rec.output_bytes = out.bytes();
   out.fill(rep, log_final);
 
-  json result = step_to_json(rec);
-  write_file_atomic(step_dir + "/result.json", result.dump(2) + "\n");
+  // Not synced one by one: the turn is made durable as a whole when it is published.
+  UniqueFd rf =
+      open_or_throw(step_dir + "/result.json", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  write_all(rf.get(), step_to_json(rec).dump(2) + "\n");
 
   std::string outcome;
   std::string secs = seconds_text(rec.duration_ms);
