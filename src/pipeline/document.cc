@@ -735,4 +735,18 @@ std::string write_back(const Document& doc, const std::vector<std::optional<Step
   return out;
 }
 
+bool reparses_same(const Document& doc, const std::string& written, Document& again) {
+  try {
+    again = parse_document(written, doc.path);
+  } catch (const Error&) {
+    return false;
+  }
+  if (again.steps.size() != doc.steps.size()) return false;
+  for (size_t i = 0; i < doc.steps.size(); i++)
+    if (again.steps[i].code != doc.steps[i].code || again.steps[i].runner != doc.steps[i].runner ||
+        !again.steps[i].replace_end)
+      return false;
+  return true;
+}
+
 }  // namespace upstream::pipeline

@@ -94,6 +94,11 @@ struct Summary {
 std::string write_back(const Document& doc, const std::vector<std::optional<StepReport>>& reports,
                        const std::optional<Summary>& summary);
 
+// Whether `written` (write_back's output for `doc`, with a report for every step) parses to the
+// same steps, each with its result section found again; `again` receives the parse. The runner only
+// replaces a document with a report that passes this check (else the report goes next to it).
+bool reparses_same(const Document& doc, const std::string& written, Document& again);
+
 // Output text made safe for a report line: carriage-return overwrites resolved, terminal escape
 // sequences dropped, other control characters and invalid UTF-8 replaced.
 std::string clean_output_line(std::string_view line);

@@ -331,15 +331,23 @@ std::vector<std::string> step_argv(const Step& s) {
 // Returns where it went.
 std::string write_report(const RunOptions& opts, const Document& doc, const std::string& report,
                          const std::string& run_id, bool& diverted) {
-  diverted = false;
+  diverted = false;  // set when the document changed on disk during the run
   if (opts.output) {
     write_file_atomic(*opts.output, report);
     return *opts.output;
   }
   auto now = try_read_file(opts.path);
   std::string target = opts.path;
-  if (!now || *now != doc.source) {
-    diverted = true;
+  Document again;
+  bool readable = reparses_same(doc, report, again);
+  if (!readable)
+    std::cerr << "upstream: warning: " << opts.path
+              << " is laid out so that the results cannot be written into it safely (the steps "
+                 "would not parse"
+                 " back the same); the report goes next to it"
+              << std::endl;
+  if (!now || *now != doc.source || !readable) {
+    diverted = !now || *now != doc.source;
     auto slash = opts.path.find_last_of('/');
     std::string dir = slash == std::string::npos ? "" : opts.path.substr(0, slash + 1);
     std::string base = slash == std::string::npos ? opts.path : opts.path.substr(slash + 1);

@@ -14,5 +14,10 @@ if [ ! -x "$bin" ] || [ -n "$(find "${srcs[@]}" src/pipeline/document.h -newer "
 fi
 cp tests/golden/*.md "$out/corpus/"
 # Crashes are written to $out/ (crash-*), so a failure leaves its input behind.
-"$bin" -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-  -artifact_prefix="$out/" "$out/corpus" 2>&1 | tail -n 12
+"$bin" -seed="${FUZZ_SEED:-1}" -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+  -print_final_stats=1 -artifact_prefix="$out/" "$out/corpus" >"$out/fuzz.log" 2>&1 || {
+  tail -n 40 "$out/fuzz.log"
+  echo "fuzz: the failing input was saved in $out/ (crash-*)" >&2
+  exit 1
+}
+grep -E '^stat::(number_of_executed_units|new_units_added)' "$out/fuzz.log"

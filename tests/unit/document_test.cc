@@ -79,7 +79,8 @@ std::vector<std::string> golden_inputs() {
   if (!d) return out;
   while (dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
-    if (n.size() > 3 && n.substr(n.size() - 3) == ".md" && n.find(".expected") == std::string::npos) out.push_back(n);
+    if (n.size() > 3 && n.substr(n.size() - 3) == ".md" && n.find(".expected") == std::string::npos)
+      out.push_back(n);
   }
   ::closedir(d);
   std::sort(out.begin(), out.end());
@@ -166,8 +167,10 @@ TEST(DocumentTest, LongOutputIsCutWithANote) {
   r.cut_lines = 96;
   r.cut_note = "/ctx/steps/1/output.log";
   std::string out = write_back(d, {r}, std::nullopt);
-  EXPECT_NE(out.find("1\n2\n[... 96 lines cut; the whole output: /ctx/steps/1/output.log ...]\n99\n100\n"),
-            std::string::npos)
+  EXPECT_NE(
+      out.find(
+          "1\n2\n[... 96 lines cut; the whole output: /ctx/steps/1/output.log ...]\n99\n100\n"),
+      std::string::npos)
       << out;
 }
 
@@ -180,14 +183,14 @@ TEST(DocumentTest, OutputWithBackticksGetsALongerFence) {
   r.structured = "{\"a\":\"`\"}";
   std::string out = write_back(d, {r}, std::nullopt);
   EXPECT_NE(out.find("\n`````text\n````\nx\n`````\n"), std::string::npos) << out;
-  EXPECT_NE(out.find("**Output:** ``{\"a\":\"`\"}``"), std::string::npos)
-      << out;
+  EXPECT_NE(out.find("**Output:** ``{\"a\":\"`\"}``"), std::string::npos) << out;
   Document again = parse_document(out, "x.md");
   EXPECT_EQ(write_back(again, {r}, std::nullopt), out);
 }
 
 TEST(DocumentTest, ResultLines) {
-  Document d = parse_document("```bash\na\n```\n```bash\nb\n```\n```bash\nc\n```\n```bash\nd\n```\n", "x.md");
+  Document d = parse_document(
+      "```bash\na\n```\n```bash\nb\n```\n```bash\nc\n```\n```bash\nd\n```\n", "x.md");
   StepReport failed, timed, notrun, killed;
   failed.status = "failed";
   failed.exit_code = 2;
@@ -222,25 +225,33 @@ std::string parse_error(const std::string& text) {
 
 TEST(DocumentTest, BadInputNamesFileLineAndColumn) {
   EXPECT_EQ(parse_error("---\nimage: host\nbogus: 1\n---\n```bash\ntrue\n```\n"),
-            "doc.md:3:1: front matter: unknown key 'bogus' (known: image, env, workdir, timeout, session, artifacts, "
+            "doc.md:3:1: front matter: unknown key 'bogus' (known: image, env, workdir, timeout, "
+            "session, artifacts, "
             "on_error, user, cpus, memory, pids, disk, limits, output)");
   EXPECT_EQ(parse_error("---\ntimeout: soon\n---\n"),
-            "doc.md:2:10: front matter: invalid timeout 'soon': expected a number with an optional unit (ms, s, m, h), e.g. "
+            "doc.md:2:10: front matter: invalid timeout 'soon': expected a number with an optional "
+            "unit (ms, s, m, h), e.g. "
             "30s");
   EXPECT_NE(parse_error("---\nenv: [1, 2\n---\n").find("doc.md:3:"), std::string::npos);
-  EXPECT_NE(parse_error("---\nimage: host\n").find("doc.md:1:1: front matter starting here is not closed"),
+  EXPECT_NE(parse_error("---\nimage: host\n")
+                .find("doc.md:1:1: front matter starting here is not closed"),
             std::string::npos);
   EXPECT_EQ(parse_error("# t\n\n```bash {name=\"x\" colour=red}\ntrue\n```\n"),
-            "doc.md:3:19: unknown step attribute 'colour' (name, timeout, user, continue_on_error, skip)");
+            "doc.md:3:19: unknown step attribute 'colour' (name, timeout, user, continue_on_error, "
+            "skip)");
   EXPECT_EQ(parse_error("```bash {timeout=forever}\ntrue\n```\n").substr(0, 12), "doc.md:1:18:");
   EXPECT_EQ(parse_error("```bash name=x\ntrue\n```\n").substr(0, 11), "doc.md:1:9:");
-  EXPECT_NE(parse_error("# t\n```bash\necho unclosed\n").find("doc.md:2:1: the bash block starting here has no closing fence"),
+  EXPECT_NE(parse_error("# t\n```bash\necho unclosed\n")
+                .find("doc.md:2:1: the bash block starting here has no closing fence"),
             std::string::npos);
   EXPECT_EQ(parse_error("```bash\necho \xff\n```\n"), "doc.md:2: not valid UTF-8 text");
   EXPECT_EQ(parse_error(std::string("abc\0def", 7)), "doc.md: is a binary file, not markdown");
-  EXPECT_NE(parse_error("---\nsession: ../x\n---\n").find("invalid session name"), std::string::npos);
-  EXPECT_NE(parse_error("---\nartifacts: ../secret\n---\n").find("must be relative"), std::string::npos);
-  EXPECT_NE(parse_error("```bash\ntrue\n```\n<!-- upstream:result -->\n**Result:** exit 0\n\n# lost end\n")
+  EXPECT_NE(parse_error("---\nsession: ../x\n---\n").find("invalid session name"),
+            std::string::npos);
+  EXPECT_NE(parse_error("---\nartifacts: ../secret\n---\n").find("must be relative"),
+            std::string::npos);
+  EXPECT_NE(parse_error(
+                "```bash\ntrue\n```\n<!-- upstream:result -->\n**Result:** exit 0\n\n# lost end\n")
                 .find("has no end marker"),
             std::string::npos);
 }
@@ -249,7 +260,10 @@ TEST(DocumentTest, CleanOutputLine) {
   EXPECT_EQ(clean_output_line("plain"), "plain");
   EXPECT_EQ(clean_output_line("10%\r50%\r100%"), "100%");
   EXPECT_EQ(clean_output_line("\x1b[31mred\x1b[0m"), "red");
-  EXPECT_EQ(clean_output_line("a\x01" "b"), "a\xef\xbf\xbd" "b");
+  EXPECT_EQ(clean_output_line("a\x01"
+                              "b"),
+            "a\xef\xbf\xbd"
+            "b");
   EXPECT_EQ(clean_output_line("bad \xff utf8"), "bad \xef\xbf\xbd utf8");
   EXPECT_EQ(clean_output_line("é 日本"), "é 日本");
 }
