@@ -521,7 +521,9 @@ Document parse_document(const std::string& source, const std::string& path) {
       std::string_view t = lines.text(source, l);
       size_t b = 0;
       while (b < t.size() && (t[b] == ' ' || t[b] == '\t' || t[b] == '>')) b++;
-      return trim(t.substr(b));
+      size_t e = t.size();
+      while (e > b && (t[e - 1] == ' ' || t[e - 1] == '\t')) e--;
+      return std::string(t.substr(b, e - b));
     };
     size_t marker = close_line + 1;
     if (marker <= lines.count() && bare(marker).empty()) marker++;
@@ -735,6 +737,30 @@ std::string write_back(const Document& doc, const std::vector<std::optional<Step
   return out;
 }
 
+namespace {
+
+// A step's line number as if none of our sections were in the document.
+size_t content_line(const Document& d, size_t i) {
+  size_t start = 0, ours = 0;
+  for (size_t l = 0, seen = 1; l < d.source.size() && seen < d.steps[i].line; l++)
+    if (d.source[l] == '\n') {
+      seen++;
+      start = l + 1;
+    }
+  auto count = [&](size_t b, size_t e) {
+    e = std::min(e, start);
+    return b < e ? static_cast<size_t>(std::count(d.source.begin() + static_cast<long>(b),
+                                                  d.source.begin() + static_cast<long>(e), '\n'))
+                 : 0;
+  };
+  if (d.summary_end) ours += count(d.summary_at, *d.summary_end);
+  for (size_t j = 0; j < i; j++)
+    if (d.steps[j].replace_end) ours += count(d.steps[j].insert_at, *d.steps[j].replace_end);
+  return d.steps[i].line - ours;
+}
+
+}  // namespace
+
 bool reparses_same(const Document& doc, const std::string& written, Document& again) {
   try {
     again = parse_document(written, doc.path);
@@ -744,7 +770,7 @@ bool reparses_same(const Document& doc, const std::string& written, Document& ag
   if (again.steps.size() != doc.steps.size()) return false;
   for (size_t i = 0; i < doc.steps.size(); i++)
     if (again.steps[i].code != doc.steps[i].code || again.steps[i].runner != doc.steps[i].runner ||
-        !again.steps[i].replace_end)
+        !again.steps[i].replace_end || content_line(again, i) != content_line(doc, i))
       return false;
   return true;
 }
