@@ -531,7 +531,7 @@ class RemoteFiles : public FileSession {
       e["target"] = std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
       frame::write_header(to_.get(), {{"entry", e}});
     } else if (S_ISREG(st.st_mode)) {
-      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
       if (!fd) throw_sys("open " + path);
       e["type"] = "file";
       frame::write_header(to_.get(), {{"entry", e}});

@@ -35,6 +35,7 @@ constexpr size_t kMaxPendingBytes = 1 << 20;   // a "line" longer than this is b
 constexpr uint64_t kMaxResultBytes = 1 << 20;  // $UPSTREAM_OUTPUT
 constexpr size_t kMaxShownResult = 400;        // structured results shown inline up to this size
 constexpr size_t kMaxArtifacts = 10000;
+constexpr uint64_t kMaxArtifactBytes = 1ull << 30;  // per turn: the context store is host disk
 constexpr int kDefaultHead = 40, kDefaultTail = 40;
 
 // Bash steps are sourced by this wrapper. It runs them with `set -eo pipefail` (as CI runners
@@ -727,52 +728,60 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
 
 void TurnRunner::collect_artifacts() {
   std::string dest = staging_ + "/artifacts";
-  // Everything in $UPSTREAM_ARTIFACTS, top-level entry by entry.
-  for (const auto& f : files_->list(kBoxArtifactsDir)) {
-    if (!plain_relative_path(f.name)) continue;
-    files_->copy_out(std::string(kBoxArtifactsDir) + "/" + f.name, dest + "/" + f.name);
-  }
-  if (doc_.meta.artifacts.empty()) return;
-  // The front matter's globs, matched in the box from the directory the turn started in.
+  // One exec lists the regular files to keep: everything in $UPSTREAM_ARTIFACTS, and what the
+  // front matter's globs match from the directory the turn started in. Symlinks are not kept.
   ExecSpec spec;
-  spec.argv = {
-      "bash",
-      "--noprofile",
-      "--norc",
-      "-c",
-      "cd -- \"$1\" 2>/dev/null || exit 0; shift; shopt -s globstar nullglob dotglob; IFS=; "
-      "for g in \"$@\"; do for f in $g; do [[ -f $f ]] && printf '%s\\0' \"$f\"; done; done; exit "
-      "0",
-      "upstream-artifacts",
-      start_cwd_};
+  spec.argv = {"bash",
+               "--noprofile",
+               "--norc",
+               "-c",
+               "art=$1; wd=$2; shift 2; shopt -s globstar nullglob dotglob; IFS=\n"
+               "if cd -- \"$art\" 2>/dev/null; then for f in **; do [[ -f $f && ! -L $f ]] && "
+               "printf 'A%s\\0' \"$f\"; done; fi\n"
+               "if cd -- \"$wd\" 2>/dev/null; then for g in \"$@\"; do for f in $g; do\n"
+               "  [[ -f $f && ! -L $f ]] && printf 'G%s\\0' \"$f\"; done; done; fi\nexit 0",
+               "upstream-artifacts",
+               kBoxArtifactsDir,
+               start_cwd_};
   for (const auto& g : doc_.meta.artifacts) spec.argv.push_back(g);
   spec.user = "root";
   spec.cwd = "/";
   spec.timeout_ms = 60'000;
   auto ex = engine_.start_exec(box_.id, spec);
   std::string listing;
-  bool too_many = false;
   ex->wait([&](Stream st, std::string_view d) {
     if (st == Stream::stdout_ && listing.size() < (16u << 20)) listing.append(d);
   });
   std::set<std::string> seen;
-  for (const auto& rel : split(listing, '\0')) {
-    if (rel.empty() || !plain_relative_path(rel) || !seen.insert(rel).second) continue;
-    if (seen.size() > kMaxArtifacts) {
-      too_many = true;
+  uint64_t total = 0;
+  size_t count = 0;
+  for (const auto& entry : split(listing, '\0')) {
+    if (entry.size() < 2) continue;
+    std::string rel = entry.substr(1);
+    std::string from = (entry[0] == 'A' ? std::string(kBoxArtifactsDir) : start_cwd_) + "/" + rel;
+    if (!plain_relative_path(rel) || !seen.insert(rel).second) continue;
+    if (++count > kMaxArtifacts) {
+      progress_->message("Warning: more than " + std::to_string(kMaxArtifacts) +
+                         " artifacts; only the first were saved");
       break;
     }
-    auto slash = rel.find_last_of('/');
-    if (slash != std::string::npos) storage::make_dirs(dest + "/" + rel.substr(0, slash));
     try {
-      files_->copy_out(start_cwd_ + "/" + rel, dest + "/" + rel);
+      FileInfo info = files_->stat(from, false);
+      if (info.type != "file") continue;
+      if (total + info.size > kMaxArtifactBytes) {
+        progress_->message("Warning: artifact " + rel +
+                           " was not saved: the turn's artifacts are limited to " +
+                           format_bytes(kMaxArtifactBytes));
+        continue;
+      }
+      total += info.size;
+      auto slash = rel.find_last_of('/');
+      if (slash != std::string::npos) storage::make_dirs(dest + "/" + rel.substr(0, slash));
+      files_->copy_out(from, dest + "/" + rel);
     } catch (const Error& e) {
       progress_->message("Warning: artifact " + rel + " was not saved: " + e.what());
     }
   }
-  if (too_many)
-    progress_->message("Warning: the artifact globs matched more than " +
-                       std::to_string(kMaxArtifacts) + " files; only the first were saved");
 }
 
 int TurnRunner::run() {

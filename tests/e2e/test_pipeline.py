@@ -360,3 +360,16 @@ def test_bad_session_names_and_unknown_sessions(up, tmp_path):
     assert code != 0 and "no session" in err
     code, _, err = up("session", "rm", "no-such-session")
     assert code != 0 and "no session" in err
+
+
+def test_artifacts_keep_regular_files_only(up, tmp_path):
+    p = doc(tmp_path, "---\nartifacts: ['out dir/*.txt', '**/deep.bin']\n---\n"
+            "```bash\nmkdir -p 'out dir' a/b && echo x > 'out dir/one two.txt' && head -c 1000 /dev/zero > a/b/deep.bin\n"
+            "ln -s /etc/passwd 'out dir/link.txt'\nln -s /etc/passwd \"$UPSTREAM_ARTIFACTS/passwd\"\n"
+            "mkdir -p \"$UPSTREAM_ARTIFACTS/sub\" && echo y > \"$UPSTREAM_ARTIFACTS/sub/kept.txt\"\n```\n")
+    code, out, err = run(up, p)
+    assert code == 0, err
+    run_id = re.search(r"\(run (r[0-9a-f]{11})\)", out).group(1)
+    t = up.json("context", "show", run_id, "--turn", "1")
+    assert sorted((a["path"], a["size"]) for a in t["artifacts"]) == [
+        ("a/b/deep.bin", 1000), ("out dir/one two.txt", 2), ("sub/kept.txt", 2)]
