@@ -694,6 +694,7 @@ std::string summary_section(const Document& doc, const Summary& s) {
           std::to_string(s.ok) + " of " + std::to_string(s.steps) + " steps succeeded";
   if (s.failed) line += ", " + std::to_string(s.failed) + " failed";
   if (s.skipped) line += ", " + std::to_string(s.skipped) + " skipped";
+  if (s.interrupted) line += ", " + std::to_string(s.interrupted) + " interrupted";
   line += ")";
   std::string out;
   // A document whose front matter ends without a line ending needs one first.

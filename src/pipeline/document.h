@@ -87,6 +87,7 @@ struct Summary {
   int ok = 0;
   int failed = 0;
   int skipped = 0;
+  int interrupted = 0;
 };
 
 // The document with each step's report in its result section (steps without a report keep

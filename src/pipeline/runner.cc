@@ -895,7 +895,8 @@ int TurnRunner::run() {
   sum.steps = static_cast<int>(doc_.steps.size());
   for (const auto& r : turn.steps) {
     if (r.status == "ok") sum.ok++;
-    if (r.status == "failed" || r.status == "timed out" || r.status == "interrupted") sum.failed++;
+    if (r.status == "failed" || r.status == "timed out") sum.failed++;
+    if (r.status == "interrupted") sum.interrupted++;
     if (r.status == "skipped") sum.skipped++;
   }
 
