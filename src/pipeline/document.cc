@@ -352,16 +352,6 @@ Document parse_document(const std::string& source, const std::string& path) {
               ": a carriage return that does not end a line (use \\n or \\r\\n line endings)");
     }
   Lines lines(source);
-  // The document's own line ending is used for everything we insert.
-  size_t crlf = 0, lf = 0;
-  for (size_t i = 0; i < lines.count(); i++) {
-    size_t e = lines.end[i];
-    if (e < source.size() && source[e] == '\r' && e + 1 < source.size() && source[e + 1] == '\n')
-      crlf++;
-    else if (e < source.size())
-      lf++;
-  }
-  doc.eol = crlf > lf ? "\r\n" : "\n";
 
   // Front matter: the first line is --- and a later line --- or ... closes it.
   size_t body_line = 1;
@@ -556,6 +546,29 @@ Document parse_document(const std::string& source, const std::string& path) {
     kept.push_back(std::move(s));
   }
   doc.steps = std::move(kept);
+
+  // The document's own line ending is used for everything we insert: the more common one among
+  // the lines that are not in our sections (so that writing sections cannot change it).
+  size_t crlf = 0, lf = 0;
+  std::vector<std::pair<size_t, size_t>> spans;
+  if (doc.summary_end) spans.emplace_back(doc.summary_at, *doc.summary_end);
+  for (const auto& st : doc.steps)
+    if (st.replace_end) spans.emplace_back(st.insert_at, *st.replace_end);
+  std::sort(spans.begin(), spans.end());
+  size_t next_span = 0;
+  auto ours = [&](size_t at) {  // called with increasing offsets
+    while (next_span < spans.size() && spans[next_span].second <= at) next_span++;
+    return next_span < spans.size() && at >= spans[next_span].first;
+  };
+  for (size_t i = 0; i < lines.count(); i++) {
+    size_t e = lines.end[i];
+    if (e >= source.size() || ours(e)) continue;
+    if (source[e] == '\r' && e + 1 < source.size() && source[e + 1] == '\n')
+      crlf++;
+    else
+      lf++;
+  }
+  doc.eol = crlf > lf ? "\r\n" : "\n";
   return doc;
 }
 
