@@ -11,13 +11,17 @@ packages=(
   libarchive-dev libssl-dev libzstd-dev zlib1g-dev libbz2-dev liblzma-dev liblz4-dev libacl1-dev
   libnettle8 nettle-dev
   libcmark-dev libyaml-cpp-dev
+  # the HTTP server (Boost.Beast, header-only)
+  libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # the fuzz target (libFuzzer comes with clang)
   clang libclang-rt-14-dev
   # runtime tools: the btrfs storage pool, mounts, tar, process tools
   btrfs-progs util-linux e2fsprogs iproute2 procps psmisc tar zstd
   # end-to-end tests and tooling
-  python3 python3-pytest busybox-static
+  python3 python3-pytest python3-jsonschema busybox-static curl
+  # the HTTP load generator of bench/
+  wrk
 )
 
 missing=()

@@ -40,19 +40,4 @@ std::map<std::string, std::string> parse_labels(const std::vector<std::string>& 
   return out;
 }
 
-int parse_signal(const std::string& text) {
-  std::string t = text;
-  for (auto& c : t) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (!t.empty() && t.find_first_not_of("0123456789") == std::string::npos) {
-    int n = std::stoi(t);
-    if (n >= 1 && n < NSIG) return n;
-  }
-  if (starts_with(t, "SIG")) t = t.substr(3);
-  for (int s = 1; s < NSIG; s++) {
-    const char* name = sigabbrev_np(s);
-    if (name && t == name) return s;
-  }
-  throw_invalid("unknown signal '" + text + "'");
-}
-
 }  // namespace upstream::cli

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+#include "engine/wire.h"
 
 namespace upstream::cli {
 
@@ -37,18 +38,18 @@ struct ExitCode {
 void add_box_commands(CLI::App& app, Context& ctx);
 void add_system_commands(CLI::App& app, Context& ctx);
 void add_pipeline_commands(CLI::App& app, Context& ctx);
+void add_server_commands(CLI::App& app, Context& ctx);
 
 // Parsing helpers (throw invalid_argument with the offending text).
 Limits parse_limits(const std::string& cpus, const std::string& memory, const std::string& pids,
                     const std::string& disk);
 std::vector<std::string> parse_env_list(const std::vector<std::string>& items);
 std::map<std::string, std::string> parse_labels(const std::vector<std::string>& items);
-int parse_signal(const std::string& text);
+using upstream::parse_signal;
 
 // Output.
-nlohmann::json box_json(const BoxRecord& b, const BoxUsage* usage = nullptr,
-                        const std::vector<BoxEvent>* events = nullptr);
-nlohmann::json exec_json(const ExecRecord& e);
+using upstream::box_json;
+using upstream::exec_json;
 std::string limits_text(const Limits& l);
 void print_table(const std::vector<std::string>& headers,
                  const std::vector<std::vector<std::string>>& rows);

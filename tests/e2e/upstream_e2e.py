@@ -106,3 +106,59 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
             break
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+class Server:
+    """`upstream serve` on an ephemeral loopback port, over the given CLI's state directory."""
+
+    def __init__(self, up, *args, env=None):
+        import os
+        import select
+        self.up = up
+        self.log_path = Path(up.home) / f"serve-{uuid.uuid4().hex[:6]}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [up.binary, "serve", "--listen", "127.0.0.1:0", *[str(a) for a in args]],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.PIPE, env=dict(up.env, **(env or {})))
+        # The first line on stderr says where it listens; the rest (the access log) goes to a file.
+        line = b""
+        deadline = time.monotonic() + 30
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stderr], [], [], 0.5)
+            if r:
+                ch = os.read(self.proc.stderr.fileno(), 1)
+                if not ch:
+                    break
+                line += ch
+        self.banner = line.decode()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)", self.banner)
+        if not m:
+            self.proc.kill()
+            rest = self.proc.stderr.read().decode()
+            raise AssertionError(f"upstream serve did not start: {self.banner!r} {rest!r}")
+        self.port = int(m.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+        import threading
+        self._pump = threading.Thread(target=self._copy_log, daemon=True)
+        self._pump.start()
+
+    def _copy_log(self):
+        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):
+            self._log.write(chunk)
+            self._log.flush()
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=None, timeout=30):
+        import signal as _signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or _signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._pump.join(5)
+        self._log.close()
+        return self.proc.returncode

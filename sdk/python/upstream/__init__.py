@@ -1,0 +1,18 @@
+"""upstream: sandboxes for AI agents that remember. A client of the upstream HTTP API.
+
+    from upstream import Sandbox
+    with Sandbox.create() as sb:
+        print(sb.exec("echo hello").stdout)
+"""
+
+from .client import Client
+from .errors import (AuthenticationError, ConflictError, InvalidArgumentError, NotFoundError, PayloadTooLargeError,
+                     RateLimitError, ServerError, UpstreamError)
+from .sandbox import ExecEvent, ExecHandle, ExecResult, ExecStream, FileInfo, Files, Sandbox
+
+__version__ = "0.1.0"
+__all__ = [
+    "Client", "Sandbox", "ExecResult", "ExecEvent", "ExecStream", "ExecHandle", "Files", "FileInfo",
+    "UpstreamError", "InvalidArgumentError", "AuthenticationError", "NotFoundError", "ConflictError",
+    "PayloadTooLargeError", "RateLimitError", "ServerError",
+]

@@ -1,0 +1,416 @@
+"""Sandboxes ("boxes"): create one, run commands in it, read and write its files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from .client import Client, default_client, iter_ndjson
+from .errors import UpstreamError
+
+Command = Union[str, Sequence[str]]
+
+
+@dataclass
+class ExecResult:
+    """What a finished command did."""
+
+    exec: int
+    exit_code: Optional[int]
+    stdout: str
+    stderr: str
+    duration_ms: int
+    cpu_seconds: float
+    state: str
+    reason: str
+    signal: int = 0
+    timed_out: bool = False
+    oom_killed: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any], stdout: str = "", stderr: str = "") -> "ExecResult":
+        return cls(
+            exec=j.get("exec", 0),
+            exit_code=j.get("exit_code"),
+            stdout=j.get("stdout", stdout),
+            stderr=j.get("stderr", stderr),
+            duration_ms=j.get("duration_ms", 0),
+            cpu_seconds=j.get("cpu_seconds", 0.0),
+            state=j.get("state", ""),
+            reason=j.get("reason", ""),
+            signal=j.get("signal", 0),
+            timed_out=j.get("timed_out", False),
+            oom_killed=j.get("oom_killed", False),
+            stdout_truncated=j.get("stdout_truncated", False),
+            stderr_truncated=j.get("stderr_truncated", False),
+            raw=j,
+        )
+
+
+@dataclass
+class ExecEvent:
+    """One event of a streamed command: `start`, `stdout`, `stderr` or `exit`."""
+
+    type: str
+    data: str = ""
+    exec: int = 0
+    result: Optional[ExecResult] = None
+
+
+@dataclass
+class FileInfo:
+    name: str
+    path: str
+    type: str
+    mode: int
+    size: int
+    mtime: str
+    uid: int
+    gid: int
+    target: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any]) -> "FileInfo":
+        return cls(j["name"], j["path"], j["type"], int(j["mode"], 8), j["size"], j["mtime"], j["uid"], j["gid"], j.get("target"))
+
+
+def _command(cmd: Command) -> Dict[str, Any]:
+    if isinstance(cmd, str):
+        return {"shell": cmd}
+    argv = list(cmd)
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("a command is a shell string or a non-empty list of strings")
+    return {"cmd": argv}
+
+
+class ExecStream:
+    """A running streamed command: iterate it for events; feed its stdin if asked for."""
+
+    def __init__(self, box: "Sandbox", conn, resp):
+        self._box = box
+        self._conn = conn
+        self._events = iter_ndjson(resp)
+        first = next(self._events, None)
+        if not first or first.get("type") != "start":
+            conn.close()
+            raise UpstreamError("the stream ended before the command started", "internal")
+        self.exec = first["exec"]
+        self.result: Optional[ExecResult] = None
+        self._out: List[str] = []
+        self._err: List[str] = []
+
+    def __iter__(self) -> Iterator[ExecEvent]:
+        yield ExecEvent("start", exec=self.exec)
+        try:
+            for j in self._events:
+                t = j.get("type")
+                if t in ("stdout", "stderr"):
+                    (self._out if t == "stdout" else self._err).append(j["data"])
+                    yield ExecEvent(t, data=j["data"], exec=self.exec)
+                elif t == "exit":
+                    self.result = ExecResult.from_json(j, "".join(self._out), "".join(self._err))
+                    yield ExecEvent("exit", exec=self.exec, result=self.result)
+        finally:
+            self._conn.close()
+        if self.result is None:
+            raise UpstreamError("the stream was cut before the command ended", "internal")
+
+    def wait(self) -> ExecResult:
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    def send_stdin(self, data: Union[str, bytes], eof: bool = False) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        c = self._box._client
+        c.request("POST", c.path("/v1/boxes/{}/execs/{}/stdin", self._box.id, self.exec, eof=eof or None), raw=raw)
+
+    def close_stdin(self) -> None:
+        self.send_stdin(b"", eof=True)
+
+    def kill(self, signal: Union[str, int] = "KILL") -> None:
+        self._box.kill(self.exec, signal)
+
+
+class ExecHandle:
+    """A command started in the background."""
+
+    def __init__(self, box: "Sandbox", exec_no: int):
+        self._box = box
+        self.exec = exec_no
+
+    def status(self) -> Dict[str, Any]:
+        c = self._box._client
+        return c.json("GET", c.path("/v1/boxes/{}/execs/{}", self._box.id, self.exec))
+
+    def running(self) -> bool:
+        return self.status()["state"] == "running"
+
+    def logs(self, stream: str = "stdout") -> bytes:
+        c = self._box._client
+        return c.request("GET", c.path("/v1/boxes/{}/execs/{}/logs", self._box.id, self.exec, stream=stream))[1]
+
+    def kill(self, signal: Union[str, int] = "KILL") -> None:
+        self._box.kill(self.exec, signal)
+
+    def wait(self, timeout: float = 300.0, interval: float = 0.05) -> Dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.status()
+            if s["state"] != "running":
+                return s
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"exec {self.exec} still runs after {timeout}s")
+            time.sleep(interval)
+
+
+class Files:
+    """The files of a box. Relative paths start at the box's working directory."""
+
+    def __init__(self, box: "Sandbox"):
+        self._box = box
+
+    def _p(self, template: str, **q: Any) -> str:
+        return self._box._client.path(template, self._box.id, **q)
+
+    def write(self, path: str, data: Union[str, bytes], mode: Optional[int] = None, mkdirs: bool = False) -> FileInfo:
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        q = self._p("/v1/boxes/{}/files", path=path, mode=f"{mode:04o}" if mode is not None else None, mkdirs=mkdirs or None)
+        _, body = self._box._client.request("PUT", q, raw=raw)
+        return FileInfo.from_json(json.loads(body))
+
+    def read(self, path: str) -> bytes:
+        return self._box._client.request("GET", self._p("/v1/boxes/{}/files", path=path))[1]
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return self.read(path).decode(encoding)
+
+    def list(self, path: str = ".") -> List[FileInfo]:
+        j = self._box._client.json("GET", self._p("/v1/boxes/{}/files/list", path=path))
+        return [FileInfo.from_json(e) for e in j["entries"]]
+
+    def stat(self, path: str, follow: bool = False) -> FileInfo:
+        return FileInfo.from_json(self._box._client.json("GET", self._p("/v1/boxes/{}/files/stat", path=path, follow=follow or None)))
+
+    def exists(self, path: str) -> bool:
+        from .errors import NotFoundError
+        try:
+            self.stat(path)
+            return True
+        except NotFoundError:
+            return False
+
+    def mkdir(self, path: str, parents: bool = True, mode: int = 0o755) -> FileInfo:
+        body = {"path": path, "parents": parents, "mode": f"{mode:04o}"}
+        return FileInfo.from_json(self._box._client.json("POST", self._p("/v1/boxes/{}/files/mkdir"), body))
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        self._box._client.request("DELETE", self._p("/v1/boxes/{}/files", path=path, recursive=recursive or None))
+
+    def move(self, src: str, dst: str, overwrite: bool = True) -> FileInfo:
+        body = {"from": src, "to": dst, "overwrite": overwrite}
+        return FileInfo.from_json(self._box._client.json("POST", self._p("/v1/boxes/{}/files/move"), body))
+
+    def upload(self, local_path: str, remote_path: str) -> None:
+        """Copies a local file or directory tree into the box at `remote_path`."""
+        if os.path.isdir(local_path):
+            with tempfile.TemporaryFile() as f:
+                with tarfile.open(fileobj=f, mode="w") as tar:
+                    for entry in sorted(os.listdir(local_path)):
+                        tar.add(os.path.join(local_path, entry), arcname=entry)
+                f.seek(0)
+                self.mkdir(remote_path)
+                conn, resp = self._box._client.stream(
+                    "PUT", self._p("/v1/boxes/{}/files/archive", path=remote_path), accept="application/json",
+                    raw_upload=f, content_type="application/x-tar")
+                resp.read()
+                conn.close()
+        else:
+            with open(local_path, "rb") as f:
+                mode = os.stat(local_path).st_mode & 0o777
+                conn, resp = self._box._client.stream(
+                    "PUT", self._p("/v1/boxes/{}/files", path=remote_path, mode=f"{mode:04o}"), accept="application/json",
+                    raw_upload=f)
+                resp.read()
+                conn.close()
+
+    def download(self, remote_path: str, local_path: str) -> None:
+        """Copies a file or directory tree of the box to `local_path`."""
+        info = self.stat(remote_path, follow=True)
+        if info.type == "dir":
+            conn, resp = self._box._client.stream("GET", self._p("/v1/boxes/{}/files/archive", path=remote_path), accept="application/x-tar")
+            try:
+                data = io.BytesIO(resp.read())
+            finally:
+                conn.close()
+            os.makedirs(local_path, exist_ok=True)
+            with tarfile.open(fileobj=data, mode="r") as tar:
+                tar.extractall(local_path, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(local_path)
+            # The archive holds the directory itself as its top entry: move its content up.
+            top = os.path.join(local_path, os.path.basename(remote_path.rstrip("/")) or ".")
+            if os.path.isdir(top) and top != local_path and not os.path.samefile(top, local_path):
+                for entry in os.listdir(top):
+                    shutil.move(os.path.join(top, entry), os.path.join(local_path, entry))
+                os.rmdir(top)
+        else:
+            conn, resp = self._box._client.stream("GET", self._p("/v1/boxes/{}/files", path=remote_path), accept="application/octet-stream")
+            try:
+                tmp = local_path + ".part"
+                with open(tmp, "wb") as f:
+                    shutil.copyfileobj(resp, f)
+                os.replace(tmp, local_path)
+            finally:
+                conn.close()
+
+
+class Sandbox:
+    """A box on an upstream server.
+
+    >>> with Sandbox.create() as sb:
+    ...     print(sb.exec("python3 -c 'print(6*7)'").stdout)
+    42
+    """
+
+    def __init__(self, info: Dict[str, Any], client: Optional[Client] = None):
+        self._client = client or default_client()
+        self.info = info
+        self.files = Files(self)
+
+    @property
+    def id(self) -> str:
+        return self.info["id"]
+
+    @property
+    def name(self) -> str:
+        return self.info["name"]
+
+    @property
+    def state(self) -> str:
+        return self.info["state"]
+
+    def __repr__(self) -> str:
+        return f"Sandbox(id={self.id!r}, name={self.name!r}, state={self.state!r})"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, *, name: Optional[str] = None, image: Optional[str] = None, labels: Optional[Mapping[str, str]] = None,
+               env: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None, memory: Union[int, str, None] = None,
+               pids: Optional[int] = None, disk: Union[int, str, None] = None, user: Optional[str] = None,
+               workdir: Optional[str] = None, client: Optional[Client] = None) -> "Sandbox":
+        c = client or default_client()
+        body: Dict[str, Any] = {}
+        for k, v in (("name", name), ("image", image), ("user", user), ("workdir", workdir)):
+            if v is not None:
+                body[k] = v
+        if labels:
+            body["labels"] = dict(labels)
+        if env:
+            body["env"] = dict(env)
+        limits = {k: v for k, v in (("cpus", cpus), ("memory", memory), ("pids", pids), ("disk", disk)) if v is not None}
+        if limits:
+            body["limits"] = limits
+        return cls(c.json("POST", "/v1/boxes", body), c)
+
+    @classmethod
+    def get(cls, box: str, client: Optional[Client] = None) -> "Sandbox":
+        c = client or default_client()
+        return cls(c.json("GET", c.path("/v1/boxes/{}", box)), c)
+
+    @classmethod
+    def list(cls, *, labels: Optional[Mapping[str, str]] = None, state: Optional[str] = None,
+             page_size: int = 100, client: Optional[Client] = None) -> List["Sandbox"]:
+        c = client or default_client()
+        out: List[Sandbox] = []
+        after = None
+        label_q = [f"{k}={v}" for k, v in (labels or {}).items()] or None
+        while True:
+            j = c.json("GET", c.path("/v1/boxes", label=label_q, state=state, limit=page_size, after=after))
+            out.extend(cls(b, c) for b in j["boxes"])
+            after = j["next"]
+            if not after:
+                return out
+
+    def refresh(self) -> "Sandbox":
+        self.info = self._client.json("GET", self._client.path("/v1/boxes/{}", self.id))
+        return self
+
+    def stop(self, grace_ms: Optional[int] = None) -> None:
+        body = {"grace_ms": grace_ms} if grace_ms is not None else {}
+        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/stop", self.id), body)
+
+    def start(self) -> None:
+        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/start", self.id), {})
+
+    def delete(self, force: bool = True) -> None:
+        self._client.request("DELETE", self._client.path("/v1/boxes/{}", self.id, force=force))
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.delete(force=True)
+        except UpstreamError:
+            if exc[0] is None:
+                raise
+
+    # --- commands -------------------------------------------------------------------------------
+
+    def _exec_body(self, cmd: Command, env, cwd, user, timeout) -> Dict[str, Any]:
+        body = _command(cmd)
+        if env:
+            body["env"] = dict(env)
+        if cwd is not None:
+            body["cwd"] = cwd
+        if user is not None:
+            body["user"] = user
+        if timeout is not None:
+            body["timeout_ms"] = int(timeout * 1000)
+        return body
+
+    def exec(self, cmd: Command, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+             user: Optional[str] = None, timeout: Optional[float] = None, stdin: Union[str, bytes, None] = None) -> ExecResult:
+        """Runs a command (a shell string, or a list of argv) and returns its result."""
+        body = self._exec_body(cmd, env, cwd, user, timeout)
+        if stdin is not None:
+            body["stdin"] = stdin.decode() if isinstance(stdin, bytes) else stdin
+        return ExecResult.from_json(self._client.json("POST", self._client.path("/v1/boxes/{}/execs", self.id), body))
+
+    def exec_stream(self, cmd: Command, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                    user: Optional[str] = None, timeout: Optional[float] = None, stdin: bool = False) -> ExecStream:
+        """Starts a command and streams its output: iterate the result for ExecEvents."""
+        body = self._exec_body(cmd, env, cwd, user, timeout)
+        body["stream"] = True
+        if stdin:
+            body["stdin_stream"] = True
+        conn, resp = self._client.stream("POST", self._client.path("/v1/boxes/{}/execs", self.id), body, timeout=None)
+        return ExecStream(self, conn, resp)
+
+    def exec_background(self, cmd: Command, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                        user: Optional[str] = None, timeout: Optional[float] = None) -> ExecHandle:
+        body = self._exec_body(cmd, env, cwd, user, timeout)
+        body["background"] = True
+        j = self._client.json("POST", self._client.path("/v1/boxes/{}/execs", self.id), body)
+        return ExecHandle(self, j["exec"])
+
+    def execs(self, running: bool = False, limit: int = 50) -> List[Dict[str, Any]]:
+        return self._client.json("GET", self._client.path("/v1/boxes/{}/execs", self.id, running=running or None, limit=limit))["execs"]
+
+    def kill(self, exec_no: int, signal: Union[str, int] = "KILL") -> None:
+        self._client.json("POST", self._client.path("/v1/boxes/{}/execs/{}/kill", self.id, exec_no), {"signal": signal})

@@ -1,0 +1,19 @@
+// The JSON shapes of boxes and execs shared by the fronts, and the parsing of signal names.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/types.h"
+
+namespace upstream {
+
+nlohmann::json box_json(const BoxRecord& b, const BoxUsage* usage = nullptr,
+                        const std::vector<BoxEvent>* events = nullptr);
+nlohmann::json exec_json(const ExecRecord& e);
+// "TERM", "SIGKILL", "9". Throws invalid_argument.
+int parse_signal(const std::string& text);
+
+}  // namespace upstream

@@ -1,0 +1,943 @@
+#include "server/api.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "engine/wire.h"
+
+extern "C" const char upstream_openapi_start[];
+extern "C" const char upstream_openapi_end[];
+
+namespace upstream::server {
+
+using nlohmann::json;
+
+namespace {
+
+int status_of(Errc c) {
+  switch (c) {
+    case Errc::invalid_argument:
+      return 400;
+    case Errc::not_found:
+      return 404;
+    case Errc::already_exists:
+    case Errc::failed_precondition:
+      return 409;
+    case Errc::resource_exhausted:
+      return 429;
+    case Errc::unavailable:
+      return 503;
+    case Errc::timeout:
+      return 504;
+    case Errc::internal:
+      break;
+  }
+  return 500;
+}
+
+[[noreturn]] void bad(const std::string& message) {
+  throw ApiError(400, "invalid_argument", message);
+}
+
+[[noreturn]] void not_found(const std::string& message) {
+  throw ApiError(404, "not_found", message);
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// A JSON request body: an object whose fields are all known and of the right type.
+class Body {
+ public:
+  Body(const std::string& text, std::initializer_list<const char*> allowed) {
+    if (text.empty()) {
+      j_ = json::object();
+      return;
+    }
+    try {
+      j_ = json::parse(text);
+    } catch (const json::parse_error& e) {
+      // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." -> the tail.
+      std::string what = e.what();
+      auto p = what.find("parse error");
+      bad("malformed JSON body: " + (p == std::string::npos ? what : what.substr(p)));
+    }
+    if (!j_.is_object()) bad("the JSON body must be an object");
+    std::set<std::string> ok(allowed.begin(), allowed.end());
+    for (const auto& [k, v] : j_.items())
+      if (!ok.count(k)) bad("unknown field '" + k + "' (known: " + join({allowed.begin(), allowed.end()}, ", ") + ")");
+  }
+  const json* get(const char* key) const {
+    auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::optional<std::string> str(const char* key) const {
+    const json* v = get(key);
+    if (!v) return std::nullopt;
+    if (!v->is_string()) bad(std::string("field '") + key + "' must be a string");
+    return v->get<std::string>();
+  }
+  std::optional<bool> boolean(const char* key) const {
+    const json* v = get(key);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) bad(std::string("field '") + key + "' must be true or false");
+    return v->get<bool>();
+  }
+  std::optional<uint64_t> uint(const char* key) const {
+    const json* v = get(key);
+    if (!v) return std::nullopt;
+    if (!v->is_number_unsigned()) bad(std::string("field '") + key + "' must be a whole number >= 0");
+    return v->get<uint64_t>();
+  }
+  std::map<std::string, std::string> string_map(const char* key) const {
+    std::map<std::string, std::string> out;
+    const json* v = get(key);
+    if (!v) return out;
+    if (!v->is_object()) bad(std::string("field '") + key + "' must be an object of strings");
+    for (const auto& [k, x] : v->items()) {
+      if (!x.is_string()) bad(std::string("field '") + key + "." + k + "' must be a string");
+      out[k] = x.get<std::string>();
+    }
+    return out;
+  }
+  std::vector<std::string> string_list(const char* key) const {
+    std::vector<std::string> out;
+    const json* v = get(key);
+    if (!v) return out;
+    if (!v->is_array()) bad(std::string("field '") + key + "' must be an array of strings");
+    for (const auto& x : *v) {
+      if (!x.is_string()) bad(std::string("field '") + key + "' must be an array of strings");
+      out.push_back(x.get<std::string>());
+    }
+    return out;
+  }
+
+ private:
+  json j_;
+};
+
+std::optional<std::string> qparam(const Request& r, const std::string& key) {
+  auto it = r.query.find(key);
+  if (it == r.query.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string need_param(const Request& r, const std::string& key) {
+  auto v = qparam(r, key);
+  if (!v || v->empty()) bad("query parameter '" + key + "' is required");
+  return *v;
+}
+
+bool bool_param(const Request& r, const std::string& key, bool fallback) {
+  auto v = qparam(r, key);
+  if (!v) return fallback;
+  if (*v == "true" || *v == "1" || v->empty()) return true;
+  if (*v == "false" || *v == "0") return false;
+  bad("query parameter '" + key + "' must be true or false, got '" + *v + "'");
+}
+
+uint64_t uint_param(const Request& r, const std::string& key, uint64_t fallback, uint64_t max) {
+  auto v = qparam(r, key);
+  if (!v) return fallback;
+  if (v->empty() || v->size() > 12 || v->find_first_not_of("0123456789") != std::string::npos)
+    bad("query parameter '" + key + "' must be a whole number, got '" + *v + "'");
+  uint64_t n = std::stoull(*v);
+  if (n > max) bad("query parameter '" + key + "' must be at most " + std::to_string(max));
+  return n;
+}
+
+std::optional<uint32_t> mode_param(const Request& r) {
+  auto v = qparam(r, "mode");
+  if (!v) return std::nullopt;
+  if (v->empty() || v->size() > 4 || v->find_first_not_of("01234567") != std::string::npos)
+    bad("query parameter 'mode' must be octal permission bits such as 0644, got '" + *v + "'");
+  return static_cast<uint32_t>(std::stoul(*v, nullptr, 8));
+}
+
+json file_json(const FileInfo& f, const std::string& path) {
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", f.mode & 07777);
+  json j = {{"name", f.name},   {"path", f.path.empty() ? path : f.path},   {"type", f.type},
+            {"mode", mode},     {"size", f.size},   {"mtime", format_time(f.mtime_ms)},
+            {"uid", f.uid},     {"gid", f.gid}};
+  if (f.type == "symlink") j["target"] = f.target;
+  return j;
+}
+
+// Keeps UTF-8 sequences whole across chunks of a stream, so that no event carries half a
+// character (which JSON could only show as a replacement character).
+class Utf8Joiner {
+ public:
+  std::string take(std::string_view data) {
+    std::string s = std::move(held_);
+    held_.clear();
+    s.append(data);
+    size_t n = s.size(), i = n;
+    // Walk back over at most 3 continuation bytes to the last lead byte.
+    while (i > 0 && n - i < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) i--;
+    if (i > 0) {
+      unsigned char lead = static_cast<unsigned char>(s[i - 1]);
+      size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+      if (want > 1 && n - (i - 1) < want) {
+        held_ = s.substr(i - 1);
+        s.resize(i - 1);
+      }
+    }
+    return s;
+  }
+  std::string rest() { return std::exchange(held_, {}); }
+
+ private:
+  std::string held_;
+};
+
+// Writes a whole buffer to a pipe or file, giving up after timeout_ms without progress.
+bool write_with_timeout(int fd, std::string_view data, int timeout_ms) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n > 0) {
+      data.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, timeout_ms) <= 0) return false;
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+// Sends what a producer writes into a pipe as a chunked response. The producer runs on its own
+// thread; an error it meets after the response began cuts the response short (the client sees
+// an incomplete chunked body, never a complete-looking wrong one).
+void stream_from_producer(Responder& res, const std::string& content_type,
+                          const std::function<void(int fd)>& produce) {
+  Pipe p = make_pipe(O_CLOEXEC);
+  std::exception_ptr failure;
+  int wfd = p.write.release();
+  std::thread producer([&, wfd] {
+    try {
+      produce(wfd);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    ::close(wfd);
+  });
+  char buf[65536];
+  bool client_ok = true, began = false;
+  for (;;) {
+    ssize_t n = ::read(p.read.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (!client_ok) continue;  // keep draining so the producer can finish
+    if (!began) {
+      res.begin(200, content_type);
+      began = true;
+    }
+    client_ok = res.chunk(std::string_view(buf, static_cast<size_t>(n)));
+  }
+  producer.join();
+  if (failure && !began) std::rethrow_exception(failure);
+  if (!began) res.begin(200, content_type);
+  if (failure || !client_ok) throw ApiError(0, "aborted", "the response was cut short");
+  res.end();
+}
+
+}  // namespace
+
+struct Api::Call {
+  Request& req;
+  Responder& res;
+  std::string tenant;  // empty: no authentication, every box
+  bool authed = false;
+  void json_reply(int status, const json& j) { res.send(status, "application/json", dump(j)); }
+};
+
+// A foreground exec whose stdin is fed by later requests.
+struct Api::LiveExec {
+  std::mutex mu;
+  UniqueFd stdin_write;  // our end of the pipe the exec's stdin is copied from
+};
+
+Api::Api(Engine& engine, store::Db& keys_db, ApiOptions opts)
+    : engine_(engine), keys_(keys_db), opts_(std::move(opts)) {}
+
+Api::~Api() = default;
+
+bool Api::auth_required() {
+  std::lock_guard g(keys_mu_);
+  return keys_.any_active();
+}
+
+uint64_t Api::body_limit(const std::string& method, const std::string& path) const {
+  bool upload = method == "PUT" && (path.ends_with("/files") || path.ends_with("/files/archive"));
+  return upload ? opts_.max_upload : opts_.max_body;
+}
+
+std::pair<int, std::string> Api::error_body(const std::exception& e) {
+  int status = 500;
+  std::string code = "internal";
+  if (auto* a = dynamic_cast<const ApiError*>(&e)) {
+    status = a->status;
+    code = a->code;
+  } else if (auto* u = dynamic_cast<const Error*>(&e)) {
+    status = status_of(u->code());
+    code = errc_name(u->code());
+  }
+  return {status, dump({{"code", code}, {"message", e.what()}})};
+}
+
+std::string Api::route_of(const std::string& method, const std::string& path) const {
+  (void)method;
+  auto seg = split(path, '/');
+  if (!seg.empty() && seg.front().empty()) seg.erase(seg.begin());
+  if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "boxes") {
+    seg[2] = "{box}";
+    if (seg.size() >= 5 && seg[3] == "execs") seg[4] = "{exec}";
+  }
+  if (seg.size() > 6) seg.resize(6);
+  return "/" + join(seg, "/");
+}
+
+void Api::handle(Request& req, Responder& res) {
+  Call c{req, res};
+  try {
+    dispatch(c);
+  } catch (const std::exception& e) {
+    auto [status, body] = error_body(e);
+    if (status == 0) throw;  // the response was cut short: the connection must close
+    try {
+      metrics_.error(json::parse(body).value("code", "internal"));
+    } catch (...) {
+    }
+    if (res.started()) throw ApiError(0, "aborted", e.what());
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (status == 401) headers.push_back({"WWW-Authenticate", "Bearer realm=\"upstream\""});
+    res.send(status, "application/json", body, headers);
+  }
+}
+
+void Api::dispatch(Call& c) {
+  Request& r = c.req;
+  auto seg = split(r.path, '/');
+  if (!seg.empty() && seg.front().empty()) seg.erase(seg.begin());
+  if (!seg.empty() && seg.back().empty()) seg.pop_back();
+
+  if (r.path == "/healthz") {
+    if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    c.json_reply(200, {{"status", "ok"}, {"version", UPSTREAM_VERSION}});
+    return;
+  }
+  if (r.path == "/v1/openapi.json") {
+    if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    c.res.send(200, "application/json",
+               std::string(upstream_openapi_start,
+                           static_cast<size_t>(upstream_openapi_end - upstream_openapi_start)));
+    return;
+  }
+
+  // Everything else needs a key once any key exists.
+  if (auth_required()) {
+    std::string token;
+    if (starts_with(r.authorization, "Bearer ")) token = trim(r.authorization.substr(7));
+    if (token.empty())
+      throw ApiError(401, "unauthenticated", "an API key is required: send 'Authorization: Bearer <key>'");
+    std::optional<ApiKey> key;
+    {
+      std::lock_guard g(keys_mu_);
+      key = keys_.authenticate(token);
+    }
+    if (!key) throw ApiError(401, "unauthenticated", "the API key is not valid or was revoked");
+    c.tenant = key->tenant;
+    c.authed = true;
+  }
+
+  if (r.path == "/metrics") {
+    if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    std::map<std::string, uint64_t> states;
+    for (const auto& b : engine_.list_boxes()) states[b.state]++;
+    c.res.send(200, "text/plain; version=0.0.4", metrics_.render(states, inflight.load()));
+    return;
+  }
+  if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "boxes") {
+    handle_boxes(c, seg);
+    return;
+  }
+  if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "info") {
+    if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    SystemInfo s = engine_.system_info();
+    c.json_reply(200, {{"version", s.version},
+                       {"storage", s.storage},
+                       {"cgroups", s.cgroups},
+                       {"kernel", s.kernel},
+                       {"tenant", c.tenant},
+                       {"auth", c.authed}});
+    return;
+  }
+  not_found("no route for " + r.method + " " + r.path);
+}
+
+BoxRecord Api::tenant_box(Call& c, const std::string& ref) {
+  BoxRecord b;
+  try {
+    b = engine_.get_box(ref);
+  } catch (const Error& e) {
+    if (e.code() == Errc::not_found || e.code() == Errc::invalid_argument)
+      not_found("no such box: " + ref);
+    throw;
+  }
+  if (!c.tenant.empty()) {
+    auto it = b.spec.labels.find(kTenantLabel);
+    if (it == b.spec.labels.end() || it->second != c.tenant) not_found("no such box: " + ref);
+  }
+  return b;
+}
+
+void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  const std::string& m = r.method;
+  if (seg.size() == 2) {
+    if (m == "POST") {
+      Body b(r.body, {"name", "image", "labels", "env", "limits", "user", "workdir", "network"});
+      BoxSpec spec;
+      if (auto v = b.str("name")) spec.name = *v;
+      if (auto v = b.str("image")) spec.image = *v;
+      if (auto v = b.str("user")) spec.user = *v;
+      if (auto v = b.str("workdir")) spec.workdir = *v;
+      if (auto v = b.str("network")) spec.network = *v;
+      for (auto& [k, v] : b.string_map("labels")) {
+        if (k == kTenantLabel || starts_with(k, "upstream."))
+          bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
+        parse_label(k + "=" + v);
+        spec.labels[k] = v;
+      }
+      for (auto& [k, v] : b.string_map("env")) {
+        if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
+        spec.env.push_back(k + "=" + v);
+      }
+      if (const json* l = b.get("limits")) {
+        if (!l->is_object()) bad("field 'limits' must be an object");
+        for (const auto& [k, v] : l->items()) {
+          auto size_of = [&](const char* what) -> uint64_t {
+            if (v.is_number_unsigned()) return v.get<uint64_t>();
+            if (v.is_string()) return parse_size(v.get<std::string>(), what);
+            bad(std::string("limits.") + k + " must be a number of bytes or a size such as \"512m\"");
+          };
+          if (k == "cpus") {
+            if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 4096)
+              bad("limits.cpus must be a number of CPUs above 0, such as 0.5 or 2");
+            spec.limits.cpu_milli = static_cast<uint64_t>(v.get<double>() * 1000 + 0.5);
+          } else if (k == "memory") {
+            spec.limits.memory = size_of("memory limit");
+          } else if (k == "disk") {
+            spec.limits.disk = size_of("disk limit");
+          } else if (k == "pids") {
+            if (!v.is_number_unsigned()) bad("limits.pids must be a whole number");
+            spec.limits.pids = v.get<uint64_t>();
+          } else {
+            bad("unknown field 'limits." + k + "' (known: cpus, memory, pids, disk)");
+          }
+        }
+      }
+      if (!c.tenant.empty()) {
+        spec.labels[kTenantLabel] = c.tenant;
+        Tenant t;
+        {
+          std::lock_guard g(keys_mu_);
+          t = keys_.tenant(c.tenant);
+        }
+        auto max = t.limits.max_boxes ? t.limits.max_boxes : opts_.default_max_boxes;
+        if (max) {
+          store::BoxFilter f;
+          f.labels[kTenantLabel] = c.tenant;
+          if (engine_.list_boxes(f).size() >= *max)
+            throw ApiError(429, "resource_exhausted",
+                           "tenant " + c.tenant + " has reached its limit of " +
+                               std::to_string(*max) + " boxes");
+        }
+      }
+      validate_box_spec(spec);
+      BoxRecord box = engine_.create_box(spec);
+      c.json_reply(201, box_json(box));
+      return;
+    }
+    if (m == "GET") {
+      store::BoxFilter f;
+      for (auto [it, end] = r.query.equal_range("label"); it != end; ++it) {
+        auto [k, v] = parse_label(it->second);
+        f.labels[k] = v;
+      }
+      for (const auto& [k, v] : r.query)
+        if (k != "label" && k != "state" && k != "limit" && k != "after")
+          bad("unknown query parameter '" + k + "' (known: label, state, limit, after)");
+      if (!c.tenant.empty()) f.labels[kTenantLabel] = c.tenant;
+      if (auto s = qparam(r, "state")) f.state = *s;
+      f.limit = uint_param(r, "limit", 100, 1000);
+      if (f.limit == 0) bad("query parameter 'limit' must be at least 1");
+      if (auto a = qparam(r, "after")) f.after_id = *a;
+      json boxes = json::array();
+      auto list = engine_.list_boxes(f);
+      for (const auto& b : list) boxes.push_back(box_json(b));
+      json next = list.size() == f.limit ? json(list.back().id) : json(nullptr);
+      c.json_reply(200, {{"boxes", boxes}, {"next", next}});
+      return;
+    }
+    throw ApiError(405, "method_not_allowed", "use GET or POST " + r.path);
+  }
+
+  BoxRecord box = tenant_box(c, seg[2]);
+  if (seg.size() == 3) {
+    if (m == "GET") {
+      BoxUsage u = engine_.usage(box.id);
+      auto ev = engine_.events(box.id);
+      c.json_reply(200, box_json(engine_.get_box(box.id), &u, &ev));
+      return;
+    }
+    if (m == "DELETE") {
+      for (const auto& [k, v] : r.query)
+        if (k != "force") bad("unknown query parameter '" + k + "' (known: force)");
+      engine_.remove_box(box.id, bool_param(r, "force", false));
+      c.json_reply(200, {{"id", box.id}, {"removed", true}});
+      return;
+    }
+    throw ApiError(405, "method_not_allowed", "use GET or DELETE " + r.path);
+  }
+  const std::string& what = seg[3];
+  if (seg.size() == 4 && (what == "stop" || what == "start")) {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    if (what == "stop") {
+      Body b(r.body, {"grace_ms"});
+      auto grace = b.uint("grace_ms").value_or(10000);
+      if (grace > 3600000) bad("grace_ms must be at most 3600000");
+      c.json_reply(200, box_json(engine_.stop_box(box.id, static_cast<int64_t>(grace))));
+    } else {
+      Body b(r.body, {});
+      c.json_reply(200, box_json(engine_.start_box(box.id)));
+    }
+    return;
+  }
+  if (what == "execs") {
+    if (seg.size() == 4 && m == "POST") {
+      handle_exec_create(c, box);
+      return;
+    }
+    handle_execs(c, box, seg);
+    return;
+  }
+  if (what == "files") {
+    handle_files(c, box, seg);
+    return;
+  }
+  not_found("no route for " + m + " " + r.path);
+}
+
+void Api::handle_exec_create(Call& c, const BoxRecord& box) {
+  Request& r = c.req;
+  Body b(r.body, {"cmd", "shell", "env", "cwd", "user", "timeout_ms", "background", "stdin",
+                  "stdin_stream", "stream"});
+  ExecSpec spec;
+  spec.argv = b.string_list("cmd");
+  if (auto s = b.str("shell")) spec.shell = *s;
+  if (spec.argv.empty() == spec.shell.empty())
+    bad("give exactly one of 'cmd' (an array: the command and its arguments) or 'shell' (a "
+        "command line)");
+  for (auto& [k, v] : b.string_map("env")) {
+    if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
+    spec.env.push_back(k + "=" + v);
+  }
+  if (auto v = b.str("cwd")) spec.cwd = *v;
+  if (auto v = b.str("user")) spec.user = *v;
+  if (auto v = b.uint("timeout_ms")) spec.timeout_ms = *v;
+  spec.background = b.boolean("background").value_or(false);
+  std::optional<std::string> stdin_data = b.str("stdin");
+  bool stdin_stream = b.boolean("stdin_stream").value_or(false);
+  bool stream = b.boolean("stream").value_or(false) ||
+                r.accept.find("text/event-stream") != std::string::npos ||
+                r.accept.find("application/x-ndjson") != std::string::npos;
+  bool sse = r.accept.find("text/event-stream") != std::string::npos;
+  if (spec.background && (stdin_data || stdin_stream || stream))
+    bad("a background exec takes no stdin and is not streamed; read its output from "
+        "/execs/{exec}/logs");
+  if (stdin_stream && !stream) bad("'stdin_stream' needs a streamed exec ('stream': true)");
+  if (stdin_data && stdin_stream) bad("give either 'stdin' (the data) or 'stdin_stream', not both");
+  spec.stdin = stdin_data.has_value() || stdin_stream;
+  validate_exec_spec(spec);
+
+  // Concurrency limit of the tenant.
+  uint64_t max_execs = 0;
+  if (!c.tenant.empty()) {
+    Tenant t;
+    {
+      std::lock_guard g(keys_mu_);
+      t = keys_.tenant(c.tenant);
+    }
+    auto mx = t.limits.max_execs ? t.limits.max_execs : opts_.default_max_execs;
+    max_execs = mx.value_or(0);
+  }
+  {
+    std::lock_guard g(execs_mu_);
+    auto& n = tenant_execs_[c.tenant];
+    if (max_execs && n >= max_execs)
+      throw ApiError(429, "resource_exhausted",
+                     "tenant " + c.tenant + " already runs " + std::to_string(n) +
+                         " execs, its limit");
+    n++;
+  }
+  struct Release {
+    Api* api;
+    std::string tenant;
+    ~Release() {
+      std::lock_guard g(api->execs_mu_);
+      api->tenant_execs_[tenant]--;
+    }
+  } release{this, c.tenant};
+
+  int64_t t0 = mono_us();
+  std::unique_ptr<ExecSession> s;
+  try {
+    s = engine_.start_exec(box.id, spec);
+  } catch (...) {
+    metrics_.exec(false, static_cast<double>(mono_us() - t0) / 1e6);
+    throw;
+  }
+  metrics_.exec(true, 0);  // counted as started; the duration is observed below
+
+  if (spec.background) {
+    auto rec = engine_.get_exec(box.id, s->seq());
+    json j = rec ? exec_json(*rec) : json{{"box_id", box.id}, {"exec", s->seq()}};
+    c.json_reply(202, j);
+    return;
+  }
+
+  // Stdin: inline data through a pipe we fill from a thread, or a pipe later requests fill.
+  UniqueFd stdin_read;
+  std::shared_ptr<LiveExec> live;
+  std::thread feeder;
+  if (spec.stdin) {
+    Pipe p = make_pipe(O_CLOEXEC);
+    stdin_read = std::move(p.read);
+    if (stdin_data) {
+      int wfd = p.write.release();
+      feeder = std::thread([wfd, data = std::move(*stdin_data)] {
+        (void)write_with_timeout(wfd, data, 3600 * 1000);
+        ::close(wfd);
+      });
+    } else {
+      live = std::make_shared<LiveExec>();
+      live->stdin_write = std::move(p.write);
+      set_nonblocking(live->stdin_write.get(), true);
+      std::lock_guard g(execs_mu_);
+      live_[{box.id, s->seq()}] = live;
+    }
+  }
+  struct Unregister {
+    Api* api;
+    std::shared_ptr<LiveExec> live;
+    std::pair<std::string, uint64_t> key;
+    std::thread* feeder;
+    ~Unregister() {
+      if (live) {
+        std::lock_guard g(api->execs_mu_);
+        api->live_.erase(key);
+        std::lock_guard g2(live->mu);
+        live->stdin_write.reset();
+      }
+      if (feeder->joinable()) feeder->join();
+    }
+  } unregister{this, live, {box.id, s->seq()}, &feeder};
+
+  if (!stream) {
+    std::string out, err;
+    bool out_cut = false, err_cut = false;
+    size_t cap = opts_.max_output;
+    auto sink = [&](Stream st, std::string_view d) {
+      std::string& dst = st == Stream::stdout_ ? out : err;
+      bool& cut = st == Stream::stdout_ ? out_cut : err_cut;
+      if (dst.size() + d.size() > cap) {
+        dst.append(d.substr(0, cap - dst.size()));
+        cut = true;
+      } else {
+        dst.append(d);
+      }
+    };
+    ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1);
+    metrics_.exec(true, static_cast<double>(mono_us() - t0) / 1e6);
+    json j = exec_json(rec);
+    j["stdout"] = out;
+    j["stderr"] = err;
+    j["stdout_truncated"] = out_cut;
+    j["stderr_truncated"] = err_cut;
+    c.json_reply(200, j);
+    return;
+  }
+
+  // Streamed: one event per piece of output, flushed as it comes.
+  const char* ctype = sse ? "text/event-stream" : "application/x-ndjson";
+  bool client_gone = false;
+  auto emit = [&](const std::string& type, const json& j) {
+    if (client_gone) return;
+    std::string line = dump(j);
+    bool ok = sse ? c.res.chunk("event: " + type + "\ndata: " + line + "\n\n")
+                  : c.res.chunk(line + "\n");
+    if (!ok) {
+      client_gone = true;
+      s->signal(SIGKILL);
+    }
+  };
+  c.res.begin(200, ctype);
+  emit("start", {{"type", "start"}, {"box_id", box.id}, {"exec", s->seq()}, {"pid", s->pid()}});
+  Utf8Joiner jo, je;
+  auto sink = [&](Stream st, std::string_view d) {
+    bool o = st == Stream::stdout_;
+    std::string text = (o ? jo : je).take(d);
+    if (!text.empty()) emit(o ? "stdout" : "stderr", {{"type", o ? "stdout" : "stderr"}, {"data", text}});
+  };
+  // The client's socket becomes readable when it hangs up: the exec is then killed.
+  auto on_event = [&] {
+    char b;
+    ssize_t n = ::recv(r.socket_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      if (!client_gone) s->signal(SIGKILL);
+      client_gone = true;
+      ::usleep(2000);
+    } else {
+      ::usleep(20000);  // the client sent more (a pipelined request): look again later
+    }
+  };
+  ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1, r.socket_fd, on_event);
+  metrics_.exec(true, static_cast<double>(mono_us() - t0) / 1e6);
+  for (auto* j : {&jo, &je}) {
+    std::string rest = j->rest();
+    if (!rest.empty())
+      emit(j == &jo ? "stdout" : "stderr", {{"type", j == &jo ? "stdout" : "stderr"}, {"data", rest}});
+  }
+  json ex = exec_json(rec);
+  ex["type"] = "exit";
+  emit("exit", ex);
+  if (client_gone) throw ApiError(0, "aborted", "the client went away");
+  c.res.end();
+}
+
+void Api::handle_execs(Call& c, const BoxRecord& box, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  const std::string& m = r.method;
+  if (seg.size() == 4) {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET or POST " + r.path);
+    bool running = bool_param(r, "running", false);
+    size_t limit = uint_param(r, "limit", 50, 10000);
+    json list = json::array();
+    for (const auto& e : engine_.list_execs(box.id, running, limit)) list.push_back(exec_json(e));
+    c.json_reply(200, {{"execs", list}});
+    return;
+  }
+  const std::string& ss = seg[4];
+  if (ss.empty() || ss.size() > 18 || ss.find_first_not_of("0123456789") != std::string::npos)
+    bad("exec number must be a whole number, got '" + ss + "'");
+  uint64_t seq = std::stoull(ss);
+  auto rec = engine_.get_exec(box.id, seq);
+  if (!rec) not_found("box " + box.name + " has no exec " + ss);
+  if (seg.size() == 5) {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    json j = exec_json(*rec);
+    j["stdout_tail"] = rec->stdout_tail;
+    j["stderr_tail"] = rec->stderr_tail;
+    c.json_reply(200, j);
+    return;
+  }
+  const std::string& op = seg[5];
+  if (seg.size() == 6 && op == "logs") {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    std::string which = qparam(r, "stream").value_or("stdout");
+    if (which != "stdout" && which != "stderr")
+      bad("query parameter 'stream' must be stdout or stderr, got '" + which + "'");
+    auto [out, err] = engine_.exec_log_paths(box.id, seq);
+    UniqueFd fd(::open((which == "stdout" ? out : err).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      // Nothing written (or its log made room for newer ones): the tail kept in the database.
+      c.res.send(200, "application/octet-stream",
+                 which == "stdout" ? rec->stdout_tail : rec->stderr_tail);
+      return;
+    }
+    int raw = fd.get();
+    stream_from_producer(c.res, "application/octet-stream", [raw](int w) {
+      char buf[65536];
+      for (;;) {
+        ssize_t n = ::read(raw, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_sys("read the exec's log");
+        if (n == 0) return;
+        write_all(w, buf, static_cast<size_t>(n));
+      }
+    });
+    return;
+  }
+  if (seg.size() == 6 && op == "kill") {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    Body b(r.body, {"signal"});
+    int sig = SIGKILL;
+    if (const json* v = b.get("signal")) {
+      if (v->is_number_unsigned())
+        sig = parse_signal(std::to_string(v->get<uint64_t>()));
+      else if (v->is_string())
+        sig = parse_signal(v->get<std::string>());
+      else
+        bad("field 'signal' must be a signal name such as \"TERM\" or a number");
+    }
+    engine_.kill_exec(box.id, seq, sig);
+    c.json_reply(200, {{"box_id", box.id}, {"exec", seq}, {"signal", sig}});
+    return;
+  }
+  if (seg.size() == 6 && op == "stdin") {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    std::shared_ptr<LiveExec> live;
+    {
+      std::lock_guard g(execs_mu_);
+      auto it = live_.find({box.id, seq});
+      if (it != live_.end()) live = it->second;
+    }
+    if (!live)
+      throw ApiError(409, "failed_precondition",
+                     "exec " + ss + " does not take stdin now (it was not started with "
+                     "'stdin_stream', or it ended)");
+    bool eof = bool_param(r, "eof", false);
+    std::lock_guard g(live->mu);
+    if (!live->stdin_write)
+      throw ApiError(409, "failed_precondition", "exec " + ss + "'s stdin is closed");
+    if (!r.body.empty() && !write_with_timeout(live->stdin_write.get(), r.body, 30000))
+      throw ApiError(409, "failed_precondition",
+                     "exec " + ss + " is not reading its stdin (or it ended)");
+    if (eof) live->stdin_write.reset();
+    c.json_reply(200, {{"box_id", box.id}, {"exec", seq}, {"written", r.body.size()}, {"eof", eof}});
+    return;
+  }
+  not_found("no route for " + m + " " + r.path);
+}
+
+void Api::handle_files(Call& c, const BoxRecord& box, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  const std::string& m = r.method;
+  std::string op = seg.size() >= 5 ? seg[4] : "";
+  if (seg.size() > 5) not_found("no route for " + m + " " + r.path);
+  auto fs = [&] { return engine_.files(box.id, qparam(r, "user").value_or("")); };
+  auto abs = [&](const std::string& p) { return box_path(p, box.spec.workdir); };
+
+  if (op.empty()) {
+    if (m == "GET") {
+      std::string path = abs(need_param(r, "path"));
+      auto f = fs();
+      FileInfo info = f->stat(path, true);
+      if (info.type == "dir")
+        bad(path + " is a directory; download directories as tar from /files/archive");
+      if (info.type != "file") bad(path + " is not a regular file (it is a " + info.type + ")");
+      stream_from_producer(c.res, "application/octet-stream",
+                           [&](int w) { f->read_to_fd(path, w); });
+      return;
+    }
+    if (m == "PUT") {
+      std::string path = abs(need_param(r, "path"));
+      auto f = fs();
+      UniqueFd mem;
+      int src = r.body_fd;
+      if (src < 0) {
+        // A body that was not spooled (the server spools uploads): copy it to a memory file.
+        mem = UniqueFd(::memfd_create("upload", MFD_CLOEXEC));
+        if (!mem) throw_sys("memfd_create");
+        write_all(mem.get(), r.body);
+        ::lseek(mem.get(), 0, SEEK_SET);
+        src = mem.get();
+      }
+      uint64_t n = f->write_from_fd(path, src, mode_param(r), bool_param(r, "mkdirs", false));
+      json j = file_json(f->stat(path), abs(path));
+      j["written"] = n;
+      c.json_reply(200, j);
+      return;
+    }
+    if (m == "DELETE") {
+      std::string path = abs(need_param(r, "path"));
+      fs()->remove(path, bool_param(r, "recursive", false));
+      c.json_reply(200, {{"path", path}, {"removed", true}});
+      return;
+    }
+    throw ApiError(405, "method_not_allowed", "use GET, PUT or DELETE " + r.path);
+  }
+  if (op == "list" || op == "stat") {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    std::string path = abs(need_param(r, "path"));
+    auto f = fs();
+    if (op == "stat") {
+      c.json_reply(200, file_json(f->stat(path, bool_param(r, "follow", false)), abs(path)));
+      return;
+    }
+    json entries = json::array();
+    for (const auto& e : f->list(path))
+      entries.push_back(file_json(e, box_path(e.name, abs(path))));
+    c.json_reply(200, {{"path", abs(path)}, {"entries", entries}});
+    return;
+  }
+  if (op == "mkdir") {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    Body b(r.body, {"path", "parents", "mode"});
+    auto path = b.str("path");
+    if (!path || path->empty()) bad("field 'path' is required");
+    *path = abs(*path);
+    uint32_t mode = 0755;
+    if (auto v = b.str("mode")) {
+      if (v->empty() || v->size() > 4 || v->find_first_not_of("01234567") != std::string::npos)
+        bad("field 'mode' must be octal permission bits such as \"0755\"");
+      mode = static_cast<uint32_t>(std::stoul(*v, nullptr, 8));
+    }
+    auto f = fs();
+    f->mkdir(*path, b.boolean("parents").value_or(true), mode);
+    c.json_reply(200, file_json(f->stat(*path), abs(*path)));
+    return;
+  }
+  if (op == "move") {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    Body b(r.body, {"from", "to", "overwrite"});
+    auto from = b.str("from"), to = b.str("to");
+    if (!from || from->empty()) bad("field 'from' is required");
+    if (!to || to->empty()) bad("field 'to' is required");
+    *from = abs(*from);
+    *to = abs(*to);
+    auto f = fs();
+    f->move(*from, *to, b.boolean("overwrite").value_or(true));
+    c.json_reply(200, file_json(f->stat(*to), abs(*to)));
+    return;
+  }
+  if (op == "archive") {
+    std::string path = abs(need_param(r, "path"));
+    if (m == "GET") {
+      auto f = fs();
+      (void)f->stat(path);  // a missing path is a 404 before anything is sent
+      stream_from_producer(c.res, "application/x-tar",
+                           [&](int w) { f->download_tar(path, w); });
+      return;
+    }
+    if (m == "PUT") {
+      if (r.body_fd < 0) bad("the request body must be a tar archive");
+      auto f = fs();
+      uint64_t n = f->upload_tar(path, r.body_fd);
+      c.json_reply(200, {{"path", path}, {"bytes", n}});
+      return;
+    }
+    throw ApiError(405, "method_not_allowed", "use GET or PUT " + r.path);
+  }
+  not_found("no route for " + m + " " + r.path);
+}
+
+}  // namespace upstream::server

@@ -1,0 +1,106 @@
+// The HTTP API over the engine: routing, authentication, tenancy, JSON in and out. It knows
+// nothing of sockets: the server hands it a parsed request and a Responder to answer through,
+// so every handler runs on a worker thread and may block on the engine.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+#include "server/keys.h"
+#include "server/metrics.h"
+
+namespace upstream::server {
+
+struct Request {
+  std::string method;
+  std::string target;  // as sent: path and query
+  std::string path;    // decoded path, without the query
+  std::multimap<std::string, std::string> query;
+  std::string authorization;
+  std::string accept;
+  std::string content_type;
+  std::string body;  // JSON bodies (bounded)
+  int body_fd = -1;  // uploads, spooled to an unlinked file at offset 0
+  std::string remote;
+  int socket_fd = -1;  // readable when the client hangs up (used while streaming)
+};
+
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void send(int status, const std::string& content_type, const std::string& body,
+                    const std::vector<std::pair<std::string, std::string>>& headers = {}) = 0;
+  // A streamed (chunked) response.
+  virtual void begin(int status, const std::string& content_type) = 0;
+  // False when the client has gone away; the handler should stop.
+  virtual bool chunk(std::string_view data) = 0;
+  virtual void end() = 0;
+  virtual bool started() const = 0;
+};
+
+// An error meant for the client: status, a stable code and a message.
+struct ApiError : std::runtime_error {
+  ApiError(int status, std::string code, const std::string& message)
+      : std::runtime_error(message), status(status), code(std::move(code)) {}
+  int status;
+  std::string code;
+};
+
+struct ApiOptions {
+  size_t max_body = 1 << 20;        // JSON bodies
+  uint64_t max_upload = 1ull << 30;  // file and archive uploads
+  size_t max_output = 16 << 20;     // stdout/stderr kept per stream in a waited exec's reply
+  std::optional<uint64_t> default_max_boxes;
+  std::optional<uint64_t> default_max_execs;
+};
+
+inline constexpr const char* kTenantLabel = "upstream.tenant";
+
+class Api {
+ public:
+  Api(Engine& engine, store::Db& keys_db, ApiOptions opts);
+  ~Api();
+
+  // Answers one request. Never throws.
+  void handle(Request& req, Responder& res);
+  // The route template of a request, for metrics and logs ("/v1/boxes/{box}/execs").
+  std::string route_of(const std::string& method, const std::string& path) const;
+  Metrics& metrics() { return metrics_; }
+  std::atomic<uint64_t> inflight{0};  // requests being handled, kept by the server
+  bool auth_required();
+  // Bodies above this size are refused before they are read.
+  uint64_t body_limit(const std::string& method, const std::string& path) const;
+
+  // Turns an error into the JSON body and status sent to the client.
+  static std::pair<int, std::string> error_body(const std::exception& e);
+
+ private:
+  struct Call;
+  struct LiveExec;
+  void dispatch(Call& c);
+  void handle_boxes(Call& c, const std::vector<std::string>& seg);
+  void handle_exec_create(Call& c, const BoxRecord& box);
+  void handle_execs(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
+  void handle_files(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
+  BoxRecord tenant_box(Call& c, const std::string& ref);
+
+  Engine& engine_;
+  std::mutex keys_mu_;
+  KeyStore keys_;
+  ApiOptions opts_;
+  Metrics metrics_;
+  std::mutex execs_mu_;
+  std::map<std::string, uint64_t> tenant_execs_;  // running execs per tenant
+  std::map<std::pair<std::string, uint64_t>, std::shared_ptr<LiveExec>> live_;
+};
+
+}  // namespace upstream::server
