@@ -27,13 +27,29 @@ def _run_quiet(argv, env, timeout):
         return None
 
 
-@pytest.fixture(scope="session")
-def up():
+def _binary():
     binary = Path(os.environ.get("UPSTREAM_BIN") or REPO / "build" / "upstream")
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.exit(f"upstream binary not found at {binary} (set UPSTREAM_BIN)", returncode=2)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def up():
     home = tempfile.mkdtemp(prefix="upstream-e2e-", dir="/tmp")
-    u = Upstream(binary, home)
+    u = Upstream(_binary(), home)
+    try:
+        yield u
+    finally:
+        _teardown(u)
+
+
+@pytest.fixture(scope="module")
+def own_up():
+    """A state directory of the test module's own (for tests that change installation-wide
+    state, such as API keys)."""
+    home = tempfile.mkdtemp(prefix="upstream-e2e-own-", dir="/tmp")
+    u = Upstream(_binary(), home)
     try:
         yield u
     finally:
