@@ -1,0 +1,165 @@
+"""The Python SDK against a real server: installed with pip from sdk/python (offline, no build
+isolation), then used as a user would."""
+
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from upstream_e2e import REPO, Server, unique_name
+
+
+@pytest.fixture(scope="module")
+def sdk(tmp_path_factory):
+    target = tmp_path_factory.mktemp("sdk")
+    build = tempfile.mkdtemp(prefix="sdk-build-")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-index",
+                        "--target", str(target), str(REPO / "sdk" / "python")],
+                       capture_output=True, text=True, cwd=build, env=dict(os.environ, PIP_NO_CACHE_DIR="1",
+                                                                           PIP_ROOT_USER_ACTION="ignore"))
+    assert r.returncode == 0, r.stderr
+    subprocess.run(["rm", "-rf", str(REPO / "sdk" / "python" / "build"), build])
+    sys.path.insert(0, str(target))
+    try:
+        mod = importlib.import_module("upstream")
+        assert mod.__file__.startswith(str(target)), mod.__file__
+        yield mod
+    finally:
+        sys.path.remove(str(target))
+        sys.modules.pop("upstream", None)
+
+
+@pytest.fixture(scope="module")
+def server(up):
+    s = Server(up)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(sdk, server):
+    c = sdk.Client(server.url)
+    yield c
+    c.close()
+
+
+def test_three_call_flow(sdk, client):
+    with sdk.Sandbox.create(client=client, labels={"sdk": "py"}) as sb:
+        result = sb.exec("python3 -c 'print(6 * 7)'")
+        assert result.ok and result.stdout == "42\n" and result.exit_code == 0
+        box_id = sb.id
+    with pytest.raises(sdk.NotFoundError):
+        sdk.Sandbox.get(box_id, client=client)
+
+
+def test_environment_url_and_key(sdk, server, monkeypatch):
+    monkeypatch.setenv("UPSTREAM_URL", server.url)
+    c = sdk.Client()
+    assert c.url == server.url
+    assert c.json("GET", "/healthz")["status"] == "ok"
+
+
+def test_exec_details(sdk, client):
+    with sdk.Sandbox.create(client=client, env={"A": "1"}) as sb:
+        r = sb.exec(["sh", "-c", "echo $A $B; echo oops >&2; exit 4"], env={"B": "2"})
+        assert (r.exit_code, r.stdout, r.stderr, r.ok) == (4, "1 2\n", "oops\n", False)
+        assert sb.exec("cat", stdin="fed\n").stdout == "fed\n"
+        assert sb.exec("pwd", cwd="/tmp").stdout == "/tmp\n"
+        assert sb.exec("id -u", user="user").stdout.strip() != "0"
+        r = sb.exec("sleep 10", timeout=0.3)
+        assert r.timed_out
+        assert len(sb.execs(limit=10)) == 5
+
+
+def test_exec_stream(sdk, client):
+    with sdk.Sandbox.create(client=client) as sb:
+        stream = sb.exec_stream("for i in 1 2 3; do echo line$i; sleep 0.05; done; echo warn >&2")
+        events = list(stream)
+        assert events[0].type == "start" and events[-1].type == "exit"
+        assert "".join(e.data for e in events if e.type == "stdout") == "line1\nline2\nline3\n"
+        assert [e.data for e in events if e.type == "stderr"] == ["warn\n"]
+        assert stream.result.exit_code == 0 and stream.result.stdout == "line1\nline2\nline3\n"
+        # stdin, fed while it runs.
+        s = sb.exec_stream("read a; echo got $a; read b; echo got $b", stdin=True)
+        s.send_stdin("one\n")
+        s.send_stdin("two\n", eof=True)
+        assert s.wait().stdout == "got one\ngot two\n"
+
+
+def test_background(sdk, client):
+    with sdk.Sandbox.create(client=client) as sb:
+        h = sb.exec_background("echo started; sleep 300")
+        assert h.running()
+        h.kill("TERM")
+        st = h.wait(timeout=10)
+        assert st["state"] != "running"
+        assert h.logs() == b"started\n"
+
+
+def test_files(sdk, client, tmp_path):
+    with sdk.Sandbox.create(client=client) as sb:
+        info = sb.files.write("notes/a.txt", "hello\n", mkdirs=True, mode=0o640)
+        assert info.path == "/home/user/notes/a.txt" and info.mode == 0o640 and info.size == 6
+        assert sb.files.read("/home/user/notes/a.txt") == b"hello\n"
+        assert sb.files.read_text("notes/a.txt") == "hello\n"
+        assert [f.name for f in sb.files.list("notes")] == ["a.txt"]
+        sb.files.mkdir("/tmp/x/y")
+        sb.files.move("notes/a.txt", "/tmp/x/y/b.txt")
+        assert not sb.files.exists("notes/a.txt") and sb.files.exists("/tmp/x/y/b.txt")
+        sb.files.remove("/tmp/x", recursive=True)
+        assert not sb.files.exists("/tmp/x")
+        # upload and download of a file and of a directory tree
+        src = tmp_path / "tree"
+        (src / "sub").mkdir(parents=True)
+        (src / "sub" / "data.bin").write_bytes(os.urandom(300_000))
+        (src / "top.txt").write_text("top\n")
+        sb.files.upload(str(src), "/srv/tree")
+        assert sb.exec("cat /srv/tree/top.txt; stat -c %s /srv/tree/sub/data.bin").stdout == "top\n300000\n"
+        out = tmp_path / "back"
+        sb.files.download("/srv/tree", str(out))
+        assert (out / "sub" / "data.bin").read_bytes() == (src / "sub" / "data.bin").read_bytes()
+        assert (out / "top.txt").read_text() == "top\n"
+        single = tmp_path / "single.txt"
+        single.write_text("just me")
+        sb.files.upload(str(single), "/tmp/single.txt")
+        sb.files.download("/tmp/single.txt", str(tmp_path / "single.back"))
+        assert (tmp_path / "single.back").read_text() == "just me"
+
+
+def test_lifecycle_and_list(sdk, client):
+    tag = unique_name("sdkl")
+    boxes = [sdk.Sandbox.create(client=client, labels={"tag": tag}) for _ in range(3)]
+    try:
+        listed = sdk.Sandbox.list(labels={"tag": tag}, page_size=2, client=client)
+        assert sorted(b.id for b in listed) == sorted(b.id for b in boxes)
+        b = boxes[0]
+        b.stop()
+        assert b.state == "stopped"
+        with pytest.raises(sdk.ConflictError) as e:
+            b.exec("true")
+        assert e.value.code == "failed_precondition" and e.value.status == 409
+        b.start()
+        assert b.exec("echo back").stdout == "back\n"
+        assert sdk.Sandbox.get(b.name, client=client).id == b.id
+    finally:
+        for b in boxes:
+            b.delete()
+
+
+def test_typed_errors(sdk, client, server):
+    with pytest.raises(sdk.InvalidArgumentError) as e:
+        sdk.Sandbox.create(client=client, name="bad name!")
+    assert "name" in e.value.message
+    with pytest.raises(sdk.NotFoundError):
+        sdk.Sandbox.get("nonexistent-box", client=client)
+    with pytest.raises(ValueError):
+        sdk.Client("ftp://example.invalid")
+    dead = sdk.Client("http://127.0.0.1:1")
+    with pytest.raises(sdk.ServerError) as e:
+        sdk.Sandbox.list(client=dead)
+    assert e.value.code == "unavailable"
