@@ -452,6 +452,7 @@ void accept_loop(Server& srv, Acceptor& acc) {
   acc.async_accept([&srv, &acc](beast::error_code ec, typename Acceptor::protocol_type::socket s) {
     if (ec == net::error::operation_aborted || srv.stopping_) return;
     if (!ec) {
+      ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
       if (srv.connections_ >= srv.opts_.max_connections) {
         beast::error_code ignored;
         s.close(ignored);
@@ -488,6 +489,7 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
     if (!ec) tcp->bind(ep, ec);
     if (!ec) tcp->listen(1024, ec);
     if (ec) throw Error(Errc::unavailable, "cannot listen on " + opts.listen + ": " + ec.message());
+    ::fcntl(tcp->native_handle(), F_SETFD, FD_CLOEXEC);
     port = tcp->local_endpoint().port();
     accept_loop(srv, *tcp);
   }
@@ -507,6 +509,7 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
     if (!ec) unix_acc->listen(1024, ec);
     if (ec)
       throw Error(Errc::unavailable, "cannot listen on " + opts.socket + ": " + ec.message());
+    ::fcntl(unix_acc->native_handle(), F_SETFD, FD_CLOEXEC);
     ::chmod(opts.socket.c_str(), 0600);
     accept_loop(srv, *unix_acc);
   }

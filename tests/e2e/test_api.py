@@ -371,3 +371,22 @@ def test_access_log_is_json_lines(api, server):
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     assert any(line.get("path") == "/healthz" and line["status"] == 200 for line in lines)
     assert all("authorization" not in json.dumps(line).lower() for line in lines)
+
+
+def test_server_sockets_do_not_leak_into_boxes(api, server):
+    status, b = api("POST", "/v1/boxes", {})
+    try:
+        def sockets(pid):
+            out = set()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:"):
+                    out.add(target)
+            return out
+        shared = sockets(server.proc.pid) & sockets(b["init_pid"])
+        assert shared == set(), f"the box's init holds the server's sockets {shared}"
+    finally:
+        api("DELETE", f"/v1/boxes/{b['id']}?force=true")
