@@ -23,6 +23,10 @@ packages=(
   # the HTTP load generator of bench/
   wrk
 )
+# The TypeScript SDK's tests need Node (20 in the base image; Debian's own otherwise).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

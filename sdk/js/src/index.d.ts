@@ -1,0 +1,164 @@
+// Type declarations of @upstream/sdk.
+
+export const DEFAULT_URL: string;
+
+export interface ClientOptions {
+  /** Server URL; default $UPSTREAM_URL, else http://127.0.0.1:8420. */
+  url?: string;
+  /** API key; default $UPSTREAM_API_KEY. */
+  apiKey?: string;
+  /** Per-request timeout of non-streamed calls (default 300000). */
+  timeoutMs?: number;
+}
+
+export class Client {
+  constructor(options?: ClientOptions);
+  readonly url: string;
+  readonly apiKey?: string;
+  path(template: string, parts?: unknown[], query?: Record<string, unknown>): string;
+  fetch(method: string, path: string, options?: { body?: unknown; raw?: BodyInit; contentType?: string; accept?: string; stream?: boolean }): Promise<Response>;
+  json<T = any>(method: string, path: string, body?: unknown): Promise<T>;
+  bytes(method: string, path: string, options?: object): Promise<Uint8Array>;
+}
+
+export type Command = string | string[];
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  exec: number;
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+  cpuSeconds: number;
+  state: "running" | "exited" | "failed" | "lost";
+  reason: string;
+  signal: number;
+  timedOut: boolean;
+  oomKilled: boolean;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  readonly ok: boolean;
+  raw: Record<string, unknown>;
+}
+
+export type ExecEvent =
+  | { type: "start"; exec: number }
+  | { type: "stdout" | "stderr"; exec: number; data: string }
+  | { type: "exit"; exec: number; result: ExecResult };
+
+export class ExecStream implements AsyncIterable<ExecEvent> {
+  readonly exec: number;
+  result?: ExecResult;
+  [Symbol.asyncIterator](): AsyncIterator<ExecEvent>;
+  wait(): Promise<ExecResult>;
+  sendStdin(data: string | Uint8Array, options?: { eof?: boolean }): Promise<{ exec: number; written: number; eof: boolean }>;
+  closeStdin(): Promise<{ exec: number; written: number; eof: boolean }>;
+}
+
+export interface ExecStatus {
+  box_id: string;
+  exec: number;
+  argv: string[];
+  state: "running" | "exited" | "failed" | "lost";
+  exit_code: number | null;
+  [key: string]: unknown;
+}
+
+export class ExecHandle {
+  readonly exec: number;
+  status(): Promise<ExecStatus>;
+  running(): Promise<boolean>;
+  logs(stream?: "stdout" | "stderr"): Promise<Uint8Array>;
+  kill(signal?: string | number): Promise<unknown>;
+  wait(options?: { timeoutMs?: number; intervalMs?: number }): Promise<ExecStatus>;
+}
+
+export interface FileInfo {
+  name: string;
+  path: string;
+  type: "file" | "dir" | "symlink" | "fifo" | "socket" | "char" | "block";
+  mode: number;
+  size: number;
+  mtime: string;
+  uid: number;
+  gid: number;
+  target?: string;
+}
+
+export class Files {
+  write(path: string, data: string | Uint8Array, options?: { mode?: number; mkdirs?: boolean }): Promise<FileInfo>;
+  read(path: string): Promise<Uint8Array>;
+  readText(path: string): Promise<string>;
+  list(path?: string): Promise<FileInfo[]>;
+  stat(path: string, options?: { follow?: boolean }): Promise<FileInfo>;
+  exists(path: string): Promise<boolean>;
+  mkdir(path: string, options?: { parents?: boolean; mode?: number }): Promise<FileInfo>;
+  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
+  move(from: string, to: string, options?: { overwrite?: boolean }): Promise<FileInfo>;
+  downloadTar(path: string): Promise<Uint8Array>;
+  uploadTar(dir: string, tar: Uint8Array): Promise<{ path: string; bytes: number }>;
+  upload(localPath: string, remotePath: string): Promise<FileInfo>;
+  download(remotePath: string, localPath: string): Promise<void>;
+}
+
+export interface SandboxOptions {
+  name?: string;
+  image?: string;
+  labels?: Record<string, string>;
+  env?: Record<string, string>;
+  cpus?: number;
+  memory?: number | string;
+  pids?: number;
+  disk?: number | string;
+  user?: string;
+  workdir?: string;
+  client?: Client;
+}
+
+export interface BoxInfo {
+  id: string;
+  name: string;
+  state: "creating" | "starting" | "running" | "stopping" | "stopped" | "removing";
+  labels: Record<string, string>;
+  [key: string]: unknown;
+}
+
+export class Sandbox {
+  readonly client: Client;
+  info: BoxInfo;
+  readonly files: Files;
+  readonly id: string;
+  readonly name: string;
+  readonly state: BoxInfo["state"];
+  static create(options?: SandboxOptions, client?: Client): Promise<Sandbox>;
+  static get(ref: string, client?: Client): Promise<Sandbox>;
+  static list(options?: { labels?: Record<string, string>; state?: string; pageSize?: number }, client?: Client): Promise<Sandbox[]>;
+  refresh(): Promise<this>;
+  stop(options?: { graceMs?: number }): Promise<void>;
+  start(): Promise<void>;
+  delete(options?: { force?: boolean }): Promise<void>;
+  exec(cmd: Command, options?: ExecOptions & { stdin?: string }): Promise<ExecResult>;
+  execStream(cmd: Command, options?: ExecOptions & { stdin?: boolean }): Promise<ExecStream>;
+  execBackground(cmd: Command, options?: ExecOptions): Promise<ExecHandle>;
+  execs(options?: { running?: boolean; limit?: number }): Promise<ExecStatus[]>;
+  kill(exec: number, signal?: string | number): Promise<unknown>;
+}
+
+export class UpstreamError extends Error {
+  readonly code: string;
+  readonly status: number;
+}
+export class InvalidArgumentError extends UpstreamError {}
+export class AuthenticationError extends UpstreamError {}
+export class NotFoundError extends UpstreamError {}
+export class ConflictError extends UpstreamError {}
+export class PayloadTooLargeError extends UpstreamError {}
+export class RateLimitError extends UpstreamError {}
+export class ServerError extends UpstreamError {}

@@ -1,0 +1,13 @@
+// upstream: sandboxes for AI agents that remember. A client of the upstream HTTP API.
+export { Client, DEFAULT_URL } from "./client.js";
+export { Sandbox, ExecStream, ExecHandle, Files } from "./sandbox.js";
+export {
+  UpstreamError,
+  InvalidArgumentError,
+  AuthenticationError,
+  NotFoundError,
+  ConflictError,
+  PayloadTooLargeError,
+  RateLimitError,
+  ServerError,
+} from "./errors.js";

@@ -1,0 +1,136 @@
+// The TypeScript/JavaScript SDK against a real server, whose URL comes in UPSTREAM_URL (the
+// end-to-end suite starts one: tests/e2e/test_sdk_js.py).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import {
+  Client,
+  Sandbox,
+  NotFoundError,
+  InvalidArgumentError,
+  ConflictError,
+  ServerError,
+  UpstreamError,
+} from "../src/index.js";
+
+assert.ok(process.env.UPSTREAM_URL, "UPSTREAM_URL must name a running upstream server");
+const client = new Client();
+
+test("create a sandbox, run code, read results", async () => {
+  const sb = await Sandbox.create({ labels: { sdk: "js" } });
+  try {
+    await sb.files.write("in.txt", "3 4\n");
+    const r = await sb.exec("python3 -c 'a,b=map(int,open(\"in.txt\").read().split()); open(\"out.txt\",\"w\").write(str(a*b))'");
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.ok(r.ok);
+    assert.equal(await sb.files.readText("out.txt"), "12");
+  } finally {
+    await sb.delete();
+  }
+  await assert.rejects(Sandbox.get(sb.id), NotFoundError);
+});
+
+test("exec details", async () => {
+  const sb = await Sandbox.create({ env: { A: "1" } }, client);
+  try {
+    const r = await sb.exec(["sh", "-c", "echo $A $B; echo oops >&2; exit 4"], { env: { B: "2" } });
+    assert.deepEqual([r.exitCode, r.stdout, r.stderr, r.ok], [4, "1 2\n", "oops\n", false]);
+    assert.equal((await sb.exec("cat", { stdin: "fed\n" })).stdout, "fed\n");
+    assert.equal((await sb.exec("pwd", { cwd: "/tmp" })).stdout, "/tmp\n");
+    assert.ok((await sb.exec("sleep 10", { timeoutMs: 300 })).timedOut);
+    assert.equal((await sb.execs({ limit: 10 })).length, 4);
+  } finally {
+    await sb.delete();
+  }
+});
+
+test("streams, in order, with stdin", async () => {
+  const sb = await Sandbox.create({}, client);
+  try {
+    const stream = await sb.execStream("for i in 1 2 3; do echo line$i; sleep 0.05; done; echo warn >&2");
+    const events = [];
+    for await (const ev of stream) events.push(ev);
+    assert.equal(events[0].type, "start");
+    assert.equal(events.at(-1).type, "exit");
+    assert.equal(events.filter((e) => e.type === "stdout").map((e) => e.data).join(""), "line1\nline2\nline3\n");
+    assert.deepEqual(events.filter((e) => e.type === "stderr").map((e) => e.data), ["warn\n"]);
+    assert.equal(stream.result.exitCode, 0);
+
+    const s = await sb.execStream("read a; echo got $a; read b; echo got $b", { stdin: true });
+    await s.sendStdin("one\n");
+    await s.sendStdin("two\n", { eof: true });
+    const r = await s.wait();
+    assert.equal(r.stdout, "got one\ngot two\n");
+  } finally {
+    await sb.delete();
+  }
+});
+
+test("background execs", async () => {
+  const sb = await Sandbox.create({}, client);
+  try {
+    const h = await sb.execBackground("echo started; sleep 300");
+    assert.ok(await h.running());
+    await h.kill("TERM");
+    const st = await h.wait({ timeoutMs: 10_000 });
+    assert.notEqual(st.state, "running");
+    assert.equal(new TextDecoder().decode(await h.logs()), "started\n");
+  } finally {
+    await sb.delete();
+  }
+});
+
+test("files", async () => {
+  const sb = await Sandbox.create({}, client);
+  const dir = await mkdtemp(join(tmpdir(), "upstream-js-"));
+  try {
+    const info = await sb.files.write("notes/a.txt", "hello\n", { mkdirs: true, mode: 0o640 });
+    assert.equal(info.path, "/home/user/notes/a.txt");
+    assert.equal(info.mode, 0o640);
+    assert.deepEqual((await sb.files.list("notes")).map((f) => f.name), ["a.txt"]);
+    await sb.files.mkdir("/tmp/x/y");
+    await sb.files.move("notes/a.txt", "/tmp/x/y/b.txt");
+    assert.equal(await sb.files.exists("notes/a.txt"), false);
+    assert.equal(await sb.files.readText("/tmp/x/y/b.txt"), "hello\n");
+    const tar = await sb.files.downloadTar("/tmp/x");
+    await sb.files.uploadTar("/srv/copy", tar);
+    assert.equal(await sb.files.readText("/srv/copy/x/y/b.txt"), "hello\n");
+    await sb.files.remove("/tmp/x", { recursive: true });
+    assert.equal(await sb.files.exists("/tmp/x"), false);
+    const bytes = new Uint8Array(200_000).map((_, i) => (i * 7) % 256);
+    await writeFile(join(dir, "blob"), bytes);
+    await sb.files.upload(join(dir, "blob"), "/tmp/blob");
+    await sb.files.download("/tmp/blob", join(dir, "blob.back"));
+    assert.deepEqual(new Uint8Array(await readFile(join(dir, "blob.back"))), bytes);
+  } finally {
+    await sb.delete();
+  }
+});
+
+test("lifecycle and listing", async () => {
+  const tag = `js-${Date.now()}`;
+  const boxes = [];
+  try {
+    for (let i = 0; i < 3; i++) boxes.push(await Sandbox.create({ labels: { tag } }, client));
+    const listed = await Sandbox.list({ labels: { tag }, pageSize: 2 }, client);
+    assert.deepEqual(listed.map((b) => b.id).sort(), boxes.map((b) => b.id).sort());
+    const b = boxes[0];
+    await b.stop();
+    assert.equal(b.state, "stopped");
+    await assert.rejects(b.exec("true"), (e) => e instanceof ConflictError && e.code === "failed_precondition" && e.status === 409);
+    await b.start();
+    assert.equal((await b.exec("echo back")).stdout, "back\n");
+  } finally {
+    for (const b of boxes) await b.delete();
+  }
+});
+
+test("typed errors", async () => {
+  await assert.rejects(Sandbox.create({ name: "bad name!" }, client), (e) => e instanceof InvalidArgumentError && e instanceof UpstreamError && /name/.test(e.message));
+  await assert.rejects(Sandbox.get("nonexistent-box", client), NotFoundError);
+  assert.throws(() => new Client({ url: "ftp://example.invalid" }), TypeError);
+  await assert.rejects(Sandbox.list({}, new Client({ url: "http://127.0.0.1:1" })), (e) => e instanceof ServerError && e.code === "unavailable");
+});
