@@ -40,4 +40,12 @@ std::map<std::string, std::string> parse_labels(const std::vector<std::string>& 
   return out;
 }
 
+void Context::require_local(const std::string& what) const {
+  if (remote)
+    throw Error(Errc::failed_precondition,
+                what +
+                    " works on the local state directory only, not over HTTP yet; unset "
+                    "UPSTREAM_URL to use it");
+}
+
 }  // namespace upstream::cli

@@ -117,7 +117,7 @@ class RawTerminal {
 
 // Runs an exec in the foreground: output to our stdout/stderr, signals forwarded. Returns the
 // code to exit with.
-int run_foreground(Engine& engine, const std::string& box, const ExecSpec& spec) {
+int run_foreground(Backend& engine, const std::string& box, const ExecSpec& spec) {
   auto session = engine.start_exec(box, spec);
   if (session->finished()) {
     ExecRecord r = session->wait({});
@@ -240,7 +240,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto o = std::make_shared<CreateOpts>();
     add_create_options(c, *o);
     c->callback([&ctx, o] {
-      BoxRecord b = ctx.engine().create_box(spec_from(*o));
+      BoxRecord b = ctx.backend().create_box(spec_from(*o));
       if (ctx.json)
         print_json(box_json(b));
       else
@@ -270,7 +270,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
         command.insert(command.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
       ExecSpec spec = exec_spec_from(*x, command);
       validate_exec_spec(spec);
-      Engine& e = ctx.engine();
+      Backend& e = ctx.backend();
       BoxRecord b = e.create_box(spec_from(*o));
       int code;
       try {
@@ -300,7 +300,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
       store::BoxFilter f;
       f.labels = parse_labels(*labels);
       f.state = *state;
-      auto boxes = ctx.engine().list_boxes(f);
+      auto boxes = ctx.backend().list_boxes(f);
       if (ctx.json) {
         json arr = json::array();
         for (const auto& b : boxes) arr.push_back(box_json(b));
@@ -325,12 +325,12 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto refs = std::make_shared<std::vector<std::string>>();
     c->add_option("box", *refs, "Box id, id prefix or name")->required();
     c->callback([&ctx, refs] {
-      Engine& e = ctx.engine();
+      Backend& e = ctx.backend();
       json arr = json::array();
       for (const auto& r : *refs) {
-        BoxRecord b = e.get_box(r);
-        BoxUsage u = e.usage(b.id);
-        auto ev = e.events(b.id);
+        BoxUsage u;
+        std::vector<BoxEvent> ev;
+        BoxRecord b = e.inspect(r, u, ev);
         if (ctx.json)
           arr.push_back(box_json(b, &u, &ev));
         else
@@ -346,13 +346,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto ref = std::make_shared<std::string>();
     c->add_option("box", *ref, "Box id, id prefix or name")->required();
     c->callback([&ctx, ref] {
-      BoxUsage u = ctx.engine().usage(*ref);
-      json j = {{"cpu_seconds", static_cast<double>(u.cpu_us) / 1e6},
-                {"memory_bytes", u.memory},
-                {"memory_peak_bytes", u.memory_peak},
-                {"pids", u.pids},
-                {"oom_kills", u.oom_kills}};
-      if (u.disk_bytes) j["disk_bytes"] = *u.disk_bytes;
+      BoxUsage u = ctx.backend().usage(*ref);
+      json j = usage_json(u);
       if (ctx.json) {
         print_json(j);
         return;
@@ -390,7 +385,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
         rest.clear();
       }
       ExecSpec spec = exec_spec_from(*x, rest);
-      int code = run_foreground(ctx.engine(), ref, spec);
+      int code = run_foreground(ctx.backend(), ref, spec);
       if (code != 0) throw ExitCode{code};
     });
   }
@@ -403,7 +398,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_option("box", *ref, "Box id, id prefix or name")->required();
     c->add_flag("--all,-a", *all, "Include every finished exec (the last 50)");
     c->callback([&ctx, ref, all] {
-      Engine& e = ctx.engine();
+      Backend& e = ctx.backend();
       auto procs = e.exec_processes(*ref);
       std::map<uint64_t, Engine::ExecProcesses> by_seq;
       for (const auto& p : procs) by_seq[p.seq] = p;
@@ -451,7 +446,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_flag("--stderr", *only_err, "Only standard error");
     c->add_option("--last,-n", *limit, "How many execs to list (default 50)");
     c->callback([&ctx, ref, seq, follow, only_out, only_err, limit] {
-      Engine& e = ctx.engine();
+      Backend& e = ctx.backend();
       if (*seq == 0) {
         auto execs = e.list_execs(*ref, false, *limit);
         if (ctx.json) {
@@ -482,36 +477,19 @@ void add_box_commands(CLI::App& app, Context& ctx) {
         print_json(j);
         return;
       }
-      auto [out_path, err_path] = e.exec_log_paths(*ref, *seq);
       bool want_out = !*only_err, want_err = !*only_out;
-      UniqueFd out(want_out ? ::open(out_path.c_str(), O_RDONLY | O_CLOEXEC) : -1);
-      UniqueFd err(want_err ? ::open(err_path.c_str(), O_RDONLY | O_CLOEXEC) : -1);
-      if (want_out && !out && !rec->stdout_tail.empty()) write_all(1, rec->stdout_tail);
-      if (want_err && !err && !rec->stderr_tail.empty()) write_all(2, rec->stderr_tail);
-      char buf[65536];
-      auto copy = [&](UniqueFd& fd, int to) {
-        if (!fd) return false;
-        bool any = false;
-        ssize_t n;
-        while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) {
-          write_all(to, buf, static_cast<size_t>(n));
-          any = true;
-        }
-        return any;
-      };
+      uint64_t out_off = 0, err_off = 0;
       for (;;) {
-        copy(out, 1);
-        copy(err, 2);
-        if (!*follow) break;
-        auto now = e.get_exec(*ref, *seq);
-        if (!now || now->state != "running") {
-          // The exec ended: print whatever arrived in the meantime and stop.
-          copy(out, 1);
-          copy(err, 2);
-          break;
+        // Whether it still runs is asked before reading, so nothing written before it ended
+        // is missed by the last read.
+        bool running = false;
+        if (*follow) {
+          auto now = e.get_exec(*ref, *seq);
+          running = now && now->state == "running";
         }
-        if (!out && want_out) out.reset(::open(out_path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!err && want_err) err.reset(::open(err_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (want_out) out_off += e.copy_log(*ref, *seq, Stream::stdout_, out_off, 1);
+        if (want_err) err_off += e.copy_log(*ref, *seq, Stream::stderr_, err_off, 2);
+        if (!running) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     });
@@ -529,7 +507,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_option("exec", *seq, "Exec number")->required();
     c->add_option("--signal,-s", *sig,
                   "Signal to send to every process of the exec (default KILL)");
-    c->callback([&ctx, ref, seq, sig] { ctx.engine().kill_exec(*ref, *seq, parse_signal(*sig)); });
+    c->callback([&ctx, ref, seq, sig] { ctx.backend().kill_exec(*ref, *seq, parse_signal(*sig)); });
   }
 
   // cp ----------------------------------------------------------------------------------------
@@ -549,23 +527,19 @@ void add_box_commands(CLI::App& app, Context& ctx) {
       if (from_box == to_box)
         throw_invalid("exactly one of source and destination must be BOX:PATH (got '" + *src +
                       "' and '" + *dst + "')");
-      Engine& e = ctx.engine();
+      Backend& e = ctx.backend();
       if (from_box) {
-        BoxRecord b = e.get_box(sbox);
-        auto fs = e.files(b.id, *user);
-        std::string path = box_path(spath.empty() ? "." : spath, b.spec.workdir);
+        std::string path = spath.empty() ? "." : spath;
         if (*dst == "-")
-          fs->download_tar(path, 1);
+          e.download_tar(sbox, path, 1, *user);
         else
-          fs->copy_out(path, *dst);
+          e.copy_out(sbox, path, *dst, *user);
       } else {
-        BoxRecord b = e.get_box(dbox);
-        auto fs = e.files(b.id, *user);
-        std::string path = box_path(dpath.empty() ? "." : dpath, b.spec.workdir);
+        std::string path = dpath.empty() ? "." : dpath;
         if (*src == "-")
-          fs->upload_tar(path, 0);
+          e.upload_tar(dbox, path, 0, *user);
         else
-          fs->copy_in(*src, path);
+          e.copy_in(dbox, *src, path, *user);
       }
     });
   }
@@ -581,7 +555,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->callback([&ctx, refs, grace] {
       uint64_t ms = parse_duration_ms(*grace, "stop timeout");
       for (const auto& r : *refs) {
-        BoxRecord b = ctx.engine().stop_box(r, static_cast<int64_t>(ms));
+        BoxRecord b = ctx.backend().stop_box(r, static_cast<int64_t>(ms));
         if (!ctx.json) std::cout << b.id << std::endl;
       }
     });
@@ -592,7 +566,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_option("box", *refs, "Box ids or names")->required();
     c->callback([&ctx, refs] {
       for (const auto& r : *refs) {
-        BoxRecord b = ctx.engine().start_box(r);
+        BoxRecord b = ctx.backend().start_box(r);
         if (ctx.json)
           print_json(box_json(b));
         else
@@ -609,14 +583,14 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->callback([&ctx, refs, force] {
       // Every name is checked first, so a typo in the list removes nothing.
       std::vector<BoxRecord> boxes;
-      for (const auto& r : *refs) boxes.push_back(ctx.engine().get_box(r));
+      for (const auto& r : *refs) boxes.push_back(ctx.backend().get_box(r));
       if (!*force)
         for (const auto& b : boxes)
           if (b.state == box_state::running)
             throw Error(Errc::failed_precondition,
                         "box " + b.name + " is running; stop it first or remove it with --force");
       for (const auto& b : boxes) {
-        ctx.engine().remove_box(b.id, *force);
+        ctx.backend().remove_box(b.id, *force);
         if (!ctx.json) std::cout << b.id << std::endl;
       }
     });

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/backend.h"
 #include "engine/engine.h"
 #include "engine/wire.h"
 
@@ -22,7 +23,11 @@ constexpr int kExitError = 1;
 constexpr int kExitExecError = 125;
 
 struct Context {
-  std::function<Engine&()> engine;  // opened on first use
+  std::function<Engine&()> engine;    // opened on first use
+  std::function<Backend&()> backend;  // the engine, or the server named by UPSTREAM_URL
+  bool remote = false;                // UPSTREAM_URL is set
+  // Throws for commands that need the local state directory when UPSTREAM_URL is set.
+  void require_local(const std::string& what) const;
   bool json = false;
   // For `box exec` and `box run`: the words after the first standalone `--`, which are the
   // command (for exec, possibly preceded by the box). They never reach the option parser.

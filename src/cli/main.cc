@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -25,6 +26,18 @@ int main(int argc, char** argv) {
   ctx.engine = [&]() -> Engine& {
     if (!engine) engine = Engine::open(EngineOptions::from_environment());
     return *engine;
+  };
+  // With UPSTREAM_URL set, box commands go to that server instead of the state directory.
+  const char* url = std::getenv("UPSTREAM_URL");
+  ctx.remote = url && *url;
+  std::unique_ptr<cli::Backend> backend;
+  ctx.backend = [&]() -> cli::Backend& {
+    if (!backend) {
+      const char* key = std::getenv("UPSTREAM_API_KEY");
+      backend = ctx.remote ? cli::make_remote_backend(url, key ? key : "")
+                           : cli::make_local_backend(ctx.engine);
+    }
+    return *backend;
   };
 
   app.add_subcommand("version", "Print the version")->callback([&] {

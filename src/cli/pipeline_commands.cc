@@ -81,6 +81,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
       if (*tail >= 0) opts->tail_lines = *tail;
       int code;
       try {
+        if (!opts->dry_run) ctx.require_local("upstream run");
         code = pipeline::run_document(ctx.engine, *opts);
       } catch (const Error& e) {
         std::cerr << "upstream: error: " << e.what() << std::endl;
@@ -98,6 +99,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
   {
     auto* c = sess->add_subcommand("ls", "List sessions");
     c->callback([&ctx] {
+      ctx.require_local("sessions and contexts");
       ContextStore store = ContextStore::sessions(ctx.engine().options().home);
       json out = json::array();
       std::vector<std::vector<std::string>> rows;
@@ -126,6 +128,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     auto name = std::make_shared<std::string>();
     c->add_option("name", *name, "Session")->required();
     c->callback([&ctx, name] {
+      ctx.require_local("sessions and contexts");
       Engine& engine = ctx.engine();
       Found f = find_context(engine.options().home, *name);
       auto st = f.store.state(f.name);
@@ -179,6 +182,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     auto names = std::make_shared<std::vector<std::string>>();
     c->add_option("name", *names, "Sessions")->required();
     c->callback([&ctx, names] {
+      ctx.require_local("sessions and contexts");
       Engine& engine = ctx.engine();
       ContextStore store = ContextStore::sessions(engine.options().home);
       for (const auto& n : *names)
@@ -209,6 +213,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     c->add_option("name", *name, "Session name or run id")->required();
     c->add_option("--turn", *turn, "Only this turn");
     c->callback([&ctx, name, turn] {
+      ctx.require_local("sessions and contexts");
       Found f = find_context(ctx.engine().options().home, *name);
       if (*turn == 0) {
         if (ctx.json) {
@@ -264,6 +269,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     c->add_option("name", *name, "Session name or run id")->required();
     c->add_option("-o,--output", *out, "The tar file to write ('-': standard output)")->required();
     c->callback([&ctx, name, out] {
+      ctx.require_local("sessions and contexts");
       Found f = find_context(ctx.engine().options().home, *name);
       if (*out == "-") {
         if (::isatty(1))

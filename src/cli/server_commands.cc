@@ -42,7 +42,8 @@ uint64_t parse_count(const std::string& text, const char* what) {
 
 void add_server_commands(CLI::App& app, Context& ctx) {
   {
-    auto* c = app.add_subcommand("serve", "Serve the HTTP API (boxes, execs, files) to SDKs and agents");
+    auto* c =
+        app.add_subcommand("serve", "Serve the HTTP API (boxes, execs, files) to SDKs and agents");
     auto o = std::make_shared<server::ServeOptions>();
     auto a = std::make_shared<server::ApiOptions>();
     auto max_body = std::make_shared<std::string>("1m");
@@ -86,7 +87,9 @@ void add_server_commands(CLI::App& app, Context& ctx) {
       ::mkdir(o->spool_dir.c_str(), 0700);
       server::serve(api, *o, [&](uint16_t port) {
         std::string where;
-        if (!o->listen.empty()) where = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+        if (!o->listen.empty())
+          where = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
+                  ":" + std::to_string(port);
         if (!o->socket.empty()) where += (where.empty() ? "" : " and ") + ("unix:" + o->socket);
         std::cerr << "upstream: serving the API on " << where
                   << (keys ? " (API keys required)"

@@ -12,7 +12,7 @@ void add_system_commands(CLI::App& app, Context& ctx) {
   {
     auto* c = sys->add_subcommand("info", "Show where state lives and what the kernel provides");
     c->callback([&ctx] {
-      SystemInfo s = ctx.engine().system_info();
+      SystemInfo s = ctx.backend().system_info();
       if (ctx.json) {
         print_json({{"version", s.version},
                     {"home", s.home},
@@ -37,12 +37,18 @@ void add_system_commands(CLI::App& app, Context& ctx) {
   {
     auto* c = sys->add_subcommand("reconcile",
                                   "Clean up after crashed processes (also done on every start)");
-    c->callback([&ctx] { ctx.engine().reconcile(); });
+    c->callback([&ctx] {
+      ctx.require_local("system reconcile");
+      ctx.engine().reconcile();
+    });
   }
   {
     auto* c = sys->add_subcommand(
         "refresh-host-image", "Rebuild the host image's mask now (after installing host packages)");
-    c->callback([&ctx] { ctx.engine().refresh_host_image(); });
+    c->callback([&ctx] {
+      ctx.require_local("system refresh-host-image");
+      ctx.engine().refresh_host_image();
+    });
   }
 }
 

@@ -32,6 +32,20 @@ std::string format_time(int64_t epoch_ms) {
   return buf;
 }
 
+int64_t parse_time(const std::string& text) {
+  if (text.empty()) return 0;
+  tm t{};
+  int ms = 0;
+  char z = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &t.tm_year, &t.tm_mon, &t.tm_mday,
+                  &t.tm_hour, &t.tm_min, &t.tm_sec, &ms, &z) != 8 ||
+      z != 'Z')
+    return 0;
+  t.tm_year -= 1900;
+  t.tm_mon -= 1;
+  return static_cast<int64_t>(timegm(&t)) * 1000 + ms;
+}
+
 std::string format_ago(int64_t epoch_ms, int64_t now) {
   if (epoch_ms <= 0) return "-";
   int64_t s = (now - epoch_ms) / 1000;

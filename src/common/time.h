@@ -12,6 +12,8 @@ int64_t mono_ms();
 int64_t mono_us();
 // "2026-11-22T10:24:03.123Z"
 std::string format_time(int64_t epoch_ms);
+// The inverse of format_time; 0 for an empty or malformed text.
+int64_t parse_time(const std::string& text);
 // "3 minutes ago", "just now", for listings.
 std::string format_ago(int64_t epoch_ms, int64_t now);
 

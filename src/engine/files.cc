@@ -17,6 +17,7 @@
 #include "common/frame.h"
 #include "common/ipc.h"
 #include "common/strings.h"
+#include "engine/host_tree.h"
 #include "engine/impl.h"
 
 namespace upstream {
@@ -39,22 +40,6 @@ FileInfo info_from(const json& j) {
   f.gid = j.value("gid", 0u);
   f.target = j.value("target", "");
   return f;
-}
-
-bool plain_relative(const std::string& p) {
-  if (p.empty() || p[0] == '/') return false;
-  for (const auto& c : split(p, '/'))
-    if (c.empty() || c == "." || c == "..") return false;
-  return true;
-}
-
-// Host side of a copy out of a box: everything below `dirfd`, nothing followed.
-int open_beneath(int dirfd, const std::string& rel, int flags, int mode = 0) {
-  open_how how{};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.mode = static_cast<uint64_t>(mode);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(::syscall(SYS_openat2, dirfd, rel.c_str(), &how, sizeof how));
 }
 
 class RemoteFiles : public FileSession {
@@ -298,69 +283,31 @@ class RemoteFiles : public FileSession {
 
   void copy_out(const std::string& box_path, const std::string& host_path) override {
     FileInfo src = stat(box_path, false);
-    struct stat st;
-    bool dest_is_dir = ::stat(host_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-    std::string root_dir = host_path;
-    bool strip_first = false;
-    if (!dest_is_dir) {
-      // The copy takes the destination's name.
-      auto slash = host_path.find_last_of('/');
-      std::string parent =
-          slash == std::string::npos ? "." : (slash == 0 ? "/" : host_path.substr(0, slash));
-      if (::stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-        throw Error(Errc::not_found, "destination directory " + parent + " does not exist");
-      if (src.type == "dir") {
-        if (::mkdir(host_path.c_str(), 0755) != 0 && errno != EEXIST)
-          throw_sys("mkdir " + host_path);
-        strip_first = true;
-      } else {
-        root_dir = parent;
-      }
-    }
-    UniqueFd root(::open(root_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!root) throw_sys("open " + root_dir);
-    std::string file_name = dest_is_dir ? "" : host_path.substr(host_path.find_last_of('/') + 1);
+    CopyOutPlan plan = plan_copy_out(host_path, src.type == "dir");
+    UniqueFd root(::open(plan.root_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_sys("open " + plan.root_dir);
     walk(box_path, [&](const json& e) {
       std::string rel = e.value("path", "");
       if (!plain_relative(rel))
         throw Error(Errc::invalid_argument, "the box sent an unsafe path '" + rel + "'");
-      if (strip_first) {
-        auto slash = rel.find('/');
-        if (slash == std::string::npos) {
-          if (e.value("type", "") == "file") receive_data([](const char*, size_t) {});
-          return;  // the directory itself is the destination, made above
-        }
-        rel = rel.substr(slash + 1);
-      } else if (!dest_is_dir && src.type != "dir") {
-        rel = file_name;
+      if (e.value("type", "") == "file" && e.contains("error")) return;  // unreadable: no data
+      auto pump = [&](const std::function<void(const char*, size_t)>& sink) { receive_data(sink); };
+      auto dest = plan.map(rel);
+      if (!dest) {
+        if (e.value("type", "") == "file") pump([](const char*, size_t) {});
+        return;
       }
-      write_host_entry(root.get(), rel, e);
+      HostEntry he{e.value("type", ""), e.value("mode", 0644u), e.value("target", "")};
+      write_host_entry(root.get(), *dest, he, pump);
     });
   }
 
   void copy_in(const std::string& host_path, const std::string& box_dest) override {
-    struct stat st;
-    if (::lstat(host_path.c_str(), &st) != 0) throw_sys(Errc::not_found, "local path " + host_path);
-    std::string dest_dir = box_dest, top;
-    auto dest = try_stat(box_dest);
-    bool dest_dir_exists = dest && dest->type == "dir";
-    std::string base = host_path.substr(host_path.find_last_of('/') + 1);
-    if (base.empty() || base == "." || base == "..") {
-      char buf[4096];
-      base = ::realpath(host_path.c_str(), buf)
-                 ? std::string(buf).substr(std::string(buf).find_last_of('/') + 1)
-                 : "upload";
-    }
-    if (dest_dir_exists) {
-      top = base;
-    } else {
-      auto slash = box_dest.find_last_of('/');
-      dest_dir = slash == 0 ? "/" : box_dest.substr(0, slash);
-      top = box_dest.substr(slash + 1);
-      if (top.empty()) throw_invalid("destination " + box_dest + " has no name");
-      if (stat(dest_dir, true).type != "dir")
-        throw_invalid("destination directory " + dest_dir + " is not a directory");
-    }
+    CopyInPlan plan = plan_copy_in(host_path, box_dest, [&](const std::string& p) {
+      auto f = try_stat(p);
+      return f ? std::optional<std::string>(f->type) : std::nullopt;
+    });
+    const std::string &dest_dir = plan.dir, &top = plan.top;
     send({{"op", "put"}, {"path", dest_dir}});
     std::string err;
     try {
@@ -465,46 +412,6 @@ class RemoteFiles : public FileSession {
     } else {
       archive_entry_set_filetype(ent, AE_IFREG);
       archive_entry_set_size(ent, 0);
-    }
-  }
-  // Creates one entry from a box below the host directory `root`. Paths were checked; parents
-  // are opened without following symlinks, so a box cannot steer a copy outside the target.
-  void write_host_entry(int root, const std::string& rel, const json& e) {
-    std::string type = e.value("type", "");
-    auto slash = rel.rfind('/');
-    std::string leaf = slash == std::string::npos ? rel : rel.substr(slash + 1);
-    UniqueFd parent(slash == std::string::npos
-                        ? ::fcntl(root, F_DUPFD_CLOEXEC, 3)
-                        : open_beneath(root, rel.substr(0, slash), O_RDONLY | O_DIRECTORY));
-    if (!parent) {
-      int err = errno;
-      if (type == "file") receive_data([](const char*, size_t) {});
-      throw_sys("copy " + rel, err);
-    }
-    // Set-id bits from a box never reach the host.
-    mode_t mode = static_cast<mode_t>(e.value("mode", 0644)) & 01777;
-    if (type == "dir") {
-      if (::mkdirat(parent.get(), leaf.c_str(), mode | 0700) != 0 && errno != EEXIST)
-        throw_sys("mkdir " + rel);
-    } else if (type == "symlink") {
-      ::unlinkat(parent.get(), leaf.c_str(), 0);
-      if (::symlinkat(e.value("target", "").c_str(), parent.get(), leaf.c_str()) != 0)
-        throw_sys("symlink " + rel);
-    } else if (type == "file") {
-      if (e.contains("error")) return;
-      struct stat st;
-      if (::fstatat(parent.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          !S_ISREG(st.st_mode))
-        ::unlinkat(parent.get(), leaf.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
-      UniqueFd out(::openat(parent.get(), leaf.c_str(),
-                            O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode));
-      if (!out) {
-        int err = errno;
-        receive_data([](const char*, size_t) {});
-        throw_sys("create " + rel, err);
-      }
-      receive_data([&](const char* p, size_t n) { write_all(out.get(), p, n); });
-      ::fchmod(out.get(), mode);
     }
   }
   void send_host_tree(const std::string& path, const std::string& rel) {

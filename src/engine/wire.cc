@@ -38,14 +38,7 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
     j["init_pid"] = b.init_pid;
     if (b.slot) j["host_uid_base"] = 268435456u + *b.slot * 65536u;
   }
-  if (usage) {
-    j["usage"] = {{"cpu_seconds", static_cast<double>(usage->cpu_us) / 1e6},
-                  {"memory_bytes", usage->memory},
-                  {"memory_peak_bytes", usage->memory_peak},
-                  {"pids", usage->pids},
-                  {"oom_kills", usage->oom_kills}};
-    if (usage->disk_bytes) j["usage"]["disk_bytes"] = *usage->disk_bytes;
-  }
+  if (usage) j["usage"] = usage_json(*usage);
   if (events) {
     json ev = json::array();
     for (const auto& e : *events)
@@ -78,6 +71,95 @@ json exec_json(const ExecRecord& e) {
             {"stderr_bytes", e.stderr_bytes}};
   if (e.ended_at && e.started_at) j["duration_ms"] = e.ended_at - e.started_at;
   return j;
+}
+
+json usage_json(const BoxUsage& u) {
+  json j = {{"cpu_seconds", static_cast<double>(u.cpu_us) / 1e6},
+            {"memory_bytes", u.memory},
+            {"memory_peak_bytes", u.memory_peak},
+            {"pids", u.pids},
+            {"oom_kills", u.oom_kills}};
+  if (u.disk_bytes) j["disk_bytes"] = *u.disk_bytes;
+  return j;
+}
+
+BoxRecord box_from_json(const json& j, BoxUsage* usage, std::vector<BoxEvent>* events) {
+  try {
+    BoxRecord b;
+    b.id = j.at("id").get<std::string>();
+    b.name = j.at("name").get<std::string>();
+    b.state = j.at("state").get<std::string>();
+    b.state_reason = j.value("state_reason", "");
+    b.spec.name = b.name;
+    b.spec.image = j.value("image", "host");
+    b.spec.labels = j.value("labels", std::map<std::string, std::string>{});
+    b.spec.env = j.value("env", std::vector<std::string>{});
+    b.spec.user = j.value("user", "root");
+    b.spec.workdir = j.value("workdir", "/home/user");
+    b.spec.network = j.value("network", "none");
+    if (j.contains("limits")) {
+      const json& l = j["limits"];
+      if (l.contains("cpus"))
+        b.spec.limits.cpu_milli = static_cast<uint64_t>(l["cpus"].get<double>() * 1000 + 0.5);
+      if (l.contains("memory_bytes")) b.spec.limits.memory = l["memory_bytes"].get<uint64_t>();
+      if (l.contains("pids")) b.spec.limits.pids = l["pids"].get<uint64_t>();
+      if (l.contains("disk_bytes")) b.spec.limits.disk = l["disk_bytes"].get<uint64_t>();
+    }
+    b.created_at = parse_time(j.value("created_at", ""));
+    b.started_at = parse_time(j.value("started_at", ""));
+    b.stopped_at = parse_time(j.value("stopped_at", ""));
+    b.init_pid = j.value("init_pid", 0);
+    if (j.contains("host_uid_base"))
+      b.slot = static_cast<uint32_t>((j["host_uid_base"].get<uint64_t>() - 268435456u) / 65536u);
+    if (usage && j.contains("usage")) {
+      const json& u = j["usage"];
+      usage->cpu_us = static_cast<uint64_t>(u.value("cpu_seconds", 0.0) * 1e6 + 0.5);
+      usage->memory = u.value("memory_bytes", uint64_t{0});
+      usage->memory_peak = u.value("memory_peak_bytes", uint64_t{0});
+      usage->pids = u.value("pids", uint64_t{0});
+      usage->oom_kills = u.value("oom_kills", uint64_t{0});
+      if (u.contains("disk_bytes")) usage->disk_bytes = u["disk_bytes"].get<uint64_t>();
+    }
+    if (events && j.contains("events"))
+      for (const auto& e : j["events"])
+        events->push_back(
+            {parse_time(e.value("at", "")), e.value("state", ""), e.value("reason", "")});
+    return b;
+  } catch (const json::exception& e) {
+    throw Error(Errc::internal, std::string("unexpected box record from the server: ") + e.what());
+  }
+}
+
+ExecRecord exec_from_json(const json& j) {
+  try {
+    ExecRecord e;
+    e.box_id = j.value("box_id", "");
+    e.seq = j.at("exec").get<uint64_t>();
+    e.argv = j.value("argv", std::vector<std::string>{});
+    e.user = j.value("user", "");
+    e.cwd = j.value("cwd", "");
+    e.background = j.value("background", false);
+    e.tty = j.value("tty", false);
+    e.state = j.value("state", "");
+    e.pid = j.value("pid", 0);
+    e.started_at = parse_time(j.value("started_at", ""));
+    e.ended_at = parse_time(j.value("ended_at", ""));
+    if (j.contains("exit_code") && !j["exit_code"].is_null())
+      e.exit_code = j["exit_code"].get<int>();
+    e.signal = j.value("signal", 0);
+    e.reason = j.value("reason", "");
+    e.timed_out = j.value("timed_out", false);
+    e.oom_killed = j.value("oom_killed", false);
+    e.cpu_us = static_cast<uint64_t>(j.value("cpu_seconds", 0.0) * 1e6 + 0.5);
+    e.max_rss_kb = j.value("max_rss_bytes", uint64_t{0}) / 1024;
+    e.stdout_bytes = j.value("stdout_bytes", uint64_t{0});
+    e.stderr_bytes = j.value("stderr_bytes", uint64_t{0});
+    e.stdout_tail = j.value("stdout_tail", "");
+    e.stderr_tail = j.value("stderr_tail", "");
+    return e;
+  } catch (const json::exception& x) {
+    throw Error(Errc::internal, std::string("unexpected exec record from the server: ") + x.what());
+  }
 }
 
 int parse_signal(const std::string& text) {

@@ -17,6 +17,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/wire.h"
+#include "server/utf8.h"
 
 extern "C" const char upstream_openapi_start[];
 extern "C" const char upstream_openapi_end[];
@@ -77,7 +78,9 @@ class Body {
     if (!j_.is_object()) bad("the JSON body must be an object");
     std::set<std::string> ok(allowed.begin(), allowed.end());
     for (const auto& [k, v] : j_.items())
-      if (!ok.count(k)) bad("unknown field '" + k + "' (known: " + join({allowed.begin(), allowed.end()}, ", ") + ")");
+      if (!ok.count(k))
+        bad("unknown field '" + k + "' (known: " + join({allowed.begin(), allowed.end()}, ", ") +
+            ")");
   }
   const json* get(const char* key) const {
     auto it = j_.find(key);
@@ -98,7 +101,8 @@ class Body {
   std::optional<uint64_t> uint(const char* key) const {
     const json* v = get(key);
     if (!v) return std::nullopt;
-    if (!v->is_number_unsigned()) bad(std::string("field '") + key + "' must be a whole number >= 0");
+    if (!v->is_number_unsigned())
+      bad(std::string("field '") + key + "' must be a whole number >= 0");
     return v->get<uint64_t>();
   }
   std::map<std::string, std::string> string_map(const char* key) const {
@@ -169,39 +173,12 @@ std::optional<uint32_t> mode_param(const Request& r) {
 json file_json(const FileInfo& f, const std::string& path) {
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", f.mode & 07777);
-  json j = {{"name", f.name},   {"path", f.path.empty() ? path : f.path},   {"type", f.type},
-            {"mode", mode},     {"size", f.size},   {"mtime", format_time(f.mtime_ms)},
-            {"uid", f.uid},     {"gid", f.gid}};
+  json j = {
+      {"name", f.name}, {"path", f.path.empty() ? path : f.path}, {"type", f.type}, {"mode", mode},
+      {"size", f.size}, {"mtime", format_time(f.mtime_ms)},       {"uid", f.uid},   {"gid", f.gid}};
   if (f.type == "symlink") j["target"] = f.target;
   return j;
 }
-
-// Keeps UTF-8 sequences whole across chunks of a stream, so that no event carries half a
-// character (which JSON could only show as a replacement character).
-class Utf8Joiner {
- public:
-  std::string take(std::string_view data) {
-    std::string s = std::move(held_);
-    held_.clear();
-    s.append(data);
-    size_t n = s.size(), i = n;
-    // Walk back over at most 3 continuation bytes to the last lead byte.
-    while (i > 0 && n - i < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) i--;
-    if (i > 0) {
-      unsigned char lead = static_cast<unsigned char>(s[i - 1]);
-      size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-      if (want > 1 && n - (i - 1) < want) {
-        held_ = s.substr(i - 1);
-        s.resize(i - 1);
-      }
-    }
-    return s;
-  }
-  std::string rest() { return std::exchange(held_, {}); }
-
- private:
-  std::string held_;
-};
 
 // Writes a whole buffer to a pipe or file, giving up after timeout_ms without progress.
 bool write_with_timeout(int fd, std::string_view data, int timeout_ms) {
@@ -356,7 +333,8 @@ void Api::dispatch(Call& c) {
     std::string token;
     if (starts_with(r.authorization, "Bearer ")) token = trim(r.authorization.substr(7));
     if (token.empty())
-      throw ApiError(401, "unauthenticated", "an API key is required: send 'Authorization: Bearer <key>'");
+      throw ApiError(401, "unauthenticated",
+                     "an API key is required: send 'Authorization: Bearer <key>'");
     std::optional<ApiKey> key;
     {
       std::lock_guard g(keys_mu_);
@@ -422,7 +400,8 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
       if (auto v = b.str("network")) spec.network = *v;
       for (auto& [k, v] : b.string_map("labels")) {
         if (k == kTenantLabel || starts_with(k, "upstream."))
-          bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
+          bad("label '" + k +
+              "' is reserved: labels starting with 'upstream.' are set by upstream");
         parse_label(k + "=" + v);
         spec.labels[k] = v;
       }
@@ -436,7 +415,8 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
           auto size_of = [&](const char* what) -> uint64_t {
             if (v.is_number_unsigned()) return v.get<uint64_t>();
             if (v.is_string()) return parse_size(v.get<std::string>(), what);
-            bad(std::string("limits.") + k + " must be a number of bytes or a size such as \"512m\"");
+            bad(std::string("limits.") + k +
+                " must be a number of bytes or a size such as \"512m\"");
           };
           if (k == "cpus") {
             if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 4096)
@@ -543,6 +523,14 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     handle_files(c, box, seg);
     return;
   }
+  if (seg.size() == 4 && what == "processes") {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    json list = json::array();
+    for (const auto& p : engine_.exec_processes(box.id))
+      list.push_back({{"exec", p.seq}, {"running", p.running}, {"processes", p.processes}});
+    c.json_reply(200, {{"execs", list}});
+    return;
+  }
   not_found("no route for " + m + " " + r.path);
 }
 
@@ -593,9 +581,9 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
     std::lock_guard g(execs_mu_);
     auto& n = tenant_execs_[c.tenant];
     if (max_execs && n >= max_execs)
-      throw ApiError(429, "resource_exhausted",
-                     "tenant " + c.tenant + " already runs " + std::to_string(n) +
-                         " execs, its limit");
+      throw ApiError(
+          429, "resource_exhausted",
+          "tenant " + c.tenant + " already runs " + std::to_string(n) + " execs, its limit");
     n++;
   }
   struct Release {
@@ -616,6 +604,9 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
     throw;
   }
   metrics_.exec(true, 0);  // counted as started; the duration is observed below
+  // It could not start (no such program, a bad user...): the reason is its stderr.
+  std::string early_err;
+  if (s->finished()) early_err = s->wait({}).stderr_tail;
 
   if (spec.background) {
     auto rec = engine_.get_exec(box.id, s->seq());
@@ -675,6 +666,7 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
         dst.append(d);
       }
     };
+    err = early_err;
     ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1);
     metrics_.exec(true, static_cast<double>(mono_us() - t0) / 1e6);
     json j = exec_json(rec);
@@ -692,8 +684,8 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
   auto emit = [&](const std::string& type, const json& j) {
     if (client_gone) return;
     std::string line = dump(j);
-    bool ok = sse ? c.res.chunk("event: " + type + "\ndata: " + line + "\n\n")
-                  : c.res.chunk(line + "\n");
+    bool ok =
+        sse ? c.res.chunk("event: " + type + "\ndata: " + line + "\n\n") : c.res.chunk(line + "\n");
     if (!ok) {
       client_gone = true;
       s->signal(SIGKILL);
@@ -701,11 +693,19 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
   };
   c.res.begin(200, ctype);
   emit("start", {{"type", "start"}, {"box_id", box.id}, {"exec", s->seq()}, {"pid", s->pid()}});
+  // Output is text (UTF-8, never split inside a character) or, when it is not, base64 bytes.
+  auto output = [&](const char* type, const std::string& bytes) {
+    if (bytes.empty()) return;
+    if (valid_utf8(bytes))
+      emit(type, {{"type", type}, {"data", bytes}});
+    else
+      emit(type, {{"type", type}, {"data_b64", base64_encode(bytes)}});
+  };
+  output("stderr", early_err);
   Utf8Joiner jo, je;
   auto sink = [&](Stream st, std::string_view d) {
     bool o = st == Stream::stdout_;
-    std::string text = (o ? jo : je).take(d);
-    if (!text.empty()) emit(o ? "stdout" : "stderr", {{"type", o ? "stdout" : "stderr"}, {"data", text}});
+    output(o ? "stdout" : "stderr", (o ? jo : je).take(d));
   };
   // The client's socket becomes readable when it hangs up: the exec is then killed.
   auto on_event = [&] {
@@ -721,11 +721,8 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
   };
   ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1, r.socket_fd, on_event);
   metrics_.exec(true, static_cast<double>(mono_us() - t0) / 1e6);
-  for (auto* j : {&jo, &je}) {
-    std::string rest = j->rest();
-    if (!rest.empty())
-      emit(j == &jo ? "stdout" : "stderr", {{"type", j == &jo ? "stdout" : "stderr"}, {"data", rest}});
-  }
+  output("stdout", jo.rest());
+  output("stderr", je.rest());
   json ex = exec_json(rec);
   ex["type"] = "exit";
   emit("exit", ex);
@@ -765,14 +762,18 @@ void Api::handle_execs(Call& c, const BoxRecord& box, const std::vector<std::str
     std::string which = qparam(r, "stream").value_or("stdout");
     if (which != "stdout" && which != "stderr")
       bad("query parameter 'stream' must be stdout or stderr, got '" + which + "'");
+    uint64_t offset = uint_param(r, "offset", 0, 1ull << 50);
     auto [out, err] = engine_.exec_log_paths(box.id, seq);
     UniqueFd fd(::open((which == "stdout" ? out : err).c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
       // Nothing written (or its log made room for newer ones): the tail kept in the database.
+      const std::string& tail = which == "stdout" ? rec->stdout_tail : rec->stderr_tail;
       c.res.send(200, "application/octet-stream",
-                 which == "stdout" ? rec->stdout_tail : rec->stderr_tail);
+                 offset >= tail.size() ? std::string() : tail.substr(offset));
       return;
     }
+    if (offset && ::lseek(fd.get(), static_cast<off_t>(offset), SEEK_SET) < 0)
+      throw_sys("seek in the exec's log");
     int raw = fd.get();
     stream_from_producer(c.res, "application/octet-stream", [raw](int w) {
       char buf[65536];
@@ -812,8 +813,9 @@ void Api::handle_execs(Call& c, const BoxRecord& box, const std::vector<std::str
     }
     if (!live)
       throw ApiError(409, "failed_precondition",
-                     "exec " + ss + " does not take stdin now (it was not started with "
-                     "'stdin_stream', or it ended)");
+                     "exec " + ss +
+                         " does not take stdin now (it was not started with "
+                         "'stdin_stream', or it ended)");
     bool eof = bool_param(r, "eof", false);
     std::lock_guard g(live->mu);
     if (!live->stdin_write)
@@ -822,7 +824,8 @@ void Api::handle_execs(Call& c, const BoxRecord& box, const std::vector<std::str
       throw ApiError(409, "failed_precondition",
                      "exec " + ss + " is not reading its stdin (or it ended)");
     if (eof) live->stdin_write.reset();
-    c.json_reply(200, {{"box_id", box.id}, {"exec", seq}, {"written", r.body.size()}, {"eof", eof}});
+    c.json_reply(200,
+                 {{"box_id", box.id}, {"exec", seq}, {"written", r.body.size()}, {"eof", eof}});
     return;
   }
   not_found("no route for " + m + " " + r.path);
@@ -924,8 +927,7 @@ void Api::handle_files(Call& c, const BoxRecord& box, const std::vector<std::str
     if (m == "GET") {
       auto f = fs();
       (void)f->stat(path);  // a missing path is a 404 before anything is sent
-      stream_from_producer(c.res, "application/x-tar",
-                           [&](int w) { f->download_tar(path, w); });
+      stream_from_producer(c.res, "application/x-tar", [&](int w) { f->download_tar(path, w); });
       return;
     }
     if (m == "PUT") {

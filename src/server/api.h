@@ -56,9 +56,9 @@ struct ApiError : std::runtime_error {
 };
 
 struct ApiOptions {
-  size_t max_body = 1 << 20;        // JSON bodies
+  size_t max_body = 1 << 20;         // JSON bodies
   uint64_t max_upload = 1ull << 30;  // file and archive uploads
-  size_t max_output = 16 << 20;     // stdout/stderr kept per stream in a waited exec's reply
+  size_t max_output = 16 << 20;      // stdout/stderr kept per stream in a waited exec's reply
   std::optional<uint64_t> default_max_boxes;
   std::optional<uint64_t> default_max_execs;
 };

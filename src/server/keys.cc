@@ -139,7 +139,10 @@ std::optional<ApiKey> KeyStore::authenticate(const std::string& token) {
   int64_t now = now_ms();
   if (now - k.last_used_at > 60000) {  // at most one write a minute per key
     try {
-      db_.prepare("UPDATE api_keys SET last_used_at = ? WHERE id = ?").bind(1, now).bind(2, id).run();
+      db_.prepare("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+          .bind(1, now)
+          .bind(2, id)
+          .run();
     } catch (const Error&) {
       // a busy database must not fail the request over a statistic
     }

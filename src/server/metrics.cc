@@ -70,8 +70,7 @@ void Metrics::error(const std::string& code) {
   errors_[code]++;
 }
 
-std::string Metrics::render(const std::map<std::string, uint64_t>& boxes,
-                            uint64_t inflight) const {
+std::string Metrics::render(const std::map<std::string, uint64_t>& boxes, uint64_t inflight) const {
   std::lock_guard g(mu_);
   std::string o;
   o += "# HELP upstream_boxes Boxes by state.\n# TYPE upstream_boxes gauge\n";
@@ -100,7 +99,8 @@ std::string Metrics::render(const std::map<std::string, uint64_t>& boxes,
   o += "# HELP upstream_exec_duration_seconds Wall time of execs run through the API.\n"
        "# TYPE upstream_exec_duration_seconds histogram\n";
   o += exec_seconds_.render("upstream_exec_duration_seconds", "");
-  o += "# HELP upstream_errors_total Error replies by code.\n# TYPE upstream_errors_total counter\n";
+  o +=
+      "# HELP upstream_errors_total Error replies by code.\n# TYPE upstream_errors_total counter\n";
   for (const auto& [code, v] : errors_)
     o += "upstream_errors_total{code=\"" + esc(code) + "\"} " + std::to_string(v) + "\n";
   return o;

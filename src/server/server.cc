@@ -35,8 +35,8 @@ std::pair<std::string, uint16_t> parse_listen(const std::string& text) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
   if (host.empty()) host = "0.0.0.0";
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(port) > 65535)
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535)
     throw_invalid("listen address '" + text + "': '" + port + "' is not a port number");
   boost::system::error_code ec;
   net::ip::make_address(host, ec);
@@ -284,7 +284,7 @@ class Conn : public std::enable_shared_from_this<Conn<Protocol>> {
     SocketResponder res(native(), false, srv_.opts_.write_timeout_s * 1000);
     res.send(status, "application/json",
              json{{"code", code}, {"message", message}}.dump(-1, ' ', false,
-                                                              json::error_handler_t::replace),
+                                                             json::error_handler_t::replace),
              {});
     srv_.log({{"time", format_time(now_ms())},
               {"remote", remote_},
@@ -376,8 +376,8 @@ class Conn : public std::enable_shared_from_this<Conn<Protocol>> {
           if (kv.empty()) continue;
           auto eq = kv.find('=');
           auto k = percent_decode(std::string_view(kv).substr(0, eq), true);
-          auto v = percent_decode(eq == std::string::npos ? "" : std::string_view(kv).substr(eq + 1),
-                                  true);
+          auto v = percent_decode(
+              eq == std::string::npos ? "" : std::string_view(kv).substr(eq + 1), true);
           if (!k || !v) throw ApiError(400, "bad_request", "malformed query string");
           req.query.emplace(*k, *v);
         }
@@ -465,7 +465,8 @@ void accept_loop(Server& srv, Acceptor& acc) {
         } else {
           remote = "unix";
         }
-        std::make_shared<Conn<typename Acceptor::protocol_type>>(srv, std::move(s), remote)->start();
+        std::make_shared<Conn<typename Acceptor::protocol_type>>(srv, std::move(s), remote)
+            ->start();
       }
     }
     accept_loop(srv, acc);
@@ -495,7 +496,7 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
   }
   if (!opts.socket.empty()) {
     // A stale socket file from an earlier run is replaced; anything else there is not.
-    struct stat st{};
+    struct stat st {};
     if (::lstat(opts.socket.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode))
         throw_invalid("--socket " + opts.socket + " exists and is not a socket");
@@ -507,8 +508,7 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
     unix_acc->open(ep.protocol(), ec);
     if (!ec) unix_acc->bind(ep, ec);
     if (!ec) unix_acc->listen(1024, ec);
-    if (ec)
-      throw Error(Errc::unavailable, "cannot listen on " + opts.socket + ": " + ec.message());
+    if (ec) throw Error(Errc::unavailable, "cannot listen on " + opts.socket + ": " + ec.message());
     ::fcntl(unix_acc->native_handle(), F_SETFD, FD_CLOEXEC);
     ::chmod(opts.socket.c_str(), 0600);
     accept_loop(srv, *unix_acc);

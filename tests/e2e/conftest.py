@@ -38,9 +38,20 @@ def _binary():
 def up():
     home = tempfile.mkdtemp(prefix="upstream-e2e-", dir="/tmp")
     u = Upstream(_binary(), home)
+    server = None
     try:
+        if os.environ.get("UPSTREAM_E2E_REMOTE") == "1":
+            # The same tests, with every CLI command going over HTTP to a server on this state
+            # directory (the CLI with UPSTREAM_URL set).
+            from upstream_e2e import Server
+            server = Server(u, "--no-access-log")
+            u.env["UPSTREAM_URL"] = server.url
+            u.remote = True
         yield u
     finally:
+        if server is not None:
+            u.env.pop("UPSTREAM_URL", None)
+            server.stop()
         _teardown(u)
 
 

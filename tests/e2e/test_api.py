@@ -390,3 +390,21 @@ def test_server_sockets_do_not_leak_into_boxes(api, server):
         assert shared == set(), f"the box's init holds the server's sockets {shared}"
     finally:
         api("DELETE", f"/v1/boxes/{b['id']}?force=true")
+
+
+def test_openapi_document_is_generated():
+    import sys
+    from upstream_e2e import REPO
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_openapi.py")], capture_output=True, check=True)
+    assert json.loads(out.stdout) == json.loads((REPO / "docs" / "openapi.json").read_text()), \
+        "docs/openapi.json is stale: python3 scripts/gen_openapi.py > docs/openapi.json"
+
+
+def test_binary_output_streams_as_base64(api, abox):
+    c, r = api.stream(f"/v1/boxes/{abox['id']}/execs", {"shell": "printf 'ok\\n'; printf '\\377\\000\\376'", "stream": True})
+    events = [json.loads(line) for line in r]
+    c.close()
+    import base64
+    out = b"".join(e["data"].encode() if "data" in e else base64.b64decode(e["data_b64"])
+                   for e in events if e["type"] == "stdout")
+    assert out == b"ok\n\xff\x00\xfe"

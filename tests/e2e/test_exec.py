@@ -275,6 +275,12 @@ def test_background_exec_survives_the_cli(up, mbox):
 
 def test_tty_option_gives_a_terminal(up, mbox):
     """-t runs the command on a terminal; the local side is a pty made here."""
+    if up.remote:
+        # Over HTTP there are no terminals yet: a clear error, and nothing runs.
+        rc, out, err = up("box", "exec", "-t", mbox, "--", "touch", "/tmp/tty-ran")
+        assert rc == 125 and "terminals (-t) are not available over HTTP" in err
+        assert up("box", "exec", mbox, "--", "test", "-e", "/tmp/tty-ran")[0] == 1
+        return
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(

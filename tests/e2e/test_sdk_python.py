@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from upstream_e2e import REPO, Server, unique_name
+from upstream_e2e import REPO, Server, unique_name, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,7 @@ def test_background(sdk, client):
     with sdk.Sandbox.create(client=client) as sb:
         h = sb.exec_background("echo started; sleep 300")
         assert h.running()
+        wait_until(lambda: h.logs() == b"started\n", what="the background exec's output")
         h.kill("TERM")
         st = h.wait(timeout=10)
         assert st["state"] != "running"

@@ -28,6 +28,7 @@ class Upstream:
         self.binary = str(binary)
         self.home = str(home)
         self.env = dict(BASE_ENV, UPSTREAM_HOME=self.home)
+        self.remote = False  # True: the CLI talks to a server (UPSTREAM_URL)
 
     def __call__(self, *args, input=None, check=None, timeout=60, text=True, cwd=None):
         """Runs `upstream ARGS...`.

@@ -50,7 +50,7 @@ export interface ExecResult {
 
 export type ExecEvent =
   | { type: "start"; exec: number }
-  | { type: "stdout" | "stderr"; exec: number; data: string }
+  | { type: "stdout" | "stderr"; exec: number; data: string; bytes: Uint8Array }
   | { type: "exit"; exec: number; result: ExecResult };
 
 export class ExecStream implements AsyncIterable<ExecEvent> {

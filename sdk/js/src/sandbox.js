@@ -61,8 +61,11 @@ export class ExecStream {
     const err = [];
     for await (const j of this.events) {
       if (j.type === "stdout" || j.type === "stderr") {
-        (j.type === "stdout" ? out : err).push(j.data);
-        yield { type: j.type, data: j.data, exec: this.exec };
+        // Text when the output is UTF-8; else base64 bytes (shown as text with U+FFFD).
+        const bytes = j.data_b64 !== undefined ? Uint8Array.from(atob(j.data_b64), (ch) => ch.charCodeAt(0)) : new TextEncoder().encode(j.data);
+        const data = j.data ?? new TextDecoder().decode(bytes);
+        (j.type === "stdout" ? out : err).push(data);
+        yield { type: j.type, data, bytes, exec: this.exec };
       } else if (j.type === "exit") {
         this.result = toResult(j, out.join(""), err.join(""));
         yield { type: "exit", exec: this.exec, result: this.result };

@@ -74,6 +74,9 @@ test("background execs", async () => {
   try {
     const h = await sb.execBackground("echo started; sleep 300");
     assert.ok(await h.running());
+    for (let i = 0; i < 200 && new TextDecoder().decode(await h.logs()) !== "started\n"; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     await h.kill("TERM");
     const st = await h.wait({ timeoutMs: 10_000 });
     assert.notEqual(st.state, "running");

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -66,9 +67,10 @@ class ExecEvent:
     """One event of a streamed command: `start`, `stdout`, `stderr` or `exit`."""
 
     type: str
-    data: str = ""
+    data: str = ""  # the output as text (bytes that are not UTF-8 show as U+FFFD)
     exec: int = 0
     result: Optional[ExecResult] = None
+    raw: bytes = b""  # the output bytes exactly
 
 
 @dataclass
@@ -119,8 +121,10 @@ class ExecStream:
             for j in self._events:
                 t = j.get("type")
                 if t in ("stdout", "stderr"):
-                    (self._out if t == "stdout" else self._err).append(j["data"])
-                    yield ExecEvent(t, data=j["data"], exec=self.exec)
+                    raw = base64.b64decode(j["data_b64"]) if "data_b64" in j else j["data"].encode()
+                    text = j["data"] if "data" in j else raw.decode("utf-8", "replace")
+                    (self._out if t == "stdout" else self._err).append(text)
+                    yield ExecEvent(t, data=text, exec=self.exec, raw=raw)
                 elif t == "exit":
                     self.result = ExecResult.from_json(j, "".join(self._out), "".join(self._err))
                     yield ExecEvent("exit", exec=self.exec, result=self.result)

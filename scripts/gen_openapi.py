@@ -1,0 +1,125 @@
+"""Writes docs/openapi.json, the API's description (the server embeds it; tests check responses
+against it and that this script still produces it): python3 scripts/gen_openapi.py > docs/openapi.json"""
+import json
+def ref(n): return {"$ref": "#/components/schemas/" + n}
+def jbody(schema, required=True): return {"required": required, "content": {"application/json": {"schema": schema}}}
+def resp(desc, schema=None, ctype="application/json"):
+    r = {"description": desc}
+    if schema is not None: r["content"] = {ctype: {"schema": schema}}
+    return r
+ERR = {"400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthenticated"},
+       "404": {"$ref": "#/components/responses/NotFound"}}
+def errs(*extra):
+    e = dict(ERR)
+    for c in extra: e[c] = {"$ref": "#/components/responses/Error" + c}
+    return e
+BOX = {"name": "box", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Box id or name"}
+EXEC = {"name": "exec", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+PATH = {"name": "path", "in": "query", "required": True, "schema": {"type": "string"}, "description": "Path inside the box (relative: from its workdir)"}
+USER = {"name": "user", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Act as this user (default: the box's)"}
+def q(name, typ="string", desc=None, **kw):
+    p = {"name": name, "in": "query", "required": False, "schema": dict({"type": typ}, **kw)}
+    if desc: p["description"] = desc
+    return p
+ts = {"type": "string", "description": "ISO 8601 UTC time; empty when it did not happen"}
+schemas = {
+ "Error": {"type": "object", "required": ["code", "message"], "additionalProperties": False,
+   "properties": {"code": {"type": "string", "enum": ["invalid_argument", "bad_request", "unauthenticated", "not_found", "method_not_allowed", "already_exists", "failed_precondition", "payload_too_large", "resource_exhausted", "unavailable", "timeout", "internal"]},
+                  "message": {"type": "string"}}},
+ "Limits": {"type": "object", "additionalProperties": False, "properties": {
+   "cpus": {"type": "number", "exclusiveMinimum": 0}, "memory": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}], "description": "bytes, or a size such as \"512m\""},
+   "pids": {"type": "integer", "minimum": 0}, "disk": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}}},
+ "BoxCreate": {"type": "object", "additionalProperties": False, "properties": {
+   "name": {"type": "string"}, "image": {"type": "string", "description": "host (default), dir:PATH or tar:PATH"},
+   "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+   "env": {"type": "object", "additionalProperties": {"type": "string"}},
+   "limits": ref("Limits"), "user": {"type": "string"}, "workdir": {"type": "string"}, "network": {"type": "string", "enum": ["none"]}}},
+ "Box": {"type": "object", "required": ["id", "name", "state", "image", "labels", "env", "limits", "user", "workdir", "network", "created_at"],
+   "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+     "state": {"type": "string", "enum": ["creating", "starting", "running", "stopping", "stopped", "removing"]},
+     "state_reason": {"type": "string"}, "image": {"type": "string"},
+     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+     "env": {"type": "array", "items": {"type": "string"}},
+     "limits": {"type": "object", "properties": {"cpus": {"type": "number"}, "memory_bytes": {"type": "integer"}, "pids": {"type": "integer"}, "disk_bytes": {"type": "integer"}}},
+     "user": {"type": "string"}, "workdir": {"type": "string"}, "network": {"type": "string"},
+     "created_at": ts, "started_at": ts, "stopped_at": ts, "init_pid": {"type": "integer"}, "host_uid_base": {"type": "integer"},
+     "usage": {"type": "object", "properties": {"cpu_seconds": {"type": "number"}, "memory_bytes": {"type": "integer"}, "memory_peak_bytes": {"type": "integer"}, "pids": {"type": "integer"}, "oom_kills": {"type": "integer"}, "disk_bytes": {"type": "integer"}}},
+     "events": {"type": "array", "items": {"type": "object", "required": ["at", "state", "reason"], "properties": {"at": {"type": "string"}, "state": {"type": "string"}, "reason": {"type": "string"}}}}}},
+ "BoxList": {"type": "object", "required": ["boxes", "next"], "additionalProperties": False, "properties": {
+   "boxes": {"type": "array", "items": ref("Box")}, "next": {"type": ["string", "null"], "description": "Pass as `after` for the next page; null on the last"}}},
+ "ExecCreate": {"type": "object", "additionalProperties": False, "properties": {
+   "cmd": {"type": "array", "items": {"type": "string"}, "description": "The command and its arguments (or give `shell`)"},
+   "shell": {"type": "string", "description": "A command line, run by bash -c"},
+   "env": {"type": "object", "additionalProperties": {"type": "string"}}, "cwd": {"type": "string"}, "user": {"type": "string"},
+   "timeout_ms": {"type": "integer", "minimum": 0}, "background": {"type": "boolean"},
+   "stdin": {"type": "string", "description": "Data for the command's stdin (then EOF)"},
+   "stdin_stream": {"type": "boolean", "description": "Streamed execs: stdin comes from POST .../execs/{exec}/stdin"},
+   "stream": {"type": "boolean", "description": "Stream events as NDJSON (or SSE when Accept: text/event-stream)"}}},
+ "Exec": {"type": "object", "required": ["box_id", "exec", "argv", "state", "exit_code", "started_at"], "properties": {
+   "box_id": {"type": "string"}, "exec": {"type": "integer"}, "argv": {"type": "array", "items": {"type": "string"}},
+   "user": {"type": "string"}, "cwd": {"type": "string"}, "background": {"type": "boolean"}, "tty": {"type": "boolean"},
+   "state": {"type": "string", "enum": ["running", "exited", "failed", "lost"]}, "pid": {"type": "integer"},
+   "started_at": ts, "ended_at": ts, "exit_code": {"type": ["integer", "null"]}, "signal": {"type": "integer"}, "reason": {"type": "string"},
+   "timed_out": {"type": "boolean"}, "oom_killed": {"type": "boolean"}, "cpu_seconds": {"type": "number"}, "max_rss_bytes": {"type": "integer"},
+   "stdout_bytes": {"type": "integer"}, "stderr_bytes": {"type": "integer"}, "duration_ms": {"type": "integer"},
+   "stdout_tail": {"type": "string"}, "stderr_tail": {"type": "string"}}},
+ "ExecResult": {"allOf": [ref("Exec"), {"type": "object", "required": ["stdout", "stderr", "stdout_truncated", "stderr_truncated"], "properties": {
+   "stdout": {"type": "string"}, "stderr": {"type": "string"}, "stdout_truncated": {"type": "boolean"}, "stderr_truncated": {"type": "boolean"}}}]},
+ "ExecEvent": {"description": "One line of an NDJSON stream (or the data of one SSE event, whose event name is the type)", "oneOf": [
+   {"type": "object", "required": ["type", "exec", "box_id"], "properties": {"type": {"const": "start"}, "exec": {"type": "integer"}, "box_id": {"type": "string"}, "pid": {"type": "integer"}}},
+   {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["stdout", "stderr"]}, "data": {"type": "string", "description": "The output, when it is UTF-8 text"}, "data_b64": {"type": "string", "description": "The output bytes in base64, when they are not UTF-8"}}, "oneOf": [{"required": ["data"]}, {"required": ["data_b64"]}]},
+   {"allOf": [ref("Exec"), {"type": "object", "required": ["type"], "properties": {"type": {"const": "exit"}}}]}]},
+ "ExecList": {"type": "object", "required": ["execs"], "properties": {"execs": {"type": "array", "items": ref("Exec")}}},
+ "FileInfo": {"type": "object", "required": ["name", "path", "type", "mode", "size", "mtime", "uid", "gid"], "properties": {
+   "name": {"type": "string"}, "path": {"type": "string"}, "type": {"type": "string", "enum": ["file", "dir", "symlink", "fifo", "socket", "char", "block"]},
+   "mode": {"type": "string", "pattern": "^[0-7]{4}$"}, "size": {"type": "integer"}, "mtime": {"type": "string"}, "uid": {"type": "integer"}, "gid": {"type": "integer"},
+   "target": {"type": "string"}, "written": {"type": "integer"}}},
+}
+ok = lambda s: resp("OK", s)
+paths = {
+ "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": ok({"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}, "version": {"type": "string"}}})}}},
+ "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": resp("Text exposition format", {"type": "string"}, "text/plain"), "401": {"$ref": "#/components/responses/Unauthenticated"}}}},
+ "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": ok({"type": "object"})}}},
+ "/v1/info": {"get": {"summary": "The server and the caller's tenant", "responses": {"200": ok({"type": "object", "required": ["version", "tenant", "auth"], "properties": {"version": {"type": "string"}, "storage": {"type": "string"}, "cgroups": {"type": "string"}, "kernel": {"type": "string"}, "tenant": {"type": "string"}, "auth": {"type": "boolean"}}}), "401": {"$ref": "#/components/responses/Unauthenticated"}}}},
+ "/v1/boxes": {
+   "post": {"summary": "Create a box and start it", "requestBody": jbody(ref("BoxCreate"), False), "responses": dict({"201": resp("Created", ref("Box"))}, **errs("409", "429"))},
+   "get": {"summary": "List boxes", "parameters": [q("label", desc="key=value; repeatable, all must match"), q("state"), q("limit", "integer", minimum=1, maximum=1000), q("after", desc="The `next` of the previous page")],
+           "responses": dict({"200": ok(ref("BoxList"))}, **errs())}},
+ "/v1/boxes/{box}": {"parameters": [BOX],
+   "get": {"summary": "A box, with its usage and state history", "responses": dict({"200": ok(ref("Box"))}, **errs())},
+   "delete": {"summary": "Remove a box and everything in it", "parameters": [q("force", "boolean", "Remove it even if running")], "responses": dict({"200": ok({"type": "object", "required": ["id", "removed"], "properties": {"id": {"type": "string"}, "removed": {"type": "boolean"}}})}, **errs("409"))}},
+ "/v1/boxes/{box}/stop": {"parameters": [BOX], "post": {"summary": "Stop: processes end, files stay", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"grace_ms": {"type": "integer", "minimum": 0}}}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
+ "/v1/boxes/{box}/start": {"parameters": [BOX], "post": {"summary": "Start a stopped box", "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
+ "/v1/boxes/{box}/execs": {"parameters": [BOX],
+   "post": {"summary": "Run a command: wait for its result, stream it, or start it in the background", "requestBody": jbody(ref("ExecCreate")),
+            "responses": dict({"200": {"description": "The result (or, when streamed, the events)", "content": {"application/json": {"schema": ref("ExecResult")}, "application/x-ndjson": {"schema": ref("ExecEvent")}, "text/event-stream": {"schema": {"type": "string"}}}},
+                               "202": resp("Started in the background", ref("Exec"))}, **errs("409", "429"))},
+   "get": {"summary": "Exec history of the box", "parameters": [q("running", "boolean"), q("limit", "integer", minimum=0, maximum=10000)], "responses": dict({"200": ok(ref("ExecList"))}, **errs())}},
+ "/v1/boxes/{box}/processes": {"parameters": [BOX], "get": {"summary": "Processes per exec, for execs running or that left processes behind", "responses": dict({"200": ok({"type": "object", "required": ["execs"], "properties": {"execs": {"type": "array", "items": {"type": "object", "required": ["exec", "running", "processes"], "properties": {"exec": {"type": "integer"}, "running": {"type": "boolean"}, "processes": {"type": "integer"}}}}}})}, **errs())}},
+ "/v1/boxes/{box}/execs/{exec}": {"parameters": [BOX, EXEC], "get": {"summary": "One exec: status, result, output tails", "responses": dict({"200": ok(ref("Exec"))}, **errs())}},
+ "/v1/boxes/{box}/execs/{exec}/logs": {"parameters": [BOX, EXEC], "get": {"summary": "An exec's whole output", "parameters": [q("stream", enum=["stdout", "stderr"]), q("offset", "integer", "Skip this many bytes", minimum=0)], "responses": dict({"200": resp("Raw bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}, **errs())}},
+ "/v1/boxes/{box}/execs/{exec}/kill": {"parameters": [BOX, EXEC], "post": {"summary": "Signal an exec's process tree", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"signal": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}, False), "responses": dict({"200": ok({"type": "object", "required": ["box_id", "exec", "signal"], "properties": {"box_id": {"type": "string"}, "exec": {"type": "integer"}, "signal": {"type": "integer"}}})}, **errs("409"))}},
+ "/v1/boxes/{box}/execs/{exec}/stdin": {"parameters": [BOX, EXEC], "post": {"summary": "Send bytes to a streamed exec's stdin", "parameters": [q("eof", "boolean", "Close stdin after these bytes")], "requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"200": ok({"type": "object", "required": ["exec", "written", "eof"], "properties": {"box_id": {"type": "string"}, "exec": {"type": "integer"}, "written": {"type": "integer"}, "eof": {"type": "boolean"}}})}, **errs("409"))}},
+ "/v1/boxes/{box}/files": {"parameters": [BOX, PATH, USER],
+   "get": {"summary": "Download a file", "responses": dict({"200": resp("Its bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}, **errs())},
+   "put": {"summary": "Write a file (the body is its bytes)", "parameters": [q("mode", desc="Octal, e.g. 0644"), q("mkdirs", "boolean", "Create missing parent directories")], "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"200": ok(ref("FileInfo"))}, **errs("413"))},
+   "delete": {"summary": "Remove a file or directory", "parameters": [q("recursive", "boolean")], "responses": dict({"200": ok({"type": "object", "required": ["path", "removed"], "properties": {"path": {"type": "string"}, "removed": {"type": "boolean"}}})}, **errs())}},
+ "/v1/boxes/{box}/files/list": {"parameters": [BOX, PATH, USER], "get": {"summary": "List a directory", "responses": dict({"200": ok({"type": "object", "required": ["path", "entries"], "properties": {"path": {"type": "string"}, "entries": {"type": "array", "items": ref("FileInfo")}}})}, **errs())}},
+ "/v1/boxes/{box}/files/stat": {"parameters": [BOX, PATH, USER, q("follow", "boolean")], "get": {"summary": "Stat a path", "responses": dict({"200": ok(ref("FileInfo"))}, **errs())}},
+ "/v1/boxes/{box}/files/mkdir": {"parameters": [BOX, USER], "post": {"summary": "Make a directory", "requestBody": jbody({"type": "object", "required": ["path"], "additionalProperties": False, "properties": {"path": {"type": "string"}, "parents": {"type": "boolean"}, "mode": {"type": "string"}}}), "responses": dict({"200": ok(ref("FileInfo"))}, **errs())}},
+ "/v1/boxes/{box}/files/move": {"parameters": [BOX, USER], "post": {"summary": "Move or rename", "requestBody": jbody({"type": "object", "required": ["from", "to"], "additionalProperties": False, "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "overwrite": {"type": "boolean"}}}), "responses": dict({"200": ok(ref("FileInfo"))}, **errs())}},
+ "/v1/boxes/{box}/files/archive": {"parameters": [BOX, PATH, USER],
+   "get": {"summary": "Download a file or directory tree as tar", "responses": dict({"200": resp("A tar archive", {"type": "string", "format": "binary"}, "application/x-tar")}, **errs())},
+   "put": {"summary": "Extract a tar archive into a directory", "requestBody": {"required": True, "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"200": ok({"type": "object", "required": ["path", "bytes"], "properties": {"path": {"type": "string"}, "bytes": {"type": "integer"}}})}, **errs("413"))}},
+}
+def er(d): return {"description": d, "content": {"application/json": {"schema": ref("Error")}}}
+doc = {"openapi": "3.1.0",
+ "info": {"title": "upstream", "version": "0.1.0", "description": "Sandboxes for AI agents that remember: boxes, execs and files over HTTP. Every error is a JSON object with `code` and `message`."},
+ "servers": [{"url": "http://127.0.0.1:8420"}],
+ "security": [{"bearer": []}],
+ "paths": paths,
+ "components": {"schemas": schemas,
+   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `upstream keys create`. Not needed while no key exists (the server then listens on loopback only)."}},
+   "responses": {"BadRequest": er("The request is malformed; nothing was changed"), "Unauthenticated": er("No valid API key"), "NotFound": er("No such box, exec, file or route (another tenant's box is not found either)"),
+                 "Error409": er("The object is in the wrong state, or a name is taken"), "Error413": er("The body is over the size limit"), "Error429": er("A tenant limit was reached")}}}
+print(json.dumps(doc, indent=1))

@@ -1,0 +1,109 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "cli/backend.h"
+#include "common/error.h"
+#include "common/fd.h"
+
+namespace upstream::cli {
+
+namespace {
+
+class LocalBackend : public Backend {
+ public:
+  explicit LocalBackend(std::function<Engine&()> engine) : engine_(std::move(engine)) {}
+  bool remote() const override { return false; }
+
+  BoxRecord create_box(const BoxSpec& spec) override { return e().create_box(spec); }
+  BoxRecord get_box(const std::string& ref) override { return e().get_box(ref); }
+  std::vector<BoxRecord> list_boxes(const store::BoxFilter& f) override {
+    return e().list_boxes(f);
+  }
+  BoxRecord start_box(const std::string& ref) override { return e().start_box(ref); }
+  BoxRecord stop_box(const std::string& ref, int64_t grace_ms) override {
+    return e().stop_box(ref, grace_ms);
+  }
+  void remove_box(const std::string& ref, bool force) override { e().remove_box(ref, force); }
+  BoxRecord inspect(const std::string& ref, BoxUsage& usage,
+                    std::vector<BoxEvent>& events) override {
+    BoxRecord b = e().get_box(ref);
+    usage = e().usage(b.id);
+    events = e().events(b.id);
+    return b;
+  }
+  BoxUsage usage(const std::string& ref) override { return e().usage(ref); }
+
+  std::unique_ptr<ExecSession> start_exec(const std::string& ref, const ExecSpec& spec) override {
+    return e().start_exec(ref, spec);
+  }
+  std::optional<ExecRecord> get_exec(const std::string& ref, uint64_t seq) override {
+    return e().get_exec(ref, seq);
+  }
+  std::vector<ExecRecord> list_execs(const std::string& ref, bool running_only,
+                                     size_t limit) override {
+    return e().list_execs(ref, running_only, limit);
+  }
+  void kill_exec(const std::string& ref, uint64_t seq, int signal) override {
+    e().kill_exec(ref, seq, signal);
+  }
+  std::vector<Engine::ExecProcesses> exec_processes(const std::string& ref) override {
+    return e().exec_processes(ref);
+  }
+  uint64_t copy_log(const std::string& ref, uint64_t seq, Stream which, uint64_t offset,
+                    int out_fd) override {
+    auto [out, err] = e().exec_log_paths(ref, seq);
+    UniqueFd fd(::open((which == Stream::stdout_ ? out : err).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      auto rec = e().get_exec(ref, seq);
+      std::string tail = rec ? (which == Stream::stdout_ ? rec->stdout_tail : rec->stderr_tail) : "";
+      if (offset >= tail.size()) return 0;
+      write_all(out_fd, tail.data() + offset, tail.size() - offset);
+      return tail.size() - offset;
+    }
+    char buf[65536];
+    uint64_t total = 0;
+    for (;;) {
+      ssize_t n = ::pread(fd.get(), buf, sizeof buf, static_cast<off_t>(offset + total));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_sys("read the exec's log");
+      if (n == 0) return total;
+      write_all(out_fd, buf, static_cast<size_t>(n));
+      total += static_cast<uint64_t>(n);
+    }
+  }
+
+  void copy_out(const std::string& ref, const std::string& box_path, const std::string& host_path,
+                const std::string& user) override {
+    BoxRecord b = e().get_box(ref);
+    e().files(b.id, user)->copy_out(upstream::box_path(box_path, b.spec.workdir), host_path);
+  }
+  void copy_in(const std::string& ref, const std::string& host_path, const std::string& box_path,
+               const std::string& user) override {
+    BoxRecord b = e().get_box(ref);
+    e().files(b.id, user)->copy_in(host_path, upstream::box_path(box_path, b.spec.workdir));
+  }
+  void download_tar(const std::string& ref, const std::string& box_path, int out_fd,
+                    const std::string& user) override {
+    BoxRecord b = e().get_box(ref);
+    e().files(b.id, user)->download_tar(upstream::box_path(box_path, b.spec.workdir), out_fd);
+  }
+  void upload_tar(const std::string& ref, const std::string& box_dir, int in_fd,
+                  const std::string& user) override {
+    BoxRecord b = e().get_box(ref);
+    e().files(b.id, user)->upload_tar(upstream::box_path(box_dir, b.spec.workdir), in_fd);
+  }
+
+  SystemInfo system_info() override { return e().system_info(); }
+
+ private:
+  Engine& e() { return engine_(); }
+  std::function<Engine&()> engine_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_local_backend(const std::function<Engine&()>& engine) {
+  return std::make_unique<LocalBackend>(engine);
+}
+
+}  // namespace upstream::cli
