@@ -28,8 +28,7 @@ class Backend {
                             std::vector<BoxEvent>& events) = 0;
   virtual BoxUsage usage(const std::string& ref) = 0;
 
-  virtual std::unique_ptr<ExecSession> start_exec(const std::string& ref,
-                                                  const ExecSpec& spec) = 0;
+  virtual std::unique_ptr<ExecSession> start_exec(const std::string& ref, const ExecSpec& spec) = 0;
   virtual std::optional<ExecRecord> get_exec(const std::string& ref, uint64_t seq) = 0;
   virtual std::vector<ExecRecord> list_execs(const std::string& ref, bool running_only,
                                              size_t limit) = 0;

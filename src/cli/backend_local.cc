@@ -55,7 +55,8 @@ class LocalBackend : public Backend {
     UniqueFd fd(::open((which == Stream::stdout_ ? out : err).c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
       auto rec = e().get_exec(ref, seq);
-      std::string tail = rec ? (which == Stream::stdout_ ? rec->stdout_tail : rec->stderr_tail) : "";
+      std::string tail =
+          rec ? (which == Stream::stdout_ ? rec->stdout_tail : rec->stderr_tail) : "";
       if (offset >= tail.size()) return 0;
       write_all(out_fd, tail.data() + offset, tail.size() - offset);
       return tail.size() - offset;

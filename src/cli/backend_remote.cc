@@ -71,7 +71,8 @@ class Http {
     auto colon = rest.rfind(':');
     host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
     port_ = colon == std::string::npos ? "80" : rest.substr(colon + 1);
-    if (port_.empty() || port_.size() > 5 || port_.find_first_not_of("0123456789") != std::string::npos)
+    if (port_.empty() || port_.size() > 5 ||
+        port_.find_first_not_of("0123456789") != std::string::npos)
       throw_invalid("UPSTREAM_URL '" + url + "': '" + port_ + "' is not a port number");
     if (host_.size() > 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
     if (host_.empty()) throw_invalid("UPSTREAM_URL '" + url + "' has no host");
@@ -96,8 +97,8 @@ class Http {
       if (!ec) net::connect(c->sock, eps, ec);
     }
     if (ec)
-      throw Error(Errc::unavailable, "cannot reach the upstream server at " + url_ + ": " +
-                                         ec.message());
+      throw Error(Errc::unavailable,
+                  "cannot reach the upstream server at " + url_ + ": " + ec.message());
     c->sock.set_option(tcp::no_delay(true), ec);
     ::fcntl(c->sock.native_handle(), F_SETFD, FD_CLOEXEC);
     auto prepare = [&](auto& req) {
@@ -134,7 +135,8 @@ class Http {
     c->status = c->parser->get().result_int();
     if (c->status >= 400) {
       std::string text = read_all(*c);
-      std::string code = "internal", message = text.empty() ? "HTTP " + std::to_string(c->status) : text;
+      std::string code = "internal",
+                  message = text.empty() ? "HTTP " + std::to_string(c->status) : text;
       try {
         json j = json::parse(text);
         code = j.value("code", code);
@@ -279,7 +281,8 @@ class RemoteExec : public ExecSession {
             send_stdin("", true);
           }
         } else if (p.fd == sock) {
-          if (!receive()) throw Error(Errc::unavailable, "the server ended the exec's stream early");
+          if (!receive())
+            throw Error(Errc::unavailable, "the server ended the exec's stream early");
         }
       }
     }
@@ -408,9 +411,7 @@ class RemoteBackend : public Backend {
     if (!limits.empty()) body["limits"] = limits;
     return box_from_json(http_.post("/v1/boxes", body));
   }
-  BoxRecord get_box(const std::string& ref) override {
-    return box_from_json(http_.get(box(ref)));
-  }
+  BoxRecord get_box(const std::string& ref) override { return box_from_json(http_.get(box(ref))); }
   std::vector<BoxRecord> list_boxes(const store::BoxFilter& f) override {
     std::vector<BoxRecord> out;
     std::string after;
@@ -449,8 +450,9 @@ class RemoteBackend : public Backend {
   std::unique_ptr<ExecSession> start_exec(const std::string& ref, const ExecSpec& spec) override {
     validate_exec_spec(spec);
     if (spec.tty)
-      throw_invalid("terminals (-t) are not available over HTTP yet; unset UPSTREAM_URL to use the "
-                    "local state directory");
+      throw_invalid(
+          "terminals (-t) are not available over HTTP yet; unset UPSTREAM_URL to use the "
+          "local state directory");
     json body = json::object();
     if (!spec.shell.empty())
       body["shell"] = spec.shell;
@@ -504,8 +506,8 @@ class RemoteBackend : public Backend {
   uint64_t copy_log(const std::string& ref, uint64_t seq, Stream which, uint64_t offset,
                     int out_fd) override {
     auto c = http_.open(http::verb::get,
-                        box(ref) + "/execs/" + std::to_string(seq) + "/logs?stream=" +
-                            (which == Stream::stdout_ ? "stdout" : "stderr") +
+                        box(ref) + "/execs/" + std::to_string(seq) +
+                            "/logs?stream=" + (which == Stream::stdout_ ? "stdout" : "stderr") +
                             "&offset=" + std::to_string(offset),
                         "", "");
     return Http::copy_to(*c, out_fd);

@@ -48,8 +48,7 @@ CopyOutPlan plan_copy_out(const std::string& host_path, bool src_is_dir) {
     if (::stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       throw Error(Errc::not_found, "destination directory " + parent + " does not exist");
     if (src_is_dir) {
-      if (::mkdir(host_path.c_str(), 0755) != 0 && errno != EEXIST)
-        throw_sys("mkdir " + host_path);
+      if (::mkdir(host_path.c_str(), 0755) != 0 && errno != EEXIST) throw_sys("mkdir " + host_path);
       p.strip_first = true;
     } else {
       p.root_dir = parent;
@@ -119,8 +118,7 @@ void write_host_entry(int root, const std::string& rel, const HostEntry& e, cons
       throw_sys("mkdir " + rel);
   } else if (e.type == "symlink") {
     ::unlinkat(parent.get(), leaf.c_str(), 0);
-    if (::symlinkat(e.target.c_str(), parent.get(), leaf.c_str()) != 0)
-      throw_sys("symlink " + rel);
+    if (::symlinkat(e.target.c_str(), parent.get(), leaf.c_str()) != 0) throw_sys("symlink " + rel);
   } else if (e.type == "file") {
     struct stat st;
     if (::fstatat(parent.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -150,7 +148,8 @@ struct ArchiveReader {
 };
 
 void check(archive* a, int r, const char* what) {
-  if (r < ARCHIVE_WARN) throw Error(Errc::internal, std::string(what) + ": " + archive_error_string(a));
+  if (r < ARCHIVE_WARN)
+    throw Error(Errc::internal, std::string(what) + ": " + archive_error_string(a));
 }
 
 void add_host_tree(archive* a, const std::string& path, const std::string& rel) {
@@ -168,14 +167,16 @@ void add_host_tree(archive* a, const std::string& path, const std::string& rel) 
     if (!d) throw_sys("open " + path);
     std::vector<std::string> names;
     while (dirent* de = ::readdir(d))
-      if (std::strcmp(de->d_name, ".") && std::strcmp(de->d_name, "..")) names.emplace_back(de->d_name);
+      if (std::strcmp(de->d_name, ".") && std::strcmp(de->d_name, ".."))
+        names.emplace_back(de->d_name);
     ::closedir(d);
     for (const auto& n : names) add_host_tree(a, path + "/" + n, rel + "/" + n);
   } else if (S_ISLNK(st.st_mode)) {
     char buf[4096];
     ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
     archive_entry_set_filetype(ent.get(), AE_IFLNK);
-    archive_entry_set_symlink(ent.get(), std::string(buf, n > 0 ? static_cast<size_t>(n) : 0).c_str());
+    archive_entry_set_symlink(ent.get(),
+                              std::string(buf, n > 0 ? static_cast<size_t>(n) : 0).c_str());
     check(a, archive_write_header(a, ent.get()), "tar");
   } else if (S_ISREG(st.st_mode)) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -191,8 +192,7 @@ void add_host_tree(archive* a, const std::string& path, const std::string& rel) 
       ssize_t n = ::read(fd.get(), buf, std::min<size_t>(sizeof buf, static_cast<size_t>(left)));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) throw Error(Errc::failed_precondition, path + " changed while it was copied");
-      if (archive_write_data(a, buf, static_cast<size_t>(n)) < 0)
-        check(a, ARCHIVE_FATAL, "tar");
+      if (archive_write_data(a, buf, static_cast<size_t>(n)) < 0) check(a, ARCHIVE_FATAL, "tar");
       left -= n;
     }
   }
@@ -242,15 +242,16 @@ void tar_to_host(int in_fd, const CopyOutPlan& plan) {
     e.mode = archive_entry_perm(ent);
     auto dest = plan.map(rel);
     if (!dest) continue;
-    write_host_entry(root.get(), *dest, e, [&](const std::function<void(const char*, size_t)>& sink) {
-      char buf[65536];
-      for (;;) {
-        la_ssize_t n = archive_read_data(r.a, buf, sizeof buf);
-        if (n < 0) check(r.a, static_cast<int>(n), "read tar");
-        if (n <= 0) return;
-        sink(buf, static_cast<size_t>(n));
-      }
-    });
+    write_host_entry(root.get(), *dest, e,
+                     [&](const std::function<void(const char*, size_t)>& sink) {
+                       char buf[65536];
+                       for (;;) {
+                         la_ssize_t n = archive_read_data(r.a, buf, sizeof buf);
+                         if (n < 0) check(r.a, static_cast<int>(n), "read tar");
+                         if (n <= 0) return;
+                         sink(buf, static_cast<size_t>(n));
+                       }
+                     });
   }
 }
 

@@ -18,7 +18,7 @@ int open_beneath(int dirfd, const std::string& rel, int flags, int mode = 0);
 // Where a copy out of a box to `host_path` goes: into it when it is a directory (keeping the
 // source's name), else to its parent under its name.
 struct CopyOutPlan {
-  std::string root_dir;   // the host directory entries are written below
+  std::string root_dir;  // the host directory entries are written below
   bool dest_is_dir = false;
   bool strip_first = false;  // a directory copied to a new name: its top entry is root_dir itself
   std::string file_name;     // a file copied to a new name
@@ -36,8 +36,9 @@ struct CopyInPlan {
   std::string top;
 };
 // box_type(path) answers the type of a box path ("dir", "file"...) or nullopt if missing.
-CopyInPlan plan_copy_in(const std::string& host_path, const std::string& box_dest,
-                        const std::function<std::optional<std::string>(const std::string&)>& box_type);
+CopyInPlan plan_copy_in(
+    const std::string& host_path, const std::string& box_dest,
+    const std::function<std::optional<std::string>(const std::string&)>& box_type);
 
 struct HostEntry {
   std::string type;  // file | dir | symlink (others are skipped)

@@ -26,21 +26,21 @@ bool valid_utf8(std::string_view s) {
 }
 
 std::string Utf8Joiner::take(std::string_view data) {
-    std::string s = std::move(held_);
-    held_.clear();
-    s.append(data);
-    size_t n = s.size(), i = n;
-    // Walk back over at most 3 continuation bytes to the last lead byte.
-    while (i > 0 && n - i < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) i--;
-    if (i > 0) {
-      unsigned char lead = static_cast<unsigned char>(s[i - 1]);
-      size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-      if (want > 1 && n - (i - 1) < want) {
-        held_ = s.substr(i - 1);
-        s.resize(i - 1);
-      }
+  std::string s = std::move(held_);
+  held_.clear();
+  s.append(data);
+  size_t n = s.size(), i = n;
+  // Walk back over at most 3 continuation bytes to the last lead byte.
+  while (i > 0 && n - i < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) i--;
+  if (i > 0) {
+    unsigned char lead = static_cast<unsigned char>(s[i - 1]);
+    size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (want > 1 && n - (i - 1) < want) {
+      held_ = s.substr(i - 1);
+      s.resize(i - 1);
     }
-    return s;
+  }
+  return s;
 }
 
 }  // namespace upstream::server

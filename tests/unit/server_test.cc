@@ -1,7 +1,7 @@
 // The HTTP API's logic pieces: API keys on a real SQLite database, metrics, UTF-8 handling,
 // the wire shapes' round trips, listen addresses, and where host copies land.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,9 +97,10 @@ TEST(Metrics, HistogramIsCumulative) {
   std::string text = m.render({{"running", 2}}, 1);
   EXPECT_NE(text.find("upstream_boxes{state=\"running\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("upstream_boxes{state=\"stopped\"} 0\n"), std::string::npos);
-  EXPECT_NE(text.find(
-                "upstream_http_requests_total{route=\"/v1/boxes\",method=\"GET\",status=\"200\"} 1"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find(
+          "upstream_http_requests_total{route=\"/v1/boxes\",method=\"GET\",status=\"200\"} 1"),
+      std::string::npos);
   EXPECT_NE(text.find("upstream_errors_total{code=\"not_found\"} 1"), std::string::npos);
 }
 
@@ -114,7 +115,9 @@ TEST(Utf8, Validation) {
 }
 
 TEST(Utf8, JoinerNeverSplitsACharacter) {
-  std::string text = "a\xe2\x82\xac" "b\xf0\x9f\x98\x80";
+  std::string text =
+      "a\xe2\x82\xac"
+      "b\xf0\x9f\x98\x80";
   // Every way of cutting the text in two gives back whole characters only.
   for (size_t cut = 0; cut <= text.size(); cut++) {
     Utf8Joiner j;
@@ -172,7 +175,8 @@ TEST(Wire, RoundTrips) {
 }
 
 TEST(Listen, Addresses) {
-  EXPECT_EQ(parse_listen("127.0.0.1:8420"), std::make_pair(std::string("127.0.0.1"), uint16_t{8420}));
+  EXPECT_EQ(parse_listen("127.0.0.1:8420"),
+            std::make_pair(std::string("127.0.0.1"), uint16_t{8420}));
   EXPECT_EQ(parse_listen("[::1]:80").first, "::1");
   EXPECT_EQ(parse_listen(":9000").first, "0.0.0.0");
   for (const char* bad : {"8420", "localhost:80", "1.2.3.4:", "1.2.3.4:99999", "1.2.3.4:x"})
@@ -202,7 +206,8 @@ TEST(HostTree, WhereCopiesLand) {
   EXPECT_EQ(p.map("orig.txt"), "f.txt");
   EXPECT_THROW(plan_copy_out(d.path + "/missing/f.txt", false), Error);
   EXPECT_TRUE(plain_relative("a/b"));
-  for (const char* bad : {"", "/a", "a/../b", "./a", "a//b"}) EXPECT_FALSE(plain_relative(bad)) << bad;
+  for (const char* bad : {"", "/a", "a/../b", "./a", "a//b"})
+    EXPECT_FALSE(plain_relative(bad)) << bad;
 }
 
 TEST(HostTree, EntriesNeverFollowLinksOrKeepSetId) {
