@@ -14,6 +14,7 @@ def errs(*extra):
     for c in extra: e[c] = {"$ref": "#/components/responses/Error" + c}
     return e
 BOX = {"name": "box", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Box id or name"}
+SESSION = {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}
 EXEC = {"name": "exec", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 PATH = {"name": "path", "in": "query", "required": True, "schema": {"type": "string"}, "description": "Path inside the box (relative: from its workdir)"}
 USER = {"name": "user", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Act as this user (default: the box's)"}
@@ -69,6 +70,22 @@ schemas = {
    {"type": "object", "required": ["type", "exec", "box_id"], "properties": {"type": {"const": "start"}, "exec": {"type": "integer"}, "box_id": {"type": "string"}, "pid": {"type": "integer"}}},
    {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["stdout", "stderr"]}, "data": {"type": "string", "description": "The output, when it is UTF-8 text"}, "data_b64": {"type": "string", "description": "The output bytes in base64, when they are not UTF-8"}}, "oneOf": [{"required": ["data"]}, {"required": ["data_b64"]}]},
    {"allOf": [ref("Exec"), {"type": "object", "required": ["type"], "properties": {"type": {"const": "exit"}}}]}]},
+ "PipelineRun": {"type": "object", "additionalProperties": False, "required": ["document"], "properties": {
+   "document": {"type": "string", "description": "The markdown document (steps are fenced bash/sh, python/python3, node/js blocks)"},
+   "name": {"type": "string", "description": "Its file name, shown in progress and errors (default document.md)"},
+   "session": {"type": "string", "description": "Run as the next turn of this session (overrides the document's front matter)"},
+   "stream": {"type": "boolean", "description": "Stream progress as NDJSON events (also with Accept: application/x-ndjson)"},
+   "verbose": {"type": "boolean", "description": "Also stream each step's output"}}},
+ "PipelineResult": {"type": "object", "required": ["exit_code", "status", "report", "progress", "errors", "run_id", "session", "turn"], "properties": {
+   "type": {"const": "end"},
+   "exit_code": {"type": "integer", "description": "As `upstream run`: 0 succeeded, 1 a step failed, 2 invalid document, 125 error, 130/143 interrupted"},
+   "status": {"type": "string", "enum": ["succeeded", "failed", "invalid_document", "interrupted", "error"]},
+   "report": {"type": "string", "description": "The document with every step's result written back"},
+   "progress": {"type": "string"}, "errors": {"type": "string"},
+   "run_id": {"type": ["string", "null"]}, "session": {"type": ["string", "null"]}, "turn": {"type": ["integer", "null"]}, "box_id": {"type": "string"}}},
+ "PipelineEvent": {"oneOf": [
+   {"type": "object", "required": ["type", "line"], "properties": {"type": {"enum": ["progress", "error"]}, "line": {"type": "string"}}},
+   ref("PipelineResult")]},
  "ExecList": {"type": "object", "required": ["execs"], "properties": {"execs": {"type": "array", "items": ref("Exec")}}},
  "FileInfo": {"type": "object", "required": ["name", "path", "type", "mode", "size", "mtime", "uid", "gid"], "properties": {
    "name": {"type": "string"}, "path": {"type": "string"}, "type": {"type": "string", "enum": ["file", "dir", "symlink", "fifo", "socket", "char", "block"]},
@@ -100,6 +117,14 @@ paths = {
  "/v1/boxes/{box}/execs/{exec}/logs": {"parameters": [BOX, EXEC], "get": {"summary": "An exec's whole output", "parameters": [q("stream", enum=["stdout", "stderr"]), q("offset", "integer", "Skip this many bytes", minimum=0)], "responses": dict({"200": resp("Raw bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}, **errs())}},
  "/v1/boxes/{box}/execs/{exec}/kill": {"parameters": [BOX, EXEC], "post": {"summary": "Signal an exec's process tree", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"signal": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}, False), "responses": dict({"200": ok({"type": "object", "required": ["box_id", "exec", "signal"], "properties": {"box_id": {"type": "string"}, "exec": {"type": "integer"}, "signal": {"type": "integer"}}})}, **errs("409"))}},
  "/v1/boxes/{box}/execs/{exec}/stdin": {"parameters": [BOX, EXEC], "post": {"summary": "Send bytes to a streamed exec's stdin", "parameters": [q("eof", "boolean", "Close stdin after these bytes")], "requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"200": ok({"type": "object", "required": ["exec", "written", "eof"], "properties": {"box_id": {"type": "string"}, "exec": {"type": "integer"}, "written": {"type": "integer"}, "eof": {"type": "boolean"}}})}, **errs("409"))}},
+ "/v1/pipelines": {"post": {"summary": "Run a markdown document as a turn (`upstream run`) and get its report", "requestBody": jbody(ref("PipelineRun")),
+   "responses": dict({"200": {"description": "The result (or, when streamed, progress events ending with the result)", "content": {"application/json": {"schema": ref("PipelineResult")}, "application/x-ndjson": {"schema": ref("PipelineEvent")}}}}, **errs("409"))}},
+ "/v1/sessions": {"get": {"summary": "Sessions of `upstream run` turns", "responses": dict({"200": ok({"type": "object", "required": ["sessions"], "properties": {"sessions": {"type": "array", "items": {"type": "object", "required": ["name", "turns"], "properties": {"name": {"type": "string"}, "box_id": {"type": "string"}, "turns": {"type": "integer"}, "last_status": {"type": "string"}, "updated_at": {"type": "string"}}}}}})}, **errs())}},
+ "/v1/sessions/{session}": {"parameters": [SESSION],
+   "get": {"summary": "A session: its box, where it left off, its turns", "responses": dict({"200": ok({"type": "object", "required": ["name", "box_id", "turns"], "properties": {"name": {"type": "string"}, "box_id": {"type": "string"}, "cwd": {"type": "string"}, "env": {"type": "object"}, "turns": {"type": "array", "items": {"type": "object"}}}})}, **errs())},
+   "delete": {"summary": "Remove a session: its box and its context", "responses": dict({"200": ok({"type": "object", "required": ["name", "removed"], "properties": {"name": {"type": "string"}, "removed": {"type": "boolean"}}})}, **errs())}},
+ "/v1/sessions/{session}/context": {"parameters": [SESSION], "get": {"summary": "The context manifest the next turn sees (context.json)", "responses": dict({"200": ok({"type": "object"})}, **errs())}},
+ "/v1/sessions/{session}/export": {"parameters": [SESSION], "get": {"summary": "Every turn's results and artifacts as a tar archive", "responses": dict({"200": resp("A tar archive", {"type": "string", "format": "binary"}, "application/x-tar")}, **errs())}},
  "/v1/boxes/{box}/files": {"parameters": [BOX, PATH, USER],
    "get": {"summary": "Download a file", "responses": dict({"200": resp("Its bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}, **errs())},
    "put": {"summary": "Write a file (the body is its bytes)", "parameters": [q("mode", desc="Octal, e.g. 0644"), q("mkdirs", "boolean", "Create missing parent directories")], "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"200": ok(ref("FileInfo"))}, **errs("413"))},

@@ -56,4 +56,10 @@ std::unique_ptr<Backend> make_local_backend(const std::function<Engine&()>& engi
 // url: http://HOST:PORT; key may be empty.
 std::unique_ptr<Backend> make_remote_backend(const std::string& url, const std::string& key);
 
+// `upstream run` through the server: the document is sent, progress printed as it comes, and
+// the report written back here. Returns the exit code of the run.
+int run_remote(const std::string& url, const std::string& key, const std::string& path,
+               const std::optional<std::string>& session, const std::optional<std::string>& output,
+               bool verbose);
+
 }  // namespace upstream::cli

@@ -9,6 +9,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <iostream>
 #include <limits>
 
 #include "cli/backend.h"
@@ -17,6 +18,7 @@
 #include "common/strings.h"
 #include "engine/host_tree.h"
 #include "engine/wire.h"
+#include "pipeline/runner.h"
 
 namespace upstream::cli {
 
@@ -591,6 +593,93 @@ class RemoteBackend : public Backend {
 };
 
 }  // namespace
+
+int run_remote(const std::string& url, const std::string& key, const std::string& path,
+               const std::optional<std::string>& session, const std::optional<std::string>& output,
+               bool verbose) {
+  // Checked here as it would be locally: a bad document exits 2 with the file untouched.
+  pipeline::Document doc = pipeline::load_document(path);
+  if (doc.steps.empty())
+    throw Error(Errc::invalid_argument,
+                path +
+                    ": has no steps (fenced code blocks marked bash, sh, python, python3, "
+                    "node or js)");
+  std::string source;
+  {
+    UniqueFd fd = open_or_throw(path, O_RDONLY | O_CLOEXEC);
+    source = read_all(fd.get());
+  }
+  std::string base = path.substr(path.find_last_of('/') + 1), name;
+  for (char ch : base)
+    name += std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' ? ch : '_';
+  if (name.empty() || name[0] == '.') name = "document.md";
+  json body = {{"document", source}, {"name", name}, {"stream", true}, {"verbose", verbose}};
+  if (session) body["session"] = *session;
+  Http http(url, key);
+  auto c = http.open(http::verb::post, "/v1/pipelines", body.dump(), "application/json");
+  std::string lines;
+  char buf[65536];
+  std::optional<json> end;
+  while (!end) {
+    size_t n = Http::read_some(*c, buf, sizeof buf);
+    if (n == 0) break;
+    lines.append(buf, n);
+    size_t nl;
+    while ((nl = lines.find('\n')) != std::string::npos) {
+      json ev;
+      try {
+        ev = json::parse(lines.substr(0, nl));
+      } catch (const json::exception& e) {
+        throw Error(Errc::internal, std::string("unexpected event from the server: ") + e.what());
+      }
+      lines.erase(0, nl + 1);
+      std::string type = ev.value("type", "");
+      std::string line = ev.value("line", "");
+      if (type == "progress") {
+        // Where the report went on the server is not where it goes here (said below).
+        if (starts_with(line, "Report written to ") || starts_with(line, "upstream: the report"))
+          continue;
+        std::cout << line << std::endl;
+      } else if (type == "error") {
+        std::cerr << line << std::endl;
+      } else if (type == "end") {
+        end = ev;
+      }
+    }
+  }
+  if (!end) throw Error(Errc::unavailable, "the server ended the run's stream early");
+  int code = end->value("exit_code", pipeline::kRunEngineError);
+  std::string report = end->value("report", "");
+  if (!report.empty()) {
+    // Written like a local run: atomically, and beside the document if it changed meanwhile.
+    std::string target = output ? *output : path;
+    if (!output) {
+      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd || read_all(fd.get()) != source) {
+        std::string stem = path.ends_with(".md") ? path.substr(0, path.size() - 3) : path;
+        target = stem + "." + end->value("run_id", std::string("run")) + ".md";
+        std::cerr << "upstream: " << path
+                  << " changed while the run went on; the report is written next to it"
+                  << std::endl;
+      }
+    }
+    std::string tmp = target + ".tmp-" + random_hex(6);
+    {
+      UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      write_all(fd.get(), report);
+      if (::fsync(fd.get()) != 0) throw_sys("fsync " + tmp);
+    }
+    struct stat st;
+    if (::stat(target.c_str(), &st) == 0) ::chmod(tmp.c_str(), st.st_mode & 07777);
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
+      int err = errno;
+      ::unlink(tmp.c_str());
+      throw_sys("write the report to " + target, err);
+    }
+    std::cout << "Report written to " << target << std::endl;
+  }
+  return code;
+}
 
 std::unique_ptr<Backend> make_remote_backend(const std::string& url, const std::string& key) {
   return std::make_unique<RemoteBackend>(url, key);

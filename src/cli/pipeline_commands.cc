@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/cli.h"
@@ -72,17 +73,30 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     c->add_flag("--dry-run", opts->dry_run, "List the steps; run nothing");
     c->add_option("--head", *head, "Output lines kept at the start of a long output (default 40)");
     c->add_option("--tail", *tail, "Output lines kept at its end (default 40)");
+    auto labels = std::make_shared<std::vector<std::string>>();
+    c->add_option("--label,-l", *labels, "Label key=value for the box the run creates (repeatable)")
+        ->allow_extra_args(false);
     c->add_option("--progress", opts->progress, "auto (spinner on a terminal), plain or none")
         ->check(CLI::IsMember({"auto", "plain", "none"}));
-    c->callback([&ctx, opts, session, output, head, tail] {
+    c->callback([&ctx, opts, session, output, head, tail, labels] {
       if (!session->empty()) opts->session = *session;
       if (!output->empty()) opts->output = *output;
       if (*head >= 0) opts->head_lines = *head;
       if (*tail >= 0) opts->tail_lines = *tail;
       int code;
       try {
-        if (!opts->dry_run) ctx.require_local("upstream run");
-        code = pipeline::run_document(ctx.engine, *opts);
+        opts->labels = parse_labels(*labels);
+        if (ctx.remote && !opts->dry_run) {
+          if (!opts->labels.empty() || opts->keep || opts->head_lines || opts->tail_lines)
+            throw Error(Errc::invalid_argument,
+                        "--label, --keep, --head and --tail are not available over HTTP yet");
+          const char* url = std::getenv("UPSTREAM_URL");
+          const char* key = std::getenv("UPSTREAM_API_KEY");
+          code = run_remote(url, key ? key : "", opts->path, opts->session, opts->output,
+                            opts->verbose);
+        } else {
+          code = pipeline::run_document(ctx.engine, *opts);
+        }
       } catch (const Error& e) {
         std::cerr << "upstream: error: " << e.what() << std::endl;
         throw ExitCode{e.code() == Errc::invalid_argument || e.code() == Errc::not_found

@@ -488,6 +488,7 @@ void TurnRunner::prepare_box() {
     if (m.workdir) spec.workdir = *m.workdir;
     std::string name = session_.empty() ? "run-" + run_id_ : "session-" + session_;
     spec.name = valid_box_name(name) ? name : "";
+    spec.labels = opts_.labels;
     if (session_.empty())
       spec.labels["upstream.run"] = run_id_;
     else

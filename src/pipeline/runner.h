@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -30,6 +31,7 @@ struct RunOptions {
   std::optional<int> head_lines, tail_lines;
   // Progress display: "auto" (a spinner on a terminal, plain lines otherwise), "plain", "none".
   std::string progress = "auto";
+  std::map<std::string, std::string> labels;  // put on the box when a turn creates one
 };
 
 // Where in the box a turn's files are.

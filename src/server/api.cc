@@ -199,6 +199,8 @@ bool write_with_timeout(int fd, std::string_view data, int timeout_ms) {
   return true;
 }
 
+}  // namespace
+
 // Sends what a producer writes into a pipe as a chunked response. The producer runs on its own
 // thread; an error it meets after the response began cuts the response short (the client sees
 // an incomplete chunked body, never a complete-looking wrong one).
@@ -235,15 +237,9 @@ void stream_from_producer(Responder& res, const std::string& content_type,
   res.end();
 }
 
-}  // namespace
-
-struct Api::Call {
-  Request& req;
-  Responder& res;
-  std::string tenant;  // empty: no authentication, every box
-  bool authed = false;
-  void json_reply(int status, const json& j) { res.send(status, "application/json", dump(j)); }
-};
+void Api::Call::json_reply(int status, const json& j) {
+  res.send(status, "application/json", dump(j));
+}
 
 // A foreground exec whose stdin is fed by later requests.
 struct Api::LiveExec {
@@ -252,7 +248,12 @@ struct Api::LiveExec {
 };
 
 Api::Api(Engine& engine, store::Db& keys_db, ApiOptions opts)
-    : engine_(engine), keys_(keys_db), opts_(std::move(opts)) {}
+    : engine_(engine), keys_(keys_db), opts_(std::move(opts)) {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw_sys("readlink /proc/self/exe");
+  self_exe_.assign(buf, static_cast<size_t>(n));
+}
 
 Api::~Api() = default;
 
@@ -283,6 +284,7 @@ std::string Api::route_of(const std::string& method, const std::string& path) co
   (void)method;
   auto seg = split(path, '/');
   if (!seg.empty() && seg.front().empty()) seg.erase(seg.begin());
+  if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "sessions") seg[2] = "{session}";
   if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "boxes") {
     seg[2] = "{box}";
     if (seg.size() >= 5 && seg[3] == "execs") seg[4] = "{exec}";
@@ -354,6 +356,14 @@ void Api::dispatch(Call& c) {
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "boxes") {
     handle_boxes(c, seg);
+    return;
+  }
+  if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "pipelines") {
+    handle_pipelines(c, seg);
+    return;
+  }
+  if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "sessions") {
+    handle_sessions(c, seg);
     return;
   }
   if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "info") {

@@ -65,6 +65,11 @@ struct ApiOptions {
 
 inline constexpr const char* kTenantLabel = "upstream.tenant";
 
+// Sends what `produce` (run on its own thread) writes into a pipe as a chunked response. An error
+// before anything was sent is thrown as it is; after, the response is cut short (ApiError 0).
+void stream_from_producer(Responder& res, const std::string& content_type,
+                          const std::function<void(int fd)>& produce);
+
 class Api {
  public:
   Api(Engine& engine, store::Db& keys_db, ApiOptions opts);
@@ -84,7 +89,13 @@ class Api {
   static std::pair<int, std::string> error_body(const std::exception& e);
 
  private:
-  struct Call;
+  struct Call {
+    Request& req;
+    Responder& res;
+    std::string tenant;  // empty: no authentication, every box
+    bool authed = false;
+    void json_reply(int status, const nlohmann::json& j);
+  };
   struct LiveExec;
   void dispatch(Call& c);
   void handle_boxes(Call& c, const std::vector<std::string>& seg);
@@ -92,8 +103,13 @@ class Api {
   void handle_execs(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   void handle_files(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   BoxRecord tenant_box(Call& c, const std::string& ref);
+  void handle_pipelines(Call& c, const std::vector<std::string>& seg);
+  void handle_sessions(Call& c, const std::vector<std::string>& seg);
+  // A session's name in the context store: the tenant's sessions are "TENANT_NAME".
+  std::string tenant_session(const Call& c, const std::string& name) const;
 
   Engine& engine_;
+  std::string self_exe_;  // this program, which runs pipelines as `upstream run`
   std::mutex keys_mu_;
   KeyStore keys_;
   ApiOptions opts_;

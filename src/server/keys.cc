@@ -62,11 +62,11 @@ void validate_tenant_name(const std::string& name) {
     throw_invalid("tenant name must be 1 to 64 characters, got '" + name + "'");
   for (size_t i = 0; i < name.size(); i++) {
     char c = name[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              (i > 0 && (c == '.' || c == '_' || c == '-'));
+    // No '_': it separates the tenant from the name of its sessions in the context store.
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && (c == '.' || c == '-'));
     if (!ok)
       throw_invalid("tenant name '" + name +
-                    "' may hold only a-z, 0-9, '.', '_' and '-' (starting with a letter or digit)");
+                    "' may hold only a-z, 0-9, '.' and '-' (starting with a letter or digit)");
   }
 }
 

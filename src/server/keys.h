@@ -52,7 +52,7 @@ class KeyStore {
   store::Db& db_;
 };
 
-// Tenant names: 1-64 of [a-z0-9._-], starting with a letter or digit.
+// Tenant names: 1-64 of [a-z0-9.-], starting with a letter or digit.
 void validate_tenant_name(const std::string& name);
 
 }  // namespace upstream::server

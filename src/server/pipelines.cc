@@ -1,0 +1,380 @@
+// Pipelines over HTTP: a markdown document runs as `upstream run` (this same program, in a child
+// process, so that a turn's signals, output and crash stay its own), its progress streamed to the
+// client, its written-back report returned; and the sessions' context stores.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <regex>
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "pipeline/context.h"
+#include "pipeline/runner.h"
+#include "server/api.h"
+#include "server/utf8.h"
+
+extern char** environ;
+
+namespace upstream::server {
+
+using nlohmann::json;
+
+namespace {
+
+[[noreturn]] void bad(const std::string& message) {
+  throw ApiError(400, "invalid_argument", message);
+}
+
+std::string status_of_exit(int code) {
+  switch (code) {
+    case pipeline::kRunOk:
+      return "succeeded";
+    case pipeline::kRunStepFailed:
+      return "failed";
+    case pipeline::kRunBadDocument:
+      return "invalid_document";
+    case pipeline::kRunInterrupted:
+    case 128 + SIGTERM:
+      return "interrupted";
+    default:
+      return "error";
+  }
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// A turn's child process and what it prints.
+struct Child {
+  pid_t pid = -1;
+  UniqueFd out, err;
+};
+
+Child spawn_run(const std::vector<std::string>& argv) {
+  Pipe o = make_pipe(O_CLOEXEC), e = make_pipe(O_CLOEXEC);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, o.write.get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, e.write.get(), 2);
+  // The child runs on this machine's state directory, never back through a server.
+  std::vector<std::string> env;
+  for (char** p = environ; *p; p++)
+    if (!starts_with(*p, "UPSTREAM_URL=") && !starts_with(*p, "UPSTREAM_API_KEY="))
+      env.emplace_back(*p);
+  std::vector<char*> cargv, cenv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  for (const auto& a : env) cenv.push_back(const_cast<char*>(a.c_str()));
+  cenv.push_back(nullptr);
+  Child c;
+  int r = posix_spawn(&c.pid, argv[0].c_str(), &fa, nullptr, cargv.data(), cenv.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (r != 0) throw_sys("start `upstream run`", r);
+  c.out = std::move(o.read);
+  c.err = std::move(e.read);
+  return c;
+}
+
+}  // namespace
+
+std::string Api::tenant_session(const Call& c, const std::string& name) const {
+  if (name.empty() || !valid_box_name(name))
+    bad("invalid session name '" + name + "' (letters, digits, '_', '.', '-'; at most 63)");
+  std::string full = c.tenant.empty() ? name : c.tenant + "_" + name;
+  if (!valid_box_name(full))
+    bad("session name '" + name + "' is too long for this tenant (at most " +
+        std::to_string(62 - c.tenant.size()) + " characters)");
+  return full;
+}
+
+void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  if (seg.size() != 2) throw ApiError(404, "not_found", "no route for " + r.method + " " + r.path);
+  if (r.method != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+  json j;
+  try {
+    j = json::parse(r.body);
+  } catch (const json::parse_error&) {
+    bad("malformed JSON body");
+  }
+  if (!j.is_object()) bad("the JSON body must be an object");
+  for (const auto& [k, v] : j.items())
+    if (k != "document" && k != "session" && k != "name" && k != "stream" && k != "verbose")
+      bad("unknown field '" + k + "' (known: document, session, name, stream, verbose)");
+  if (j.contains("verbose") && !j["verbose"].is_boolean())
+    bad("field 'verbose' must be true or false");
+  bool verbose = j.value("verbose", false);
+  if (!j.contains("document") || !j["document"].is_string() ||
+      j["document"].get<std::string>().empty())
+    bad("field 'document' (the markdown text) is required");
+  std::string document = j["document"].get<std::string>();
+  std::string name = "document.md";
+  if (j.contains("name")) {
+    if (!j["name"].is_string()) bad("field 'name' must be a string");
+    name = j["name"].get<std::string>();
+    if (name.empty() || name.size() > 200 || name[0] == '.' ||
+        name.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+            std::string::npos)
+      bad("field 'name' must be a file name such as analysis.md (letters, digits, '.', '_', '-')");
+  }
+  std::optional<std::string> session, shown_session;
+  if (j.contains("session") && !j["session"].is_null()) {
+    if (!j["session"].is_string()) bad("field 'session' must be a string");
+    shown_session = j["session"].get<std::string>();
+    session = tenant_session(c, *shown_session);
+  }
+  // Checked here first: a bad document is refused before anything starts, and a session named in
+  // its front matter is the tenant's (passed on with --session, which overrides the document's).
+  pipeline::Document parsed = pipeline::parse_document(document, name);
+  if (parsed.steps.empty())
+    bad(name + ": has no steps (fenced code blocks marked bash, sh, python, python3, node or js)");
+  if (!session && parsed.meta.session) {
+    shown_session = *parsed.meta.session;
+    session = tenant_session(c, *shown_session);
+  }
+  bool stream = (j.contains("stream") && j["stream"].is_boolean() && j["stream"].get<bool>()) ||
+                r.accept.find("application/x-ndjson") != std::string::npos;
+  if (j.contains("stream") && !j["stream"].is_boolean())
+    bad("field 'stream' must be true or false");
+
+  // The document gets a directory of its own; the report is written back into it.
+  std::string dir = engine_.options().home + "/spool/pipelines/" + random_hex(16);
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  std::string path = dir + "/" + name;
+  {
+    UniqueFd fd = open_or_throw(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    write_all(fd.get(), document);
+  }
+  std::vector<std::string> argv{self_exe_, "run", "--progress", "plain", path};
+  if (session) argv.insert(argv.end(), {"--session", *session});
+  if (verbose) argv.push_back("-v");
+  if (!c.tenant.empty())
+    argv.insert(argv.end(), {"--label", std::string(kTenantLabel) + "=" + c.tenant});
+  Child child = spawn_run(argv);
+  struct Reap {
+    pid_t& pid;
+    ~Reap() {
+      if (pid > 0) {
+        ::kill(pid, SIGKILL);
+        int st;
+        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
+      }
+    }
+  } reap{child.pid};
+
+  if (stream) c.res.begin(200, "application/x-ndjson");
+  bool client_gone = false;
+  std::string progress, errors, pending[2];
+  auto emit = [&](const json& ev) {
+    if (!stream || client_gone) return;
+    if (!c.res.chunk(dump(ev) + "\n")) client_gone = true;
+  };
+  // Lines name the document as the client did, and the session without its tenant.
+  auto client_view = [&](std::string line) {
+    for (const auto& [from, to] :
+         {std::pair<std::string, std::string>{dir + "/", ""},
+          {engine_.options().home + "/", ""},
+          {session ? "session " + *session : std::string("\x01"),
+           session ? "session " + *shown_session : std::string("\x01")},
+          {session ? "/sessions/" + *session + "/" : std::string("\x01"),
+           session ? "/sessions/" + *shown_session + "/" : std::string("\x01")}}) {
+      if (from == to) continue;
+      for (size_t at = 0; (at = line.find(from, at)) != std::string::npos; at += to.size())
+        line.replace(at, from.size(), to);
+    }
+    return line;
+  };
+  auto lines = [&](int which, std::string_view data) {
+    std::string& buf = pending[which];
+    buf.append(data);
+    size_t nl;
+    while ((nl = buf.find('\n')) != std::string::npos) {
+      std::string line = client_view(buf.substr(0, nl));
+      buf.erase(0, nl + 1);
+      (which == 0 ? progress : errors) += line + "\n";
+      if (progress.size() + errors.size() < (16u << 20) || which == 1)
+        emit({{"type", which == 0 ? "progress" : "error"}, {"line", line}});
+    }
+  };
+  char buf[65536];
+  bool signalled = false;
+  while (child.out || child.err) {
+    std::vector<pollfd> fds;
+    if (child.out) fds.push_back({child.out.get(), POLLIN, 0});
+    if (child.err) fds.push_back({child.err.get(), POLLIN, 0});
+    if (stream && !signalled) fds.push_back({r.socket_fd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      throw_sys("poll");
+    }
+    for (const auto& p : fds) {
+      if (!p.revents) continue;
+      if (p.fd == r.socket_fd) {
+        char b;
+        ssize_t n = ::recv(r.socket_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) client_gone = true;
+        if (client_gone || n > 0) {
+          // The client went away (or pipelines another request): the turn is interrupted, and
+          // writes what it has.
+          if (client_gone) ::kill(child.pid, SIGTERM);
+          signalled = true;
+        }
+        continue;
+      }
+      UniqueFd& fd = p.fd == child.out.get() ? child.out : child.err;
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        fd.reset();
+        continue;
+      }
+      lines(&fd == &child.out ? 0 : 1, std::string_view(buf, static_cast<size_t>(n)));
+    }
+  }
+  for (int w : {0, 1})
+    if (!pending[w].empty()) lines(w, "\n");
+  int st = 0;
+  while (::waitpid(child.pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  child.pid = -1;
+  int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+
+  json result = {{"type", "end"},
+                 {"exit_code", code},
+                 {"status", status_of_exit(code)},
+                 {"session", shown_session ? json(*shown_session) : json(nullptr)},
+                 {"progress", progress},
+                 {"errors", errors}};
+  std::smatch m;
+  static const std::regex run_re(R"(\(run ([0-9a-z]+)\)\s*$)");
+  std::string run_id;
+  for (const auto& line : split(progress, '\n'))
+    if (std::regex_search(line, m, run_re)) run_id = m[1];
+  result["run_id"] = run_id.empty() ? json(nullptr) : json(run_id);
+  result["turn"] = nullptr;
+  if (!run_id.empty()) {
+    const std::string& home = engine_.options().home;
+    auto store =
+        session ? pipeline::ContextStore::sessions(home) : pipeline::ContextStore::runs(home);
+    for (const auto& t : store.turns(session ? *session : run_id))
+      if (t.run_id == run_id) {
+        result["turn"] = t.turn;
+        result["box_id"] = t.box;
+      }
+  }
+  // The report is the document as written back (or, when it was changed meanwhile, next to it).
+  std::string report_path = path;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename() != name && !run_id.empty() &&
+        e.path().filename().string().find(run_id) != std::string::npos)
+      report_path = e.path();
+  std::string report;
+  if (code != pipeline::kRunBadDocument) {
+    UniqueFd fd(::open(report_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd) report = read_all(fd.get());
+    if (session && *session != *shown_session)
+      for (size_t at = 0; (at = report.find("`" + *session + "`", at)) != std::string::npos;
+           at += shown_session->size() + 2)
+        report.replace(at, session->size() + 2, "`" + *shown_session + "`");
+  }
+  result["report"] = report;
+  if (stream) {
+    emit(result);
+    if (client_gone) throw ApiError(0, "aborted", "the client went away");
+    c.res.end();
+    return;
+  }
+  if (code == pipeline::kRunBadDocument)
+    throw ApiError(400, "invalid_argument", trim(errors.empty() ? "invalid document" : errors));
+  result.erase("type");
+  c.json_reply(200, result);
+}
+
+void Api::handle_sessions(Call& c, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  const std::string& home = engine_.options().home;
+  pipeline::ContextStore store = pipeline::ContextStore::sessions(home);
+  std::string prefix = c.tenant.empty() ? "" : c.tenant + "_";
+  if (seg.size() == 2) {
+    if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    json out = json::array();
+    for (const auto& full : store.names()) {
+      if (!starts_with(full, prefix)) continue;
+      auto st = store.state(full);
+      auto turns = store.turns(full);
+      out.push_back({{"name", full.substr(prefix.size())},
+                     {"box_id", st ? st->box_id : ""},
+                     {"turns", turns.size()},
+                     {"last_status", turns.empty() ? "" : turns.back().status},
+                     {"updated_at", st && st->updated_at ? format_time(st->updated_at) : ""}});
+    }
+    c.json_reply(200, {{"sessions", out}});
+    return;
+  }
+  std::string shown = seg[2];
+  std::string full = tenant_session(c, shown);
+  if (!store.exists(full)) throw ApiError(404, "not_found", "no session '" + shown + "'");
+  if (seg.size() == 3 && r.method == "GET") {
+    auto st = store.state(full);
+    json turns = json::array();
+    for (const auto& t : store.turns(full)) {
+      json tj = pipeline::turn_to_json(t);
+      tj["session"] = shown;
+      tj.erase("document");  // a path on the server, meaningless to the client
+      turns.push_back(tj);
+    }
+    json env = json::object();
+    if (st)
+      for (const auto& [k, v] : st->env) env[k] = v;
+    c.json_reply(200, {{"name", shown},
+                       {"box_id", st ? st->box_id : ""},
+                       {"cwd", st ? st->cwd : ""},
+                       {"env", env},
+                       {"turns", turns}});
+    return;
+  }
+  if (seg.size() == 3 && r.method == "DELETE") {
+    auto lock = store.lock(full);
+    auto st = store.state(full);
+    if (st && !st->box_id.empty()) {
+      try {
+        engine_.remove_box(st->box_id, true);
+      } catch (const Error& e) {
+        if (e.code() != Errc::not_found) throw;
+      }
+    }
+    store.remove(full);
+    c.json_reply(200, {{"name", shown}, {"removed", true}});
+    return;
+  }
+  if (seg.size() == 4 && seg[3] == "context" && r.method == "GET") {
+    c.json_reply(200, store.manifest(full));
+    return;
+  }
+  if (seg.size() == 4 && seg[3] == "export" && r.method == "GET") {
+    stream_from_producer(c.res, "application/x-tar",
+                         [&](int w) { pipeline::export_context(store, full, w); });
+    return;
+  }
+  throw ApiError(404, "not_found", "no route for " + r.method + " " + r.path);
+}
+
+}  // namespace upstream::server

@@ -1,0 +1,144 @@
+"""Pipelines over HTTP: documents run as turns through the API (and through the CLI with
+UPSTREAM_URL set), sessions and their context stores, per tenant."""
+
+import io
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from api_client import Api
+from upstream_e2e import REPO, Server, unique_name
+
+TWO_STEPS = "# Two steps\n\n```bash\nmkdir -p out && echo hello > out/a.txt\nexport KEPT=yes\n```\n\n```bash\ncat out/a.txt\n```\n"
+
+
+@pytest.fixture(scope="module")
+def server(up):
+    s = Server(up)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    return Api(server.url)
+
+
+def test_run_a_document(api):
+    doc = (REPO / "examples" / "csv-analysis.md").read_text()
+    s, r = api("POST", "/v1/pipelines", {"document": doc, "name": "csv.md"})
+    assert s == 200, r
+    assert r["exit_code"] == 0 and r["status"] == "succeeded"
+    assert r["run_id"] and r["turn"] == 1 and r["session"] is None
+    assert r["report"].count("<!-- upstream:result -->") == 5
+    assert "Running csv.md: 5 steps" in r["progress"]
+    assert "/spool/" not in r["progress"] and "/spool/" not in r["report"]
+
+
+def test_failed_step_and_stream(api):
+    c, resp = api.stream("/v1/pipelines", {"document": "```bash\necho one\n```\n\n```bash\necho two >&2; exit 3\n```\n",
+                                            "stream": True, "verbose": True})
+    assert resp.status == 200 and resp.getheader("Content-Type") == "application/x-ndjson"
+    events = [json.loads(line) for line in resp]
+    c.close()
+    assert all(e["type"] in ("progress", "error", "end") for e in events)
+    end = events[-1]
+    assert end["type"] == "end" and end["exit_code"] == 1 and end["status"] == "failed"
+    lines = [e["line"] for e in events if e["type"] == "progress"]
+    assert any(line.startswith("Step 2: ") and "failed (exit 3" in line for line in lines), lines
+    assert "**Result:** exit 3" in end["report"]
+
+
+def test_session_turns_and_context(api):
+    name = unique_name("sess")
+    s, t1 = api("POST", "/v1/pipelines", {"document": TWO_STEPS, "session": name})
+    assert s == 200 and t1["turn"] == 1 and t1["session"] == name, t1
+    # The next turn starts where the last ended: the files, the directory, the variables.
+    s, t2 = api("POST", "/v1/pipelines", {"document": f"---\nsession: {name}\n---\n```bash\npwd; echo $KEPT; ls\n```\n"})
+    assert s == 200 and t2["turn"] == 2 and t2["status"] == "succeeded", t2
+    assert "/home/user\nyes\nout" in t2["report"]
+    s, listed = api("GET", "/v1/sessions")
+    assert name in [x["name"] for x in listed["sessions"]]
+    s, shown = api("GET", f"/v1/sessions/{name}")
+    assert [t["turn"] for t in shown["turns"]] == [1, 2] and shown["env"]["KEPT"] == "yes"
+    s, manifest = api("GET", f"/v1/sessions/{name}/context")
+    assert s == 200 and len(manifest["turns"]) == 2
+    status, ctype, body = api.raw("GET", f"/v1/sessions/{name}/export")
+    assert status == 200 and ctype == "application/x-tar"
+    names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
+    assert f"{name}/turn-1/document.md" in names and f"{name}/turn-2/document.md" in names
+    box = shown["box_id"]
+    assert api("GET", f"/v1/boxes/{box}")[0] == 200
+    s, gone = api("DELETE", f"/v1/sessions/{name}")
+    assert s == 200 and gone["removed"]
+    assert api("GET", f"/v1/sessions/{name}")[0] == 404
+    assert api("GET", f"/v1/boxes/{box}")[0] == 404
+
+
+def test_bad_documents(api):
+    s, e = api("POST", "/v1/pipelines", {"document": "---\nbogus: 1\n---\n```bash\necho\n```\n", "name": "bad.md"})
+    assert s == 400 and e["message"].startswith("bad.md:2:1: front matter: unknown key 'bogus'")
+    s, e = api("POST", "/v1/pipelines", {"document": "just prose\n"})
+    assert s == 400 and "has no steps" in e["message"]
+    s, e = api("POST", "/v1/pipelines", {"document": "```bash\ntrue\n```\n", "name": "../x.md"})
+    assert s == 400 and "'name'" in e["message"]
+    s, e = api("POST", "/v1/pipelines", {"document": "```bash\ntrue\n```\n", "session": "no spaces allowed"})
+    assert s == 400 and "session" in e["message"]
+    s, e = api("POST", "/v1/pipelines", {"doc": "x"})
+    assert s == 400 and "unknown field 'doc'" in e["message"]
+    s, e = api("GET", "/v1/sessions/never-was")
+    assert s == 404
+
+
+def test_cli_run_over_http(up, server, tmp_path):
+    env = dict(up.env, UPSTREAM_URL=server.url)
+    import subprocess
+    work = tmp_path / "w"
+    shutil.copytree(REPO / "examples" / "research", work)
+    session = unique_name("cli")
+    for doc in ("1-collect.md", "2-analyse.md"):
+        r = subprocess.run([up.binary, "run", "--session", session, doc], cwd=work, env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"Report written to {doc}" in r.stdout
+    assert "Context loaded: 4 artifacts from 1 previous turn" in r.stdout
+    assert "<!-- upstream:result -->" in (work / "2-analyse.md").read_text()
+    # A bad document: exit 2, the file untouched; a failing step: exit 1.
+    bad = tmp_path / "bad.md"
+    bad.write_text("---\nbogus: 1\n---\n```bash\necho\n```\n")
+    before = bad.read_bytes()
+    r = subprocess.run([up.binary, "run", str(bad)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown key 'bogus'" in r.stderr and bad.read_bytes() == before
+    fail = tmp_path / "fail.md"
+    fail.write_text("```bash\nexit 5\n```\n")
+    r = subprocess.run([up.binary, "run", str(fail), "-o", str(tmp_path / "out.md")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "**Result:** exit 5" in (tmp_path / "out.md").read_text()
+    assert fail.read_text() == "```bash\nexit 5\n```\n"
+
+
+def test_sessions_belong_to_tenants(own_up):
+    keys = {t: json.loads(own_up.ok("--json", "keys", "create", "--tenant", t))["key"] for t in ("pa", "pb")}
+    srv = Server(own_up)
+    try:
+        a, b = Api(srv.url, keys["pa"]), Api(srv.url, keys["pb"])
+        doc = "---\nsession: shared\n---\n```bash\necho $UPSTREAM_TURN >> turns.txt; cat turns.txt\n```\n"
+        for _ in range(2):
+            s, r = a("POST", "/v1/pipelines", {"document": doc})
+            assert s == 200, r
+        s, r = b("POST", "/v1/pipelines", {"document": doc})
+        # Same name, another tenant: a session of its own, turn 1, in a box of its own.
+        assert s == 200 and r["turn"] == 1 and r["session"] == "shared"
+        assert "pa_" not in r["report"] and "pb_" not in r["report"]
+        s, mine = b("GET", "/v1/sessions")
+        assert [x["name"] for x in mine["sessions"]] == ["shared"] and mine["sessions"][0]["turns"] == 1
+        s, theirs = a("GET", "/v1/sessions/shared")
+        assert len(theirs["turns"]) == 2
+        assert b("GET", f"/v1/boxes/{theirs['box_id']}")[0] == 404
+        assert a("GET", f"/v1/boxes/{theirs['box_id']}")[0] == 200
+    finally:
+        srv.stop()
