@@ -164,3 +164,36 @@ def test_typed_errors(sdk, client, server):
     with pytest.raises(sdk.ServerError) as e:
         sdk.Sandbox.list(client=dead)
     assert e.value.code == "unavailable"
+
+
+def test_unix_socket(sdk, up, tmp_path):
+    sock = tmp_path / "api.sock"
+    s = Server(up, "--socket", sock, "--no-access-log")
+    try:
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+        c = sdk.Client(f"unix://{sock}")
+        with sdk.Sandbox.create(client=c) as sb:
+            assert sb.exec("echo over a unix socket").stdout == "over a unix socket\n"
+        c.close()
+    finally:
+        s.stop()
+    assert not sock.exists()  # removed when the server ends
+
+
+def test_pipelines(sdk, client):
+    name = unique_name("sdkp")
+    doc = "```bash\necho turn $UPSTREAM_TURN\n```\n"
+    r1 = sdk.run_pipeline(doc, session=name, client=client)
+    assert r1.ok and r1.turn == 1 and "turn 1" in r1.report
+    events = list(sdk.stream_pipeline(doc, session=name, client=client))
+    assert events[-1]["type"] == "end" and events[-1]["turn"] == 2
+    assert any(e["type"] == "progress" and e["line"].startswith("Step 1:") for e in events)
+    assert [s["turns"] for s in sdk.sessions(client=client) if s["name"] == name] == [2]
+    assert len(sdk.session(name, client=client)["turns"]) == 2
+    bad = None
+    with pytest.raises(sdk.InvalidArgumentError) as bad:
+        sdk.run_pipeline("---\nnope: 1\n---\n```bash\ntrue\n```\n", client=client)
+    assert "document.md:2:1" in bad.value.message
+    sdk.delete_session(name, client=client)
+    with pytest.raises(sdk.NotFoundError):
+        sdk.session(name, client=client)

@@ -151,6 +151,35 @@ export class Sandbox {
   kill(exec: number, signal?: string | number): Promise<unknown>;
 }
 
+export interface PipelineResult {
+  exitCode: number;
+  status: "succeeded" | "failed" | "invalid_document" | "interrupted" | "error";
+  /** The document with every step's result written back. */
+  report: string;
+  progress: string;
+  errors: string;
+  runId: string | null;
+  session: string | null;
+  turn: number | null;
+  readonly ok: boolean;
+  raw: Record<string, unknown>;
+}
+
+export interface PipelineOptions {
+  session?: string;
+  name?: string;
+  verbose?: boolean;
+  client?: Client;
+}
+
+export type PipelineEvent = { type: "progress" | "error"; line: string } | { type: "end"; result: PipelineResult };
+
+export function runPipeline(document: string, options?: PipelineOptions, client?: Client): Promise<PipelineResult>;
+export function streamPipeline(document: string, options?: PipelineOptions, client?: Client): AsyncGenerator<PipelineEvent>;
+export function sessions(client?: Client): Promise<Array<{ name: string; box_id: string; turns: number; last_status: string; updated_at: string }>>;
+export function session(name: string, client?: Client): Promise<{ name: string; box_id: string; cwd: string; env: Record<string, string>; turns: object[] }>;
+export function deleteSession(name: string, client?: Client): Promise<void>;
+
 export class UpstreamError extends Error {
   readonly code: string;
   readonly status: number;

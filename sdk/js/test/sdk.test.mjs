@@ -7,6 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import {
+  runPipeline,
+  streamPipeline,
+  sessions,
+  session,
+  deleteSession,
   Client,
   Sandbox,
   NotFoundError,
@@ -136,4 +141,23 @@ test("typed errors", async () => {
   await assert.rejects(Sandbox.get("nonexistent-box", client), NotFoundError);
   assert.throws(() => new Client({ url: "ftp://example.invalid" }), TypeError);
   await assert.rejects(Sandbox.list({}, new Client({ url: "http://127.0.0.1:1" })), (e) => e instanceof ServerError && e.code === "unavailable");
+});
+
+test("pipelines and sessions", async () => {
+  const name = `js-${Date.now()}`;
+  const doc = "```bash\necho turn $UPSTREAM_TURN\n```\n";
+  const r1 = await runPipeline(doc, { session: name });
+  assert.ok(r1.ok);
+  assert.equal(r1.turn, 1);
+  assert.match(r1.report, /turn 1/);
+  const events = [];
+  for await (const ev of streamPipeline(doc, { session: name })) events.push(ev);
+  assert.equal(events.at(-1).type, "end");
+  assert.equal(events.at(-1).result.turn, 2);
+  assert.ok(events.some((e) => e.type === "progress" && e.line.startsWith("Step 1:")));
+  assert.deepEqual((await sessions()).filter((s) => s.name === name).map((s) => s.turns), [2]);
+  assert.equal((await session(name)).turns.length, 2);
+  await assert.rejects(runPipeline("---\nnope: 1\n---\n```bash\ntrue\n```\n"), (e) => e instanceof InvalidArgumentError && /document.md:2:1/.test(e.message));
+  await deleteSession(name);
+  await assert.rejects(session(name), NotFoundError);
 });

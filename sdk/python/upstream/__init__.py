@@ -8,6 +8,7 @@
 from .client import Client
 from .errors import (AuthenticationError, ConflictError, InvalidArgumentError, NotFoundError, PayloadTooLargeError,
                      RateLimitError, ServerError, UpstreamError)
+from .pipelines import PipelineResult, delete_session, run_pipeline, session, sessions, stream_pipeline
 from .sandbox import ExecEvent, ExecHandle, ExecResult, ExecStream, FileInfo, Files, Sandbox
 
 __version__ = "0.1.0"
@@ -15,4 +16,5 @@ __all__ = [
     "Client", "Sandbox", "ExecResult", "ExecEvent", "ExecStream", "ExecHandle", "Files", "FileInfo",
     "UpstreamError", "InvalidArgumentError", "AuthenticationError", "NotFoundError", "ConflictError",
     "PayloadTooLargeError", "RateLimitError", "ServerError",
+    "PipelineResult", "run_pipeline", "stream_pipeline", "sessions", "session", "delete_session",
 ]
