@@ -62,4 +62,11 @@ int run_remote(const std::string& url, const std::string& key, const std::string
                const std::optional<std::string>& session, const std::optional<std::string>& output,
                bool verbose);
 
+// Plain calls to the server named by UPSTREAM_URL (with UPSTREAM_API_KEY), for commands that
+// have no Backend method. Error replies are thrown as errors.
+nlohmann::json remote_json(const std::string& method, const std::string& target);
+void remote_download(const std::string& target, int fd);
+// A path segment, percent-encoded.
+std::string url_segment(const std::string& text);
+
 }  // namespace upstream::cli

@@ -9,6 +9,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdlib>
 #include <iostream>
 #include <limits>
 
@@ -500,7 +501,8 @@ class RemoteBackend : public Backend {
   }
   std::vector<Engine::ExecProcesses> exec_processes(const std::string& ref) override {
     std::vector<Engine::ExecProcesses> out;
-    for (const auto& e : http_.get(box(ref) + "/processes").at("execs"))
+    json j = http_.get(box(ref) + "/processes");
+    for (const auto& e : j.at("execs"))
       out.push_back({e.value("exec", uint64_t{0}), e.value("running", false),
                      e.value("processes", size_t{0})});
     return out;
@@ -680,6 +682,27 @@ int run_remote(const std::string& url, const std::string& key, const std::string
   }
   return code;
 }
+
+namespace {
+Http env_http() {
+  const char* url = std::getenv("UPSTREAM_URL");
+  const char* key = std::getenv("UPSTREAM_API_KEY");
+  return Http(url ? url : "", key ? key : "");
+}
+}  // namespace
+
+json remote_json(const std::string& method, const std::string& target) {
+  Http h = env_http();
+  return h.call(http::string_to_verb(method), target);
+}
+
+void remote_download(const std::string& target, int fd) {
+  Http h = env_http();
+  auto c = h.open(http::verb::get, target, "", "");
+  Http::copy_to(*c, fd);
+}
+
+std::string url_segment(const std::string& text) { return seg(text); }
 
 std::unique_ptr<Backend> make_remote_backend(const std::string& url, const std::string& key) {
   return std::make_unique<RemoteBackend>(url, key);

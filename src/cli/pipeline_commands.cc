@@ -37,6 +37,46 @@ Found find_context(const std::string& home, const std::string& name) {
   throw Error(Errc::not_found, "no session or run '" + name + "' (see `upstream session ls`)");
 }
 
+// A session (or a standalone run) as the commands show it: from the local context store, or from
+// the server when UPSTREAM_URL is set.
+struct SessionView {
+  std::string name, box_id, cwd, context;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<pipeline::TurnRecord> turns;
+};
+
+SessionView load_session(Context& ctx, const std::string& name) {
+  SessionView v;
+  v.name = name;
+  if (ctx.remote) {
+    json j = remote_json("GET", "/v1/sessions/" + url_segment(name));
+    v.box_id = j.value("box_id", "");
+    v.cwd = j.value("cwd", "");
+    v.context = std::string(std::getenv("UPSTREAM_URL")) + "/v1/sessions/" + url_segment(name);
+    if (j.contains("env") && j["env"].is_object())
+      for (auto it = j["env"].begin(); it != j["env"].end(); ++it)
+        v.env.emplace_back(it.key(), it.value().get<std::string>());
+    for (const auto& t : j.at("turns")) v.turns.push_back(pipeline::turn_from_json(t));
+    return v;
+  }
+  Found f = find_context(ctx.engine().options().home, name);
+  v.name = f.name;
+  v.context = f.store.dir(f.name);
+  if (auto st = f.store.state(f.name)) {
+    v.box_id = st->box_id;
+    v.cwd = st->cwd;
+    v.env = st->env;
+  }
+  v.turns = f.store.turns(f.name);
+  return v;
+}
+
+json manifest_of(Context& ctx, const std::string& name) {
+  if (ctx.remote) return remote_json("GET", "/v1/sessions/" + url_segment(name) + "/context");
+  Found f = find_context(ctx.engine().options().home, name);
+  return f.store.manifest(f.name);
+}
+
 std::string steps_text(const pipeline::TurnRecord& t) {
   int ok = 0;
   for (const auto& s : t.steps) ok += s.status == "ok";
@@ -113,23 +153,32 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
   {
     auto* c = sess->add_subcommand("ls", "List sessions");
     c->callback([&ctx] {
-      ctx.require_local("sessions and contexts");
-      ContextStore store = ContextStore::sessions(ctx.engine().options().home);
       json out = json::array();
       std::vector<std::vector<std::string>> rows;
       int64_t now = now_ms();
-      for (const auto& name : store.names()) {
-        auto st = store.state(name);
-        auto turns = store.turns(name);
-        std::string last = turns.empty() ? "" : turns.back().status;
-        int64_t updated = st ? st->updated_at : 0;
+      auto add = [&](const std::string& name, const std::string& box, size_t turns,
+                     const std::string& last, int64_t updated) {
         out.push_back({{"name", name},
-                       {"box", st ? st->box_id : ""},
-                       {"turns", turns.size()},
+                       {"box", box},
+                       {"turns", turns},
                        {"last_status", last},
                        {"updated_at", updated ? format_time(updated) : ""}});
-        rows.push_back({name, std::to_string(turns.size()), last.empty() ? "-" : last,
-                        updated ? format_ago(updated, now) : "-", st ? st->box_id : ""});
+        rows.push_back({name, std::to_string(turns), last.empty() ? "-" : last,
+                        updated ? format_ago(updated, now) : "-", box});
+      };
+      if (ctx.remote) {
+        json listed = remote_json("GET", "/v1/sessions");
+        for (const auto& x : listed.at("sessions"))
+          add(x.value("name", ""), x.value("box_id", ""), x.value("turns", size_t{0}),
+              x.value("last_status", ""), parse_time(x.value("updated_at", "")));
+      } else {
+        ContextStore store = ContextStore::sessions(ctx.engine().options().home);
+        for (const auto& name : store.names()) {
+          auto st = store.state(name);
+          auto turns = store.turns(name);
+          add(name, st ? st->box_id : "", turns.size(), turns.empty() ? "" : turns.back().status,
+              st ? st->updated_at : 0);
+        }
       }
       if (ctx.json)
         print_json(out);
@@ -142,42 +191,38 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     auto name = std::make_shared<std::string>();
     c->add_option("name", *name, "Session")->required();
     c->callback([&ctx, name] {
-      ctx.require_local("sessions and contexts");
-      Engine& engine = ctx.engine();
-      Found f = find_context(engine.options().home, *name);
-      auto st = f.store.state(f.name);
-      auto turns = f.store.turns(f.name);
+      SessionView v = load_session(ctx, *name);
       std::string box_state = "-";
-      if (st && !st->box_id.empty()) {
+      if (!v.box_id.empty()) {
         try {
-          box_state = engine.get_box(st->box_id).state;
+          box_state = ctx.backend().get_box(v.box_id).state;
         } catch (const Error&) {
           box_state = "gone";
         }
       }
+      const auto& turns = v.turns;
       if (ctx.json) {
         json t = json::array();
         for (const auto& turn : turns) t.push_back(pipeline::turn_to_json(turn));
         json env = json::object();
-        if (st)
-          for (const auto& [k, v] : st->env) env[k] = v;
-        print_json({{"name", f.name},
-                    {"box", st ? st->box_id : ""},
+        for (const auto& [k, val] : v.env) env[k] = val;
+        print_json({{"name", v.name},
+                    {"box", v.box_id},
                     {"box_state", box_state},
-                    {"cwd", st ? st->cwd : ""},
+                    {"cwd", v.cwd},
                     {"env", env},
-                    {"context", f.store.dir(f.name)},
+                    {"context", v.context},
                     {"turns", t}});
         return;
       }
-      std::cout << "session:  " << f.name << "\n"
-                << "box:      "
-                << (st && !st->box_id.empty() ? st->box_id + " (" + box_state + ")" : "-") << "\n"
-                << "cwd:      " << (st && !st->cwd.empty() ? st->cwd : "-") << "\n"
-                << "context:  " << f.store.dir(f.name) << "\n";
-      if (st && !st->env.empty()) {
+      std::cout << "session:  " << v.name << "\n"
+                << "box:      " << (!v.box_id.empty() ? v.box_id + " (" + box_state + ")" : "-")
+                << "\n"
+                << "cwd:      " << (!v.cwd.empty() ? v.cwd : "-") << "\n"
+                << "context:  " << v.context << "\n";
+      if (!v.env.empty()) {
         std::vector<std::string> names;
-        for (const auto& [k, v] : st->env) names.push_back(k);
+        for (const auto& [k, val] : v.env) names.push_back(k);
         std::cout << "env:      " << join(names, " ") << "\n";
       }
       std::cout << "\n";
@@ -196,22 +241,20 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     auto names = std::make_shared<std::vector<std::string>>();
     c->add_option("name", *names, "Sessions")->required();
     c->callback([&ctx, names] {
-      ctx.require_local("sessions and contexts");
+      if (ctx.remote) {
+        for (const auto& n : *names) remote_json("GET", "/v1/sessions/" + url_segment(n));
+        for (const auto& n : *names) {
+          remote_json("DELETE", "/v1/sessions/" + url_segment(n));
+          std::cout << n << std::endl;
+        }
+        return;
+      }
       Engine& engine = ctx.engine();
       ContextStore store = ContextStore::sessions(engine.options().home);
       for (const auto& n : *names)
         if (!store.exists(n)) throw Error(Errc::not_found, "no session '" + n + "'");
       for (const auto& n : *names) {
-        auto lock = store.lock(n);
-        auto st = store.state(n);
-        if (st && !st->box_id.empty()) {
-          try {
-            engine.remove_box(st->box_id, true);
-          } catch (const Error& e) {
-            if (e.code() != Errc::not_found) throw;
-          }
-        }
-        store.remove(n);
+        pipeline::remove_session(engine, n);
         std::cout << n << std::endl;
       }
     });
@@ -227,14 +270,13 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     c->add_option("name", *name, "Session name or run id")->required();
     c->add_option("--turn", *turn, "Only this turn");
     c->callback([&ctx, name, turn] {
-      ctx.require_local("sessions and contexts");
-      Found f = find_context(ctx.engine().options().home, *name);
+      SessionView v = load_session(ctx, *name);
       if (*turn == 0) {
         if (ctx.json) {
-          print_json(f.store.manifest(f.name));
+          print_json(manifest_of(ctx, *name));
           return;
         }
-        for (const auto& t : f.store.turns(f.name)) {
+        for (const auto& t : v.turns) {
           std::cout << "turn " << t.turn << "  " << t.status << "  run " << t.run_id << "  "
                     << format_time(t.started_at) << "  " << t.document << "\n";
           for (const auto& s : t.steps)
@@ -246,13 +288,13 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
         std::cout << std::flush;
         return;
       }
-      for (const auto& t : f.store.turns(f.name)) {
+      for (const auto& t : v.turns) {
         if (t.turn != *turn) continue;
         if (ctx.json) {
           print_json(pipeline::turn_to_json(t));
           return;
         }
-        std::string dir = f.store.turn_dir(f.name, t.turn);
+        std::string dir = v.context + "/turn-" + std::to_string(t.turn);
         std::cout << "turn:      " << t.turn << "\nrun:       " << t.run_id
                   << "\nstatus:    " << t.status << "\nstarted:   " << format_time(t.started_at)
                   << "\nduration:  " << format_duration_ms(static_cast<uint64_t>(t.duration_ms))
@@ -272,7 +314,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
         }
         return;
       }
-      throw Error(Errc::not_found, "'" + f.name + "' has no turn " + std::to_string(*turn));
+      throw Error(Errc::not_found, "'" + v.name + "' has no turn " + std::to_string(*turn));
     });
   }
   {
@@ -283,18 +325,26 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
     c->add_option("name", *name, "Session name or run id")->required();
     c->add_option("-o,--output", *out, "The tar file to write ('-': standard output)")->required();
     c->callback([&ctx, name, out] {
-      ctx.require_local("sessions and contexts");
-      Found f = find_context(ctx.engine().options().home, *name);
+      std::function<void(int)> write_tar;
+      if (ctx.remote) {
+        remote_json("GET", "/v1/sessions/" + url_segment(*name));  // a clear error first
+        write_tar = [name](int fd) {
+          remote_download("/v1/sessions/" + url_segment(*name) + "/export", fd);
+        };
+      } else {
+        Found f = find_context(ctx.engine().options().home, *name);
+        write_tar = [f](int fd) { pipeline::export_context(f.store, f.name, fd); };
+      }
       if (*out == "-") {
         if (::isatty(1))
           throw Error(Errc::invalid_argument, "refusing to write a tar archive to a terminal");
-        pipeline::export_context(f.store, f.name, 1);
+        write_tar(1);
         return;
       }
       std::string tmp = *out + ".tmp-" + random_hex(6);
       UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       try {
-        pipeline::export_context(f.store, f.name, fd.get());
+        write_tar(fd.get());
         if (::fsync(fd.get()) != 0) throw_sys("fsync " + tmp);
         if (::rename(tmp.c_str(), out->c_str()) != 0) throw_sys("rename " + tmp);
       } catch (...) {

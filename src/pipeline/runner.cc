@@ -960,6 +960,21 @@ int TurnRunner::run() {
 
 }  // namespace
 
+void remove_session(Engine& engine, const std::string& name) {
+  ContextStore store = ContextStore::sessions(engine.options().home);
+  if (!store.exists(name)) throw Error(Errc::not_found, "no session '" + name + "'");
+  auto lock = store.lock(name);
+  auto st = store.state(name);
+  if (st && !st->box_id.empty()) {
+    try {
+      engine.remove_box(st->box_id, true);
+    } catch (const Error& e) {
+      if (e.code() != Errc::not_found) throw;
+    }
+  }
+  store.remove(name);
+}
+
 int run_document(const std::function<Engine&()>& engine, const RunOptions& opts) {
   Document doc = load_document(opts.path);
   if (doc.steps.empty())

@@ -48,6 +48,10 @@ int run_document(const std::function<Engine&()>& engine, const RunOptions& opts)
 // binary), then parses it.
 Document load_document(const std::string& path);
 
+// Removes a session: its box (if it still exists) and its context, under the session's lock (so
+// not while a turn runs).
+void remove_session(Engine& engine, const std::string& name);
+
 // The environment changes a bash step's exit trap reported (see runner.cc), applied to `env`;
 // returns the working directory it ended in (empty when the report is unusable).
 std::string apply_step_state(std::string_view state,

@@ -58,13 +58,15 @@ struct Child {
   UniqueFd out, err;
 };
 
-Child spawn_run(const std::vector<std::string>& argv) {
+Child spawn_run(const std::vector<std::string>& argv, const std::string& cwd) {
   Pipe o = make_pipe(O_CLOEXEC), e = make_pipe(O_CLOEXEC);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, o.write.get(), 1);
   posix_spawn_file_actions_adddup2(&fa, e.write.get(), 2);
+  // In the document's own directory, so the turn records and shows it by the client's name.
+  posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
   // The child runs on this machine's state directory, never back through a server.
   std::vector<std::string> env;
   for (char** p = environ; *p; p++)
@@ -162,12 +164,12 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
     UniqueFd fd = open_or_throw(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     write_all(fd.get(), document);
   }
-  std::vector<std::string> argv{self_exe_, "run", "--progress", "plain", path};
+  std::vector<std::string> argv{self_exe_, "run", "--progress", "plain", name};
   if (session) argv.insert(argv.end(), {"--session", *session});
   if (verbose) argv.push_back("-v");
   if (!c.tenant.empty())
     argv.insert(argv.end(), {"--label", std::string(kTenantLabel) + "=" + c.tenant});
-  Child child = spawn_run(argv);
+  Child child = spawn_run(argv, dir);
   struct Reap {
     pid_t& pid;
     ~Reap() {
@@ -338,7 +340,8 @@ void Api::handle_sessions(Call& c, const std::vector<std::string>& seg) {
     for (const auto& t : store.turns(full)) {
       json tj = pipeline::turn_to_json(t);
       tj["session"] = shown;
-      tj.erase("document");  // a path on the server, meaningless to the client
+      // The document's name as the client gave it (its path on the server means nothing there).
+      tj["document"] = t.document.substr(t.document.find_last_of('/') + 1);
       turns.push_back(tj);
     }
     json env = json::object();
@@ -352,16 +355,7 @@ void Api::handle_sessions(Call& c, const std::vector<std::string>& seg) {
     return;
   }
   if (seg.size() == 3 && r.method == "DELETE") {
-    auto lock = store.lock(full);
-    auto st = store.state(full);
-    if (st && !st->box_id.empty()) {
-      try {
-        engine_.remove_box(st->box_id, true);
-      } catch (const Error& e) {
-        if (e.code() != Errc::not_found) throw;
-      }
-    }
-    store.remove(full);
+    pipeline::remove_session(engine_, full);
     c.json_reply(200, {{"name", shown}, {"removed", true}});
     return;
   }

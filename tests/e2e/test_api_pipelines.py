@@ -106,6 +106,37 @@ def test_cli_run_over_http(up, server, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert f"Report written to {doc}" in r.stdout
     assert "Context loaded: 4 artifacts from 1 previous turn" in r.stdout
+    # The session and context commands say the same over HTTP as on the state directory.
+    local = dict(up.env)
+    local.pop("UPSTREAM_URL", None)
+
+    def both(*args):
+        outs = [subprocess.run([up.binary, *args], env=e, capture_output=True, text=True, timeout=60)
+                for e in (local, env)]
+        for o in outs:
+            assert o.returncode == 0, o.stderr
+        return outs[0].stdout, outs[1].stdout
+    a, b = both("--json", "session", "ls")
+    assert json.loads(a) == json.loads(b) and session in a
+    a, b = both("--json", "context", "show", session)
+    assert json.loads(a) == json.loads(b)
+    a, b = both("session", "show", session)
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("context:")]
+    assert strip(a) == strip(b) and "1-collect.md" in a
+    a, b = both("context", "show", session, "--turn", "2")
+    assert [x for x in a.splitlines() if not x.startswith("stored in")] == \
+        [x for x in b.splitlines() if not x.startswith("stored in")]
+    r = subprocess.run([up.binary, "context", "export", session, "-o", str(tmp_path / "s.tar")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"{session}/turn-2/document.md" in tarfile.open(tmp_path / "s.tar").getnames()
+    r = subprocess.run([up.binary, "session", "rm", session, "no-such-session"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "no session 'no-such-session'" in r.stderr
+    r = subprocess.run([up.binary, "session", "rm", session], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == f"{session}\n"
+    assert session not in subprocess.run([up.binary, "session", "ls"], env=local, capture_output=True,
+                                         text=True).stdout
     assert "<!-- upstream:result -->" in (work / "2-analyse.md").read_text()
     # A bad document: exit 2, the file untouched; a failing step: exit 1.
     bad = tmp_path / "bad.md"
