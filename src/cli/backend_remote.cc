@@ -622,6 +622,8 @@ int run_remote(const std::string& url, const std::string& key, const std::string
   std::string lines;
   char buf[65536];
   std::optional<json> end;
+  bool hold = false;
+  std::vector<std::string> held;
   while (!end) {
     size_t n = Http::read_some(*c, buf, sizeof buf);
     if (n == 0) break;
@@ -638,10 +640,17 @@ int run_remote(const std::string& url, const std::string& key, const std::string
       std::string type = ev.value("type", "");
       std::string line = ev.value("line", "");
       if (type == "progress") {
-        // Where the report went on the server is not where it goes here (said below).
-        if (starts_with(line, "Report written to ") || starts_with(line, "upstream: the report"))
+        // Where the report went on the server is not where it goes here: that line is said
+        // below, in its place, once the report is written here.
+        if (starts_with(line, "Report written to ") ||
+            line.find(" changed while the run went on") != std::string::npos) {
+          hold = true;
           continue;
-        std::cout << line << std::endl;
+        }
+        if (hold)
+          held.push_back(line);
+        else
+          std::cout << line << std::endl;
       } else if (type == "error") {
         std::cerr << line << std::endl;
       } else if (type == "end") {
@@ -655,14 +664,13 @@ int run_remote(const std::string& url, const std::string& key, const std::string
   if (!report.empty()) {
     // Written like a local run: atomically, and beside the document if it changed meanwhile.
     std::string target = output ? *output : path;
+    bool diverted = false;
     if (!output) {
       UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
       if (!fd || read_all(fd.get()) != source) {
         std::string stem = path.ends_with(".md") ? path.substr(0, path.size() - 3) : path;
         target = stem + "." + end->value("run_id", std::string("run")) + ".md";
-        std::cerr << "upstream: " << path
-                  << " changed while the run went on; the report is written next to it"
-                  << std::endl;
+        diverted = true;
       }
     }
     std::string tmp = target + ".tmp-" + random_hex(6);
@@ -678,8 +686,13 @@ int run_remote(const std::string& url, const std::string& key, const std::string
       ::unlink(tmp.c_str());
       throw_sys("write the report to " + target, err);
     }
-    std::cout << "Report written to " << target << std::endl;
+    if (diverted)
+      std::cout << path << " changed while the run went on; it was left alone and the report is in "
+                << target << std::endl;
+    else
+      std::cout << "Report written to " << target << std::endl;
   }
+  for (const auto& line : held) std::cout << line << std::endl;
   return code;
 }
 
