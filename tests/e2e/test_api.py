@@ -408,3 +408,30 @@ def test_binary_output_streams_as_base64(api, abox):
     out = b"".join(e["data"].encode() if "data" in e else base64.b64decode(e["data_b64"])
                    for e in events if e["type"] == "stdout")
     assert out == b"ok\n\xff\x00\xfe"
+
+
+def test_readme_curl_flow(server, tmp_path):
+    """The README's curl commands, as a user would type them."""
+    u = server.url
+    name = unique_name("curl")
+
+    def curl(*args, data=None):
+        r = subprocess.run(["curl", "-sS", "--fail-with-body", *args], capture_output=True, timeout=60, input=data)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout
+
+    box = json.loads(curl("-XPOST", f"{u}/v1/boxes", "-d", json.dumps({"name": name, "limits": {"memory": "1g"}})))
+    try:
+        assert box["limits"]["memory_bytes"] == 1 << 30
+        r = json.loads(curl("-XPOST", f"{u}/v1/boxes/{name}/execs", "-d", '{"cmd":["python3","-c","print(6*7)"]}'))
+        assert r["stdout"] == "42\n"
+        lines = curl("-N", "-XPOST", f"{u}/v1/boxes/{name}/execs", "-d", '{"shell":"echo a; echo b","stream":true}')
+        events = [json.loads(x) for x in lines.splitlines()]
+        assert events[0]["type"] == "start" and events[-1]["type"] == "exit"
+        assert "".join(e["data"] for e in events if e["type"] == "stdout") == "a\nb\n"
+        (tmp_path / "data.csv").write_text("x,y\n1,2\n")
+        curl("-XPUT", f"{u}/v1/boxes/{name}/files?path=data.csv", "--data-binary", f"@{tmp_path / 'data.csv'}")
+        tar_bytes = curl(f"{u}/v1/boxes/{name}/files/archive?path=/home/user")
+        assert "user/data.csv" in tarfile.open(fileobj=io.BytesIO(tar_bytes)).getnames()
+    finally:
+        curl("-XDELETE", f"{u}/v1/boxes/{name}?force=true")
