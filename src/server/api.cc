@@ -610,10 +610,10 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
   try {
     s = engine_.start_exec(box.id, spec);
   } catch (...) {
-    metrics_.exec(false, static_cast<double>(mono_us() - t0) / 1e6);
+    metrics_.exec_started(false);
     throw;
   }
-  metrics_.exec(true, 0);  // counted as started; the duration is observed below
+  metrics_.exec_started(true);
   // It could not start (no such program, a bad user...): the reason is its stderr.
   std::string early_err;
   if (s->finished()) early_err = s->wait({}).stderr_tail;
@@ -678,7 +678,7 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
     };
     err = early_err;
     ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1);
-    metrics_.exec(true, static_cast<double>(mono_us() - t0) / 1e6);
+    metrics_.exec_done(static_cast<double>(mono_us() - t0) / 1e6);
     json j = exec_json(rec);
     j["stdout"] = out;
     j["stderr"] = err;
@@ -730,7 +730,7 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
     }
   };
   ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1, r.socket_fd, on_event);
-  metrics_.exec(true, static_cast<double>(mono_us() - t0) / 1e6);
+  metrics_.exec_done(static_cast<double>(mono_us() - t0) / 1e6);
   output("stdout", jo.rest());
   output("stderr", je.rest());
   json ex = exec_json(rec);

@@ -59,9 +59,13 @@ void Metrics::request(const std::string& route, const std::string& method, int s
   request_seconds_[route].observe(seconds);
 }
 
-void Metrics::exec(bool ok, double seconds) {
+void Metrics::exec_started(bool ok) {
   std::lock_guard g(mu_);
   (ok ? execs_ok_ : execs_failed_)++;
+}
+
+void Metrics::exec_done(double seconds) {
+  std::lock_guard g(mu_);
   exec_seconds_.observe(seconds);
 }
 
@@ -92,7 +96,7 @@ std::string Metrics::render(const std::map<std::string, uint64_t>& boxes, uint64
   o += "# HELP upstream_http_requests_in_flight Requests being handled now.\n"
        "# TYPE upstream_http_requests_in_flight gauge\n";
   o += "upstream_http_requests_in_flight " + std::to_string(inflight) + "\n";
-  o += "# HELP upstream_execs_total Execs run through the API, by whether they started.\n"
+  o += "# HELP upstream_execs_total Execs asked for through the API, by whether they started.\n"
        "# TYPE upstream_execs_total counter\n";
   o += "upstream_execs_total{result=\"started\"} " + std::to_string(execs_ok_) + "\n";
   o += "upstream_execs_total{result=\"failed\"} " + std::to_string(execs_failed_) + "\n";

@@ -27,7 +27,10 @@ class Histogram {
 class Metrics {
  public:
   void request(const std::string& route, const std::string& method, int status, double seconds);
-  void exec(bool ok, double seconds);
+  // An exec the API was asked for: started, or refused by the engine.
+  void exec_started(bool ok);
+  // The wall time of an exec the API waited on or streamed.
+  void exec_done(double seconds);
   void error(const std::string& code);
   // The text exposition format; `boxes` are counts by state.
   std::string render(const std::map<std::string, uint64_t>& boxes, uint64_t inflight) const;

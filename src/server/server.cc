@@ -175,13 +175,15 @@ class Server {
 
   Api& api_;
   const ServeOptions& opts_;
-  net::io_context ioc_{1};
   std::atomic<size_t> connections_{0};
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   size_t workers_ = 0;
   std::mutex log_mu_;
+  // Last, so that it is destroyed first: the connections its pending handlers still hold use
+  // the members above as they go.
+  net::io_context ioc_{1};
 
   void log(const json& j) {
     if (!opts_.access_log) return;

@@ -94,7 +94,14 @@ TEST(Metrics, HistogramIsCumulative) {
   Metrics m;
   m.request("/v1/boxes", "GET", 200, 0.01);
   m.error("not_found");
+  m.exec_started(true);
+  m.exec_started(true);  // a background exec: started, never waited on
+  m.exec_started(false);
+  m.exec_done(0.004);
   std::string text = m.render({{"running", 2}}, 1);
+  EXPECT_NE(text.find("upstream_execs_total{result=\"started\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("upstream_execs_total{result=\"failed\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("upstream_exec_duration_seconds_count 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("upstream_boxes{state=\"running\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("upstream_boxes{state=\"stopped\"} 0\n"), std::string::npos);
   EXPECT_NE(
