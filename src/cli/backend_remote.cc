@@ -214,7 +214,7 @@ class RemoteExec : public ExecSession {
       : http_(http), box_(std::move(box)), conn_(std::move(conn)), stdin_stream_(stdin_stream) {
     // The first event says which exec this is.
     for (;;) {
-      auto ev = next_event(true);
+      auto ev = next_event();
       if (!ev) throw Error(Errc::unavailable, "the server ended the exec's stream early");
       if (ev->value("type", "") == "start") {
         seq_ = ev->value("exec", uint64_t{0});
@@ -373,7 +373,7 @@ class RemoteExec : public ExecSession {
   }
 
   // The next event, reading as long as it takes.
-  std::optional<json> next_event(bool) {
+  std::optional<json> next_event() {
     parse_buffered();
     for (;;) {
       if (auto ev = pop_event()) return ev;

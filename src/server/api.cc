@@ -17,6 +17,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/wire.h"
+#include "server/json_body.h"
 #include "server/utf8.h"
 
 extern "C" const char upstream_openapi_start[];
@@ -49,88 +50,9 @@ int status_of(Errc c) {
   return 500;
 }
 
-[[noreturn]] void bad(const std::string& message) {
-  throw ApiError(400, "invalid_argument", message);
-}
-
 [[noreturn]] void not_found(const std::string& message) {
   throw ApiError(404, "not_found", message);
 }
-
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// A JSON request body: an object whose fields are all known and of the right type.
-class Body {
- public:
-  Body(const std::string& text, std::initializer_list<const char*> allowed) {
-    if (text.empty()) {
-      j_ = json::object();
-      return;
-    }
-    try {
-      j_ = json::parse(text);
-    } catch (const json::parse_error& e) {
-      // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." -> the tail.
-      std::string what = e.what();
-      auto p = what.find("parse error");
-      bad("malformed JSON body: " + (p == std::string::npos ? what : what.substr(p)));
-    }
-    if (!j_.is_object()) bad("the JSON body must be an object");
-    std::set<std::string> ok(allowed.begin(), allowed.end());
-    for (const auto& [k, v] : j_.items())
-      if (!ok.count(k))
-        bad("unknown field '" + k + "' (known: " + join({allowed.begin(), allowed.end()}, ", ") +
-            ")");
-  }
-  const json* get(const char* key) const {
-    auto it = j_.find(key);
-    return it == j_.end() || it->is_null() ? nullptr : &*it;
-  }
-  std::optional<std::string> str(const char* key) const {
-    const json* v = get(key);
-    if (!v) return std::nullopt;
-    if (!v->is_string()) bad(std::string("field '") + key + "' must be a string");
-    return v->get<std::string>();
-  }
-  std::optional<bool> boolean(const char* key) const {
-    const json* v = get(key);
-    if (!v) return std::nullopt;
-    if (!v->is_boolean()) bad(std::string("field '") + key + "' must be true or false");
-    return v->get<bool>();
-  }
-  std::optional<uint64_t> uint(const char* key) const {
-    const json* v = get(key);
-    if (!v) return std::nullopt;
-    if (!v->is_number_unsigned())
-      bad(std::string("field '") + key + "' must be a whole number >= 0");
-    return v->get<uint64_t>();
-  }
-  std::map<std::string, std::string> string_map(const char* key) const {
-    std::map<std::string, std::string> out;
-    const json* v = get(key);
-    if (!v) return out;
-    if (!v->is_object()) bad(std::string("field '") + key + "' must be an object of strings");
-    for (const auto& [k, x] : v->items()) {
-      if (!x.is_string()) bad(std::string("field '") + key + "." + k + "' must be a string");
-      out[k] = x.get<std::string>();
-    }
-    return out;
-  }
-  std::vector<std::string> string_list(const char* key) const {
-    std::vector<std::string> out;
-    const json* v = get(key);
-    if (!v) return out;
-    if (!v->is_array()) bad(std::string("field '") + key + "' must be an array of strings");
-    for (const auto& x : *v) {
-      if (!x.is_string()) bad(std::string("field '") + key + "' must be an array of strings");
-      out.push_back(x.get<std::string>());
-    }
-    return out;
-  }
-
- private:
-  json j_;
-};
 
 std::optional<std::string> qparam(const Request& r, const std::string& key) {
   auto it = r.query.find(key);
@@ -495,7 +417,7 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     if (m == "GET") {
       BoxUsage u = engine_.usage(box.id);
       auto ev = engine_.events(box.id);
-      c.json_reply(200, box_json(engine_.get_box(box.id), &u, &ev));
+      c.json_reply(200, box_json(box, &u, &ev));
       return;
     }
     if (m == "DELETE") {

@@ -20,7 +20,7 @@
 #include "pipeline/context.h"
 #include "pipeline/runner.h"
 #include "server/api.h"
-#include "server/utf8.h"
+#include "server/json_body.h"
 
 extern char** environ;
 
@@ -29,10 +29,6 @@ namespace upstream::server {
 using nlohmann::json;
 
 namespace {
-
-[[noreturn]] void bad(const std::string& message) {
-  throw ApiError(400, "invalid_argument", message);
-}
 
 std::string status_of_exit(int code) {
   switch (code) {
@@ -49,8 +45,6 @@ std::string status_of_exit(int code) {
       return "error";
   }
 }
-
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // A turn's child process and what it prints.
 struct Child {
@@ -102,39 +96,17 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
   Request& r = c.req;
   if (seg.size() != 2) throw ApiError(404, "not_found", "no route for " + r.method + " " + r.path);
   if (r.method != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
-  json j;
-  try {
-    j = json::parse(r.body);
-  } catch (const json::parse_error&) {
-    bad("malformed JSON body");
-  }
-  if (!j.is_object()) bad("the JSON body must be an object");
-  for (const auto& [k, v] : j.items())
-    if (k != "document" && k != "session" && k != "name" && k != "stream" && k != "verbose")
-      bad("unknown field '" + k + "' (known: document, session, name, stream, verbose)");
-  if (j.contains("verbose") && !j["verbose"].is_boolean())
-    bad("field 'verbose' must be true or false");
-  bool verbose = j.value("verbose", false);
-  if (!j.contains("document") || !j["document"].is_string() ||
-      j["document"].get<std::string>().empty())
-    bad("field 'document' (the markdown text) is required");
-  std::string document = j["document"].get<std::string>();
-  std::string name = "document.md";
-  if (j.contains("name")) {
-    if (!j["name"].is_string()) bad("field 'name' must be a string");
-    name = j["name"].get<std::string>();
-    if (name.empty() || name.size() > 200 || name[0] == '.' ||
-        name.find_first_not_of(
-            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-            std::string::npos)
-      bad("field 'name' must be a file name such as analysis.md (letters, digits, '.', '_', '-')");
-  }
-  std::optional<std::string> session, shown_session;
-  if (j.contains("session") && !j["session"].is_null()) {
-    if (!j["session"].is_string()) bad("field 'session' must be a string");
-    shown_session = j["session"].get<std::string>();
-    session = tenant_session(c, *shown_session);
-  }
+  Body b(r.body, {"document", "session", "name", "stream", "verbose"});
+  std::string document = b.str("document").value_or("");
+  if (document.empty()) bad("field 'document' (the markdown text) is required");
+  std::string name = b.str("name").value_or("document.md");
+  if (name.empty() || name.size() > 200 || name[0] == '.' ||
+      name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+          std::string::npos)
+    bad("field 'name' must be a file name such as analysis.md (letters, digits, '.', '_', '-')");
+  bool verbose = b.boolean("verbose").value_or(false);
+  std::optional<std::string> session, shown_session = b.str("session");
+  if (shown_session) session = tenant_session(c, *shown_session);
   // Checked here first: a bad document is refused before anything starts, and a session named in
   // its front matter is the tenant's (passed on with --session, which overrides the document's).
   pipeline::Document parsed = pipeline::parse_document(document, name);
@@ -144,10 +116,8 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
     shown_session = *parsed.meta.session;
     session = tenant_session(c, *shown_session);
   }
-  bool stream = (j.contains("stream") && j["stream"].is_boolean() && j["stream"].get<bool>()) ||
+  bool stream = b.boolean("stream").value_or(false) ||
                 r.accept.find("application/x-ndjson") != std::string::npos;
-  if (j.contains("stream") && !j["stream"].is_boolean())
-    bad("field 'stream' must be true or false");
 
   // The document gets a directory of its own; the report is written back into it.
   std::string dir = engine_.options().home + "/spool/pipelines/" + random_hex(16);
@@ -192,8 +162,7 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
   // Lines name the document as the client did, and the session without its tenant.
   auto client_view = [&](std::string line) {
     for (const auto& [from, to] :
-         {std::pair<std::string, std::string>{dir + "/", ""},
-          {engine_.options().home + "/", ""},
+         {std::pair<std::string, std::string>{engine_.options().home + "/", ""},
           {session ? "session " + *session : std::string("\x01"),
            session ? "session " + *shown_session : std::string("\x01")},
           {session ? "/sessions/" + *session + "/" : std::string("\x01"),
