@@ -23,6 +23,8 @@ class Backend {
   virtual BoxRecord start_box(const std::string& ref) = 0;
   virtual BoxRecord stop_box(const std::string& ref, int64_t grace_ms) = 0;
   virtual void remove_box(const std::string& ref, bool force) = 0;
+  virtual BoxRecord pause_box(const std::string& ref) = 0;
+  virtual BoxRecord resume_box(const std::string& ref) = 0;
   // A box with its usage and its state transitions.
   virtual BoxRecord inspect(const std::string& ref, BoxUsage& usage,
                             std::vector<BoxEvent>& events) = 0;

@@ -20,6 +20,8 @@ class LocalBackend : public Backend {
     return e().list_boxes(f);
   }
   BoxRecord start_box(const std::string& ref) override { return e().start_box(ref); }
+  BoxRecord pause_box(const std::string& ref) override { return e().pause_box(ref); }
+  BoxRecord resume_box(const std::string& ref) override { return e().resume_box(ref); }
   BoxRecord stop_box(const std::string& ref, int64_t grace_ms) override {
     return e().stop_box(ref, grace_ms);
   }

@@ -433,6 +433,12 @@ class RemoteBackend : public Backend {
   BoxRecord start_box(const std::string& ref) override {
     return box_from_json(http_.post(box(ref) + "/start", json::object()));
   }
+  BoxRecord pause_box(const std::string& ref) override {
+    return box_from_json(http_.post(box(ref) + "/pause", json::object()));
+  }
+  BoxRecord resume_box(const std::string& ref) override {
+    return box_from_json(http_.post(box(ref) + "/resume", json::object()));
+  }
   BoxRecord stop_box(const std::string& ref, int64_t grace_ms) override {
     return box_from_json(http_.post(box(ref) + "/stop", {{"grace_ms", grace_ms}}));
   }
@@ -576,7 +582,10 @@ class RemoteBackend : public Backend {
     s.kernel = j.value("kernel", "");
     auto boxes = list_boxes({});
     s.boxes = boxes.size();
-    for (const auto& b : boxes) s.running += b.state == box_state::running;
+    for (const auto& b : boxes) {
+      s.running += b.state == box_state::running;
+      s.paused += b.state == box_state::paused;
+    }
     return s;
   }
 

@@ -217,7 +217,7 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
     row("Labels", join(l, " "));
   }
   if (!b.spec.env.empty()) row("Env", join(b.spec.env, " "));
-  if (b.state == box_state::running) row("Init pid", std::to_string(b.init_pid));
+  if (box_state::alive(b.state)) row("Init pid", std::to_string(b.init_pid));
   std::string usage = "cpu " + format_duration_ms(u.cpu_us / 1000) + ", memory " +
                       format_bytes(u.memory) + " (peak " + format_bytes(u.memory_peak) + ")";
   if (u.disk_bytes) usage += ", disk " + format_bytes(*u.disk_bytes);
@@ -293,8 +293,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)")
         ->allow_extra_args(false);
     c->add_option("--state", *state, "Only boxes in this state (running, stopped, ...)")
-        ->check(
-            CLI::IsMember({"creating", "starting", "running", "stopping", "stopped", "removing"}));
+        ->check(CLI::IsMember(
+            {"creating", "starting", "running", "paused", "stopping", "stopped", "removing"}));
     c->add_flag("--quiet,-q", *quiet, "Print only ids");
     c->callback([&ctx, labels, state, quiet] {
       store::BoxFilter f;
@@ -575,6 +575,36 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     });
   }
   {
+    auto* c = box->add_subcommand(
+        "pause", "Pause boxes: their processes are frozen, memory kept, no CPU used");
+    auto refs = std::make_shared<std::vector<std::string>>();
+    c->add_option("box", *refs, "Box ids or names")->required();
+    c->callback([&ctx, refs] {
+      for (const auto& r : *refs) {
+        BoxRecord b = ctx.backend().pause_box(r);
+        if (ctx.json)
+          print_json(box_json(b));
+        else
+          std::cout << b.id << std::endl;
+      }
+    });
+  }
+  {
+    auto* c = box->add_subcommand(
+        "resume", "Resume paused boxes where they were (an exec or file call also resumes)");
+    auto refs = std::make_shared<std::vector<std::string>>();
+    c->add_option("box", *refs, "Box ids or names")->required();
+    c->callback([&ctx, refs] {
+      for (const auto& r : *refs) {
+        BoxRecord b = ctx.backend().resume_box(r);
+        if (ctx.json)
+          print_json(box_json(b));
+        else
+          std::cout << b.id << std::endl;
+      }
+    });
+  }
+  {
     auto* c = box->add_subcommand("rm", "Remove boxes and everything in them")->alias("remove");
     auto refs = std::make_shared<std::vector<std::string>>();
     auto force = std::make_shared<bool>(false);
@@ -586,9 +616,9 @@ void add_box_commands(CLI::App& app, Context& ctx) {
       for (const auto& r : *refs) boxes.push_back(ctx.backend().get_box(r));
       if (!*force)
         for (const auto& b : boxes)
-          if (b.state == box_state::running)
-            throw Error(Errc::failed_precondition,
-                        "box " + b.name + " is running; stop it first or remove it with --force");
+          if (box_state::alive(b.state))
+            throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state +
+                                                       "; stop it first or remove it with --force");
       for (const auto& b : boxes) {
         ctx.backend().remove_box(b.id, *force);
         if (!ctx.json) std::cout << b.id << std::endl;

@@ -22,7 +22,8 @@ void add_system_commands(CLI::App& app, Context& ctx) {
                     {"instance", s.instance},
                     {"host_image", s.host_image},
                     {"boxes", s.boxes},
-                    {"running", s.running}});
+                    {"running", s.running},
+                    {"paused", s.paused}});
         return;
       }
       std::cout << "version:     " << s.version << "\n"
@@ -31,7 +32,8 @@ void add_system_commands(CLI::App& app, Context& ctx) {
                 << "cgroups:     " << s.cgroups << "\n"
                 << "kernel:      " << s.kernel << "\n"
                 << "host image:  " << s.host_image << "\n"
-                << "boxes:       " << s.boxes << " (" << s.running << " running)\n";
+                << "boxes:       " << s.boxes << " (" << s.running << " running, " << s.paused
+                << " paused)\n";
     });
   }
   {

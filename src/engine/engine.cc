@@ -222,6 +222,8 @@ void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool reco
 runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_ms) {
   debug_log("stopping init");
   runtime::BoxCgroup cg = cgroup(b.id);
+  // A paused box cannot answer or act on signals until it is thawed.
+  if (cg.frozen()) cg.set_frozen(false, 1000);
   bool asked = false;
   if (process_matches(b.init_pid, b.init_start)) {
     try {
@@ -246,11 +248,11 @@ runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_m
 }
 
 BoxRecord Engine::Impl::check_alive(const BoxRecord& b) {
-  if (b.state != box_state::running) return b;
+  if (!box_state::alive(b.state)) return b;
   if (process_matches(b.init_pid, b.init_start)) return b;
   auto lock = lock_box(b.id);
   auto fresh = store.find_id(b.id);
-  if (!fresh || fresh->state != box_state::running ||
+  if (!fresh || !box_state::alive(fresh->state) ||
       process_matches(fresh->init_pid, fresh->init_start))
     return fresh ? *fresh : b;
   runtime::BoxCgroup cg = cgroup(b.id);
@@ -269,6 +271,23 @@ void Engine::Impl::cleanup_failed_create(const std::string& id) {
   ::unlink(layout.socket(id).c_str());
   pool.destroy_volume(id);
   store.delete_box(id);
+}
+
+BoxRecord Engine::Impl::wake(const BoxRecord& b, const std::string& why) {
+  if (b.state != box_state::paused) return b;
+  auto lock = lock_box(b.id);
+  BoxRecord fresh = check_alive(*store.find_id(b.id));
+  if (fresh.state != box_state::paused) return fresh;
+  thaw(fresh, why);
+  return *store.find_id(b.id);
+}
+
+void Engine::Impl::thaw(const BoxRecord& b, const std::string& why) {
+  runtime::BoxCgroup cg = cgroup(b.id);
+  if (!cg.set_frozen(false, 5000))
+    throw Error(Errc::internal,
+                "box " + b.name + " could not be resumed: its processes did not thaw");
+  store.set_state(b.id, box_state::running, why);
 }
 
 UniqueFd Engine::Impl::connect(const BoxRecord& b) {
@@ -359,6 +378,10 @@ BoxRecord Engine::start_box(const std::string& ref) {
   auto lock = I.lock_box(b.id);
   b = *I.store.find_id(b.id);
   if (b.state == box_state::running) return b;
+  if (b.state == box_state::paused) {
+    I.thaw(b, "resumed by start");
+    return *I.store.find_id(b.id);
+  }
   if (b.state != box_state::stopped)
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state + ", not stopped");
   I.store.set_state(b.id, box_state::starting, "start requested");
@@ -379,7 +402,7 @@ BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms) {
   auto lock = I.lock_box(b.id);
   b = *I.store.find_id(b.id);
   if (b.state == box_state::stopped) return b;
-  if (b.state != box_state::running && b.state != box_state::stopping)
+  if (!box_state::alive(b.state) && b.state != box_state::stopping)
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state);
   I.store.set_state(b.id, box_state::stopping, "stop requested");
   I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
@@ -395,9 +418,9 @@ void Engine::remove_box(const std::string& ref, bool force) {
   BoxRecord b = I.check_alive(I.store.resolve(ref));
   auto lock = I.lock_box(b.id);
   b = *I.store.find_id(b.id);
-  if (b.state == box_state::running && !force)
+  if (box_state::alive(b.state) && !force)
     throw Error(Errc::failed_precondition,
-                "box " + b.name + " is running; stop it first or remove it with --force");
+                "box " + b.name + " is " + b.state + "; stop it first or remove it with --force");
   I.store.set_state(b.id, box_state::removing, "remove requested");
   I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
   if (b.init_pid) I.stop_init(b, 0);
@@ -413,7 +436,7 @@ BoxUsage Engine::usage(const std::string& ref) {
   u.cpu_us = b.cpu_us_total;
   u.memory_peak = b.memory_peak;
   u.oom_kills = b.oom_kills_total;
-  if (b.state == box_state::running) {
+  if (box_state::alive(b.state)) {
     runtime::CgroupUsage c = I.cgroup(b.id).usage();
     u.cpu_us += c.cpu_us;
     u.memory = c.memory;
@@ -423,6 +446,41 @@ BoxUsage Engine::usage(const std::string& ref) {
   }
   u.disk_bytes = I.pool.volume_usage(b.id);
   return u;
+}
+
+BoxRecord Engine::pause_box(const std::string& ref) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  BoxRecord b = I.check_alive(I.store.resolve(ref));
+  auto lock = I.lock_box(b.id);
+  b = I.check_alive(*I.store.find_id(b.id));
+  if (b.state == box_state::paused) return b;
+  if (b.state != box_state::running)
+    throw Error(Errc::failed_precondition,
+                "box " + b.name + " is " + b.state + "; only a running box can be paused");
+  runtime::BoxCgroup cg = I.cgroup(b.id);
+  if (!cg.set_frozen(true, 5000)) {
+    cg.set_frozen(false, 1000);
+    throw Error(Errc::internal,
+                "box " + b.name + " could not be paused: its processes did not freeze within 5 s");
+  }
+  I.store.set_state(b.id, box_state::paused, "paused");
+  return *I.store.find_id(b.id);
+}
+
+BoxRecord Engine::resume_box(const std::string& ref) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  BoxRecord b = I.check_alive(I.store.resolve(ref));
+  auto lock = I.lock_box(b.id);
+  b = I.check_alive(*I.store.find_id(b.id));
+  if (b.state == box_state::running) return b;
+  if (b.state != box_state::paused)
+    throw Error(Errc::failed_precondition,
+                "box " + b.name + " is " + b.state + ", not paused" +
+                    (b.state == box_state::stopped ? " (start it with `upstream box start`)" : ""));
+  I.thaw(b, "resumed");
+  return *I.store.find_id(b.id);
 }
 
 std::vector<BoxEvent> Engine::events(const std::string& ref) {
@@ -450,6 +508,7 @@ SystemInfo Engine::system_info() {
   for (const auto& b : I.store.list()) {
     s.boxes++;
     if (b.state == box_state::running) s.running++;
+    if (b.state == box_state::paused) s.paused++;
   }
   return s;
 }

@@ -70,6 +70,7 @@ struct SystemInfo {
   std::string host_image;
   size_t boxes = 0;
   size_t running = 0;
+  size_t paused = 0;
 };
 
 class Engine {
@@ -84,6 +85,10 @@ class Engine {
   BoxRecord start_box(const std::string& ref);
   BoxRecord stop_box(const std::string& ref, int64_t grace_ms = 10000);
   void remove_box(const std::string& ref, bool force);
+  // Freezes every process of a running box (memory kept, no CPU used) / thaws them. Execs and
+  // file calls sent to a paused box resume it first.
+  BoxRecord pause_box(const std::string& ref);
+  BoxRecord resume_box(const std::string& ref);
   BoxUsage usage(const std::string& ref);
   std::vector<BoxEvent> events(const std::string& ref);
 

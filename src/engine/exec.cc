@@ -281,6 +281,7 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
   {
     std::lock_guard g(I.mu);
     box = I.store.resolve(ref);
+    if (box.state == box_state::paused) box = I.wake(box, "resumed for an exec");
     if (box.state != box_state::running) {
       box = I.check_alive(box);
       throw Error(Errc::failed_precondition, "box " + box.name + " is " + box.state +
@@ -425,6 +426,7 @@ void Engine::kill_exec(const std::string& ref, uint64_t seq, int sig) {
     box = I.check_alive(I.store.resolve(ref));
     if (!I.store.get_exec(box.id, seq))
       throw Error(Errc::not_found, "box " + box.name + " has no exec " + std::to_string(seq));
+    box = I.wake(box, "resumed to signal an exec");
     if (box.state != box_state::running)
       throw Error(Errc::failed_precondition,
                   "box " + box.name + " is " + box.state + "; nothing of it is running");
@@ -448,7 +450,7 @@ std::vector<Engine::ExecProcesses> Engine::exec_processes(const std::string& ref
   BoxRecord box;
   {
     std::lock_guard g(I.mu);
-    box = I.check_alive(I.store.resolve(ref));
+    box = I.wake(I.check_alive(I.store.resolve(ref)), "resumed to list processes");
   }
   std::vector<ExecProcesses> out;
   if (box.state != box_state::running) return out;

@@ -457,7 +457,7 @@ class RemoteFiles : public FileSession {
 std::unique_ptr<FileSession> Engine::files(const std::string& ref, const std::string& user) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord box = I.check_alive(I.store.resolve(ref));
+  BoxRecord box = I.wake(I.check_alive(I.store.resolve(ref)), "resumed for a file call");
   std::string who = user.empty() ? box.spec.user : user;
   if (box.state == box_state::running) {
     auto session = std::make_unique<RemoteFiles>(I, box);

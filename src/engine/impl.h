@@ -55,6 +55,10 @@ struct Engine::Impl {
   void finish_exec_from_status(ExecRecord e, const BoxRecord& box);
   void refresh_execs(const BoxRecord& box);
   void cleanup_failed_create(const std::string& id);
+  // Work sent to a paused box resumes it (the caller does not hold the box lock); returns the
+  // fresh record. thaw: the caller holds the lock.
+  BoxRecord wake(const BoxRecord& b, const std::string& why);
+  void thaw(const BoxRecord& b, const std::string& why);
   storage::FileLock lock_box(const std::string& id);
   UniqueFd connect(const BoxRecord& b);
   std::string read_tail(const std::string& path, size_t max, uint64_t& total);

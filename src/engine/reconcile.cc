@@ -37,7 +37,7 @@ void Engine::Impl::finish_exec_from_status(ExecRecord e, const BoxRecord& box) {
   json j = json::parse(status_text, nullptr, false);
   bool have = !status_text.empty() && j.is_object() && j.contains("code");
   if (!have) {
-    if (box.state == box_state::running && process_matches(box.init_pid, box.init_start))
+    if (box_state::alive(box.state) && process_matches(box.init_pid, box.init_start))
       return;  // still running
     e.state = "lost";
     e.reason = "box-stopped";
@@ -108,7 +108,7 @@ void Engine::reconcile() {
         I.refresh_execs(b);
         I.store.mark_stopped(b.id, b.state == box_state::starting ? "start interrupted" : "stopped",
                              u.cpu_us, u.memory_peak, u.oom_kills);
-      } else if (b.state == box_state::running) {
+      } else if (box_state::alive(b.state)) {
         I.check_alive(b);
       } else if (b.state == box_state::stopped &&
                  std::find(cgroups.begin(), cgroups.end(), b.id) != cgroups.end()) {

@@ -35,9 +35,12 @@ namespace box_state {
 inline constexpr const char* creating = "creating";
 inline constexpr const char* starting = "starting";
 inline constexpr const char* running = "running";
+inline constexpr const char* paused = "paused";  // processes frozen, memory kept
 inline constexpr const char* stopping = "stopping";
 inline constexpr const char* stopped = "stopped";
 inline constexpr const char* removing = "removing";
+// A box whose init lives: running or paused.
+inline bool alive(const std::string& state) { return state == running || state == paused; }
 }  // namespace box_state
 
 struct BoxRecord {

@@ -34,7 +34,7 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
             {"created_at", format_time(b.created_at)},
             {"started_at", format_time(b.started_at)},
             {"stopped_at", format_time(b.stopped_at)}};
-  if (b.state == box_state::running) {
+  if (box_state::alive(b.state)) {
     j["init_pid"] = b.init_pid;
     if (b.slot) j["host_uid_base"] = 268435456u + *b.slot * 65536u;
   }

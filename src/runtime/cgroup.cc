@@ -301,9 +301,32 @@ void BoxCgroup::kill_all() const {
   set_frozen(false);
 }
 
-void BoxCgroup::set_frozen(bool frozen) const {
+bool BoxCgroup::set_frozen(bool frozen, int wait_ms) const {
   std::string f = v2_dir() + "/cgroup.freeze";
-  if (::access(f.c_str(), W_OK) == 0) write_text(f, frozen ? "1" : "0");
+  if (::access(f.c_str(), W_OK) != 0) return false;
+  write_text(f, frozen ? "1" : "0");
+  if (wait_ms <= 0) return true;
+  // cgroup.events reports "frozen 1" once every task has stopped; it signals POLLPRI on change.
+  int64_t deadline = mono_ms() + wait_ms;
+  for (;;) {
+    UniqueFd ev(::open((v2_dir() + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ev) return false;
+    char buf[256];
+    ssize_t n = ::read(ev.get(), buf, sizeof buf - 1);
+    if (n < 0) return false;
+    buf[n] = 0;
+    std::string text(buf);
+    if (text.find(frozen ? "frozen 1" : "frozen 0") != std::string::npos) return true;
+    int64_t left = deadline - mono_ms();
+    if (left <= 0) return false;
+    pollfd p{ev.get(), POLLPRI, 0};
+    ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 50)));
+  }
+}
+
+bool BoxCgroup::frozen() const {
+  auto v = read_key(v2_dir() + "/cgroup.events", "frozen");
+  return v && *v != 0;
 }
 
 bool BoxCgroup::destroy(int timeout_ms) {

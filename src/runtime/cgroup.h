@@ -72,8 +72,10 @@ class BoxCgroup {
   // Returns false if something could not be removed within the timeout.
   bool destroy(int timeout_ms = 3000);
   void kill_all() const;
-  // Freezes or thaws every process of the box (v2 cgroup.freeze).
-  void set_frozen(bool frozen) const;
+  // Freezes or thaws every process of the box (v2 cgroup.freeze). With wait_ms > 0, waits until
+  // the kernel reports the whole group frozen (or thawed); false if it did not within that time.
+  bool set_frozen(bool frozen, int wait_ms = 0) const;
+  bool frozen() const;
 
   // All box ids that have cgroups under `group` (for reconciliation). Every box has a group in
   // the unified hierarchy from the first step of its creation to the last step of its removal,

@@ -430,9 +430,14 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     throw ApiError(405, "method_not_allowed", "use GET or DELETE " + r.path);
   }
   const std::string& what = seg[3];
-  if (seg.size() == 4 && (what == "stop" || what == "start")) {
+  if (seg.size() == 4 &&
+      (what == "stop" || what == "start" || what == "pause" || what == "resume")) {
     if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
-    if (what == "stop") {
+    if (what == "pause" || what == "resume") {
+      Body b(r.body, {});
+      c.json_reply(
+          200, box_json(what == "pause" ? engine_.pause_box(box.id) : engine_.resume_box(box.id)));
+    } else if (what == "stop") {
       Body b(r.body, {"grace_ms"});
       auto grace = b.uint("grace_ms").value_or(10000);
       if (grace > 3600000) bad("grace_ms must be at most 3600000");

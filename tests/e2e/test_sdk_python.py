@@ -146,6 +146,14 @@ def test_lifecycle_and_list(sdk, client):
         assert e.value.code == "failed_precondition" and e.value.status == 409
         b.start()
         assert b.exec("echo back").stdout == "back\n"
+        b.pause()
+        assert b.state == "paused"
+        assert sdk.Sandbox.get(b.id, client=client).state == "paused"
+        b.resume()
+        assert b.state == "running"
+        b.pause()
+        assert b.exec("echo woke").stdout == "woke\n"
+        assert sdk.Sandbox.get(b.id, client=client).state == "running"
         assert sdk.Sandbox.get(b.name, client=client).id == b.id
     finally:
         for b in boxes:

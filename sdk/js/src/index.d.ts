@@ -125,7 +125,7 @@ export interface SandboxOptions {
 export interface BoxInfo {
   id: string;
   name: string;
-  state: "creating" | "starting" | "running" | "stopping" | "stopped" | "removing";
+  state: "creating" | "starting" | "running" | "paused" | "stopping" | "stopped" | "removing";
   labels: Record<string, string>;
   [key: string]: unknown;
 }
@@ -143,6 +143,9 @@ export class Sandbox {
   refresh(): Promise<this>;
   stop(options?: { graceMs?: number }): Promise<void>;
   start(): Promise<void>;
+  /** Freezes every process (memory kept, no CPU used); an exec or file call resumes the box. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   delete(options?: { force?: boolean }): Promise<void>;
   exec(cmd: Command, options?: ExecOptions & { stdin?: string }): Promise<ExecResult>;
   execStream(cmd: Command, options?: ExecOptions & { stdin?: boolean }): Promise<ExecStream>;

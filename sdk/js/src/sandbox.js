@@ -245,6 +245,12 @@ export class Sandbox {
   async start() {
     this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/start", [this.id]), {});
   }
+  async pause() {
+    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/pause", [this.id]), {});
+  }
+  async resume() {
+    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/resume", [this.id]), {});
+  }
   async delete({ force = true } = {}) {
     await this.client.json("DELETE", this.client.path("/v1/boxes/{}", [this.id], { force }));
   }

@@ -131,6 +131,14 @@ test("lifecycle and listing", async () => {
     await assert.rejects(b.exec("true"), (e) => e instanceof ConflictError && e.code === "failed_precondition" && e.status === 409);
     await b.start();
     assert.equal((await b.exec("echo back")).stdout, "back\n");
+    await b.pause();
+    assert.equal(b.state, "paused");
+    assert.equal((await Sandbox.get(b.id, client)).state, "paused");
+    await b.resume();
+    assert.equal(b.state, "running");
+    await b.pause();
+    assert.equal((await b.exec("echo woke")).stdout, "woke\n");
+    assert.equal((await Sandbox.get(b.id, client)).state, "running");
   } finally {
     for (const b of boxes) await b.delete();
   }

@@ -361,6 +361,14 @@ class Sandbox:
     def start(self) -> None:
         self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/start", self.id), {})
 
+    def pause(self) -> None:
+        """Freezes every process of the box (memory kept, no CPU used). An exec or file call
+        resumes it."""
+        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/pause", self.id), {})
+
+    def resume(self) -> None:
+        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/resume", self.id), {})
+
     def delete(self, force: bool = True) -> None:
         self._client.request("DELETE", self._client.path("/v1/boxes/{}", self.id, force=force))
 
