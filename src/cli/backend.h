@@ -52,6 +52,17 @@ class Backend {
                           const std::string& user) = 0;
 
   virtual SystemInfo system_info() = 0;
+
+  // Snapshots and images.
+  virtual std::vector<BoxRecord> create_boxes(const BoxSpec& spec, size_t count) = 0;
+  virtual std::vector<BoxRecord> fork_box(const std::string& ref, size_t count,
+                                          const BoxSpec& overrides) = 0;
+  virtual SnapshotRecord snapshot_box(const std::string& ref, const SnapshotOptions& opts) = 0;
+  virtual SnapshotRecord get_snapshot(const std::string& ref) = 0;
+  virtual std::vector<SnapshotRecord> list_snapshots(const std::string& kind) = 0;
+  virtual void remove_snapshot(const std::string& ref) = 0;
+  virtual void export_snapshot(const std::string& ref, int out_fd) = 0;
+  virtual SnapshotRecord import_snapshot(int in_fd, const std::string& name) = 0;
 };
 
 std::unique_ptr<Backend> make_local_backend(const std::function<Engine&()>& engine);

@@ -21,6 +21,27 @@ class LocalBackend : public Backend {
   }
   BoxRecord start_box(const std::string& ref) override { return e().start_box(ref); }
   BoxRecord pause_box(const std::string& ref) override { return e().pause_box(ref); }
+  std::vector<BoxRecord> create_boxes(const BoxSpec& spec, size_t count) override {
+    return e().create_boxes(spec, count);
+  }
+  std::vector<BoxRecord> fork_box(const std::string& ref, size_t count,
+                                  const BoxSpec& overrides) override {
+    return e().fork_box(ref, count, overrides);
+  }
+  SnapshotRecord snapshot_box(const std::string& ref, const SnapshotOptions& o) override {
+    return e().snapshot_box(ref, o);
+  }
+  SnapshotRecord get_snapshot(const std::string& ref) override { return e().get_snapshot(ref); }
+  std::vector<SnapshotRecord> list_snapshots(const std::string& kind) override {
+    return e().list_snapshots(kind);
+  }
+  void remove_snapshot(const std::string& ref) override { e().remove_snapshot(ref); }
+  void export_snapshot(const std::string& ref, int out_fd) override {
+    e().export_snapshot(ref, out_fd);
+  }
+  SnapshotRecord import_snapshot(int in_fd, const std::string& name) override {
+    return e().import_snapshot(in_fd, name);
+  }
   BoxRecord resume_box(const std::string& ref) override { return e().resume_box(ref); }
   BoxRecord stop_box(const std::string& ref, int64_t grace_ms) override {
     return e().stop_box(ref, grace_ms);

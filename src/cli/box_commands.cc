@@ -30,7 +30,8 @@ struct CreateOpts {
 void add_create_options(CLI::App* c, CreateOpts& o) {
   c->add_option("--name", o.name, "Name of the box (also its hostname)");
   c->add_option("--image", o.image,
-                "host (default), dir:/path/to/rootfs or tar:/path/to/rootfs.tar[.gz|.zst]");
+                "host (default), dir:/path/to/rootfs, tar:/path/to/rootfs.tar[.gz|.zst], or a "
+                "snapshot or image name");
   c->add_option("--label,-l", o.labels, "Label key=value (repeatable)")->allow_extra_args(false);
   c->add_option("--env,-e", o.env, "Environment KEY=VALUE for every exec (repeatable)")
       ->allow_extra_args(false);
@@ -238,13 +239,64 @@ void add_box_commands(CLI::App& app, Context& ctx) {
   {
     auto* c = box->add_subcommand("create", "Create a box and start it; prints its id");
     auto o = std::make_shared<CreateOpts>();
+    auto count = std::make_shared<size_t>(0);
     add_create_options(c, *o);
-    c->callback([&ctx, o] {
+    c->add_option("--count,-n", *count,
+                  "Create this many boxes (named NAME-1..NAME-N with --name); from a snapshot "
+                  "they share its layers")
+        ->check(CLI::Range(size_t{1}, size_t{1000}));
+    c->callback([&ctx, o, count] {
+      if (*count) {
+        auto boxes = ctx.backend().create_boxes(spec_from(*o), *count);
+        json arr = json::array();
+        for (const auto& b : boxes) {
+          if (ctx.json)
+            arr.push_back(box_json(b));
+          else
+            std::cout << b.id << "\n";
+        }
+        if (ctx.json) print_json(arr);
+        std::cout.flush();
+        return;
+      }
       BoxRecord b = ctx.backend().create_box(spec_from(*o));
       if (ctx.json)
         print_json(box_json(b));
       else
         std::cout << b.id << std::endl;
+    });
+  }
+  {
+    auto* c = box->add_subcommand(
+        "fork", "Snapshot a box and start copies of it (they share the snapshot's layers)");
+    auto ref = std::make_shared<std::string>();
+    auto count = std::make_shared<size_t>(1);
+    auto name = std::make_shared<std::string>();
+    auto labels = std::make_shared<std::vector<std::string>>();
+    auto env = std::make_shared<std::vector<std::string>>();
+    c->add_option("box", *ref, "Box id or name")->required();
+    c->add_option("--count,-n", *count, "How many copies (default 1)")
+        ->check(CLI::Range(size_t{1}, size_t{1000}));
+    c->add_option("--name", *name, "Name the copies NAME-1..NAME-N (default: generated)");
+    c->add_option("--label,-l", *labels, "Label key=value for the copies (repeatable)")
+        ->allow_extra_args(false);
+    c->add_option("--env,-e", *env, "Environment KEY=VALUE for the copies (repeatable)")
+        ->allow_extra_args(false);
+    c->callback([&ctx, ref, count, name, labels, env] {
+      BoxSpec s;
+      s.name = *name;
+      s.labels = parse_labels(*labels);
+      s.env = parse_env_list(*env);
+      auto boxes = ctx.backend().fork_box(*ref, *count, s);
+      json arr = json::array();
+      for (const auto& b : boxes) {
+        if (ctx.json)
+          arr.push_back(box_json(b));
+        else
+          std::cout << b.id << "\n";
+      }
+      if (ctx.json) print_json(arr);
+      std::cout.flush();
     });
   }
 

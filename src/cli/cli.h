@@ -44,6 +44,7 @@ void add_box_commands(CLI::App& app, Context& ctx);
 void add_system_commands(CLI::App& app, Context& ctx);
 void add_pipeline_commands(CLI::App& app, Context& ctx);
 void add_server_commands(CLI::App& app, Context& ctx);
+void add_snapshot_commands(CLI::App& app, Context& ctx);
 
 // Parsing helpers (throw invalid_argument with the offending text).
 Limits parse_limits(const std::string& cpus, const std::string& memory, const std::string& pids,

@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   cli::add_box_commands(app, ctx);
   cli::add_system_commands(app, ctx);
   cli::add_pipeline_commands(app, ctx);
+  cli::add_snapshot_commands(app, ctx);
   cli::add_server_commands(app, ctx);
 
   // exec and run report their command's exit code; their own failures use 125.

@@ -96,6 +96,7 @@ Engine::Engine(const EngineOptions& opts) : opts_(opts) {
   impl_ = std::make_unique<Impl>(opts_, std::move(db), std::move(pool), std::move(cg));
   Impl& I = *impl_;
   I.layout.data_root = I.pool.data_root();
+  I.layers = std::make_unique<storage::LayerStore>(I.pool);
   I.instance = I.store.meta("instance");
   if (I.instance.empty()) {
     I.instance = random_hex(8);
@@ -141,13 +142,62 @@ storage::HostImage Engine::Impl::host_image(bool rebuild) {
   return storage::ensure_host_image(layout, o, rebuild, in_use);
 }
 
-storage::ImagePlan Engine::Impl::plan(const BoxRecord& b) {
-  storage::ImageRef ref = storage::parse_image(b.spec.image);
+storage::ImagePlan Engine::Impl::plan(const BoxRecord& b) { return plan_spec(b.spec.image); }
+
+storage::ImagePlan Engine::Impl::plan_spec(const std::string& image) {
+  storage::ImageRef ref = storage::parse_image(image);
+  if (ref.kind == "snapshot") {
+    auto snap = store.find_snapshot(ref.path);
+    if (!snap)
+      throw Error(Errc::failed_precondition, "snapshot or image '" + ref.path + "' is gone");
+    storage::ImagePlan p = plan_spec(snap->base_image);
+    // Each overlay gets the snapshot's layers for it, top first, above the base image's.
+    for (auto& ov : p.overlays) {
+      std::string name = ov.upper.substr(0, ov.upper.find('/'));
+      std::vector<std::string> lowers;
+      for (const auto& d : snap->layers) {
+        if (!layers->exists(d))
+          throw Error(Errc::internal, "layer " + d + " of snapshot " + snap->name + " is missing");
+        struct stat st;
+        std::string dir = layers->path(d) + "/" + name;
+        if (::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) lowers.push_back(dir);
+      }
+      ov.lowers.insert(ov.lowers.begin(), lowers.begin(), lowers.end());
+    }
+    return p;
+  }
   if (ref.kind == "host") {
     storage::HostImage img = host_image();
     return storage::plan_image(ref, layout, &img);
   }
   return storage::plan_image(ref, layout, nullptr);
+}
+
+void Engine::Impl::prepare_image(BoxSpec& spec) {
+  storage::ImageRef ref = storage::parse_image(spec.image);
+  spec.image = ref.spec();
+  std::string base = spec.image;
+  if (ref.kind == "snapshot") {
+    SnapshotRecord snap = store.resolve_snapshot(ref.path);
+    spec.image = snap.name;
+    // The snapshot's configuration, under what the caller set.
+    std::vector<std::string> env = snap.config.env;
+    env.insert(env.end(), spec.env.begin(), spec.env.end());
+    spec.env = env;
+    Limits& l = spec.limits;
+    const Limits& s = snap.config.limits;
+    if (!l.cpu_milli) l.cpu_milli = s.cpu_milli;
+    if (!l.memory) l.memory = s.memory;
+    if (!l.pids) l.pids = s.pids;
+    if (!l.disk) l.disk = s.disk;
+    BoxSpec defaults;
+    if (spec.user == defaults.user) spec.user = snap.config.user;
+    if (spec.workdir == defaults.workdir) spec.workdir = snap.config.workdir;
+    base = snap.base_image;
+  }
+  storage::ImageRef b = storage::parse_image(base);
+  if (b.kind == "tar") storage::import_tarball(b.path, layout);
+  if (b.kind == "host") host_image();
 }
 
 void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool record_running) {
@@ -306,8 +356,10 @@ UniqueFd Engine::Impl::connect(const BoxRecord& b) {
 BoxRecord Engine::create_box(BoxSpec spec) {
   Impl& I = *impl_;
   validate_box_spec(spec);
-  storage::ImageRef ref = storage::parse_image(spec.image);
-  spec.image = ref.spec();
+  std::lock_guard g(I.mu);
+  // Images are resolved before anything is recorded: a bad image changes nothing.
+  I.prepare_image(spec);
+  debug_log("image ready");
   const Limits& d = opts_.default_limits;
   Limits& l = spec.limits;
   if (!l.memory) l.memory = d.memory;
@@ -329,11 +381,6 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   b.created_at = now_ms();
   b.owner_pid = ::getpid();
   b.owner_start = process_start_time(::getpid()).value_or(0);
-  std::lock_guard g(I.mu);
-  // Images are resolved before anything is recorded: a bad image changes nothing.
-  if (ref.kind == "tar") storage::import_tarball(ref.path, I.layout);
-  if (ref.kind == "host") I.host_image();
-  debug_log("image ready");
   I.store.insert_box(b);
   auto lock = I.lock_box(b.id);
   try {
@@ -426,6 +473,15 @@ void Engine::remove_box(const std::string& ref, bool force) {
   if (b.init_pid) I.stop_init(b, 0);
   I.cleanup_failed_create(b.id);
   debug_log("box removed");
+  // A fork's snapshot goes with the last box made from it.
+  if (storage::parse_image(b.spec.image).kind == "snapshot")
+    if (auto s = I.store.find_snapshot(b.spec.image))
+      if (s->ephemeral && I.store.boxes_using(s->name).empty()) {
+        try {
+          I.remove_snapshot_locked(*s);
+        } catch (const Error&) {
+        }
+      }
 }
 
 BoxUsage Engine::usage(const std::string& ref) {

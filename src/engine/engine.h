@@ -60,6 +60,13 @@ enum class Stream { stdout_, stderr_ };
 class ExecSession;
 class FileSession;
 
+struct SnapshotOptions {
+  std::string name;  // empty: generated
+  std::string kind = "snapshot";
+  std::map<std::string, std::string> labels;
+  bool ephemeral = false;
+};
+
 struct SystemInfo {
   std::string version;
   std::string home;
@@ -90,6 +97,25 @@ class Engine {
   BoxRecord pause_box(const std::string& ref);
   BoxRecord resume_box(const std::string& ref);
   BoxUsage usage(const std::string& ref);
+
+  // Snapshots. A running box is frozen for the moment of capture only (a btrfs snapshot of its
+  // volume); hashing and storing the layer happen after it runs again.
+  SnapshotRecord snapshot_box(const std::string& box_ref, const SnapshotOptions& opts);
+  SnapshotRecord get_snapshot(const std::string& ref);
+  std::vector<SnapshotRecord> list_snapshots(const std::string& kind = "");
+  // Refused while a box was made from it. Layers no other snapshot lists are removed.
+  void remove_snapshot(const std::string& ref);
+  // A .tar.zst stream: a manifest, then every layer. Returns the bytes written.
+  uint64_t export_snapshot(const std::string& ref, int out_fd);
+  // Reads an export, checks every layer against its digest, and records the snapshot (under
+  // `name` if given). A bad or truncated file changes nothing.
+  SnapshotRecord import_snapshot(int in_fd, const std::string& name,
+                                 const std::map<std::string, std::string>& labels = {});
+  // `count` boxes from one spec (names NAME-1..NAME-N when a name is given and count > 1).
+  // Boxes made from a snapshot share its layers; nothing is copied per box.
+  std::vector<BoxRecord> create_boxes(BoxSpec spec, size_t count);
+  // Snapshots a box and starts `count` boxes from it; the snapshot goes with the last of them.
+  std::vector<BoxRecord> fork_box(const std::string& box_ref, size_t count, BoxSpec overrides);
   std::vector<BoxEvent> events(const std::string& ref);
 
   std::unique_ptr<ExecSession> start_exec(const std::string& ref, const ExecSpec& spec);

@@ -12,6 +12,7 @@
 #include "runtime/slots.h"
 #include "storage/host_image.h"
 #include "storage/image.h"
+#include "storage/layers.h"
 #include "storage/layout.h"
 #include "storage/pool.h"
 #include "store/box_store.h"
@@ -29,6 +30,7 @@ struct Engine::Impl {
   storage::Pool pool;
   runtime::CgroupSystem cgroups;
   runtime::SlotAllocator slots;
+  std::unique_ptr<storage::LayerStore> layers;
   std::string init_path;
   std::string instance;
   std::string cgroup_group;  // "upstream-<instance>"
@@ -44,6 +46,15 @@ struct Engine::Impl {
 
   storage::HostImage host_image(bool rebuild = false);
   storage::ImagePlan plan(const BoxRecord& b);
+  // The plan of an image spec (a snapshot's layers over its base image).
+  storage::ImagePlan plan_spec(const std::string& image);
+  // Resolves what a create needs of its image before anything is recorded (imports tarballs,
+  // builds the host image) and fills a snapshot's configuration into the spec.
+  void prepare_image(BoxSpec& spec);
+  // Removes layers no snapshot lists, and abandoned staging directories (skipped if another
+  // process is storing a layer right now).
+  void gc_layers();
+  void remove_snapshot_locked(const SnapshotRecord& s);
 
   // Lifecycle pieces; the caller holds the box lock.
   void start_init(BoxRecord& b, const std::string& reason, bool record_running);

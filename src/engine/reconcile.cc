@@ -136,6 +136,11 @@ void Engine::reconcile() {
     }
   for (const auto& id : sockets)
     if (!known.count(id)) ::unlink(I.layout.socket(id).c_str());
+  // Layers of interrupted snapshots and imports.
+  try {
+    I.gc_layers();
+  } catch (const Error&) {
+  }
 }
 
 }  // namespace upstream

@@ -94,6 +94,24 @@ struct ExecRecord {
   std::string stderr_tail;
 };
 
+// An immutable record of a box's files and configuration. Its layers (top first) sit on its
+// base image; a box made from it mounts them below a writable layer of its own.
+struct SnapshotRecord {
+  std::string id;
+  std::string name;
+  std::string kind = "snapshot";    // snapshot | image (made by `upstream image build`)
+  std::string source_box;           // id of the box it was taken of (empty when imported)
+  std::string parent;               // id of the snapshot that box was made from, if any
+  std::string base_image;           // host | dir:PATH | tar:PATH
+  std::vector<std::string> layers;  // digests, top first
+  BoxSpec config;                   // env, limits, user, workdir of the box it was taken of
+  std::map<std::string, std::string> labels;
+  uint64_t bytes = 0;        // its own (top) layer
+  uint64_t total_bytes = 0;  // all its layers
+  int64_t created_at = 0;
+  bool ephemeral = false;  // made by a fork: removed with the last box made from it
+};
+
 struct BoxUsage {
   uint64_t cpu_us = 0;       // active CPU time, all runs
   uint64_t memory = 0;       // now

@@ -177,4 +177,61 @@ int parse_signal(const std::string& text) {
   throw_invalid("unknown signal '" + text + "'");
 }
 
+json snapshot_json(const SnapshotRecord& s) {
+  json limits = json::object();
+  const Limits& l = s.config.limits;
+  if (l.cpu_milli) limits["cpus"] = static_cast<double>(*l.cpu_milli) / 1000.0;
+  if (l.memory) limits["memory_bytes"] = *l.memory;
+  if (l.pids) limits["pids"] = *l.pids;
+  if (l.disk) limits["disk_bytes"] = *l.disk;
+  json j = {{"id", s.id},
+            {"name", s.name},
+            {"kind", s.kind},
+            {"base_image", s.base_image},
+            {"layers", s.layers},
+            {"bytes", s.bytes},
+            {"total_bytes", s.total_bytes},
+            {"created_at", format_time(s.created_at)},
+            {"labels", s.labels},
+            {"env", s.config.env},
+            {"limits", limits},
+            {"user", s.config.user},
+            {"workdir", s.config.workdir},
+            {"ephemeral", s.ephemeral}};
+  j["source_box"] = s.source_box.empty() ? json(nullptr) : json(s.source_box);
+  j["parent"] = s.parent.empty() ? json(nullptr) : json(s.parent);
+  return j;
+}
+
+SnapshotRecord snapshot_from_json(const json& j) {
+  try {
+    SnapshotRecord s;
+    s.id = j.at("id").get<std::string>();
+    s.name = j.at("name").get<std::string>();
+    s.kind = j.at("kind").get<std::string>();
+    s.base_image = j.at("base_image").get<std::string>();
+    s.layers = j.at("layers").get<std::vector<std::string>>();
+    s.bytes = j.at("bytes").get<uint64_t>();
+    s.total_bytes = j.at("total_bytes").get<uint64_t>();
+    s.created_at = parse_time(j.at("created_at").get<std::string>());
+    s.labels = j.value("labels", std::map<std::string, std::string>{});
+    s.config.env = j.value("env", std::vector<std::string>{});
+    const json& l = j.at("limits");
+    if (l.contains("cpus"))
+      s.config.limits.cpu_milli = static_cast<uint64_t>(l["cpus"].get<double>() * 1000.0 + 0.5);
+    if (l.contains("memory_bytes")) s.config.limits.memory = l["memory_bytes"].get<uint64_t>();
+    if (l.contains("pids")) s.config.limits.pids = l["pids"].get<uint64_t>();
+    if (l.contains("disk_bytes")) s.config.limits.disk = l["disk_bytes"].get<uint64_t>();
+    s.config.user = j.value("user", "root");
+    s.config.workdir = j.value("workdir", "/home/user");
+    s.ephemeral = j.value("ephemeral", false);
+    if (j.contains("source_box") && j["source_box"].is_string())
+      s.source_box = j["source_box"].get<std::string>();
+    if (j.contains("parent") && j["parent"].is_string()) s.parent = j["parent"].get<std::string>();
+    return s;
+  } catch (const json::exception& e) {
+    throw Error(Errc::internal, std::string("unexpected snapshot from the server: ") + e.what());
+  }
+}
+
 }  // namespace upstream

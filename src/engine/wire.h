@@ -19,6 +19,8 @@ BoxRecord box_from_json(const nlohmann::json& j, BoxUsage* usage = nullptr,
                         std::vector<BoxEvent>* events = nullptr);
 ExecRecord exec_from_json(const nlohmann::json& j);
 nlohmann::json usage_json(const BoxUsage& u);
+nlohmann::json snapshot_json(const SnapshotRecord& s);
+SnapshotRecord snapshot_from_json(const nlohmann::json& j);
 
 // "TERM", "SIGKILL", "9". Throws invalid_argument.
 int parse_signal(const std::string& text);

@@ -19,6 +19,7 @@
 #include "engine/wire.h"
 #include "server/json_body.h"
 #include "server/utf8.h"
+#include "storage/image.h"
 
 extern "C" const char upstream_openapi_start[];
 extern "C" const char upstream_openapi_end[];
@@ -185,7 +186,9 @@ bool Api::auth_required() {
 }
 
 uint64_t Api::body_limit(const std::string& method, const std::string& path) const {
-  bool upload = method == "PUT" && (path.ends_with("/files") || path.ends_with("/files/archive"));
+  bool upload =
+      (method == "PUT" && (path.ends_with("/files") || path.ends_with("/files/archive"))) ||
+      ((method == "PUT" || method == "POST") && path == "/v1/snapshots/import");
   return upload ? opts_.max_upload : opts_.max_body;
 }
 
@@ -280,6 +283,10 @@ void Api::dispatch(Call& c) {
     handle_boxes(c, seg);
     return;
   }
+  if (seg.size() >= 2 && seg[0] == "v1" && (seg[1] == "snapshots" || seg[1] == "images")) {
+    handle_snapshots(c, seg);
+    return;
+  }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "pipelines") {
     handle_pipelines(c, seg);
     return;
@@ -318,72 +325,163 @@ BoxRecord Api::tenant_box(Call& c, const std::string& ref) {
   return b;
 }
 
+BoxSpec Api::box_spec_from(Call& c, Body& b) {
+  BoxSpec spec;
+  if (auto v = b.str("name")) spec.name = *v;
+  if (auto v = b.str("image")) spec.image = *v;
+  if (auto v = b.str("user")) spec.user = *v;
+  if (auto v = b.str("workdir")) spec.workdir = *v;
+  if (auto v = b.str("network")) spec.network = *v;
+  for (auto& [k, v] : b.string_map("labels")) {
+    if (k == kTenantLabel || starts_with(k, "upstream."))
+      bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
+    parse_label(k + "=" + v);
+    spec.labels[k] = v;
+  }
+  for (auto& [k, v] : b.string_map("env")) {
+    if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
+    spec.env.push_back(k + "=" + v);
+  }
+  if (const json* l = b.get("limits")) {
+    if (!l->is_object()) bad("field 'limits' must be an object");
+    for (const auto& [k, v] : l->items()) {
+      auto size_of = [&](const char* what) -> uint64_t {
+        if (v.is_number_unsigned()) return v.get<uint64_t>();
+        if (v.is_string()) return parse_size(v.get<std::string>(), what);
+        bad(std::string("limits.") + k + " must be a number of bytes or a size such as \"512m\"");
+      };
+      if (k == "cpus") {
+        if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 4096)
+          bad("limits.cpus must be a number of CPUs above 0, such as 0.5 or 2");
+        spec.limits.cpu_milli = static_cast<uint64_t>(v.get<double>() * 1000 + 0.5);
+      } else if (k == "memory") {
+        spec.limits.memory = size_of("memory limit");
+      } else if (k == "disk") {
+        spec.limits.disk = size_of("disk limit");
+      } else if (k == "pids") {
+        if (!v.is_number_unsigned()) bad("limits.pids must be a whole number");
+        spec.limits.pids = v.get<uint64_t>();
+      } else {
+        bad("unknown field 'limits." + k + "' (known: cpus, memory, pids, disk)");
+      }
+    }
+  }
+  if (!c.tenant.empty()) spec.labels[kTenantLabel] = c.tenant;
+  // A snapshot or image as the image: the tenant's own only.
+  storage::ImageRef ref = storage::parse_image(spec.image);
+  if (ref.kind == "snapshot") tenant_snapshot(c, ref.path);
+  return spec;
+}
+
+void Api::check_box_quota(Call& c, size_t adding) {
+  if (c.tenant.empty()) return;
+  Tenant t;
+  {
+    std::lock_guard g(keys_mu_);
+    t = keys_.tenant(c.tenant);
+  }
+  auto max = t.limits.max_boxes ? t.limits.max_boxes : opts_.default_max_boxes;
+  if (!max) return;
+  store::BoxFilter f;
+  f.labels[kTenantLabel] = c.tenant;
+  if (engine_.list_boxes(f).size() + adding > *max)
+    throw ApiError(
+        429, "resource_exhausted",
+        "tenant " + c.tenant + " has reached its limit of " + std::to_string(*max) + " boxes");
+}
+
+SnapshotRecord Api::tenant_snapshot(Call& c, const std::string& ref) {
+  SnapshotRecord s;
+  try {
+    s = engine_.get_snapshot(ref);
+  } catch (const Error& e) {
+    if (e.code() == Errc::not_found || e.code() == Errc::invalid_argument)
+      not_found("no such snapshot or image: " + ref);
+    throw;
+  }
+  if (!c.tenant.empty()) {
+    auto it = s.labels.find(kTenantLabel);
+    if (it == s.labels.end() || it->second != c.tenant)
+      not_found("no such snapshot or image: " + ref);
+  }
+  return s;
+}
+
+void Api::handle_snapshots(Call& c, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  const std::string& m = r.method;
+  bool images = seg[1] == "images";
+  if (seg.size() == 2) {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    for (const auto& [k, v] : r.query)
+      if (k != "kind" || images)
+        bad("unknown query parameter '" + k + "'" + (images ? "" : " (known: kind)"));
+    std::string kind = images ? "image" : qparam(r, "kind").value_or("");
+    if (!kind.empty() && kind != "snapshot" && kind != "image")
+      bad("query parameter 'kind' must be snapshot or image");
+    json out = json::array();
+    for (const auto& s : engine_.list_snapshots(kind)) {
+      if (!c.tenant.empty()) {
+        auto it = s.labels.find(kTenantLabel);
+        if (it == s.labels.end() || it->second != c.tenant) continue;
+      }
+      out.push_back(snapshot_json(s));
+    }
+    c.json_reply(200, {{images ? "images" : "snapshots", out}});
+    return;
+  }
+  if (seg.size() == 3 && seg[2] == "import" && !images) {
+    if (m != "PUT" && m != "POST") throw ApiError(405, "method_not_allowed", "use PUT " + r.path);
+    for (const auto& [k, v] : r.query)
+      if (k != "name") bad("unknown query parameter '" + k + "' (known: name)");
+    if (r.body_fd < 0) bad("the request body must be a snapshot export (.tar.zst)");
+    std::map<std::string, std::string> labels;
+    if (!c.tenant.empty()) labels[kTenantLabel] = c.tenant;
+    SnapshotRecord s = engine_.import_snapshot(r.body_fd, qparam(r, "name").value_or(""), labels);
+    c.json_reply(201, snapshot_json(s));
+    return;
+  }
+  SnapshotRecord s = tenant_snapshot(c, seg[2]);
+  if (images && s.kind != "image") not_found("no such image: " + seg[2]);
+  if (seg.size() == 3) {
+    if (m == "GET") {
+      c.json_reply(200, snapshot_json(s));
+      return;
+    }
+    if (m == "DELETE") {
+      engine_.remove_snapshot(s.id);
+      c.json_reply(200, {{"id", s.id}, {"removed", true}});
+      return;
+    }
+    throw ApiError(405, "method_not_allowed", "use GET or DELETE " + r.path);
+  }
+  if (seg.size() == 4 && seg[3] == "export") {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    stream_from_producer(c.res, "application/zstd",
+                         [&](int w) { engine_.export_snapshot(s.id, w); });
+    return;
+  }
+  not_found("no route for " + m + " " + r.path);
+}
+
 void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
   Request& r = c.req;
   const std::string& m = r.method;
   if (seg.size() == 2) {
     if (m == "POST") {
-      Body b(r.body, {"name", "image", "labels", "env", "limits", "user", "workdir", "network"});
-      BoxSpec spec;
-      if (auto v = b.str("name")) spec.name = *v;
-      if (auto v = b.str("image")) spec.image = *v;
-      if (auto v = b.str("user")) spec.user = *v;
-      if (auto v = b.str("workdir")) spec.workdir = *v;
-      if (auto v = b.str("network")) spec.network = *v;
-      for (auto& [k, v] : b.string_map("labels")) {
-        if (k == kTenantLabel || starts_with(k, "upstream."))
-          bad("label '" + k +
-              "' is reserved: labels starting with 'upstream.' are set by upstream");
-        parse_label(k + "=" + v);
-        spec.labels[k] = v;
-      }
-      for (auto& [k, v] : b.string_map("env")) {
-        if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
-        spec.env.push_back(k + "=" + v);
-      }
-      if (const json* l = b.get("limits")) {
-        if (!l->is_object()) bad("field 'limits' must be an object");
-        for (const auto& [k, v] : l->items()) {
-          auto size_of = [&](const char* what) -> uint64_t {
-            if (v.is_number_unsigned()) return v.get<uint64_t>();
-            if (v.is_string()) return parse_size(v.get<std::string>(), what);
-            bad(std::string("limits.") + k +
-                " must be a number of bytes or a size such as \"512m\"");
-          };
-          if (k == "cpus") {
-            if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 4096)
-              bad("limits.cpus must be a number of CPUs above 0, such as 0.5 or 2");
-            spec.limits.cpu_milli = static_cast<uint64_t>(v.get<double>() * 1000 + 0.5);
-          } else if (k == "memory") {
-            spec.limits.memory = size_of("memory limit");
-          } else if (k == "disk") {
-            spec.limits.disk = size_of("disk limit");
-          } else if (k == "pids") {
-            if (!v.is_number_unsigned()) bad("limits.pids must be a whole number");
-            spec.limits.pids = v.get<uint64_t>();
-          } else {
-            bad("unknown field 'limits." + k + "' (known: cpus, memory, pids, disk)");
-          }
-        }
-      }
-      if (!c.tenant.empty()) {
-        spec.labels[kTenantLabel] = c.tenant;
-        Tenant t;
-        {
-          std::lock_guard g(keys_mu_);
-          t = keys_.tenant(c.tenant);
-        }
-        auto max = t.limits.max_boxes ? t.limits.max_boxes : opts_.default_max_boxes;
-        if (max) {
-          store::BoxFilter f;
-          f.labels[kTenantLabel] = c.tenant;
-          if (engine_.list_boxes(f).size() >= *max)
-            throw ApiError(429, "resource_exhausted",
-                           "tenant " + c.tenant + " has reached its limit of " +
-                               std::to_string(*max) + " boxes");
-        }
-      }
+      Body b(r.body,
+             {"name", "image", "labels", "env", "limits", "user", "workdir", "network", "count"});
+      BoxSpec spec = box_spec_from(c, b);
+      auto count = b.uint("count");
+      if (count && (*count < 1 || *count > 1000)) bad("count must be between 1 and 1000");
+      check_box_quota(c, count.value_or(1));
       validate_box_spec(spec);
+      if (count) {
+        json boxes = json::array();
+        for (const auto& box : engine_.create_boxes(spec, *count)) boxes.push_back(box_json(box));
+        c.json_reply(201, {{"boxes", boxes}});
+        return;
+      }
       BoxRecord box = engine_.create_box(spec);
       c.json_reply(201, box_json(box));
       return;
@@ -430,6 +528,38 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     throw ApiError(405, "method_not_allowed", "use GET or DELETE " + r.path);
   }
   const std::string& what = seg[3];
+  if (seg.size() == 4 && what == "snapshot") {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    Body b(r.body, {"name", "labels", "kind"});
+    SnapshotOptions o;
+    if (auto v = b.str("name")) o.name = *v;
+    if (auto v = b.str("kind")) {
+      if (*v != "snapshot" && *v != "image") bad("field 'kind' must be snapshot or image");
+      o.kind = *v;
+    }
+    for (auto& [k, v] : b.string_map("labels")) {
+      if (starts_with(k, "upstream."))
+        bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
+      parse_label(k + "=" + v);
+      o.labels[k] = v;
+    }
+    if (!c.tenant.empty()) o.labels[kTenantLabel] = c.tenant;
+    c.json_reply(201, snapshot_json(engine_.snapshot_box(box.id, o)));
+    return;
+  }
+  if (seg.size() == 4 && what == "fork") {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    Body b(r.body, {"count", "name", "labels", "env", "limits", "user", "workdir"});
+    auto count = b.uint("count").value_or(1);
+    if (count < 1 || count > 1000) bad("count must be between 1 and 1000");
+    BoxSpec spec = box_spec_from(c, b);
+    check_box_quota(c, count);
+    validate_box_spec(spec);
+    json boxes = json::array();
+    for (const auto& x : engine_.fork_box(box.id, count, spec)) boxes.push_back(box_json(x));
+    c.json_reply(201, {{"boxes", boxes}});
+    return;
+  }
   if (seg.size() == 4 &&
       (what == "stop" || what == "start" || what == "pause" || what == "resume")) {
     if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);

@@ -20,6 +20,8 @@
 
 namespace upstream::server {
 
+class Body;
+
 struct Request {
   std::string method;
   std::string target;  // as sent: path and query
@@ -103,6 +105,11 @@ class Api {
   void handle_execs(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   void handle_files(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   BoxRecord tenant_box(Call& c, const std::string& ref);
+  SnapshotRecord tenant_snapshot(Call& c, const std::string& ref);
+  void handle_snapshots(Call& c, const std::vector<std::string>& seg);
+  BoxSpec box_spec_from(Call& c, Body& b);
+  // 429 if the tenant would exceed its box limit with `adding` more.
+  void check_box_quota(Call& c, size_t adding);
   void handle_pipelines(Call& c, const std::vector<std::string>& seg);
   void handle_sessions(Call& c, const std::vector<std::string>& seg);
   // A session's name in the context store: the tenant's sessions are "TENANT_NAME".

@@ -79,11 +79,15 @@ std::string sha256_file(const std::string& path);
 ImageRef parse_image(const std::string& spec) {
   if (spec.empty() || spec == "host") return ImageRef{"host", ""};
   auto colon = spec.find(':');
+  // A bare name: a snapshot or an image built with `upstream image build` (the engine looks it
+  // up).
+  if (colon == std::string::npos && valid_box_name(spec)) return ImageRef{"snapshot", spec};
   std::string kind = colon == std::string::npos ? "" : spec.substr(0, colon);
   std::string path = colon == std::string::npos ? "" : spec.substr(colon + 1);
   if (kind != "dir" && kind != "tar")
     throw_invalid("unknown image '" + spec +
-                  "': use host, dir:/path/to/rootfs or tar:/path/to/rootfs.tar");
+                  "': use host, dir:/path/to/rootfs, tar:/path/to/rootfs.tar, or the name of a "
+                  "snapshot or image");
   if (path.empty() || path[0] != '/')
     throw_invalid("image path in '" + spec + "' must be absolute");
   if (path.find('\n') != std::string::npos || path.find(',') != std::string::npos)

@@ -3,6 +3,8 @@
 //   dir:PATH   a root filesystem directory, used in place as the read-only lower layer
 //   tar:PATH   a root filesystem tarball (plain or compressed), unpacked once into a cache keyed
 //              by its content hash, then used like dir:
+//   NAME       a snapshot or built image: its layers over its own base image (the engine
+//              resolves the name; see layers.h)
 #pragma once
 
 #include <optional>
@@ -16,9 +18,11 @@
 namespace upstream::storage {
 
 struct ImageRef {
-  std::string kind;  // host | dir | tar
-  std::string path;  // absolute, for dir and tar
-  std::string spec() const { return kind == "host" ? "host" : kind + ":" + path; }
+  std::string kind;  // host | dir | tar | snapshot
+  std::string path;  // absolute, for dir and tar; the name, for snapshot
+  std::string spec() const {
+    return kind == "host" ? "host" : kind == "snapshot" ? path : kind + ":" + path;
+  }
 };
 
 // Parses and checks an image spec: the path must be absolute and exist with the right type.

@@ -273,6 +273,52 @@ void Pool::destroy_volume(const std::string& id) {
   if (!delete_subvolume(root_, id)) remove_tree(volume_path(id));  // left by an interrupted create
 }
 
+void Pool::copy_volume(const std::string& id, const std::string& dest) const {
+  std::string parent = dest.substr(0, dest.rfind('/'));
+  std::string name = dest.substr(dest.rfind('/') + 1);
+  if (kind_ == PoolKind::plain) {
+    if (::mkdir(dest.c_str(), 0700) != 0) throw_sys("create " + dest);
+    run_tool({"cp", "-a", "--reflink=auto", volume_path(id) + "/fs", dest + "/fs"});
+    return;
+  }
+  UniqueFd src = open_or_throw(volume_path(id), O_RDONLY | O_DIRECTORY);
+  UniqueFd dir = open_or_throw(parent, O_RDONLY | O_DIRECTORY);
+  btrfs_ioctl_vol_args_v2 a{};
+  if (name.size() >= sizeof a.name) throw Error("snapshot name too long");
+  a.fd = src.get();
+  std::strncpy(a.name, name.c_str(), sizeof a.name - 1);
+  // The kernel flushes the source's dirty data first, so the copy holds everything written.
+  if (::ioctl(dir.get(), BTRFS_IOC_SNAP_CREATE_V2, &a) != 0)
+    throw_sys("snapshot volume " + id + " to " + dest);
+}
+
+void Pool::make_tree(const std::string& dest) const {
+  if (kind_ == PoolKind::plain) {
+    if (::mkdir(dest.c_str(), 0700) != 0) throw_sys("create " + dest);
+    return;
+  }
+  make_subvolume(dest.substr(0, dest.rfind('/')), dest.substr(dest.rfind('/') + 1));
+}
+
+void Pool::remove_tree_at(const std::string& path) const {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (kind_ == PoolKind::btrfs &&
+      delete_subvolume(path.substr(0, path.rfind('/')), path.substr(path.rfind('/') + 1)))
+    return;
+  remove_tree(path);
+}
+
+void Pool::seal_tree(const std::string& path) const {
+  if (kind_ != PoolKind::btrfs) return;
+  UniqueFd fd = open_or_throw(path, O_RDONLY | O_DIRECTORY);
+  uint64_t flags = 0;
+  if (::ioctl(fd.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &flags) != 0) throw_sys("flags of " + path);
+  flags |= BTRFS_SUBVOL_RDONLY;
+  if (::ioctl(fd.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &flags) != 0)
+    throw_sys("make " + path + " read-only");
+}
+
 std::optional<uint64_t> Pool::volume_usage(const std::string& id) const {
   if (kind_ != PoolKind::btrfs) return std::nullopt;
   uint64_t qid;

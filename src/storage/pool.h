@@ -48,6 +48,17 @@ class Pool {
   std::optional<uint64_t> volume_usage(const std::string& id) const;
   std::vector<std::string> list_volumes() const;
   uint64_t total_bytes() const;
+  // Directory of the layer store (next to the volumes, on the same filesystem).
+  std::string layers_root() const { return data_root() + "/layers"; }
+  // A writable copy of a volume's data at `dest` (a directory on the pool that does not exist
+  // yet): a btrfs snapshot, sharing every extent; in a plain pool, a copy of fs/ (reflinked where
+  // the filesystem can). Nested volumes (the logs) are not part of it.
+  void copy_volume(const std::string& id, const std::string& dest) const;
+  // An empty directory (a btrfs subvolume) at `dest`, and its removal.
+  void make_tree(const std::string& dest) const;
+  void remove_tree_at(const std::string& path) const;
+  // Makes a tree made by copy_volume/make_tree read-only where the pool can (btrfs).
+  void seal_tree(const std::string& path) const;
   uint64_t free_bytes() const;
 
  private:

@@ -120,6 +120,31 @@ CREATE TABLE IF NOT EXISTS execs(
 CREATE INDEX IF NOT EXISTS execs_running ON execs(state) WHERE state = 'running';
 )sql";
 
+// Version 2: snapshots and the layers they are made of.
+const char* kSchema2 = R"sql(
+CREATE TABLE IF NOT EXISTS snapshots(
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL,
+  source_box TEXT NOT NULL DEFAULT '',
+  parent TEXT NOT NULL DEFAULT '',
+  base_image TEXT NOT NULL,
+  layers TEXT NOT NULL,
+  config TEXT NOT NULL,
+  labels TEXT NOT NULL DEFAULT '{}',
+  bytes INTEGER NOT NULL DEFAULT 0,
+  total_bytes INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  ephemeral INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS layers(
+  digest TEXT PRIMARY KEY,
+  bytes INTEGER NOT NULL,
+  files INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+)sql";
+
 const char* kBoxColumns =
     "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, "
     "init_start, slot, "
@@ -139,14 +164,15 @@ void BoxStore::migrate() {
     auto s = db_.prepare("PRAGMA user_version");
     if (s.step()) version = s.i64(0);
   }
-  if (version > 1)
+  if (version > 2)
     throw Error(Errc::failed_precondition,
                 "the state directory was written by a newer upstream (schema " +
                     std::to_string(version) + ")");
-  if (version == 1) return;
+  if (version == 2) return;
   db_.transaction([&] {
-    db_.exec(kSchema);
-    db_.exec("PRAGMA user_version = 1");
+    if (version < 1) db_.exec(kSchema);
+    db_.exec(kSchema2);
+    db_.exec("PRAGMA user_version = 2");
   });
 }
 
@@ -509,6 +535,147 @@ std::vector<uint64_t> BoxStore::prune_execs(const std::string& box_id, size_t ke
         .bind(3, static_cast<int64_t>(keep))
         .run();
   return seqs;
+}
+
+namespace {
+
+const char* kSnapColumns =
+    "id, name, kind, source_box, parent, base_image, layers, config, labels, bytes, total_bytes, "
+    "created_at, ephemeral";
+
+}  // namespace
+
+SnapshotRecord BoxStore::read_snapshot(Stmt& s) {
+  SnapshotRecord r;
+  r.id = s.text(0);
+  r.name = s.text(1);
+  r.kind = s.text(2);
+  r.source_box = s.text(3);
+  r.parent = s.text(4);
+  r.base_image = s.text(5);
+  r.layers = json::parse(s.text(6)).get<std::vector<std::string>>();
+  r.config = spec_from_json(json::parse(s.text(7)));
+  r.labels = json::parse(s.text(8)).get<std::map<std::string, std::string>>();
+  r.bytes = static_cast<uint64_t>(s.i64(9));
+  r.total_bytes = static_cast<uint64_t>(s.i64(10));
+  r.created_at = s.i64(11);
+  r.ephemeral = s.i64(12) != 0;
+  return r;
+}
+
+void BoxStore::insert_snapshot(const SnapshotRecord& r,
+                               const std::vector<storage_layer>& new_layers) {
+  db_.transaction([&] {
+    if (snapshot_name_taken(r.name))
+      throw Error(Errc::already_exists,
+                  "a snapshot or image named '" + r.name + "' already exists");
+    for (const auto& l : new_layers)
+      db_.prepare(
+             "INSERT INTO layers(digest, bytes, files, created_at) VALUES(?, ?, ?, ?) ON "
+             "CONFLICT(digest) DO NOTHING")
+          .bind(1, l.digest)
+          .bind(2, static_cast<int64_t>(l.bytes))
+          .bind(3, static_cast<int64_t>(l.files))
+          .bind(4, now_ms())
+          .run();
+    db_.prepare(std::string("INSERT INTO snapshots(") + kSnapColumns +
+                ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(1, r.id)
+        .bind(2, r.name)
+        .bind(3, r.kind)
+        .bind(4, r.source_box)
+        .bind(5, r.parent)
+        .bind(6, r.base_image)
+        .bind(7, json(r.layers).dump())
+        .bind(8, spec_to_json(r.config).dump())
+        .bind(9, json(r.labels).dump())
+        .bind(10, static_cast<int64_t>(r.bytes))
+        .bind(11, static_cast<int64_t>(r.total_bytes))
+        .bind(12, r.created_at)
+        .bind(13, int64_t{r.ephemeral ? 1 : 0})
+        .run();
+  });
+}
+
+std::optional<SnapshotRecord> BoxStore::find_snapshot(const std::string& ref) {
+  if (ref.empty()) return std::nullopt;
+  {
+    auto s = db_.prepare(std::string("SELECT ") + kSnapColumns +
+                         " FROM snapshots WHERE id = ? OR name = ?");
+    s.bind(1, ref).bind(2, ref);
+    if (s.step()) return read_snapshot(s);
+  }
+  bool hex = ref.size() >= 4;
+  for (char c : ref)
+    if (!std::isxdigit(static_cast<unsigned char>(c))) hex = false;
+  if (hex) {
+    auto s = db_.prepare(std::string("SELECT ") + kSnapColumns +
+                         " FROM snapshots WHERE id >= ? AND id < ? LIMIT 2");
+    std::string hi = ref;
+    hi.back() = static_cast<char>(hi.back() + 1);
+    s.bind(1, ref).bind(2, hi);
+    if (s.step()) {
+      SnapshotRecord r = read_snapshot(s);
+      if (s.step()) throw_invalid("snapshot id prefix '" + ref + "' matches more than one");
+      return r;
+    }
+  }
+  return std::nullopt;
+}
+
+SnapshotRecord BoxStore::resolve_snapshot(const std::string& ref) {
+  if (ref.empty()) throw_invalid("no snapshot given");
+  auto r = find_snapshot(ref);
+  if (!r) throw Error(Errc::not_found, "no such snapshot or image: " + ref);
+  return *r;
+}
+
+std::vector<SnapshotRecord> BoxStore::list_snapshots(const std::string& kind) {
+  std::string sql = std::string("SELECT ") + kSnapColumns + " FROM snapshots";
+  if (!kind.empty()) sql += " WHERE kind = ?";
+  sql += " ORDER BY created_at, id";
+  auto s = db_.prepare(sql);
+  if (!kind.empty()) s.bind(1, kind);
+  std::vector<SnapshotRecord> out;
+  while (s.step()) out.push_back(read_snapshot(s));
+  return out;
+}
+
+bool BoxStore::snapshot_name_taken(const std::string& name) {
+  auto s = db_.prepare("SELECT 1 FROM snapshots WHERE name = ?");
+  s.bind(1, name);
+  return s.step();
+}
+
+void BoxStore::delete_snapshot(const std::string& id) {
+  db_.prepare("DELETE FROM snapshots WHERE id = ?").bind(1, id).run();
+}
+
+std::vector<std::string> BoxStore::boxes_using(const std::string& snapshot_name) {
+  auto s = db_.prepare("SELECT id FROM boxes WHERE json_extract(spec, '$.image') = ?");
+  s.bind(1, snapshot_name);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+std::set<std::string> BoxStore::referenced_layers() {
+  std::set<std::string> out;
+  auto s = db_.prepare("SELECT layers FROM snapshots");
+  while (s.step())
+    for (const auto& d : json::parse(s.text(0))) out.insert(d.get<std::string>());
+  return out;
+}
+
+void BoxStore::delete_layer(const std::string& digest) {
+  db_.prepare("DELETE FROM layers WHERE digest = ?").bind(1, digest).run();
+}
+
+std::optional<storage_layer> BoxStore::find_layer(const std::string& digest) {
+  auto s = db_.prepare("SELECT digest, bytes, files FROM layers WHERE digest = ?");
+  s.bind(1, digest);
+  if (!s.step()) return std::nullopt;
+  return storage_layer{s.text(0), static_cast<uint64_t>(s.i64(1)), static_cast<uint64_t>(s.i64(2))};
 }
 
 }  // namespace upstream::store

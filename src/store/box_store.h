@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,13 @@
 #include "store/db.h"
 
 namespace upstream::store {
+
+// A layer's row: what the layer store holds under its digest.
+struct storage_layer {
+  std::string digest;
+  uint64_t bytes = 0;
+  uint64_t files = 0;
+};
 
 struct BoxFilter {
   std::map<std::string, std::string> labels;  // all must match
@@ -51,9 +59,24 @@ class BoxStore {
   // Deletes exec records (and returns their seqs) beyond the newest `keep` of a box.
   std::vector<uint64_t> prune_execs(const std::string& box_id, size_t keep);
 
+  // Snapshots (and images) by id, unique id prefix or name; not_found names the reference.
+  void insert_snapshot(const SnapshotRecord& s, const std::vector<storage_layer>& new_layers);
+  std::optional<SnapshotRecord> find_snapshot(const std::string& ref);
+  SnapshotRecord resolve_snapshot(const std::string& ref);
+  std::vector<SnapshotRecord> list_snapshots(const std::string& kind = "");
+  bool snapshot_name_taken(const std::string& name);
+  void delete_snapshot(const std::string& id);
+  // Boxes whose image is this snapshot (by name), in any state.
+  std::vector<std::string> boxes_using(const std::string& snapshot_name);
+  // Digests some snapshot lists.
+  std::set<std::string> referenced_layers();
+  void delete_layer(const std::string& digest);
+  std::optional<storage_layer> find_layer(const std::string& digest);
+
  private:
   BoxRecord read_box(Stmt& s);
   ExecRecord read_exec(Stmt& s);
+  SnapshotRecord read_snapshot(Stmt& s);
   Db& db_;
 };
 

@@ -84,6 +84,11 @@ TEST_F(ImageTest, ParseRejectsBadSpecs) {
   EXPECT_EQ(code("tar:/etc"), Errc::invalid_argument);           // not a file
   EXPECT_EQ(code("dir:/a,lowerdir=/"), Errc::invalid_argument);  // would break mount options
   EXPECT_EQ(parse_image("dir:/").kind, "dir");
+  // A bare name is a snapshot or built image, looked up by the engine.
+  EXPECT_EQ(parse_image("py-tools").kind, "snapshot");
+  EXPECT_EQ(parse_image("py-tools").spec(), "py-tools");
+  EXPECT_EQ(code("-bad"), Errc::invalid_argument);
+  EXPECT_EQ(code("has space"), Errc::invalid_argument);
 }
 
 TEST_F(ImageTest, ImportsARootfsOnce) {

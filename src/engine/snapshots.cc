@@ -1,0 +1,485 @@
+// Snapshots: capture, fan-out, export and import, and the garbage collection of layers.
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "common/error.h"
+#include "common/proc.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "engine/impl.h"
+
+namespace upstream {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kMaxLayers = 100;  // overlay's mount options hold about 200 lower layers
+constexpr const char* kManifest = "upstream-snapshot.json";
+constexpr int kFormatVersion = 1;
+
+// Fault injection for the crash tests: UPSTREAM_CRASH_AT=<point> kills this process there.
+void crash_point(const char* name) {
+  const char* at = std::getenv("UPSTREAM_CRASH_AT");
+  if (at && std::strcmp(at, name) == 0) ::raise(SIGKILL);
+}
+
+void check_snapshot_name(const std::string& name) {
+  if (name == "host" || !valid_box_name(name))
+    throw_invalid("invalid snapshot name '" + name +
+                  "': use up to 63 letters, digits, '_', '.' or '-', starting with a letter or "
+                  "digit (and not 'host')");
+}
+
+// The box's own identity files, which every box writes for itself at start.
+std::vector<std::string> identity_files(const storage::ImagePlan& plan) {
+  std::string etc = plan.etc_upper;  // "etc/upper" or "root/upper/etc"
+  auto pos = etc.find("/upper");
+  if (pos != std::string::npos) etc.erase(pos, 6);
+  return {etc + "/hostname", etc + "/hosts", etc + "/machine-id"};
+}
+
+struct ArchiveFree {
+  void operator()(archive* a) const { archive_free(a); }
+};
+using ArchivePtr = std::unique_ptr<archive, ArchiveFree>;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+SnapshotRecord Engine::snapshot_box(const std::string& box_ref, const SnapshotOptions& opts) {
+  Impl& I = *impl_;
+  SnapshotRecord r;
+  r.id = random_hex(12);
+  r.name = opts.name.empty() ? "snap-" + r.id.substr(0, 8) : opts.name;
+  r.kind = opts.kind;
+  r.labels = opts.labels;
+  r.ephemeral = opts.ephemeral;
+  check_snapshot_name(r.name);
+  for (const auto& [k, v] : r.labels) parse_label(k + "=" + v);
+
+  std::string staging;
+  {
+    std::lock_guard g(I.mu);
+    BoxRecord b = I.check_alive(I.store.resolve(box_ref));
+    if (I.store.snapshot_name_taken(r.name))
+      throw Error(Errc::already_exists,
+                  "a snapshot or image named '" + r.name + "' already exists");
+    auto lock = I.lock_box(b.id);
+    b = I.check_alive(*I.store.find_id(b.id));
+    if (b.state != box_state::running && b.state != box_state::paused &&
+        b.state != box_state::stopped)
+      throw Error(Errc::failed_precondition,
+                  "box " + b.name + " is " + b.state + "; it cannot be snapshotted now");
+    storage::ImagePlan plan = I.plan(b);
+    storage::ImageRef ref = storage::parse_image(b.spec.image);
+    r.source_box = b.id;
+    r.base_image = b.spec.image;
+    std::vector<std::string> parent_layers;
+    if (ref.kind == "snapshot") {
+      SnapshotRecord parent = I.store.resolve_snapshot(ref.path);
+      r.parent = parent.id;
+      r.base_image = parent.base_image;
+      parent_layers = parent.layers;
+      if (parent_layers.size() + 1 > kMaxLayers)
+        throw Error(Errc::failed_precondition,
+                    "box " + b.name + " is " + std::to_string(parent_layers.size()) +
+                        " snapshots deep; at most " + std::to_string(kMaxLayers) +
+                        " layers can be stacked");
+    }
+    r.config.env = b.spec.env;
+    r.config.limits = b.spec.limits;
+    r.config.user = b.spec.user;
+    r.config.workdir = b.spec.workdir;
+    r.config.image = r.base_image;
+
+    // Consistent capture: a running box is frozen while its volume is copied (a btrfs snapshot
+    // takes milliseconds; the kernel writes the box's dirty data out first).
+    runtime::BoxCgroup cg = I.cgroup(b.id);
+    bool froze = false;
+    if (b.state == box_state::running) {
+      if (!cg.set_frozen(true, 5000)) {
+        cg.set_frozen(false, 1000);
+        throw Error(Errc::internal, "box " + b.name + " could not be frozen for the snapshot");
+      }
+      froze = true;
+    }
+    try {
+      staging = I.layers->stage_volume(b.id, identity_files(plan));
+    } catch (...) {
+      if (froze) cg.set_frozen(false, 5000);
+      throw;
+    }
+    if (froze) cg.set_frozen(false, 5000);
+    r.layers = parent_layers;
+  }
+  crash_point("snapshot-staged");
+
+  // Hashing and storing run while the box goes on.
+  // The layers lock is held from storing the layer to recording it, so that garbage
+  // collection never sees the layer unlisted. Lock order: layers, then the engine's mutex.
+  std::optional<storage::FileLock> layers_lock;
+  layers_lock.emplace(I.layout.lock("layers"), 120'000);
+  storage::LayerInfo info = I.layers->commit(staging);
+  crash_point("snapshot-committed");
+  r.layers.insert(r.layers.begin(), info.digest);
+  r.bytes = info.bytes;
+  r.created_at = now_ms();
+  std::lock_guard g(I.mu);
+  r.total_bytes = r.bytes;
+  for (size_t i = 1; i < r.layers.size(); i++)
+    if (auto l = I.store.find_layer(r.layers[i])) r.total_bytes += l->bytes;
+  try {
+    I.store.insert_snapshot(r, {{info.digest, info.bytes, info.files}});
+  } catch (...) {
+    // A name taken meanwhile: the layer goes unless another snapshot lists it.
+    layers_lock.reset();
+    I.gc_layers();
+    throw;
+  }
+  return *I.store.find_snapshot(r.id);
+}
+
+SnapshotRecord Engine::get_snapshot(const std::string& ref) {
+  std::lock_guard g(impl_->mu);
+  return impl_->store.resolve_snapshot(ref);
+}
+
+std::vector<SnapshotRecord> Engine::list_snapshots(const std::string& kind) {
+  std::lock_guard g(impl_->mu);
+  return impl_->store.list_snapshots(kind);
+}
+
+void Engine::Impl::remove_snapshot_locked(const SnapshotRecord& s) {
+  auto users = store.boxes_using(s.name);
+  if (!users.empty()) {
+    std::vector<std::string> names;
+    for (const auto& id : users)
+      if (auto b = store.find_id(id)) names.push_back(b->name);
+    throw Error(Errc::failed_precondition, (s.kind == "image" ? "image " : "snapshot ") + s.name +
+                                               " is used by " + std::to_string(users.size()) +
+                                               (users.size() == 1 ? " box" : " boxes") + " (" +
+                                               join(names, ", ") + "); remove them first");
+  }
+  store.delete_snapshot(s.id);
+  gc_layers();
+}
+
+void Engine::remove_snapshot(const std::string& ref) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  SnapshotRecord s = I.store.resolve_snapshot(ref);
+  I.remove_snapshot_locked(s);
+}
+
+void Engine::Impl::gc_layers() {
+  // Skipped while another snapshot or import is storing layers; a later call collects them.
+  auto lock = storage::FileLock::try_lock(layout.lock("layers"));
+  if (!lock) return;
+  layers->remove_stale_staging();
+  std::set<std::string> wanted = store.referenced_layers();
+  for (const auto& d : layers->list())
+    if (!wanted.count(d)) {
+      store.delete_layer(d);
+      layers->remove(d);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::vector<BoxRecord> Engine::create_boxes(BoxSpec spec, size_t count) {
+  if (count == 0 || count > 1000) throw_invalid("count must be between 1 and 1000");
+  if (count == 1) return {create_box(spec)};
+  validate_box_spec(spec);
+  if (!spec.name.empty() && spec.name.size() + 5 > 63)
+    throw_invalid("box name '" + spec.name + "' is too long to number " + std::to_string(count) +
+                  " boxes");
+  {
+    // Every name is checked first, so that a taken one creates nothing.
+    std::lock_guard g(impl_->mu);
+    BoxSpec probe = spec;
+    impl_->prepare_image(probe);
+    if (!spec.name.empty())
+      for (size_t i = 1; i <= count; i++)
+        if (impl_->store.name_taken(spec.name + "-" + std::to_string(i)))
+          throw Error(Errc::already_exists,
+                      "a box named '" + spec.name + "-" + std::to_string(i) + "' already exists");
+  }
+  std::vector<BoxRecord> out;
+  try {
+    for (size_t i = 1; i <= count; i++) {
+      BoxSpec s = spec;
+      if (!spec.name.empty()) s.name = spec.name + "-" + std::to_string(i);
+      out.push_back(create_box(s));
+    }
+  } catch (...) {
+    // All or nothing.
+    for (const auto& b : out) {
+      try {
+        remove_box(b.id, true);
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+  return out;
+}
+
+std::vector<BoxRecord> Engine::fork_box(const std::string& box_ref, size_t count,
+                                        BoxSpec overrides) {
+  if (count == 0 || count > 1000) throw_invalid("count must be between 1 and 1000");
+  validate_box_spec(overrides);
+  BoxRecord src = get_box(box_ref);
+  SnapshotOptions o;
+  o.name = "fork-" + src.name.substr(0, 40) + "-" + random_hex(6);
+  o.labels = overrides.labels;
+  o.ephemeral = true;
+  SnapshotRecord snap = snapshot_box(src.id, o);
+  overrides.image = snap.name;
+  for (const auto& [k, v] : src.spec.labels) overrides.labels.emplace(k, v);
+  try {
+    return create_boxes(overrides, count);
+  } catch (...) {
+    try {
+      remove_snapshot(snap.id);
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+uint64_t Engine::export_snapshot(const std::string& ref, int out_fd) {
+  Impl& I = *impl_;
+  SnapshotRecord s = get_snapshot(ref);
+  json layers = json::array();
+  {
+    std::lock_guard g(I.mu);
+    for (const auto& d : s.layers) {
+      auto l = I.store.find_layer(d);
+      layers.push_back({{"digest", d}, {"bytes", l ? l->bytes : 0}, {"files", l ? l->files : 0}});
+    }
+  }
+  json manifest = {{"format", "upstream-snapshot"},
+                   {"version", kFormatVersion},
+                   {"name", s.name},
+                   {"kind", s.kind},
+                   {"base_image", s.base_image},
+                   {"config", spec_to_json(s.config)},
+                   {"layers", layers},
+                   {"created_at", format_time(s.created_at)}};
+  std::string text = manifest.dump(2) + "\n";
+
+  ArchivePtr a(archive_write_new());
+  archive_write_set_format_pax(a.get());  // full pax: times to the nanosecond
+  if (archive_write_add_filter_zstd(a.get()) != ARCHIVE_OK)
+    throw Error(Errc::internal, std::string("zstd: ") + archive_error_string(a.get()));
+  archive_write_set_bytes_in_last_block(a.get(), 1);
+  if (archive_write_open_fd(a.get(), out_fd) != ARCHIVE_OK)
+    throw Error(Errc::internal, std::string("export: ") + archive_error_string(a.get()));
+  std::unique_ptr<archive_entry, decltype(&archive_entry_free)> e(archive_entry_new(),
+                                                                  archive_entry_free);
+  archive_entry_set_pathname(e.get(), kManifest);
+  archive_entry_set_filetype(e.get(), AE_IFREG);
+  archive_entry_set_perm(e.get(), 0644);
+  archive_entry_set_size(e.get(), static_cast<la_int64_t>(text.size()));
+  archive_entry_set_mtime(e.get(), s.created_at / 1000, 0);
+  if (archive_write_header(a.get(), e.get()) != ARCHIVE_OK ||
+      archive_write_data(a.get(), text.data(), text.size()) < 0)
+    throw Error(Errc::internal, std::string("export: ") + archive_error_string(a.get()));
+  for (const auto& d : s.layers) {
+    if (!I.layers->exists(d)) throw Error(Errc::internal, "layer " + d + " is missing");
+    storage::write_layer_tar(a.get(), I.layers->path(d), "layers/" + d + "/");
+  }
+  if (archive_write_close(a.get()) != ARCHIVE_OK)
+    throw Error(Errc::internal, std::string("export: ") + archive_error_string(a.get()));
+  return static_cast<uint64_t>(archive_filter_bytes(a.get(), -1));
+}
+
+SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
+                                       const std::map<std::string, std::string>& labels) {
+  Impl& I = *impl_;
+  if (!name.empty()) check_snapshot_name(name);
+  ArchivePtr a(archive_read_new());
+  archive_read_support_filter_all(a.get());
+  archive_read_support_format_tar(a.get());
+  archive_read_support_format_gnutar(a.get());
+  if (archive_read_open_fd(a.get(), in_fd, 1 << 16) != ARCHIVE_OK)
+    throw_invalid(std::string("not a snapshot export: ") + archive_error_string(a.get()));
+  auto bad = [&](const std::string& why) -> Error {
+    return Error(Errc::invalid_argument, "not a valid snapshot export: " + why);
+  };
+  archive_entry* e;
+  if (archive_read_next_header(a.get(), &e) != ARCHIVE_OK ||
+      std::string(archive_entry_pathname(e) ? archive_entry_pathname(e) : "") != kManifest)
+    throw bad(
+        std::string("it does not start with ") + kManifest +
+        (archive_errno(a.get()) ? std::string(" (") + archive_error_string(a.get()) + ")" : ""));
+  if (archive_entry_size(e) <= 0 || archive_entry_size(e) > (1 << 20)) throw bad("bad manifest");
+  std::string text(static_cast<size_t>(archive_entry_size(e)), '\0');
+  if (archive_read_data(a.get(), text.data(), text.size()) != static_cast<la_ssize_t>(text.size()))
+    throw bad("truncated manifest");
+  json m = json::parse(text, nullptr, false);
+  if (!m.is_object() || m.value("format", "") != "upstream-snapshot")
+    throw bad("the manifest is not an upstream snapshot manifest");
+  if (m.value("version", 0) != kFormatVersion)
+    throw bad("format version " + m.value("version", json(0)).dump() + " is not supported (" +
+              std::to_string(kFormatVersion) + " is)");
+  SnapshotRecord r;
+  r.id = random_hex(12);
+  std::vector<std::string> digests;
+  try {
+    r.name = name.empty() ? m.at("name").get<std::string>() : name;
+    r.kind = m.at("kind").get<std::string>();
+    r.base_image = m.at("base_image").get<std::string>();
+    r.config = spec_from_json(m.at("config"));
+    for (const auto& l : m.at("layers")) digests.push_back(l.at("digest").get<std::string>());
+  } catch (const json::exception& ex) {
+    throw bad(std::string("manifest: ") + ex.what());
+  }
+  check_snapshot_name(r.name);
+  if (r.kind != "snapshot" && r.kind != "image") throw bad("unknown kind '" + r.kind + "'");
+  if (digests.empty() || digests.size() > kMaxLayers) throw bad("bad number of layers");
+  for (const auto& d : digests)
+    if (!storage::is_digest(d)) throw bad("bad layer digest '" + d + "'");
+  storage::ImageRef base = storage::parse_image(r.base_image);
+  if (base.kind == "snapshot") throw bad("bad base image '" + r.base_image + "'");
+  r.layers = digests;
+  r.labels = labels;
+  {
+    std::lock_guard g(I.mu);
+    if (I.store.snapshot_name_taken(r.name))
+      throw Error(Errc::already_exists, "a snapshot or image named '" + r.name +
+                                            "' already exists (import it under another name)");
+  }
+
+  // Layers are unpacked into staging directories, checked against their digests, then stored.
+  std::map<std::string, std::string> staging;
+  auto discard_all = [&] {
+    for (const auto& [d, p] : staging) I.layers->discard(p);
+  };
+  ArchivePtr w(archive_write_disk_new());
+  archive_write_disk_set_options(w.get(), ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
+                                              ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
+                                              ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                              ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+  try {
+    for (;;) {
+      int rc = archive_read_next_header(a.get(), &e);
+      if (rc == ARCHIVE_EOF) break;
+      if (rc < ARCHIVE_WARN)
+        throw bad(std::string("cannot read it: ") + archive_error_string(a.get()));
+      std::string path = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+      if ((path == "layers" || path == "layers/") && archive_entry_filetype(e) == AE_IFDIR)
+        continue;  // written by tar tools that list the parent directory
+      if (!starts_with(path, "layers/") || path.size() < 7 + 64)
+        throw bad("unexpected entry '" + path + "'");
+      std::string digest = path.substr(7, 64);
+      std::string rest = path.substr(7 + 64);
+      if (std::find(digests.begin(), digests.end(), digest) == digests.end())
+        throw bad("entry '" + path + "' belongs to no layer of the manifest");
+      if (!rest.empty() && rest[0] != '/') throw bad("unexpected entry '" + path + "'");
+      while (!rest.empty() && rest[0] == '/') rest.erase(0, 1);
+      if (rest.empty()) {
+        if (archive_entry_filetype(e) != AE_IFDIR)
+          throw bad("layer " + digest + " is no directory");
+        if (staging.count(digest)) throw bad("layer " + digest + " appears twice");
+        staging[digest] = I.layers->new_staging();
+        continue;
+      }
+      if (!staging.count(digest)) throw bad("entry '" + path + "' comes before its layer");
+      if (rest == ".." || starts_with(rest, "../") || rest.find("/../") != std::string::npos ||
+          rest.ends_with("/.."))
+        throw bad("entry '" + path + "' points outside its layer");
+      mode_t type = archive_entry_filetype(e);
+      // Overlay whiteouts are character devices 0:0; nothing else of the kind is allowed.
+      if (type == AE_IFBLK || (type == AE_IFCHR && archive_entry_rdev(e) != 0))
+        throw bad("entry '" + path + "' is a device");
+      if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK && type != AE_IFCHR &&
+          type != AE_IFIFO)
+        throw bad("entry '" + path + "' has an unsupported type");
+      if (archive_entry_hardlink(e)) throw bad("entry '" + path + "' is a hard link");
+      archive_entry_set_pathname(e, (staging[digest] + "/" + rest).c_str());
+      if (archive_write_header(w.get(), e) < ARCHIVE_WARN)
+        throw Error(Errc::internal, "cannot unpack " + path + ": " + archive_error_string(w.get()));
+      if (archive_entry_size(e) > 0) {
+        const void* buf;
+        size_t size;
+        la_int64_t off;
+        while ((rc = archive_read_data_block(a.get(), &buf, &size, &off)) == ARCHIVE_OK)
+          if (archive_write_data_block(w.get(), buf, size, off) < ARCHIVE_WARN)
+            throw Error(Errc::internal,
+                        "cannot unpack " + path + ": " + archive_error_string(w.get()));
+        if (rc != ARCHIVE_EOF)
+          throw bad("truncated or damaged at " + path + ": " + archive_error_string(a.get()));
+      }
+      if (archive_write_finish_entry(w.get()) < ARCHIVE_WARN)
+        throw Error(Errc::internal, "cannot unpack " + path + ": " + archive_error_string(w.get()));
+    }
+    archive_write_close(w.get());  // sets directory times and modes
+    for (const auto& d : digests)
+      if (!staging.count(d) && !I.layers->exists(d)) throw bad("layer " + d + " is missing");
+  } catch (...) {
+    discard_all();
+    throw;
+  }
+  crash_point("import-staged");
+
+  std::optional<storage::FileLock> layers_lock;
+  layers_lock.emplace(I.layout.lock("layers"), 120'000);
+  std::vector<store::storage_layer> rows;
+  try {
+    // Checked before anything is stored: one corrupt layer stores none.
+    std::map<std::string, storage::LayerInfo> infos;
+    for (const auto& [d, p] : staging) {
+      storage::LayerInfo info = storage::digest_tree(p);
+      if (info.digest != d)
+        throw bad("layer " + d + " is corrupt: its contents do not match its digest");
+      infos[d] = info;
+    }
+    for (auto& [d, p] : staging) {
+      I.layers->commit(p, d);
+      p.clear();
+      rows.push_back({d, infos[d].bytes, infos[d].files});
+    }
+  } catch (...) {
+    for (const auto& [d, p] : staging)
+      if (!p.empty()) I.layers->discard(p);
+    layers_lock.reset();
+    std::lock_guard g(I.mu);
+    I.gc_layers();
+    throw;
+  }
+  std::lock_guard g(I.mu);
+  for (const auto& d : digests) {
+    uint64_t bytes = 0;
+    for (const auto& row : rows)
+      if (row.digest == d) bytes = row.bytes;
+    if (!bytes)
+      if (auto l = I.store.find_layer(d)) bytes = l->bytes;
+    if (d == digests.front()) r.bytes = bytes;
+    r.total_bytes += bytes;
+  }
+  r.created_at = now_ms();
+  try {
+    I.store.insert_snapshot(r, rows);
+  } catch (...) {
+    layers_lock.reset();
+    I.gc_layers();
+    throw;
+  }
+  return *I.store.find_snapshot(r.id);
+}
+
+}  // namespace upstream
