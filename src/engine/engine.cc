@@ -201,8 +201,13 @@ void Engine::Impl::prepare_image(BoxSpec& spec) {
 }
 
 void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool record_running) {
-  int64_t started_us = mono_us();
   storage::ImagePlan plan = this->plan(b);
+  start_init(b, plan, reason, record_running);
+}
+
+void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
+                              const std::string& reason, bool record_running) {
+  int64_t started_us = mono_us();
   const std::string vol = volume(b.id);
   storage::refresh_volume(vol, plan, b.name);
   runtime::BoxCgroup cg = cgroup(b.id);
@@ -257,6 +262,7 @@ void Engine::Impl::start_init(BoxRecord& b, const std::string& reason, bool reco
     b.slot = lease.slot;
     b.host_generation = plan.host_generation;
     if (record_running) {
+      std::lock_guard g(mu);
       store.mark_running(b.id, proc.pid, proc.start_time, lease.slot, plan.host_generation, reason);
       b.state = box_state::running;
       b.state_reason = reason;
@@ -356,7 +362,7 @@ UniqueFd Engine::Impl::connect(const BoxRecord& b) {
 BoxRecord Engine::create_box(BoxSpec spec) {
   Impl& I = *impl_;
   validate_box_spec(spec);
-  std::lock_guard g(I.mu);
+  std::unique_lock g(I.mu);
   // Images are resolved before anything is recorded: a bad image changes nothing.
   I.prepare_image(spec);
   debug_log("image ready");
@@ -382,21 +388,33 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   b.owner_pid = ::getpid();
   b.owner_start = process_start_time(::getpid()).value_or(0);
   I.store.insert_box(b);
+  storage::ImagePlan plan;
+  try {
+    plan = I.plan(b);
+  } catch (...) {
+    I.store.delete_box(b.id);
+    throw;
+  }
+  // The rest runs without the engine's mutex (other threads may create boxes meanwhile); only
+  // the records need it.
+  g.unlock();
   auto lock = I.lock_box(b.id);
   try {
     I.pool.create_volume(
         b.id, l.disk,
         I.pool.supports_limits() ? std::optional<uint64_t>(opts_.log_limit) : std::nullopt);
-    storage::prepare_volume(I.volume(b.id), I.plan(b), b.name);
+    storage::prepare_volume(I.volume(b.id), plan, b.name);
     debug_log("volume ready");
-    I.start_init(b, "created", true);
+    I.start_init(b, plan, "created", true);
   } catch (...) {
     try {
+      std::lock_guard g2(I.mu);
       I.cleanup_failed_create(b.id);
     } catch (...) {
     }
     throw;
   }
+  std::lock_guard g2(I.mu);
   return *I.store.find_id(b.id);
 }
 

@@ -58,6 +58,9 @@ struct Engine::Impl {
 
   // Lifecycle pieces; the caller holds the box lock.
   void start_init(BoxRecord& b, const std::string& reason, bool record_running);
+  // With the plan already made: needs the engine's mutex only to record the start.
+  void start_init(BoxRecord& b, const storage::ImagePlan& plan, const std::string& reason,
+                  bool record_running);
   // Stops a box's init (gracefully for grace_ms, then by force), waits for it, cleans up its
   // cgroups and socket. Returns the usage of the run that ended.
   runtime::CgroupUsage stop_init(const BoxRecord& b, int64_t grace_ms);

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,8 +24,11 @@ struct Gate {
 
 int hold(void* arg) {
   auto* g = static_cast<Gate*>(arg);
-  // Our copy of the write end would keep the pipe open forever.
-  ::close(g->write_end);
+  // Every descriptor but our end of the gate goes: our copy of its write end would keep the pipe
+  // open forever, and so would copies of other threads' gates (boxes are created in parallel).
+  int keep = g->read_end;
+  if (keep > 0) ::syscall(SYS_close_range, 0u, static_cast<unsigned>(keep - 1), 0u);
+  ::syscall(SYS_close_range, static_cast<unsigned>(keep + 1), ~0u, 0u);
   char c;
   // Parked until the parent has written our maps and opened our namespace.
   while (::read(g->read_end, &c, 1) < 0 && errno == EINTR) {
