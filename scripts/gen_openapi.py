@@ -14,6 +14,7 @@ def errs(*extra):
     for c in extra: e[c] = {"$ref": "#/components/responses/Error" + c}
     return e
 BOX = {"name": "box", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Box id or name"}
+SNAP = {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Snapshot id, id prefix or name"}
 SESSION = {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}
 EXEC = {"name": "exec", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 PATH = {"name": "path", "in": "query", "required": True, "schema": {"type": "string"}, "description": "Path inside the box (relative: from its workdir)"}
@@ -31,7 +32,8 @@ schemas = {
    "cpus": {"type": "number", "exclusiveMinimum": 0}, "memory": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}], "description": "bytes, or a size such as \"512m\""},
    "pids": {"type": "integer", "minimum": 0}, "disk": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}}},
  "BoxCreate": {"type": "object", "additionalProperties": False, "properties": {
-   "name": {"type": "string"}, "image": {"type": "string", "description": "host (default), dir:PATH or tar:PATH"},
+   "name": {"type": "string", "description": "With count: the boxes are named NAME-1..NAME-N"}, "image": {"type": "string", "description": "host (default), dir:PATH, tar:PATH, or the name of a snapshot or image"},
+   "count": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Create this many boxes (the reply is then a BoxesCreated); from a snapshot they share its layers"},
    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
    "env": {"type": "object", "additionalProperties": {"type": "string"}},
    "limits": ref("Limits"), "user": {"type": "string"}, "workdir": {"type": "string"}, "network": {"type": "string", "enum": ["none"]}}},
@@ -46,6 +48,16 @@ schemas = {
      "created_at": ts, "started_at": ts, "stopped_at": ts, "init_pid": {"type": "integer"}, "host_uid_base": {"type": "integer"},
      "usage": {"type": "object", "properties": {"cpu_seconds": {"type": "number"}, "memory_bytes": {"type": "integer"}, "memory_peak_bytes": {"type": "integer"}, "pids": {"type": "integer"}, "oom_kills": {"type": "integer"}, "disk_bytes": {"type": "integer"}}},
      "events": {"type": "array", "items": {"type": "object", "required": ["at", "state", "reason"], "properties": {"at": {"type": "string"}, "state": {"type": "string"}, "reason": {"type": "string"}}}}}},
+ "BoxesCreated": {"type": "object", "required": ["boxes"], "additionalProperties": False, "properties": {"boxes": {"type": "array", "items": ref("Box")}}},
+ "Snapshot": {"type": "object", "required": ["id", "name", "kind", "base_image", "layers", "bytes", "total_bytes", "created_at", "labels", "env", "limits", "user", "workdir", "ephemeral", "source_box", "parent"], "additionalProperties": False,
+   "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string", "enum": ["snapshot", "image"]},
+     "base_image": {"type": "string", "description": "The image under its layers: host, dir:PATH or tar:PATH"},
+     "layers": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "Layer digests (SHA-256), top first"},
+     "bytes": {"type": "integer", "description": "Bytes of its own (top) layer"}, "total_bytes": {"type": "integer", "description": "Bytes of all its layers"},
+     "created_at": ts, "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+     "env": {"type": "array", "items": {"type": "string"}}, "limits": {"type": "object"}, "user": {"type": "string"}, "workdir": {"type": "string"},
+     "ephemeral": {"type": "boolean", "description": "Made by a fork: removed with the last box made from it"},
+     "source_box": {"type": ["string", "null"]}, "parent": {"type": ["string", "null"], "description": "The snapshot the source box was made from"}}},
  "BoxList": {"type": "object", "required": ["boxes", "next"], "additionalProperties": False, "properties": {
    "boxes": {"type": "array", "items": ref("Box")}, "next": {"type": ["string", "null"], "description": "Pass as `after` for the next page; null on the last"}}},
  "ExecCreate": {"type": "object", "additionalProperties": False, "properties": {
@@ -99,12 +111,24 @@ paths = {
  "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": ok({"type": "object"})}}},
  "/v1/info": {"get": {"summary": "The server and the caller's tenant", "responses": {"200": ok({"type": "object", "required": ["version", "tenant", "auth"], "properties": {"version": {"type": "string"}, "storage": {"type": "string"}, "cgroups": {"type": "string"}, "kernel": {"type": "string"}, "tenant": {"type": "string"}, "auth": {"type": "boolean"}}}), "401": {"$ref": "#/components/responses/Unauthenticated"}}}},
  "/v1/boxes": {
-   "post": {"summary": "Create a box and start it", "requestBody": jbody(ref("BoxCreate"), False), "responses": dict({"201": resp("Created", ref("Box"))}, **errs("409", "429"))},
+   "post": {"summary": "Create a box and start it (or `count` boxes)", "requestBody": jbody(ref("BoxCreate"), False), "responses": dict({"201": resp("Created: a Box, or a BoxesCreated when `count` was given", {"oneOf": [ref("Box"), ref("BoxesCreated")]})}, **errs("409", "429"))},
    "get": {"summary": "List boxes", "parameters": [q("label", desc="key=value; repeatable, all must match"), q("state"), q("limit", "integer", minimum=1, maximum=1000), q("after", desc="The `next` of the previous page")],
            "responses": dict({"200": ok(ref("BoxList"))}, **errs())}},
  "/v1/boxes/{box}": {"parameters": [BOX],
    "get": {"summary": "A box, with its usage and state history", "responses": dict({"200": ok(ref("Box"))}, **errs())},
    "delete": {"summary": "Remove a box and everything in it", "parameters": [q("force", "boolean", "Remove it even if running")], "responses": dict({"200": ok({"type": "object", "required": ["id", "removed"], "properties": {"id": {"type": "string"}, "removed": {"type": "boolean"}}})}, **errs("409"))}},
+ "/v1/boxes/{box}/snapshot": {"parameters": [BOX], "post": {"summary": "Snapshot the box (a running box is frozen for the moment of capture)", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"name": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "kind": {"type": "string", "enum": ["snapshot", "image"]}}}, False), "responses": dict({"201": resp("Created", ref("Snapshot"))}, **errs("409"))}},
+ "/v1/boxes/{box}/fork": {"parameters": [BOX], "post": {"summary": "Snapshot the box and start `count` boxes from it", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 1000}, "name": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "env": {"type": "object", "additionalProperties": {"type": "string"}}, "limits": ref("Limits"), "user": {"type": "string"}, "workdir": {"type": "string"}}}, False), "responses": dict({"201": resp("Created", ref("BoxesCreated"))}, **errs("409", "429"))}},
+ "/v1/snapshots": {"get": {"summary": "List snapshots and images", "parameters": [q("kind", enum=["snapshot", "image"])], "responses": dict({"200": ok({"type": "object", "required": ["snapshots"], "additionalProperties": False, "properties": {"snapshots": {"type": "array", "items": ref("Snapshot")}}})}, **errs())}},
+ "/v1/snapshots/import": {"put": {"summary": "Import a snapshot export (.tar.zst); every layer is checked against its digest", "parameters": [q("name", desc="Name it this (default: the exported name)")], "requestBody": {"required": True, "content": {"application/zstd": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"201": resp("Created", ref("Snapshot"))}, **errs("409", "413"))}},
+ "/v1/snapshots/{snapshot}": {"parameters": [SNAP],
+   "get": {"summary": "A snapshot", "responses": dict({"200": ok(ref("Snapshot"))}, **errs())},
+   "delete": {"summary": "Remove a snapshot (refused while a box made from it exists)", "responses": dict({"200": ok({"type": "object", "required": ["id", "removed"], "properties": {"id": {"type": "string"}, "removed": {"type": "boolean"}}})}, **errs("409"))}},
+ "/v1/snapshots/{snapshot}/export": {"parameters": [SNAP], "get": {"summary": "The snapshot as a .tar.zst stream (a manifest, then its layers)", "responses": dict({"200": resp("A zstd-compressed tar archive", {"type": "string", "format": "binary"}, "application/zstd")}, **errs())}},
+ "/v1/images": {"get": {"summary": "List images (snapshots built with `upstream image build`)", "responses": dict({"200": ok({"type": "object", "required": ["images"], "additionalProperties": False, "properties": {"images": {"type": "array", "items": ref("Snapshot")}}})}, **errs())}},
+ "/v1/images/{snapshot}": {"parameters": [SNAP],
+   "get": {"summary": "An image", "responses": dict({"200": ok(ref("Snapshot"))}, **errs())},
+   "delete": {"summary": "Remove an image (refused while a box uses it)", "responses": dict({"200": ok({"type": "object", "required": ["id", "removed"], "properties": {"id": {"type": "string"}, "removed": {"type": "boolean"}}})}, **errs("409"))}},
  "/v1/boxes/{box}/pause": {"parameters": [BOX], "post": {"summary": "Pause: every process frozen, memory kept, no CPU used; execs and file calls resume it", "requestBody": jbody({"type": "object", "additionalProperties": False}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
  "/v1/boxes/{box}/resume": {"parameters": [BOX], "post": {"summary": "Resume a paused box where it was", "requestBody": jbody({"type": "object", "additionalProperties": False}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
  "/v1/boxes/{box}/stop": {"parameters": [BOX], "post": {"summary": "Stop: processes end, files stay", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"grace_ms": {"type": "integer", "minimum": 0}}}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
@@ -147,6 +171,6 @@ doc = {"openapi": "3.1.0",
  "paths": paths,
  "components": {"schemas": schemas,
    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `upstream keys create`. Not needed while no key exists (the server then listens on loopback only)."}},
-   "responses": {"BadRequest": er("The request is malformed; nothing was changed"), "Unauthenticated": er("No valid API key"), "NotFound": er("No such box, exec, file or route (another tenant's box is not found either)"),
+   "responses": {"BadRequest": er("The request is malformed; nothing was changed"), "Unauthenticated": er("No valid API key"), "NotFound": er("No such box, exec, file, snapshot or route (another tenant's are not found either)"),
                  "Error409": er("The object is in the wrong state, or a name is taken"), "Error413": er("The body is over the size limit"), "Error429": er("A tenant limit was reached")}}}
 print(json.dumps(doc, indent=1))

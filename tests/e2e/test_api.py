@@ -435,3 +435,69 @@ def test_readme_curl_flow(server, tmp_path):
         assert "user/data.csv" in tarfile.open(fileobj=io.BytesIO(tar_bytes)).getnames()
     finally:
         curl("-XDELETE", f"{u}/v1/boxes/{name}?force=true")
+
+
+def test_pause_snapshot_fan_out_and_export_over_http(api):
+    name = unique_name("snapapi")
+    s, b = api("POST", "/v1/boxes", {"name": name, "env": {"K": "v"}})
+    assert s == 201
+    made = [b["id"]]
+    snaps = []
+    try:
+        api("POST", f"/v1/boxes/{name}/execs", {"shell": "echo kept > /home/user/k"})
+        s, p = api("POST", f"/v1/boxes/{name}/pause")
+        assert s == 200 and p["state"] == "paused"
+        s, snap = api("POST", f"/v1/boxes/{name}/snapshot", {"name": name + "-s", "labels": {"t": "1"}})
+        assert s == 201 and snap["name"] == name + "-s" and snap["source_box"] == b["id"] and snap["labels"] == {"t": "1"}
+        snaps.append(snap["id"])
+        assert api("GET", f"/v1/boxes/{name}")[1]["state"] == "paused"
+        s, r = api("POST", f"/v1/boxes/{name}/resume")
+        assert s == 200 and r["state"] == "running"
+        s, again = api("POST", f"/v1/boxes/{name}/snapshot", {"name": name + "-s"})
+        assert s == 409 and again["code"] == "already_exists"
+        s, lst = api("GET", "/v1/snapshots")
+        assert s == 200 and snap["id"] in [x["id"] for x in lst["snapshots"]]
+        assert api("GET", f"/v1/snapshots/{snap['name']}")[1]["id"] == snap["id"]
+        # Fan-out: count boxes from the snapshot.
+        s, many = api("POST", "/v1/boxes", {"image": snap["name"], "count": 3, "name": name + "-f"})
+        assert s == 201 and [x["name"] for x in many["boxes"]] == [f"{name}-f-{i}" for i in (1, 2, 3)]
+        made += [x["id"] for x in many["boxes"]]
+        for x in many["boxes"]:
+            s, out = api("POST", f"/v1/boxes/{x['id']}/execs", {"shell": "cat /home/user/k; echo $K"})
+            assert out["stdout"] == "kept\nv\n"
+        s, e = api("DELETE", f"/v1/snapshots/{snap['id']}")
+        assert s == 409 and e["code"] == "failed_precondition" and "is used by" in e["message"]
+        # Fork.
+        s, forked = api("POST", f"/v1/boxes/{name}/fork", {"count": 2})
+        assert s == 201 and len(forked["boxes"]) == 2
+        made += [x["id"] for x in forked["boxes"]]
+        # Export, then import under another name.
+        status, ctype, blob = api.raw("GET", f"/v1/snapshots/{snap['id']}/export")
+        assert status == 200 and ctype == "application/zstd" and blob[:4] == b"\x28\xb5\x2f\xfd"
+        s, imp = api("PUT", f"/v1/snapshots/import?name={name}-i", blob, headers={"Content-Type": "application/zstd"})
+        assert s == 201 and imp["layers"] == snap["layers"] and imp["name"] == name + "-i"
+        snaps.append(imp["id"])
+        s, e = api("PUT", f"/v1/snapshots/import?name={name}-j", blob[:200], headers={"Content-Type": "application/zstd"})
+        assert s == 400 and e["code"] == "invalid_argument" and "snapshot export" in e["message"]
+        s, e = api("PUT", f"/v1/snapshots/import?name={name}-i", blob, headers={"Content-Type": "application/zstd"})
+        assert s == 409
+        # Bad requests.
+        for method, path, body, status, words in [
+            ("POST", "/v1/boxes", {"image": "no-such-snap-q"}, 404, "no such snapshot"),
+            ("POST", "/v1/boxes", {"image": snap["name"], "count": 0}, 400, "count"),
+            ("POST", f"/v1/boxes/{name}/snapshot", {"name": "bad name"}, 400, "invalid snapshot name"),
+            ("POST", f"/v1/boxes/{name}/snapshot", {"kind": "other"}, 400, "kind"),
+            ("POST", f"/v1/boxes/{name}/fork", {"count": 5000}, 400, "count"),
+            ("GET", "/v1/snapshots/no-such-snap-q", None, 404, "no such snapshot"),
+            ("GET", "/v1/snapshots?kind=x", None, 400, "kind"),
+            ("GET", f"/v1/images/{snap['name']}", None, 404, "no such image"),
+        ]:
+            s, e = api(method, path, body)
+            assert s == status and words in e["message"], (method, path, s, e)
+    finally:
+        for i in made:
+            api("DELETE", f"/v1/boxes/{i}?force=true")
+        for i in reversed(snaps):
+            api("DELETE", f"/v1/snapshots/{i}")
+    s, lst = api("GET", "/v1/snapshots")
+    assert not [x for x in lst["snapshots"] if x["name"].startswith(name)]

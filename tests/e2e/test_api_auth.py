@@ -86,6 +86,35 @@ def test_tenants_cannot_see_each_other(server, keys):
         acme("DELETE", f"/v1/boxes/{box['id']}?force=true")
 
 
+def test_tenants_snapshots_are_their_own(server, keys):
+    acme = Api(server.url, keys["acme"]["key"])
+    globex = Api(server.url, keys["globex"]["key"])
+    s, box = acme("POST", "/v1/boxes", {"name": unique_name("acmes")})
+    assert s == 201
+    snap = None
+    try:
+        s, snap = acme("POST", f"/v1/boxes/{box['id']}/snapshot", {"name": unique_name("acmesnap")})
+        assert s == 201 and snap["labels"].get("upstream.tenant") == "acme"
+        for ref in (snap["id"], snap["name"]):
+            for method, path, body in [("GET", f"/v1/snapshots/{ref}", None),
+                                       ("GET", f"/v1/snapshots/{ref}/export", None),
+                                       ("DELETE", f"/v1/snapshots/{ref}", None),
+                                       ("POST", "/v1/boxes", {"image": ref})]:
+                s, _, data = globex.raw(method, path, body)
+                assert s == 404, (method, path, s, data)
+        assert snap["id"] not in [x["id"] for x in globex("GET", "/v1/snapshots")[1]["snapshots"]]
+        assert snap["id"] in [x["id"] for x in acme("GET", "/v1/snapshots")[1]["snapshots"]]
+        s, e = globex("POST", f"/v1/boxes/{box['id']}/fork", {})
+        assert s == 404
+        # The tenant's box limit counts fan-out too.
+        s, e = acme("POST", "/v1/boxes", {"image": snap["name"], "count": 2})
+        assert s == 429 and "limit" in e["message"]
+    finally:
+        acme("DELETE", f"/v1/boxes/{box['id']}?force=true")
+        if snap:
+            acme("DELETE", f"/v1/snapshots/{snap['id']}")
+
+
 def test_tenant_limits(server, keys):
     acme = Api(server.url, keys["acme"]["key"])
     made = []

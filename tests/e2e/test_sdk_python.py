@@ -205,3 +205,43 @@ def test_pipelines(sdk, client):
     sdk.delete_session(name, client=client)
     with pytest.raises(sdk.NotFoundError):
         sdk.session(name, client=client)
+
+
+def test_snapshots_fan_out_fork_and_export(sdk, client, tmp_path):
+    base = sdk.Sandbox.create(client=client, env={"FROM": "base"})
+    made = [base]
+    snaps = []
+    try:
+        base.files.write("/home/user/prepared.txt", "ready\n")
+        snap = base.snapshot(unique_name("pysnap"), labels={"k": "v"})
+        snaps.append(snap)
+        assert len(snap.layers) == 1 and snap.info["labels"] == {"k": "v"}
+        assert sdk.Snapshot.get(snap.name, client=client).id == snap.id
+        assert snap.id in [s.id for s in sdk.Snapshot.list(client=client)]
+        boxes = sdk.Sandbox.create_many(3, image=snap.name, client=client)
+        made += boxes
+        for b in boxes:
+            assert b.files.read_text("/home/user/prepared.txt") == "ready\n"
+            assert b.exec("echo $FROM").stdout == "base\n"
+        with pytest.raises(sdk.ConflictError):
+            snap.delete()
+        forks = base.fork(2)
+        made += forks
+        assert all(f.exec("cat /home/user/prepared.txt").stdout == "ready\n" for f in forks)
+        path = str(tmp_path / "snap.tar.zst")
+        snap.export(path)
+        assert os.path.getsize(path) > 0 and not os.path.exists(path + ".part")
+        imported = sdk.Snapshot.import_file(path, name=snap.name + "-imp", client=client)
+        snaps.append(imported)
+        assert imported.layers == snap.layers
+        with pytest.raises(sdk.NotFoundError):
+            sdk.Snapshot.get("no-such-snapshot-here", client=client)
+        with open(tmp_path / "bad.tar.zst", "wb") as f:
+            f.write(b"not an export")
+        with pytest.raises(sdk.InvalidArgumentError):
+            sdk.Snapshot.import_file(str(tmp_path / "bad.tar.zst"), name="bad-import", client=client)
+    finally:
+        for b in made:
+            b.delete()
+        for s in reversed(snaps):
+            s.delete()

@@ -139,6 +139,8 @@ export class Sandbox {
   readonly state: BoxInfo["state"];
   static create(options?: SandboxOptions, client?: Client): Promise<Sandbox>;
   static get(ref: string, client?: Client): Promise<Sandbox>;
+  /** `count` boxes at once (named NAME-1..NAME-N with a name); from a snapshot they share its layers. */
+  static createMany(count: number, options?: { name?: string; image?: string; labels?: Record<string, string>; env?: Record<string, string>; client?: Client }, client?: Client): Promise<Sandbox[]>;
   static list(options?: { labels?: Record<string, string>; state?: string; pageSize?: number }, client?: Client): Promise<Sandbox[]>;
   refresh(): Promise<this>;
   stop(options?: { graceMs?: number }): Promise<void>;
@@ -147,11 +149,48 @@ export class Sandbox {
   pause(): Promise<void>;
   resume(): Promise<void>;
   delete(options?: { force?: boolean }): Promise<void>;
+  /** Saves the box's files and settings (a running box is frozen only for the moment of capture). */
+  snapshot(options?: { name?: string; labels?: Record<string, string> }): Promise<Snapshot>;
+  /** Snapshots this box and starts `count` boxes from it. */
+  fork(options?: { count?: number; name?: string; labels?: Record<string, string> }): Promise<Sandbox[]>;
   exec(cmd: Command, options?: ExecOptions & { stdin?: string }): Promise<ExecResult>;
   execStream(cmd: Command, options?: ExecOptions & { stdin?: boolean }): Promise<ExecStream>;
   execBackground(cmd: Command, options?: ExecOptions): Promise<ExecHandle>;
   execs(options?: { running?: boolean; limit?: number }): Promise<ExecStatus[]>;
   kill(exec: number, signal?: string | number): Promise<unknown>;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  kind: "snapshot" | "image";
+  base_image: string;
+  /** Layer digests (SHA-256), top first. */
+  layers: string[];
+  bytes: number;
+  total_bytes: number;
+  created_at: string;
+  labels: Record<string, string>;
+  ephemeral: boolean;
+  source_box: string | null;
+  parent: string | null;
+  [key: string]: unknown;
+}
+
+export class Snapshot {
+  readonly client: Client;
+  info: SnapshotInfo;
+  readonly id: string;
+  readonly name: string;
+  readonly layers: string[];
+  static get(ref: string, client?: Client): Promise<Snapshot>;
+  static list(options?: { kind?: "snapshot" | "image" }, client?: Client): Promise<Snapshot[]>;
+  /** Imports a file written by export; every layer is checked against its digest. */
+  static importFile(path: string, options?: { name?: string }, client?: Client): Promise<Snapshot>;
+  /** Refused (ConflictError) while a box made from it exists. */
+  delete(): Promise<void>;
+  /** Writes the snapshot to a .tar.zst file (replaced only once complete). */
+  export(path: string): Promise<void>;
 }
 
 export interface PipelineResult {

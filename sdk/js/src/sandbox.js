@@ -2,6 +2,7 @@
 import { readFile, writeFile, rename, stat as fsStat } from "node:fs/promises";
 import { Client, getDefaultClient, ndjson } from "./client.js";
 import { NotFoundError, UpstreamError } from "./errors.js";
+import { Snapshot } from "./snapshots.js";
 
 function command(cmd) {
   if (typeof cmd === "string") return { shell: cmd };
@@ -217,6 +218,17 @@ export class Sandbox {
     return new Sandbox(await c.json("POST", "/v1/boxes", body), c);
   }
 
+  // `count` boxes at once (named NAME-1..NAME-N with a name); from a snapshot they share its layers.
+  static async createMany(count, options = {}, client) {
+    const c = client ?? options.client ?? getDefaultClient();
+    const body = { count };
+    for (const k of ["name", "image"]) if (options[k] !== undefined) body[k] = options[k];
+    if (options.labels) body.labels = { ...options.labels };
+    if (options.env) body.env = { ...options.env };
+    const j = await c.json("POST", "/v1/boxes", body);
+    return j.boxes.map((b) => new Sandbox(b, c));
+  }
+
   static async get(ref, client) {
     const c = client ?? getDefaultClient();
     return new Sandbox(await c.json("GET", c.path("/v1/boxes/{}", [ref])), c);
@@ -250,6 +262,21 @@ export class Sandbox {
   }
   async resume() {
     this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/resume", [this.id]), {});
+  }
+  // Saves the box's files and settings (a running box is frozen only for the moment of capture).
+  async snapshot({ name, labels } = {}) {
+    const body = {};
+    if (name !== undefined) body.name = name;
+    if (labels) body.labels = { ...labels };
+    return new Snapshot(await this.client.json("POST", this.client.path("/v1/boxes/{}/snapshot", [this.id]), body), this.client);
+  }
+  // Snapshots this box and starts `count` boxes from it.
+  async fork({ count = 1, name, labels } = {}) {
+    const body = { count };
+    if (name !== undefined) body.name = name;
+    if (labels) body.labels = { ...labels };
+    const j = await this.client.json("POST", this.client.path("/v1/boxes/{}/fork", [this.id]), body);
+    return j.boxes.map((b) => new Sandbox(b, this.client));
   }
   async delete({ force = true } = {}) {
     await this.client.json("DELETE", this.client.path("/v1/boxes/{}", [this.id], { force }));

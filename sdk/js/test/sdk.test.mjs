@@ -14,6 +14,7 @@ import {
   deleteSession,
   Client,
   Sandbox,
+  Snapshot,
   NotFoundError,
   InvalidArgumentError,
   ConflictError,
@@ -168,4 +169,39 @@ test("pipelines and sessions", async () => {
   await assert.rejects(runPipeline("---\nnope: 1\n---\n```bash\ntrue\n```\n"), (e) => e instanceof InvalidArgumentError && /document.md:2:1/.test(e.message));
   await deleteSession(name);
   await assert.rejects(session(name), NotFoundError);
+});
+
+test("snapshots, fan-out, fork, export and import", async () => {
+  const base = await Sandbox.create({ env: { FROM: "base" } }, client);
+  const made = [base];
+  const snaps = [];
+  try {
+    await base.files.write("/home/user/prepared.txt", "ready\n");
+    const snap = await base.snapshot({ name: `jssnap-${Date.now()}` });
+    snaps.push(snap);
+    assert.equal(snap.layers.length, 1);
+    assert.equal((await Snapshot.get(snap.name, client)).id, snap.id);
+    assert.ok((await Snapshot.list({}, client)).some((s) => s.id === snap.id));
+    const boxes = await Sandbox.createMany(2, { image: snap.name }, client);
+    made.push(...boxes);
+    for (const b of boxes) {
+      assert.equal((await b.exec("cat /home/user/prepared.txt; echo $FROM")).stdout, "ready\nbase\n");
+    }
+    await assert.rejects(snap.delete(), (e) => e instanceof ConflictError);
+    const forks = await base.fork({ count: 2 });
+    made.push(...forks);
+    assert.equal(forks.length, 2);
+    const dir = await mkdtemp(join(tmpdir(), "upstream-js-snap-"));
+    const file = join(dir, "s.tar.zst");
+    await snap.export(file);
+    const imported = await Snapshot.importFile(file, { name: `${snap.name}-imp` }, client);
+    snaps.push(imported);
+    assert.deepEqual(imported.layers, snap.layers);
+    await writeFile(join(dir, "bad"), "not an export");
+    await assert.rejects(Snapshot.importFile(join(dir, "bad"), { name: "bad-js" }, client), (e) => e instanceof InvalidArgumentError);
+    await assert.rejects(Snapshot.get("no-such-snapshot-js", client), (e) => e instanceof NotFoundError);
+  } finally {
+    for (const b of made) await b.delete();
+    for (const s of snaps.reverse()) await s.delete();
+  }
 });

@@ -10,10 +10,11 @@ from .errors import (AuthenticationError, ConflictError, InvalidArgumentError, N
                      RateLimitError, ServerError, UpstreamError)
 from .pipelines import PipelineResult, delete_session, run_pipeline, session, sessions, stream_pipeline
 from .sandbox import ExecEvent, ExecHandle, ExecResult, ExecStream, FileInfo, Files, Sandbox
+from .snapshots import Snapshot
 
 __version__ = "0.1.0"
 __all__ = [
-    "Client", "Sandbox", "ExecResult", "ExecEvent", "ExecStream", "ExecHandle", "Files", "FileInfo",
+    "Client", "Sandbox", "Snapshot", "ExecResult", "ExecEvent", "ExecStream", "ExecHandle", "Files", "FileInfo",
     "UpstreamError", "InvalidArgumentError", "AuthenticationError", "NotFoundError", "ConflictError",
     "PayloadTooLargeError", "RateLimitError", "ServerError",
     "PipelineResult", "run_pipeline", "stream_pipeline", "sessions", "session", "delete_session",

@@ -332,6 +332,23 @@ class Sandbox:
         return cls(c.json("POST", "/v1/boxes", body), c)
 
     @classmethod
+    def create_many(cls, count: int, *, name: Optional[str] = None, image: Optional[str] = None,
+                    labels: Optional[Mapping[str, str]] = None, env: Optional[Mapping[str, str]] = None,
+                    client: Optional[Client] = None) -> List["Sandbox"]:
+        """`count` boxes at once (named NAME-1..NAME-N with a name). From a snapshot, they share
+        its layers: nothing is copied per box."""
+        c = client or default_client()
+        body: Dict[str, Any] = {"count": count}
+        for k, v in (("name", name), ("image", image)):
+            if v is not None:
+                body[k] = v
+        if labels:
+            body["labels"] = dict(labels)
+        if env:
+            body["env"] = dict(env)
+        return [cls(b, c) for b in c.json("POST", "/v1/boxes", body)["boxes"]]
+
+    @classmethod
     def get(cls, box: str, client: Optional[Client] = None) -> "Sandbox":
         c = client or default_client()
         return cls(c.json("GET", c.path("/v1/boxes/{}", box)), c)
@@ -368,6 +385,27 @@ class Sandbox:
 
     def resume(self) -> None:
         self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/resume", self.id), {})
+
+    def snapshot(self, name: Optional[str] = None, labels: Optional[Mapping[str, str]] = None) -> "Snapshot":
+        """Saves the box's files and settings (a running box is frozen only for the moment of
+        capture). Boxes can then be made from it with `image=snapshot.name`."""
+        from .snapshots import Snapshot
+        body: Dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if labels:
+            body["labels"] = dict(labels)
+        return Snapshot(self._client.json("POST", self._client.path("/v1/boxes/{}/snapshot", self.id), body), self._client)
+
+    def fork(self, count: int = 1, *, name: Optional[str] = None, labels: Optional[Mapping[str, str]] = None) -> List["Sandbox"]:
+        """Snapshots this box and starts `count` boxes from it."""
+        body: Dict[str, Any] = {"count": count}
+        if name is not None:
+            body["name"] = name
+        if labels:
+            body["labels"] = dict(labels)
+        j = self._client.json("POST", self._client.path("/v1/boxes/{}/fork", self.id), body)
+        return [Sandbox(b, self._client) for b in j["boxes"]]
 
     def delete(self, force: bool = True) -> None:
         self._client.request("DELETE", self._client.path("/v1/boxes/{}", self.id, force=force))
