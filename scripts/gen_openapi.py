@@ -57,7 +57,8 @@ schemas = {
      "created_at": ts, "labels": {"type": "object", "additionalProperties": {"type": "string"}},
      "env": {"type": "array", "items": {"type": "string"}}, "limits": {"type": "object"}, "user": {"type": "string"}, "workdir": {"type": "string"},
      "ephemeral": {"type": "boolean", "description": "Made by a fork: removed with the last box made from it"},
-     "source_box": {"type": ["string", "null"]}, "parent": {"type": ["string", "null"], "description": "The snapshot the source box was made from"}}},
+     "source_box": {"type": ["string", "null"]}, "parent": {"type": ["string", "null"], "description": "The snapshot the source box was made from"},
+     "frozen_ms": {"type": "number", "description": "In the reply to a snapshot only: how long the box was frozen for the capture (0 when it was not running)"}}},
  "BoxList": {"type": "object", "required": ["boxes", "next"], "additionalProperties": False, "properties": {
    "boxes": {"type": "array", "items": ref("Box")}, "next": {"type": ["string", "null"], "description": "Pass as `after` for the next page; null on the last"}}},
  "ExecCreate": {"type": "object", "additionalProperties": False, "properties": {

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/fd.h"
 #include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -111,6 +112,13 @@ SnapshotRecord Engine::snapshot_box(const std::string& box_ref, const SnapshotOp
     // takes milliseconds; the kernel writes the box's dirty data out first).
     runtime::BoxCgroup cg = I.cgroup(b.id);
     bool froze = false;
+    {
+      // Most of what the box wrote goes to disk while it still runs, so that the flush inside
+      // the frozen window is short.
+      UniqueFd vol(::open(I.volume(b.id).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (vol) ::syncfs(vol.get());
+    }
+    int64_t freeze_start = mono_us();
     if (b.state == box_state::running) {
       if (!cg.set_frozen(true, 5000)) {
         cg.set_frozen(false, 1000);
@@ -125,6 +133,7 @@ SnapshotRecord Engine::snapshot_box(const std::string& box_ref, const SnapshotOp
       throw;
     }
     if (froze) cg.set_frozen(false, 5000);
+    r.frozen_us = froze ? mono_us() - freeze_start : 0;
     r.layers = parent_layers;
   }
   crash_point("snapshot-staged");
@@ -151,7 +160,9 @@ SnapshotRecord Engine::snapshot_box(const std::string& box_ref, const SnapshotOp
     I.gc_layers();
     throw;
   }
-  return *I.store.find_snapshot(r.id);
+  SnapshotRecord out = *I.store.find_snapshot(r.id);
+  out.frozen_us = r.frozen_us;
+  return out;
 }
 
 SnapshotRecord Engine::get_snapshot(const std::string& ref) {

@@ -110,6 +110,8 @@ struct SnapshotRecord {
   uint64_t total_bytes = 0;  // all its layers
   int64_t created_at = 0;
   bool ephemeral = false;  // made by a fork: removed with the last box made from it
+  int64_t frozen_us = -1;  // in the reply to a capture: how long the box was frozen (0: it was not
+                           // running); -1 otherwise
 };
 
 struct BoxUsage {

@@ -200,6 +200,7 @@ json snapshot_json(const SnapshotRecord& s) {
             {"ephemeral", s.ephemeral}};
   j["source_box"] = s.source_box.empty() ? json(nullptr) : json(s.source_box);
   j["parent"] = s.parent.empty() ? json(nullptr) : json(s.parent);
+  if (s.frozen_us >= 0) j["frozen_ms"] = static_cast<double>(s.frozen_us) / 1000.0;
   return j;
 }
 
@@ -228,6 +229,8 @@ SnapshotRecord snapshot_from_json(const json& j) {
     if (j.contains("source_box") && j["source_box"].is_string())
       s.source_box = j["source_box"].get<std::string>();
     if (j.contains("parent") && j["parent"].is_string()) s.parent = j["parent"].get<std::string>();
+    if (j.contains("frozen_ms") && j["frozen_ms"].is_number())
+      s.frozen_us = static_cast<int64_t>(j["frozen_ms"].get<double>() * 1000.0);
     return s;
   } catch (const json::exception& e) {
     throw Error(Errc::internal, std::string("unexpected snapshot from the server: ") + e.what());
