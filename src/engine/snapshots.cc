@@ -230,7 +230,7 @@ std::vector<BoxRecord> Engine::create_boxes(BoxSpec spec, size_t count) {
           throw Error(Errc::already_exists,
                       "a box named '" + spec.name + "-" + std::to_string(i) + "' already exists");
   }
-  // Created by one worker per core: most of a create (volume, cgroups, the init's mounts) runs
+  // Created by several workers: most of a create (volume, cgroups, the init's mounts) runs
   // outside the engine's mutex.
   std::vector<std::optional<BoxRecord>> made(count);
   std::exception_ptr failure;
