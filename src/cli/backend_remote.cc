@@ -411,6 +411,7 @@ class RemoteBackend : public Backend {
     json body = spec_body(s);
     body.erase("image");
     body.erase("network");
+    body.erase("policy");
     body["count"] = count;
     std::vector<BoxRecord> out;
     json reply = http_.post(box(ref) + "/fork", body);
@@ -481,6 +482,12 @@ class RemoteBackend : public Backend {
     if (s.limits.pids) limits["pids"] = *s.limits.pids;
     if (s.limits.disk) limits["disk"] = *s.limits.disk;
     if (!limits.empty()) body["limits"] = limits;
+    const Policy& p = s.policy;
+    Policy d;
+    if (p.auto_pause_ms != d.auto_pause_ms || p.auto_stop_ms != d.auto_stop_ms || p.keep_alive)
+      body["policy"] = {{"auto_pause_ms", p.auto_pause_ms},
+                        {"auto_stop_ms", p.auto_stop_ms},
+                        {"keep_alive", p.keep_alive}};
     return body;
   }
   BoxRecord get_box(const std::string& ref) override { return box_from_json(http_.get(box(ref))); }

@@ -23,9 +23,16 @@ using nlohmann::json;
 namespace {
 
 struct CreateOpts {
-  std::string name, image = "host", cpus, memory, pids, disk, user, workdir;
+  std::string name, image = "host", cpus, memory, pids, disk, user, workdir, auto_pause, auto_stop;
   std::vector<std::string> env, labels;
+  bool keep_alive = false;
 };
+
+// A policy time: a duration, or "never".
+int64_t policy_ms(const std::string& text, const char* what) {
+  if (text == "never" || text == "0") return 0;
+  return static_cast<int64_t>(parse_duration_ms(text, what));
+}
 
 void add_create_options(CLI::App* c, CreateOpts& o) {
   c->add_option("--name", o.name, "Name of the box (also its hostname)");
@@ -42,6 +49,12 @@ void add_create_options(CLI::App* c, CreateOpts& o) {
   c->add_option("--user,-u", o.user,
                 "Default user of execs: root, user, a name or uid[:gid] (default root)");
   c->add_option("--workdir,-w", o.workdir, "Default working directory (default /home/user)");
+  c->add_option("--auto-pause", o.auto_pause,
+                "Pause the box after this long idle, e.g. 10m, or never (default 30m; applied "
+                "by `upstream serve`)");
+  c->add_option("--auto-stop", o.auto_stop,
+                "Stop the box after this long paused, or never (default 24h)");
+  c->add_flag("--keep-alive", o.keep_alive, "Never pause the box for being idle");
 }
 
 BoxSpec spec_from(const CreateOpts& o) {
@@ -53,6 +66,9 @@ BoxSpec spec_from(const CreateOpts& o) {
   s.limits = parse_limits(o.cpus, o.memory, o.pids, o.disk);
   if (!o.user.empty()) s.user = o.user;
   if (!o.workdir.empty()) s.workdir = o.workdir;
+  if (!o.auto_pause.empty()) s.policy.auto_pause_ms = policy_ms(o.auto_pause, "--auto-pause");
+  if (!o.auto_stop.empty()) s.policy.auto_stop_ms = policy_ms(o.auto_stop, "--auto-stop");
+  s.policy.keep_alive = o.keep_alive;
   return s;
 }
 
@@ -209,6 +225,15 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
   if (b.started_at) row("Started", format_time(b.started_at));
   if (b.stopped_at && b.state == box_state::stopped) row("Stopped", format_time(b.stopped_at));
   row("Limits", limits_text(b.spec.limits));
+  {
+    const Policy& p = b.spec.policy;
+    auto when = [](int64_t ms) {
+      return ms > 0 ? format_duration_ms(static_cast<uint64_t>(ms)) : std::string("never");
+    };
+    row("Policy", (p.keep_alive ? std::string("keep alive")
+                                : "auto-pause after " + when(p.auto_pause_ms) + " idle") +
+                      ", auto-stop after " + when(p.auto_stop_ms) + " paused");
+  }
   row("User", b.spec.user);
   row("Workdir", b.spec.workdir);
   row("Network", b.spec.network);

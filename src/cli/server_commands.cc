@@ -64,7 +64,14 @@ void add_server_commands(CLI::App& app, Context& ctx) {
     c->add_option("--header-timeout", o->header_timeout_s,
                   "Seconds a client has to send a request's headers once it began");
     c->add_flag("--no-access-log", *no_log, "Do not log requests on stderr");
-    c->callback([&ctx, o, a, max_body, max_upload, max_boxes, max_execs, no_log] {
+    auto policy_every = std::make_shared<std::string>("5s");
+    c->add_option("--policy-interval", *policy_every,
+                  "How often boxes' idle policies are applied (default 5s; 0 for never)");
+    c->callback([&ctx, o, a, max_body, max_upload, max_boxes, max_execs, no_log, policy_every] {
+      o->policy_interval_ms =
+          *policy_every == "0"
+              ? 0
+              : static_cast<int64_t>(parse_duration_ms(*policy_every, "--policy-interval"));
       a->max_body = parse_size(*max_body, "--max-body");
       a->max_upload = parse_size(*max_upload, "--max-upload");
       if (!max_boxes->empty()) a->default_max_boxes = parse_count(*max_boxes, "--max-boxes");

@@ -460,7 +460,7 @@ BoxRecord Engine::start_box(const std::string& ref) {
   return *I.store.find_id(b.id);
 }
 
-BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms) {
+BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms, const std::string& reason) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   BoxRecord b = I.check_alive(I.store.resolve(ref));
@@ -473,7 +473,7 @@ BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms) {
   I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
   runtime::CgroupUsage u = I.stop_init(b, grace_ms);
   I.refresh_execs(b);
-  I.store.mark_stopped(b.id, "stopped", u.cpu_us, u.memory_peak, u.oom_kills);
+  I.store.mark_stopped(b.id, reason, u.cpu_us, u.memory_peak, u.oom_kills);
   return *I.store.find_id(b.id);
 }
 
@@ -522,7 +522,7 @@ BoxUsage Engine::usage(const std::string& ref) {
   return u;
 }
 
-BoxRecord Engine::pause_box(const std::string& ref) {
+BoxRecord Engine::pause_box(const std::string& ref, const std::string& reason) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   BoxRecord b = I.check_alive(I.store.resolve(ref));
@@ -538,7 +538,7 @@ BoxRecord Engine::pause_box(const std::string& ref) {
     throw Error(Errc::internal,
                 "box " + b.name + " could not be paused: its processes did not freeze within 5 s");
   }
-  I.store.set_state(b.id, box_state::paused, "paused");
+  I.store.set_state(b.id, box_state::paused, reason);
   return *I.store.find_id(b.id);
 }
 
@@ -555,6 +555,65 @@ BoxRecord Engine::resume_box(const std::string& ref) {
                     (b.state == box_state::stopped ? " (start it with `upstream box start`)" : ""));
   I.thaw(b, "resumed");
   return *I.store.find_id(b.id);
+}
+
+std::vector<std::string> Engine::enforce_policies(PolicyState& state, double cpu_threshold) {
+  Impl& I = *impl_;
+  std::vector<std::string> done;
+  int64_t now = now_ms();
+  std::vector<BoxRecord> boxes;
+  {
+    std::lock_guard g(I.mu);
+    boxes = I.store.list();
+  }
+  std::set<std::string> seen;
+  for (const auto& b : boxes) {
+    const Policy& p = b.spec.policy;
+    try {
+      if (b.state == box_state::running) {
+        seen.insert(b.id);
+        // CPU used since the last pass counts as activity.
+        uint64_t cpu = I.cgroup(b.id).usage().cpu_us;
+        auto it = state.cpu.find(b.id);
+        bool busy = false;
+        if (it != state.cpu.end() && now > it->second.second && cpu >= it->second.first) {
+          double share = static_cast<double>(cpu - it->second.first) / 1000.0 /
+                         static_cast<double>(now - it->second.second);
+          busy = share > cpu_threshold;
+        }
+        state.cpu[b.id] = {cpu, now};
+        if (busy) {
+          std::lock_guard g(I.mu);
+          I.store.touch(b.id, now);
+          continue;
+        }
+        if (p.keep_alive || p.auto_pause_ms <= 0) continue;
+        int64_t last = std::max({b.last_active_at, b.state_since, b.created_at});
+        if (now - last < p.auto_pause_ms) continue;
+        {
+          // An exec someone is waiting on is activity, however quiet.
+          std::lock_guard g(I.mu);
+          bool waited_on = false;
+          for (const auto& e : I.store.list_execs(b.id, true, 0)) waited_on |= !e.background;
+          if (waited_on) continue;
+        }
+        pause_box(b.id,
+                  "paused: idle for " + format_duration_ms(static_cast<uint64_t>(now - last)));
+        done.push_back("paused " + b.name);
+      } else if (b.state == box_state::paused && p.auto_stop_ms > 0 &&
+                 now - b.state_since >= p.auto_stop_ms) {
+        stop_box(b.id, 10000,
+                 "stopped: paused for " +
+                     format_duration_ms(static_cast<uint64_t>(now - b.state_since)));
+        done.push_back("stopped " + b.name);
+      }
+    } catch (const Error& e) {
+      done.push_back("policy of " + b.name + " failed: " + e.what());
+    }
+  }
+  for (auto it = state.cpu.begin(); it != state.cpu.end();)
+    it = seen.count(it->first) ? std::next(it) : state.cpu.erase(it);
+  return done;
 }
 
 std::vector<BoxEvent> Engine::events(const std::string& ref) {

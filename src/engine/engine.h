@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -90,12 +91,22 @@ class Engine {
   BoxRecord get_box(const std::string& ref);
   std::vector<BoxRecord> list_boxes(const store::BoxFilter& filter = {});
   BoxRecord start_box(const std::string& ref);
-  BoxRecord stop_box(const std::string& ref, int64_t grace_ms = 10000);
+  BoxRecord stop_box(const std::string& ref, int64_t grace_ms = 10000,
+                     const std::string& reason = "stopped");
   void remove_box(const std::string& ref, bool force);
   // Freezes every process of a running box (memory kept, no CPU used) / thaws them. Execs and
   // file calls sent to a paused box resume it first.
-  BoxRecord pause_box(const std::string& ref);
+  BoxRecord pause_box(const std::string& ref, const std::string& reason = "paused");
   BoxRecord resume_box(const std::string& ref);
+
+  // One pass of the idle policies (see Policy): pauses running boxes idle for their auto_pause
+  // time, stops boxes paused for their auto_stop time. `cpu` carries CPU samples between passes
+  // (box id -> {cpu_us, at_ms}); a box that used more than `cpu_threshold` of one CPU since the
+  // last pass counts as active. Returns what it did, for logging.
+  struct PolicyState {
+    std::map<std::string, std::pair<uint64_t, int64_t>> cpu;
+  };
+  std::vector<std::string> enforce_policies(PolicyState& state, double cpu_threshold = 0.02);
   BoxUsage usage(const std::string& ref);
 
   // Snapshots. A running box is frozen for the moment of capture only (a btrfs snapshot of its

@@ -300,6 +300,7 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     I.db.transaction([&] {
       rec.seq = I.store.next_exec_seq(box.id);
       I.store.insert_exec(rec);
+      I.store.touch(box.id, rec.started_at);
     });
     if (rec.seq % 1000 == 0) {
       for (uint64_t old : I.store.prune_execs(box.id, I.opts.exec_history))

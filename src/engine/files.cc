@@ -17,6 +17,7 @@
 #include "common/frame.h"
 #include "common/ipc.h"
 #include "common/strings.h"
+#include "common/time.h"
 #include "engine/host_tree.h"
 #include "engine/impl.h"
 
@@ -458,6 +459,7 @@ std::unique_ptr<FileSession> Engine::files(const std::string& ref, const std::st
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   BoxRecord box = I.wake(I.check_alive(I.store.resolve(ref)), "resumed for a file call");
+  I.store.touch(box.id, now_ms());
   std::string who = user.empty() ? box.spec.user : user;
   if (box.state == box_state::running) {
     auto session = std::make_unique<RemoteFiles>(I, box);

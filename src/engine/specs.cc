@@ -42,6 +42,8 @@ void validate_box_spec(BoxSpec& spec) {
   }
   for (const auto& e : spec.env) parse_env_entry(e);
   for (const auto& [k, v] : spec.labels) parse_label(k + "=" + v);
+  if (spec.policy.auto_pause_ms < 0 || spec.policy.auto_stop_ms < 0)
+    throw_invalid("policy times must not be negative (0 means never)");
   const Limits& l = spec.limits;
   if (l.memory && *l.memory < (16ull << 20)) throw_invalid("memory limit must be at least 16 MiB");
   if (l.pids && (*l.pids < 16 || *l.pids > 4'000'000))

@@ -20,6 +20,14 @@ struct Limits {
   std::optional<uint64_t> disk;       // bytes of the box's writable layer and logs
 };
 
+// What happens to an idle box. Idle: no exec or file call, and no CPU use above a small
+// threshold. Enforced by a long-running front (`upstream serve`).
+struct Policy {
+  int64_t auto_pause_ms = 30ll * 60 * 1000;   // pause after this long idle; 0: never
+  int64_t auto_stop_ms = 24ll * 3600 * 1000;  // stop after this long paused; 0: never
+  bool keep_alive = false;                    // never auto-paused
+};
+
 struct BoxSpec {
   std::string image = "host";  // host | dir:PATH | tar:PATH
   std::string name;            // empty: generated
@@ -29,6 +37,7 @@ struct BoxSpec {
   std::string user = "root";  // default user of execs: root, user, a name, uid[:gid]
   std::string workdir = "/home/user";
   std::string network = "none";  // the only mode of this release: loopback only
+  Policy policy;
 };
 
 namespace box_state {
@@ -61,6 +70,8 @@ struct BoxRecord {
   uint64_t cpu_us_total = 0;  // accumulated over finished runs
   uint64_t memory_peak = 0;   // highest peak over finished runs
   uint64_t oom_kills_total = 0;
+  int64_t last_active_at = 0;  // the last exec or file call (ms)
+  int64_t state_since = 0;     // when it entered its state (ms)
 };
 
 struct BoxEvent {

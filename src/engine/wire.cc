@@ -31,6 +31,11 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
             {"user", b.spec.user},
             {"workdir", b.spec.workdir},
             {"network", b.spec.network},
+            {"policy",
+             {{"auto_pause_ms", b.spec.policy.auto_pause_ms},
+              {"auto_stop_ms", b.spec.policy.auto_stop_ms},
+              {"keep_alive", b.spec.policy.keep_alive}}},
+            {"last_active_at", format_time(std::max(b.last_active_at, b.created_at))},
             {"created_at", format_time(b.created_at)},
             {"started_at", format_time(b.started_at)},
             {"stopped_at", format_time(b.stopped_at)}};
@@ -97,6 +102,13 @@ BoxRecord box_from_json(const json& j, BoxUsage* usage, std::vector<BoxEvent>* e
     b.spec.user = j.value("user", "root");
     b.spec.workdir = j.value("workdir", "/home/user");
     b.spec.network = j.value("network", "none");
+    if (j.contains("policy") && j["policy"].is_object()) {
+      const json& p = j["policy"];
+      b.spec.policy.auto_pause_ms = p.value("auto_pause_ms", b.spec.policy.auto_pause_ms);
+      b.spec.policy.auto_stop_ms = p.value("auto_stop_ms", b.spec.policy.auto_stop_ms);
+      b.spec.policy.keep_alive = p.value("keep_alive", false);
+    }
+    b.last_active_at = parse_time(j.value("last_active_at", ""));
     if (j.contains("limits")) {
       const json& l = j["limits"];
       if (l.contains("cpus"))

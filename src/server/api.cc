@@ -366,6 +366,22 @@ BoxSpec Api::box_spec_from(Call& c, Body& b) {
       }
     }
   }
+  if (const json* p = b.get("policy")) {
+    if (!p->is_object()) bad("field 'policy' must be an object");
+    for (const auto& [k, v] : p->items()) {
+      if (k == "auto_pause_ms" || k == "auto_stop_ms") {
+        if (!v.is_number_unsigned())
+          bad("policy." + k + " must be a whole number of ms (0: never)");
+        (k == "auto_pause_ms" ? spec.policy.auto_pause_ms : spec.policy.auto_stop_ms) =
+            v.get<int64_t>();
+      } else if (k == "keep_alive") {
+        if (!v.is_boolean()) bad("policy.keep_alive must be true or false");
+        spec.policy.keep_alive = v.get<bool>();
+      } else {
+        bad("unknown field 'policy." + k + "' (known: auto_pause_ms, auto_stop_ms, keep_alive)");
+      }
+    }
+  }
   if (!c.tenant.empty()) spec.labels[kTenantLabel] = c.tenant;
   // A snapshot or image as the image: the tenant's own only.
   storage::ImageRef ref = storage::parse_image(spec.image);
@@ -469,8 +485,8 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
   const std::string& m = r.method;
   if (seg.size() == 2) {
     if (m == "POST") {
-      Body b(r.body,
-             {"name", "image", "labels", "env", "limits", "user", "workdir", "network", "count"});
+      Body b(r.body, {"name", "image", "labels", "env", "limits", "user", "workdir", "network",
+                      "count", "policy"});
       BoxSpec spec = box_spec_from(c, b);
       auto count = b.uint("count");
       if (count && (*count < 1 || *count > 1000)) bad("count must be between 1 and 1000");

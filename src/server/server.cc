@@ -535,6 +535,41 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
       srv.ioc_.stop();
     }).detach();
   });
+  // Idle policies (auto-pause, auto-stop) are applied by this long-running process.
+  std::mutex policy_mu;
+  std::condition_variable policy_cv;
+  bool policy_stop = false;
+  std::thread policy;
+  if (opts.policy_interval_ms > 0)
+    policy = std::thread([&] {
+      Engine::PolicyState state;
+      std::unique_lock lk(policy_mu);
+      while (!policy_cv.wait_for(lk, std::chrono::milliseconds(opts.policy_interval_ms),
+                                 [&] { return policy_stop; })) {
+        lk.unlock();
+        try {
+          for (const auto& what : api.engine().enforce_policies(state))
+            srv.log({{"time", format_time(now_ms())}, {"event", "policy"}, {"action", what}});
+        } catch (const std::exception& e) {
+          srv.log({{"time", format_time(now_ms())}, {"event", "policy"}, {"error", e.what()}});
+        }
+        lk.lock();
+      }
+    });
+  struct StopPolicy {
+    std::mutex& mu;
+    std::condition_variable& cv;
+    bool& stop;
+    std::thread& t;
+    ~StopPolicy() {
+      {
+        std::lock_guard g(mu);
+        stop = true;
+      }
+      cv.notify_all();
+      if (t.joinable()) t.join();
+    }
+  } stop_policy{policy_mu, policy_cv, policy_stop, policy};
   if (on_ready) on_ready(port);
   srv.ioc_.run();
   if (!opts.socket.empty()) ::unlink(opts.socket.c_str());

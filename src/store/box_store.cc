@@ -34,7 +34,11 @@ json spec_to_json(const BoxSpec& s) {
           {"limits", limits_to_json(s.limits)},
           {"user", s.user},
           {"workdir", s.workdir},
-          {"network", s.network}};
+          {"network", s.network},
+          {"policy",
+           {{"auto_pause_ms", s.policy.auto_pause_ms},
+            {"auto_stop_ms", s.policy.auto_stop_ms},
+            {"keep_alive", s.policy.keep_alive}}}};
 }
 
 BoxSpec spec_from_json(const json& j) {
@@ -47,6 +51,12 @@ BoxSpec spec_from_json(const json& j) {
   s.user = j.value("user", "root");
   s.workdir = j.value("workdir", "/home/user");
   s.network = j.value("network", "none");
+  if (j.contains("policy") && j["policy"].is_object()) {
+    const json& p = j["policy"];
+    s.policy.auto_pause_ms = p.value("auto_pause_ms", s.policy.auto_pause_ms);
+    s.policy.auto_stop_ms = p.value("auto_stop_ms", s.policy.auto_stop_ms);
+    s.policy.keep_alive = p.value("keep_alive", false);
+  }
   return s;
 }
 
@@ -148,7 +158,8 @@ CREATE TABLE IF NOT EXISTS layers(
 const char* kBoxColumns =
     "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, "
     "init_start, slot, "
-    "host_generation, owner_pid, owner_start, cpu_us_total, memory_peak, oom_kills_total";
+    "host_generation, owner_pid, owner_start, cpu_us_total, memory_peak, oom_kills_total, "
+    "last_active_at, (SELECT MAX(at) FROM events e WHERE e.box_id = boxes.id)";
 
 const char* kExecColumns =
     "box_id, seq, argv, user, cwd, background, tty, state, pid, started_at, ended_at, exit_code, "
@@ -164,15 +175,23 @@ void BoxStore::migrate() {
     auto s = db_.prepare("PRAGMA user_version");
     if (s.step()) version = s.i64(0);
   }
-  if (version > 2)
+  if (version > 3)
     throw Error(Errc::failed_precondition,
                 "the state directory was written by a newer upstream (schema " +
                     std::to_string(version) + ")");
-  if (version == 2) return;
+  if (version == 3) return;
   db_.transaction([&] {
     if (version < 1) db_.exec(kSchema);
-    db_.exec(kSchema2);
-    db_.exec("PRAGMA user_version = 2");
+    if (version < 2) db_.exec(kSchema2);
+    // Version 3: when a box was last used, for idle policies.
+    bool have = false;
+    {
+      auto s =
+          db_.prepare("SELECT 1 FROM pragma_table_info('boxes') WHERE name = 'last_active_at'");
+      have = s.step();
+    }
+    if (!have) db_.exec("ALTER TABLE boxes ADD COLUMN last_active_at INTEGER NOT NULL DEFAULT 0");
+    db_.exec("PRAGMA user_version = 3");
   });
 }
 
@@ -246,6 +265,8 @@ BoxRecord BoxStore::read_box(Stmt& s) {
   b.cpu_us_total = static_cast<uint64_t>(s.i64(14));
   b.memory_peak = static_cast<uint64_t>(s.i64(15));
   b.oom_kills_total = static_cast<uint64_t>(s.i64(16));
+  b.last_active_at = s.i64(17);
+  b.state_since = s.i64(18);
   return b;
 }
 
@@ -645,6 +666,13 @@ bool BoxStore::snapshot_name_taken(const std::string& name) {
   auto s = db_.prepare("SELECT 1 FROM snapshots WHERE name = ?");
   s.bind(1, name);
   return s.step();
+}
+
+void BoxStore::touch(const std::string& id, int64_t at) {
+  db_.prepare("UPDATE boxes SET last_active_at = MAX(last_active_at, ?) WHERE id = ?")
+      .bind(1, at)
+      .bind(2, id)
+      .run();
 }
 
 void BoxStore::delete_snapshot(const std::string& id) {

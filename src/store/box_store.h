@@ -48,6 +48,8 @@ class BoxStore {
   void mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us,
                     uint64_t mem_peak, uint64_t oom_kills);
   void delete_box(const std::string& id);
+  // Records activity (an exec or a file call) at `at` ms.
+  void touch(const std::string& id, int64_t at);
   std::vector<BoxEvent> events(const std::string& id, size_t limit = 50);
 
   uint64_t next_exec_seq(const std::string& box_id);

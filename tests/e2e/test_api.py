@@ -501,3 +501,17 @@ def test_pause_snapshot_fan_out_and_export_over_http(api):
             api("DELETE", f"/v1/snapshots/{i}")
     s, lst = api("GET", "/v1/snapshots")
     assert not [x for x in lst["snapshots"] if x["name"].startswith(name)]
+
+
+def test_box_policy_over_http(api):
+    s, b = api("POST", "/v1/boxes", {"policy": {"auto_pause_ms": 60000, "auto_stop_ms": 0, "keep_alive": True}})
+    assert s == 201, b
+    try:
+        assert b["policy"] == {"auto_pause_ms": 60000, "auto_stop_ms": 0, "keep_alive": True}
+        assert b["last_active_at"]
+        for bad, words in [({"auto_pause_ms": -1}, "auto_pause_ms"), ({"auto_pause_ms": "1m"}, "auto_pause_ms"),
+                           ({"keep_alive": 1}, "keep_alive"), ({"nap": 1}, "unknown field 'policy.nap'"), ([], "policy")]:
+            s, e = api("POST", "/v1/boxes", {"policy": bad})
+            assert s == 400 and words in e["message"], (bad, e)
+    finally:
+        api("DELETE", f"/v1/boxes/{b['id']}?force=true")

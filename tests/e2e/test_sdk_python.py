@@ -208,7 +208,8 @@ def test_pipelines(sdk, client):
 
 
 def test_snapshots_fan_out_fork_and_export(sdk, client, tmp_path):
-    base = sdk.Sandbox.create(client=client, env={"FROM": "base"})
+    base = sdk.Sandbox.create(client=client, env={"FROM": "base"}, auto_pause_ms=0, keep_alive=True)
+    assert base.info["policy"] == {"auto_pause_ms": 0, "auto_stop_ms": 24 * 3600 * 1000, "keep_alive": True}
     made = [base]
     snaps = []
     try:

@@ -177,7 +177,9 @@ TEST(SnapshotStore, RecordsReferencesAndMigration) {
     store::BoxStore s(db);
     s.migrate();
     // A database of the first schema version is brought up to date.
-    db.exec("DROP TABLE snapshots; DROP TABLE layers; PRAGMA user_version = 1;");
+    db.exec(
+        "DROP TABLE snapshots; DROP TABLE layers; ALTER TABLE boxes DROP COLUMN last_active_at; "
+        "PRAGMA user_version = 1;");
   }
   store::Db db = store::Db::open(path);
   store::BoxStore s(db);

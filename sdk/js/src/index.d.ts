@@ -119,6 +119,12 @@ export interface SandboxOptions {
   disk?: number | string;
   user?: string;
   workdir?: string;
+  /** Idle policy, applied by the server: pause after this long idle (0: never; default 30 min). */
+  autoPauseMs?: number;
+  /** Stop after this long paused (0: never; default 24 h). */
+  autoStopMs?: number;
+  /** Never pause for being idle. */
+  keepAlive?: boolean;
   client?: Client;
 }
 

@@ -215,6 +215,11 @@ export class Sandbox {
     const limits = {};
     for (const k of ["cpus", "memory", "pids", "disk"]) if (options[k] !== undefined) limits[k] = options[k];
     if (Object.keys(limits).length) body.limits = limits;
+    const policy = {};
+    if (options.autoPauseMs !== undefined) policy.auto_pause_ms = options.autoPauseMs;
+    if (options.autoStopMs !== undefined) policy.auto_stop_ms = options.autoStopMs;
+    if (options.keepAlive !== undefined) policy.keep_alive = options.keepAlive;
+    if (Object.keys(policy).length) body.policy = policy;
     return new Sandbox(await c.json("POST", "/v1/boxes", body), c);
   }
 

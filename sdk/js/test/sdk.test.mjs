@@ -172,7 +172,8 @@ test("pipelines and sessions", async () => {
 });
 
 test("snapshots, fan-out, fork, export and import", async () => {
-  const base = await Sandbox.create({ env: { FROM: "base" } }, client);
+  const base = await Sandbox.create({ env: { FROM: "base" }, autoPauseMs: 600000, keepAlive: true }, client);
+  assert.deepEqual(base.info.policy, { auto_pause_ms: 600000, auto_stop_ms: 86400000, keep_alive: true });
   const made = [base];
   const snaps = [];
   try {

@@ -316,7 +316,11 @@ class Sandbox:
     def create(cls, *, name: Optional[str] = None, image: Optional[str] = None, labels: Optional[Mapping[str, str]] = None,
                env: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None, memory: Union[int, str, None] = None,
                pids: Optional[int] = None, disk: Union[int, str, None] = None, user: Optional[str] = None,
-               workdir: Optional[str] = None, client: Optional[Client] = None) -> "Sandbox":
+               workdir: Optional[str] = None, auto_pause_ms: Optional[int] = None,
+               auto_stop_ms: Optional[int] = None, keep_alive: Optional[bool] = None,
+               client: Optional[Client] = None) -> "Sandbox":
+        """Creates a box and starts it. auto_pause_ms / auto_stop_ms (0: never) and keep_alive are
+        its idle policy, applied by the server."""
         c = client or default_client()
         body: Dict[str, Any] = {}
         for k, v in (("name", name), ("image", image), ("user", user), ("workdir", workdir)):
@@ -329,6 +333,10 @@ class Sandbox:
         limits = {k: v for k, v in (("cpus", cpus), ("memory", memory), ("pids", pids), ("disk", disk)) if v is not None}
         if limits:
             body["limits"] = limits
+        policy = {k: v for k, v in (("auto_pause_ms", auto_pause_ms), ("auto_stop_ms", auto_stop_ms),
+                                     ("keep_alive", keep_alive)) if v is not None}
+        if policy:
+            body["policy"] = policy
         return cls(c.json("POST", "/v1/boxes", body), c)
 
     @classmethod
