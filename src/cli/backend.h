@@ -25,6 +25,7 @@ class Backend {
   virtual void remove_box(const std::string& ref, bool force) = 0;
   virtual BoxRecord pause_box(const std::string& ref) = 0;
   virtual BoxRecord resume_box(const std::string& ref) = 0;
+  virtual BoxRecord archive_box(const std::string& ref) = 0;
   // A box with its usage and its state transitions.
   virtual BoxRecord inspect(const std::string& ref, BoxUsage& usage,
                             std::vector<BoxEvent>& events) = 0;

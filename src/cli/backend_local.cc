@@ -43,6 +43,7 @@ class LocalBackend : public Backend {
     return e().import_snapshot(in_fd, name);
   }
   BoxRecord resume_box(const std::string& ref) override { return e().resume_box(ref); }
+  BoxRecord archive_box(const std::string& ref) override { return e().archive_box(ref); }
   BoxRecord stop_box(const std::string& ref, int64_t grace_ms) override {
     return e().stop_box(ref, grace_ms);
   }

@@ -484,9 +484,11 @@ class RemoteBackend : public Backend {
     if (!limits.empty()) body["limits"] = limits;
     const Policy& p = s.policy;
     Policy d;
-    if (p.auto_pause_ms != d.auto_pause_ms || p.auto_stop_ms != d.auto_stop_ms || p.keep_alive)
+    if (p.auto_pause_ms != d.auto_pause_ms || p.auto_stop_ms != d.auto_stop_ms ||
+        p.auto_archive_ms != d.auto_archive_ms || p.keep_alive)
       body["policy"] = {{"auto_pause_ms", p.auto_pause_ms},
                         {"auto_stop_ms", p.auto_stop_ms},
+                        {"auto_archive_ms", p.auto_archive_ms},
                         {"keep_alive", p.keep_alive}};
     return body;
   }
@@ -511,6 +513,9 @@ class RemoteBackend : public Backend {
   }
   BoxRecord pause_box(const std::string& ref) override {
     return box_from_json(http_.post(box(ref) + "/pause", json::object()));
+  }
+  BoxRecord archive_box(const std::string& ref) override {
+    return box_from_json(http_.post(box(ref) + "/archive", json::object()));
   }
   BoxRecord resume_box(const std::string& ref) override {
     return box_from_json(http_.post(box(ref) + "/resume", json::object()));

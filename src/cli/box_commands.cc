@@ -23,7 +23,8 @@ using nlohmann::json;
 namespace {
 
 struct CreateOpts {
-  std::string name, image = "host", cpus, memory, pids, disk, user, workdir, auto_pause, auto_stop;
+  std::string name, image = "host", cpus, memory, pids, disk, user, workdir, auto_pause, auto_stop,
+                    auto_archive;
   std::vector<std::string> env, labels;
   bool keep_alive = false;
 };
@@ -54,6 +55,8 @@ void add_create_options(CLI::App* c, CreateOpts& o) {
                 "by `upstream serve`)");
   c->add_option("--auto-stop", o.auto_stop,
                 "Stop the box after this long paused, or never (default 24h)");
+  c->add_option("--auto-archive", o.auto_archive,
+                "Archive the box after this long stopped, or never (default 7d)");
   c->add_flag("--keep-alive", o.keep_alive, "Never pause the box for being idle");
 }
 
@@ -68,6 +71,8 @@ BoxSpec spec_from(const CreateOpts& o) {
   if (!o.workdir.empty()) s.workdir = o.workdir;
   if (!o.auto_pause.empty()) s.policy.auto_pause_ms = policy_ms(o.auto_pause, "--auto-pause");
   if (!o.auto_stop.empty()) s.policy.auto_stop_ms = policy_ms(o.auto_stop, "--auto-stop");
+  if (!o.auto_archive.empty())
+    s.policy.auto_archive_ms = policy_ms(o.auto_archive, "--auto-archive");
   s.policy.keep_alive = o.keep_alive;
   return s;
 }
@@ -232,7 +237,8 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
     };
     row("Policy", (p.keep_alive ? std::string("keep alive")
                                 : "auto-pause after " + when(p.auto_pause_ms) + " idle") +
-                      ", auto-stop after " + when(p.auto_stop_ms) + " paused");
+                      ", auto-stop after " + when(p.auto_stop_ms) + " paused, auto-archive after " +
+                      when(p.auto_archive_ms) + " stopped");
   }
   row("User", b.spec.user);
   row("Workdir", b.spec.workdir);
@@ -370,8 +376,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)")
         ->allow_extra_args(false);
     c->add_option("--state", *state, "Only boxes in this state (running, stopped, ...)")
-        ->check(CLI::IsMember(
-            {"creating", "starting", "running", "paused", "stopping", "stopped", "removing"}));
+        ->check(CLI::IsMember({"creating", "starting", "running", "paused", "stopping", "stopped",
+                               "archived", "removing"}));
     c->add_flag("--quiet,-q", *quiet, "Print only ids");
     c->callback([&ctx, labels, state, quiet] {
       store::BoxFilter f;
@@ -674,6 +680,23 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->callback([&ctx, refs] {
       for (const auto& r : *refs) {
         BoxRecord b = ctx.backend().resume_box(r);
+        if (ctx.json)
+          print_json(box_json(b));
+        else
+          std::cout << b.id << std::endl;
+      }
+    });
+  }
+  {
+    auto* c = box->add_subcommand(
+        "archive",
+        "Archive stopped boxes: their files packed into the layer store, working directory freed "
+        "(start unpacks them)");
+    auto refs = std::make_shared<std::vector<std::string>>();
+    c->add_option("box", *refs, "Box ids or names")->required();
+    c->callback([&ctx, refs] {
+      for (const auto& r : *refs) {
+        BoxRecord b = ctx.backend().archive_box(r);
         if (ctx.json)
           print_json(box_json(b));
         else

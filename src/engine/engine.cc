@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -447,6 +448,7 @@ BoxRecord Engine::start_box(const std::string& ref) {
     I.thaw(b, "resumed by start");
     return *I.store.find_id(b.id);
   }
+  if (b.state == box_state::archived) b = I.unarchive(b, "unarchived by start");
   if (b.state != box_state::stopped)
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state + ", not stopped");
   I.store.set_state(b.id, box_state::starting, "start requested");
@@ -466,7 +468,7 @@ BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms, const std::
   BoxRecord b = I.check_alive(I.store.resolve(ref));
   auto lock = I.lock_box(b.id);
   b = *I.store.find_id(b.id);
-  if (b.state == box_state::stopped) return b;
+  if (b.state == box_state::stopped || b.state == box_state::archived) return b;
   if (!box_state::alive(b.state) && b.state != box_state::stopping)
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state);
   I.store.set_state(b.id, box_state::stopping, "stop requested");
@@ -491,6 +493,7 @@ void Engine::remove_box(const std::string& ref, bool force) {
   if (b.init_pid) I.stop_init(b, 0);
   I.cleanup_failed_create(b.id);
   debug_log("box removed");
+  if (!b.archive_layer.empty()) I.gc_layers();
   // A fork's snapshot goes with the last box made from it.
   if (storage::parse_image(b.spec.image).kind == "snapshot")
     if (auto s = I.store.find_snapshot(b.spec.image))
@@ -539,6 +542,72 @@ BoxRecord Engine::pause_box(const std::string& ref, const std::string& reason) {
                 "box " + b.name + " could not be paused: its processes did not freeze within 5 s");
   }
   I.store.set_state(b.id, box_state::paused, reason);
+  return *I.store.find_id(b.id);
+}
+
+BoxRecord Engine::Impl::unarchive(const BoxRecord& b, const std::string& why) {
+  if (b.state != box_state::archived) return b;
+  std::string fs = volume(b.id) + "/fs";
+  if (!layers->exists(b.archive_layer))
+    throw Error(Errc::internal,
+                "the archive of box " + b.name + " (layer " + b.archive_layer + ") is missing");
+  // Whatever an interrupted archive or unarchive left is replaced.
+  storage::remove_tree(fs);
+  std::string tmp = fs + ".unpacking";
+  storage::remove_tree(tmp);
+  storage::make_dirs(tmp, 0700);
+  std::string layer = layers->path(b.archive_layer);
+  DIR* d = ::opendir(layer.c_str());
+  if (!d) throw_sys("read " + layer);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+  ::closedir(d);
+  for (const auto& n : names) {
+    storage::make_dirs(tmp + "/" + n, 0700);
+    pool.copy_tree(layer + "/" + n, tmp + "/" + n + "/upper");
+  }
+  {
+    UniqueFd v(::open(volume(b.id).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (v) ::syncfs(v.get());
+  }
+  if (::rename(tmp.c_str(), fs.c_str()) != 0) throw_sys("rename " + tmp);
+  store.set_archived(b.id, "", box_state::stopped, why);
+  gc_layers();
+  return *store.find_id(b.id);
+}
+
+BoxRecord Engine::archive_box(const std::string& ref, const std::string& reason) {
+  Impl& I = *impl_;
+  std::string staging;
+  BoxRecord b;
+  {
+    std::lock_guard g(I.mu);
+    b = I.check_alive(I.store.resolve(ref));
+  }
+  auto lock = I.lock_box(b.id);
+  {
+    std::lock_guard g(I.mu);
+    b = *I.store.find_id(b.id);
+    if (b.state == box_state::archived) return b;
+    if (b.state != box_state::stopped)
+      throw Error(Errc::failed_precondition,
+                  "box " + b.name + " is " + b.state + "; only a stopped box can be archived");
+  }
+  // The box's files as a layer (its identity files included: it is the same box).
+  staging = I.layers->stage_volume(b.id, {});
+  std::optional<storage::FileLock> layers_lock;
+  layers_lock.emplace(I.layout.lock("layers"), 120'000);
+  storage::LayerInfo info = I.layers->commit(staging);
+  {
+    std::lock_guard g(I.mu);
+    I.store.insert_layer({info.digest, info.bytes, info.files});
+    I.store.set_archived(b.id, info.digest, box_state::archived, reason);
+  }
+  layers_lock.reset();
+  // Only now is the working directory freed.
+  storage::remove_tree(I.volume(b.id) + "/fs");
+  std::lock_guard g(I.mu);
   return *I.store.find_id(b.id);
 }
 
@@ -600,6 +669,11 @@ std::vector<std::string> Engine::enforce_policies(PolicyState& state, double cpu
         pause_box(b.id,
                   "paused: idle for " + format_duration_ms(static_cast<uint64_t>(now - last)));
         done.push_back("paused " + b.name);
+      } else if (b.state == box_state::stopped && p.auto_archive_ms > 0 &&
+                 now - b.state_since >= p.auto_archive_ms) {
+        archive_box(b.id, "archived: stopped for " +
+                              format_duration_ms(static_cast<uint64_t>(now - b.state_since)));
+        done.push_back("archived " + b.name);
       } else if (b.state == box_state::paused && p.auto_stop_ms > 0 &&
                  now - b.state_since >= p.auto_stop_ms) {
         stop_box(b.id, 10000,

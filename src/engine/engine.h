@@ -98,6 +98,9 @@ class Engine {
   // file calls sent to a paused box resume it first.
   BoxRecord pause_box(const std::string& ref, const std::string& reason = "paused");
   BoxRecord resume_box(const std::string& ref);
+  // Packs a stopped box's files into the layer store and frees its working directory; `start`
+  // (or a file call) unpacks them.
+  BoxRecord archive_box(const std::string& ref, const std::string& reason = "archived");
 
   // One pass of the idle policies (see Policy): pauses running boxes idle for their auto_pause
   // time, stops boxes paused for their auto_stop time. `cpu` carries CPU samples between passes

@@ -459,6 +459,10 @@ std::unique_ptr<FileSession> Engine::files(const std::string& ref, const std::st
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   BoxRecord box = I.wake(I.check_alive(I.store.resolve(ref)), "resumed for a file call");
+  if (box.state == box_state::archived) {
+    auto lock = I.lock_box(box.id);
+    box = I.unarchive(*I.store.find_id(box.id), "unarchived for a file call");
+  }
   I.store.touch(box.id, now_ms());
   std::string who = user.empty() ? box.spec.user : user;
   if (box.state == box_state::running) {

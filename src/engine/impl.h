@@ -73,6 +73,9 @@ struct Engine::Impl {
   // fresh record. thaw: the caller holds the lock.
   BoxRecord wake(const BoxRecord& b, const std::string& why);
   void thaw(const BoxRecord& b, const std::string& why);
+  // Unpacks an archived box's files into its volume; the box becomes stopped. The caller holds
+  // the box lock.
+  BoxRecord unarchive(const BoxRecord& b, const std::string& why);
   storage::FileLock lock_box(const std::string& id);
   UniqueFd connect(const BoxRecord& b);
   std::string read_tail(const std::string& path, size_t max, uint64_t& total);

@@ -110,6 +110,13 @@ void Engine::reconcile() {
                              u.cpu_us, u.memory_peak, u.oom_kills);
       } else if (box_state::alive(b.state)) {
         I.check_alive(b);
+      } else if (b.state == box_state::archived) {
+        // An archive interrupted after it was recorded: the working directory goes now. (A
+        // live archive or unarchive holds the box's lock.)
+        if (auto lock = storage::FileLock::try_lock(I.layout.lock("box-" + b.id))) {
+          storage::remove_tree(I.volume(b.id) + "/fs");
+          storage::remove_tree(I.volume(b.id) + "/fs.unpacking");
+        }
       } else if (b.state == box_state::stopped &&
                  std::find(cgroups.begin(), cgroups.end(), b.id) != cgroups.end()) {
         // A stopped box with processes: a file session's temporary init whose caller died.

@@ -82,6 +82,7 @@ SnapshotRecord Engine::snapshot_box(const std::string& box_ref, const SnapshotOp
                   "a snapshot or image named '" + r.name + "' already exists");
     auto lock = I.lock_box(b.id);
     b = I.check_alive(*I.store.find_id(b.id));
+    if (b.state == box_state::archived) b = I.unarchive(b, "unarchived for a snapshot");
     if (b.state != box_state::running && b.state != box_state::paused &&
         b.state != box_state::stopped)
       throw Error(Errc::failed_precondition,

@@ -23,9 +23,10 @@ struct Limits {
 // What happens to an idle box. Idle: no exec or file call, and no CPU use above a small
 // threshold. Enforced by a long-running front (`upstream serve`).
 struct Policy {
-  int64_t auto_pause_ms = 30ll * 60 * 1000;   // pause after this long idle; 0: never
-  int64_t auto_stop_ms = 24ll * 3600 * 1000;  // stop after this long paused; 0: never
-  bool keep_alive = false;                    // never auto-paused
+  int64_t auto_pause_ms = 30ll * 60 * 1000;          // pause after this long idle; 0: never
+  int64_t auto_stop_ms = 24ll * 3600 * 1000;         // stop after this long paused; 0: never
+  int64_t auto_archive_ms = 7ll * 24 * 3600 * 1000;  // archive after this long stopped; 0: never
+  bool keep_alive = false;                           // never auto-paused
 };
 
 struct BoxSpec {
@@ -47,6 +48,7 @@ inline constexpr const char* running = "running";
 inline constexpr const char* paused = "paused";  // processes frozen, memory kept
 inline constexpr const char* stopping = "stopping";
 inline constexpr const char* stopped = "stopped";
+inline constexpr const char* archived = "archived";  // stopped, its files packed into a layer
 inline constexpr const char* removing = "removing";
 // A box whose init lives: running or paused.
 inline bool alive(const std::string& state) { return state == running || state == paused; }
@@ -72,6 +74,7 @@ struct BoxRecord {
   uint64_t oom_kills_total = 0;
   int64_t last_active_at = 0;  // the last exec or file call (ms)
   int64_t state_since = 0;     // when it entered its state (ms)
+  std::string archive_layer;   // archived: the layer holding its files
 };
 
 struct BoxEvent {

@@ -34,6 +34,7 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
             {"policy",
              {{"auto_pause_ms", b.spec.policy.auto_pause_ms},
               {"auto_stop_ms", b.spec.policy.auto_stop_ms},
+              {"auto_archive_ms", b.spec.policy.auto_archive_ms},
               {"keep_alive", b.spec.policy.keep_alive}}},
             {"last_active_at", format_time(std::max(b.last_active_at, b.created_at))},
             {"created_at", format_time(b.created_at)},
@@ -106,6 +107,7 @@ BoxRecord box_from_json(const json& j, BoxUsage* usage, std::vector<BoxEvent>* e
       const json& p = j["policy"];
       b.spec.policy.auto_pause_ms = p.value("auto_pause_ms", b.spec.policy.auto_pause_ms);
       b.spec.policy.auto_stop_ms = p.value("auto_stop_ms", b.spec.policy.auto_stop_ms);
+      b.spec.policy.auto_archive_ms = p.value("auto_archive_ms", b.spec.policy.auto_archive_ms);
       b.spec.policy.keep_alive = p.value("keep_alive", false);
     }
     b.last_active_at = parse_time(j.value("last_active_at", ""));

@@ -369,16 +369,18 @@ BoxSpec Api::box_spec_from(Call& c, Body& b) {
   if (const json* p = b.get("policy")) {
     if (!p->is_object()) bad("field 'policy' must be an object");
     for (const auto& [k, v] : p->items()) {
-      if (k == "auto_pause_ms" || k == "auto_stop_ms") {
+      if (k == "auto_pause_ms" || k == "auto_stop_ms" || k == "auto_archive_ms") {
         if (!v.is_number_unsigned())
           bad("policy." + k + " must be a whole number of ms (0: never)");
-        (k == "auto_pause_ms" ? spec.policy.auto_pause_ms : spec.policy.auto_stop_ms) =
-            v.get<int64_t>();
+        (k == "auto_pause_ms"  ? spec.policy.auto_pause_ms
+         : k == "auto_stop_ms" ? spec.policy.auto_stop_ms
+                               : spec.policy.auto_archive_ms) = v.get<int64_t>();
       } else if (k == "keep_alive") {
         if (!v.is_boolean()) bad("policy.keep_alive must be true or false");
         spec.policy.keep_alive = v.get<bool>();
       } else {
-        bad("unknown field 'policy." + k + "' (known: auto_pause_ms, auto_stop_ms, keep_alive)");
+        bad("unknown field 'policy." + k +
+            "' (known: auto_pause_ms, auto_stop_ms, auto_archive_ms, keep_alive)");
       }
     }
   }
@@ -576,13 +578,14 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     c.json_reply(201, {{"boxes", boxes}});
     return;
   }
-  if (seg.size() == 4 &&
-      (what == "stop" || what == "start" || what == "pause" || what == "resume")) {
+  if (seg.size() == 4 && (what == "stop" || what == "start" || what == "pause" ||
+                          what == "resume" || what == "archive")) {
     if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
-    if (what == "pause" || what == "resume") {
+    if (what == "pause" || what == "resume" || what == "archive") {
       Body b(r.body, {});
-      c.json_reply(
-          200, box_json(what == "pause" ? engine_.pause_box(box.id) : engine_.resume_box(box.id)));
+      c.json_reply(200, box_json(what == "pause"    ? engine_.pause_box(box.id)
+                                 : what == "resume" ? engine_.resume_box(box.id)
+                                                    : engine_.archive_box(box.id)));
     } else if (what == "stop") {
       Body b(r.body, {"grace_ms"});
       auto grace = b.uint("grace_ms").value_or(10000);

@@ -78,8 +78,8 @@ std::string Metrics::render(const std::map<std::string, uint64_t>& boxes, uint64
   std::lock_guard g(mu_);
   std::string o;
   o += "# HELP upstream_boxes Boxes by state.\n# TYPE upstream_boxes gauge\n";
-  for (const char* s :
-       {"creating", "starting", "running", "paused", "stopping", "stopped", "removing"}) {
+  for (const char* s : {"creating", "starting", "running", "paused", "stopping", "stopped",
+                        "archived", "removing"}) {
     auto it = boxes.find(s);
     o += std::string("upstream_boxes{state=\"") + s + "\"} " +
          std::to_string(it == boxes.end() ? 0 : it->second) + "\n";

@@ -292,6 +292,10 @@ void Pool::copy_volume(const std::string& id, const std::string& dest) const {
     throw_sys("snapshot volume " + id + " to " + dest);
 }
 
+void Pool::copy_tree(const std::string& src, const std::string& dest) const {
+  run_tool({"cp", "-a", "--reflink=auto", "--no-target-directory", src, dest});
+}
+
 void Pool::make_tree(const std::string& dest) const {
   if (kind_ == PoolKind::plain) {
     if (::mkdir(dest.c_str(), 0700) != 0) throw_sys("create " + dest);

@@ -57,6 +57,9 @@ class Pool {
   // An empty directory (a btrfs subvolume) at `dest`, and its removal.
   void make_tree(const std::string& dest) const;
   void remove_tree_at(const std::string& path) const;
+  // A copy of the tree at `src` as `dest` (which must not exist), with owners, modes, times and
+  // xattrs, sharing extents where the filesystem can (btrfs reflinks).
+  void copy_tree(const std::string& src, const std::string& dest) const;
   // Makes a tree made by copy_volume/make_tree read-only where the pool can (btrfs).
   void seal_tree(const std::string& path) const;
   uint64_t free_bytes() const;

@@ -38,6 +38,7 @@ json spec_to_json(const BoxSpec& s) {
           {"policy",
            {{"auto_pause_ms", s.policy.auto_pause_ms},
             {"auto_stop_ms", s.policy.auto_stop_ms},
+            {"auto_archive_ms", s.policy.auto_archive_ms},
             {"keep_alive", s.policy.keep_alive}}}};
 }
 
@@ -55,6 +56,7 @@ BoxSpec spec_from_json(const json& j) {
     const json& p = j["policy"];
     s.policy.auto_pause_ms = p.value("auto_pause_ms", s.policy.auto_pause_ms);
     s.policy.auto_stop_ms = p.value("auto_stop_ms", s.policy.auto_stop_ms);
+    s.policy.auto_archive_ms = p.value("auto_archive_ms", s.policy.auto_archive_ms);
     s.policy.keep_alive = p.value("keep_alive", false);
   }
   return s;
@@ -159,7 +161,7 @@ const char* kBoxColumns =
     "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, "
     "init_start, slot, "
     "host_generation, owner_pid, owner_start, cpu_us_total, memory_peak, oom_kills_total, "
-    "last_active_at, (SELECT MAX(at) FROM events e WHERE e.box_id = boxes.id)";
+    "last_active_at, (SELECT MAX(at) FROM events e WHERE e.box_id = boxes.id), archive_layer";
 
 const char* kExecColumns =
     "box_id, seq, argv, user, cwd, background, tty, state, pid, started_at, ended_at, exit_code, "
@@ -175,23 +177,23 @@ void BoxStore::migrate() {
     auto s = db_.prepare("PRAGMA user_version");
     if (s.step()) version = s.i64(0);
   }
-  if (version > 3)
+  if (version > 4)
     throw Error(Errc::failed_precondition,
                 "the state directory was written by a newer upstream (schema " +
                     std::to_string(version) + ")");
-  if (version == 3) return;
+  if (version == 4) return;
+  auto add_column = [&](const char* name, const char* decl) {
+    auto s = db_.prepare("SELECT 1 FROM pragma_table_info('boxes') WHERE name = ?");
+    s.bind(1, std::string(name));
+    if (!s.step()) db_.exec(std::string("ALTER TABLE boxes ADD COLUMN ") + name + " " + decl);
+  };
   db_.transaction([&] {
     if (version < 1) db_.exec(kSchema);
     if (version < 2) db_.exec(kSchema2);
-    // Version 3: when a box was last used, for idle policies.
-    bool have = false;
-    {
-      auto s =
-          db_.prepare("SELECT 1 FROM pragma_table_info('boxes') WHERE name = 'last_active_at'");
-      have = s.step();
-    }
-    if (!have) db_.exec("ALTER TABLE boxes ADD COLUMN last_active_at INTEGER NOT NULL DEFAULT 0");
-    db_.exec("PRAGMA user_version = 3");
+    // Version 3: when a box was last used, for idle policies. Version 4: archived boxes.
+    add_column("last_active_at", "INTEGER NOT NULL DEFAULT 0");
+    add_column("archive_layer", "TEXT NOT NULL DEFAULT ''");
+    db_.exec("PRAGMA user_version = 4");
   });
 }
 
@@ -267,6 +269,7 @@ BoxRecord BoxStore::read_box(Stmt& s) {
   b.oom_kills_total = static_cast<uint64_t>(s.i64(16));
   b.last_active_at = s.i64(17);
   b.state_since = s.i64(18);
+  b.archive_layer = s.text(19);
   return b;
 }
 
@@ -692,7 +695,38 @@ std::set<std::string> BoxStore::referenced_layers() {
   auto s = db_.prepare("SELECT layers FROM snapshots");
   while (s.step())
     for (const auto& d : json::parse(s.text(0))) out.insert(d.get<std::string>());
+  auto a = db_.prepare("SELECT archive_layer FROM boxes WHERE archive_layer != ''");
+  while (a.step()) out.insert(a.text(0));
   return out;
+}
+
+void BoxStore::set_archived(const std::string& id, const std::string& layer,
+                            const std::string& state, const std::string& reason) {
+  db_.transaction([&] {
+    db_.prepare("UPDATE boxes SET archive_layer = ?, state = ?, state_reason = ? WHERE id = ?")
+        .bind(1, layer)
+        .bind(2, state)
+        .bind(3, reason)
+        .bind(4, id)
+        .run();
+    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
+        .bind(1, id)
+        .bind(2, now_ms())
+        .bind(3, state)
+        .bind(4, reason)
+        .run();
+  });
+}
+
+void BoxStore::insert_layer(const storage_layer& l) {
+  db_.prepare(
+         "INSERT INTO layers(digest, bytes, files, created_at) VALUES(?, ?, ?, ?) ON "
+         "CONFLICT(digest) DO NOTHING")
+      .bind(1, l.digest)
+      .bind(2, static_cast<int64_t>(l.bytes))
+      .bind(3, static_cast<int64_t>(l.files))
+      .bind(4, now_ms())
+      .run();
 }
 
 void BoxStore::delete_layer(const std::string& digest) {

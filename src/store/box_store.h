@@ -50,6 +50,9 @@ class BoxStore {
   void delete_box(const std::string& id);
   // Records activity (an exec or a file call) at `at` ms.
   void touch(const std::string& id, int64_t at);
+  // Sets (or clears) the layer of an archived box together with its new state.
+  void set_archived(const std::string& id, const std::string& layer, const std::string& state,
+                    const std::string& reason);
   std::vector<BoxEvent> events(const std::string& id, size_t limit = 50);
 
   uint64_t next_exec_seq(const std::string& box_id);
@@ -73,6 +76,7 @@ class BoxStore {
   // Digests some snapshot lists.
   std::set<std::string> referenced_layers();
   void delete_layer(const std::string& digest);
+  void insert_layer(const storage_layer& l);
   std::optional<storage_layer> find_layer(const std::string& digest);
 
  private:

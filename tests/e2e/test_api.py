@@ -507,7 +507,8 @@ def test_box_policy_over_http(api):
     s, b = api("POST", "/v1/boxes", {"policy": {"auto_pause_ms": 60000, "auto_stop_ms": 0, "keep_alive": True}})
     assert s == 201, b
     try:
-        assert b["policy"] == {"auto_pause_ms": 60000, "auto_stop_ms": 0, "keep_alive": True}
+        assert b["policy"] == {"auto_pause_ms": 60000, "auto_stop_ms": 0, "auto_archive_ms": 7 * 24 * 3600 * 1000,
+                               "keep_alive": True}
         assert b["last_active_at"]
         for bad, words in [({"auto_pause_ms": -1}, "auto_pause_ms"), ({"auto_pause_ms": "1m"}, "auto_pause_ms"),
                            ({"keep_alive": 1}, "keep_alive"), ({"nap": 1}, "unknown field 'policy.nap'"), ([], "policy")]:

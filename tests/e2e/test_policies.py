@@ -26,7 +26,8 @@ def test_defaults_are_shown(own_up, server):
     _, b = own_up.create()
     try:
         j = own_up.inspect(b)
-        assert j["policy"] == {"auto_pause_ms": 30 * 60 * 1000, "auto_stop_ms": 24 * 3600 * 1000, "keep_alive": False}
+        assert j["policy"] == {"auto_pause_ms": 30 * 60 * 1000, "auto_stop_ms": 24 * 3600 * 1000,
+                               "auto_archive_ms": 7 * 24 * 3600 * 1000, "keep_alive": False}
         assert "auto-pause after 30m" in own_up.ok("box", "inspect", b)
     finally:
         own_up.rm(b)
@@ -97,3 +98,15 @@ def test_bad_policies(own_up):
         rc, _, err = own_up("box", "create", "--name", unique_name("badpol"), *args)
         assert rc != 0 and words in err, err
     assert not [b for b in own_up.ls_json() if b["name"].startswith("badpol")]
+
+
+def test_stopped_box_is_archived_and_start_brings_it_back(own_up, server):
+    _, b = own_up.create("--auto-pause", "1s", "--auto-stop", "1s", "--auto-archive", "1s")
+    try:
+        own_up.ok("box", "exec", b, "--", "sh", "-c", "echo kept > /home/user/k")
+        wait_until(lambda: state(own_up, b)[0] == "archived", timeout=30, what="auto-archive")
+        assert state(own_up, b)[1].startswith("archived: stopped for")
+        own_up.ok("box", "start", b)
+        assert own_up.ok("box", "exec", b, "--", "cat", "/home/user/k") == "kept\n"
+    finally:
+        own_up.rm(b)

@@ -153,6 +153,11 @@ def test_lifecycle_and_list(sdk, client):
         assert b.state == "running"
         b.pause()
         assert b.exec("echo woke").stdout == "woke\n"
+        b.stop()
+        b.archive()
+        assert b.state == "archived"
+        b.start()
+        assert b.exec("echo back").stdout == "back\n"
         assert sdk.Sandbox.get(b.id, client=client).state == "running"
         assert sdk.Sandbox.get(b.name, client=client).id == b.id
     finally:
@@ -209,7 +214,8 @@ def test_pipelines(sdk, client):
 
 def test_snapshots_fan_out_fork_and_export(sdk, client, tmp_path):
     base = sdk.Sandbox.create(client=client, env={"FROM": "base"}, auto_pause_ms=0, keep_alive=True)
-    assert base.info["policy"] == {"auto_pause_ms": 0, "auto_stop_ms": 24 * 3600 * 1000, "keep_alive": True}
+    assert base.info["policy"] == {"auto_pause_ms": 0, "auto_stop_ms": 24 * 3600 * 1000,
+                                   "auto_archive_ms": 7 * 24 * 3600 * 1000, "keep_alive": True}
     made = [base]
     snaps = []
     try:

@@ -440,3 +440,44 @@ def test_kill_during_import_leaves_nothing(up, own_up, cleanup, tmp_path):
     assert layers_on_disk(own_up) == [] and staging_dirs(own_up) == []
     own_up.ok("snapshot", "import", str(f))
     own_up.ok("snapshot", "rm", s)
+
+
+def test_archive_and_unarchive(up, cleanup):
+    boxes, _ = cleanup
+    box_id, b = up.create()
+    boxes.append(b)
+    sh(up, b, "echo kept > /home/user/k; rm -f /etc/motd; ln -s k /home/user/l; "
+              "dd if=/dev/urandom of=/home/user/r bs=1M count=2 status=none; sha256sum /home/user/r > /home/user/r.sum")
+    rc, _, err = up("box", "archive", b)
+    assert rc != 0 and "only a stopped box can be archived" in err
+    up.ok("box", "stop", "-t", "1s", b)
+    layers = set(layers_on_disk(up))
+    assert up.ok("box", "archive", b).strip() == box_id
+    j = up.inspect(b)
+    assert j["state"] == "archived" and j["state_reason"] == "archived"
+    fs = Path(up.home) / "pool" / "boxes" / box_id / "fs"
+    assert not fs.exists()  # the working directory is freed
+    new = set(layers_on_disk(up)) - layers
+    assert len(new) == 1
+    up.ok("box", "archive", b)  # again: nothing to do
+    rc, _, err = up("box", "exec", b, "--", "true")
+    assert rc != 0 and "archived" in err and "box start" in err
+    # A file call unpacks it (it stays stopped).
+    rc, out, err = up("box", "cp", f"{b}:/home/user/k", "-", text=False)
+    assert rc == 0 and b"kept" in out, err
+    assert up.inspect(b)["state"] == "stopped"
+    assert fs.exists() and not (set(layers_on_disk(up)) & new)  # the archive layer went
+    up.ok("box", "archive", b)
+    up.ok("box", "start", b)
+    assert up.inspect(b)["state"] == "running"
+    states = [(e["state"], e["reason"]) for e in up.inspect(b)["events"]]
+    assert ("stopped", "unarchived by start") in states
+    assert sh(up, b, "cat /home/user/k; readlink /home/user/l; test -e /etc/motd || echo gone; "
+                     "sha256sum -c /home/user/r.sum > /dev/null && echo ok") == "kept\nk\ngone\nok\n"
+    # Removing an archived box takes its archive along.
+    up.ok("box", "stop", "-t", "1s", b)
+    up.ok("box", "archive", b)
+    mine = set(layers_on_disk(up)) - layers
+    up.ok("box", "rm", b)
+    boxes.remove(b)
+    assert not (set(layers_on_disk(up)) & mine)

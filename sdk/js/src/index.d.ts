@@ -131,7 +131,7 @@ export interface SandboxOptions {
 export interface BoxInfo {
   id: string;
   name: string;
-  state: "creating" | "starting" | "running" | "paused" | "stopping" | "stopped" | "removing";
+  state: "creating" | "starting" | "running" | "paused" | "stopping" | "stopped" | "archived" | "removing";
   labels: Record<string, string>;
   [key: string]: unknown;
 }
@@ -154,6 +154,8 @@ export class Sandbox {
   /** Freezes every process (memory kept, no CPU used); an exec or file call resumes the box. */
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /** Packs a stopped box's files into the layer store; start() (or a file call) unpacks them. */
+  archive(): Promise<void>;
   delete(options?: { force?: boolean }): Promise<void>;
   /** Saves the box's files and settings (a running box is frozen only for the moment of capture). */
   snapshot(options?: { name?: string; labels?: Record<string, string> }): Promise<Snapshot>;

@@ -265,6 +265,11 @@ export class Sandbox {
   async pause() {
     this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/pause", [this.id]), {});
   }
+  // Packs a stopped box's files into the layer store and frees its working directory; start()
+  // (or a file call) unpacks them.
+  async archive() {
+    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/archive", [this.id]), {});
+  }
   async resume() {
     this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/resume", [this.id]), {});
   }

@@ -139,6 +139,11 @@ test("lifecycle and listing", async () => {
     assert.equal(b.state, "running");
     await b.pause();
     assert.equal((await b.exec("echo woke")).stdout, "woke\n");
+    await b.stop();
+    await b.archive();
+    assert.equal(b.state, "archived");
+    await b.start();
+    assert.equal((await b.exec("echo back")).stdout, "back\n");
     assert.equal((await Sandbox.get(b.id, client)).state, "running");
   } finally {
     for (const b of boxes) await b.delete();
@@ -173,7 +178,7 @@ test("pipelines and sessions", async () => {
 
 test("snapshots, fan-out, fork, export and import", async () => {
   const base = await Sandbox.create({ env: { FROM: "base" }, autoPauseMs: 600000, keepAlive: true }, client);
-  assert.deepEqual(base.info.policy, { auto_pause_ms: 600000, auto_stop_ms: 86400000, keep_alive: true });
+  assert.deepEqual(base.info.policy, { auto_pause_ms: 600000, auto_stop_ms: 86400000, auto_archive_ms: 604800000, keep_alive: true });
   const made = [base];
   const snaps = [];
   try {

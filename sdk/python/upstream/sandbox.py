@@ -391,6 +391,11 @@ class Sandbox:
         resumes it."""
         self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/pause", self.id), {})
 
+    def archive(self) -> None:
+        """Packs a stopped box's files into the server's layer store and frees its working
+        directory; start() (or a file call) unpacks them."""
+        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/archive", self.id), {})
+
     def resume(self) -> None:
         self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/resume", self.id), {})
 
