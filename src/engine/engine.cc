@@ -572,6 +572,7 @@ BoxRecord Engine::Impl::unarchive(const BoxRecord& b, const std::string& why) {
     if (v) ::syncfs(v.get());
   }
   if (::rename(tmp.c_str(), fs.c_str()) != 0) throw_sys("rename " + tmp);
+  crash_point("unarchive-unpacked");
   store.set_archived(b.id, "", box_state::stopped, why);
   gc_layers();
   return *store.find_id(b.id);
@@ -599,12 +600,14 @@ BoxRecord Engine::archive_box(const std::string& ref, const std::string& reason)
   std::optional<storage::FileLock> layers_lock;
   layers_lock.emplace(I.layout.lock("layers"), 120'000);
   storage::LayerInfo info = I.layers->commit(staging);
+  crash_point("archive-committed");
   {
     std::lock_guard g(I.mu);
     I.store.insert_layer({info.digest, info.bytes, info.files});
     I.store.set_archived(b.id, info.digest, box_state::archived, reason);
   }
   layers_lock.reset();
+  crash_point("archive-recorded");
   // Only now is the working directory freed.
   storage::remove_tree(I.volume(b.id) + "/fs");
   std::lock_guard g(I.mu);

@@ -81,6 +81,9 @@ struct Engine::Impl {
   std::string read_tail(const std::string& path, size_t max, uint64_t& total);
 };
 
+// Fault injection for the crash tests: UPSTREAM_CRASH_AT=<point> kills this process there.
+void crash_point(const char* name);
+
 // Waits for a process that may or may not be our child to exit. True if it did in time.
 bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms);
 

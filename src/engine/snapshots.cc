@@ -26,17 +26,16 @@ namespace upstream {
 
 using nlohmann::json;
 
+void crash_point(const char* name) {
+  const char* at = std::getenv("UPSTREAM_CRASH_AT");
+  if (at && std::strcmp(at, name) == 0) ::raise(SIGKILL);
+}
+
 namespace {
 
 constexpr size_t kMaxLayers = 100;  // overlay's mount options hold about 200 lower layers
 constexpr const char* kManifest = "upstream-snapshot.json";
 constexpr int kFormatVersion = 1;
-
-// Fault injection for the crash tests: UPSTREAM_CRASH_AT=<point> kills this process there.
-void crash_point(const char* name) {
-  const char* at = std::getenv("UPSTREAM_CRASH_AT");
-  if (at && std::strcmp(at, name) == 0) ::raise(SIGKILL);
-}
 
 void check_snapshot_name(const std::string& name) {
   if (name == "host" || !valid_box_name(name))

@@ -481,3 +481,65 @@ def test_archive_and_unarchive(up, cleanup):
     up.ok("box", "rm", b)
     boxes.remove(b)
     assert not (set(layers_on_disk(up)) & mine)
+
+
+@pytest.mark.parametrize("point", ["archive-committed", "archive-recorded", "unarchive-unpacked"])
+def test_kill_during_archive_loses_nothing(up, cleanup, point):
+    if getattr(up, "remote", False):
+        pytest.skip("the fault points are in the engine process")
+    boxes, _ = cleanup
+    box_id, b = up.create()
+    boxes.append(b)
+    sh(up, b, "echo precious > /home/user/p")
+    up.ok("box", "stop", "-t", "1s", b)
+    layers_before = set(layers_on_disk(up))
+    env = dict(up.env, UPSTREAM_CRASH_AT=point)
+    if point == "unarchive-unpacked":
+        up.ok("box", "archive", b)
+        r = subprocess.run([up.binary, "box", "start", b], env=env, capture_output=True, timeout=60)
+    else:
+        r = subprocess.run([up.binary, "box", "archive", b], env=env, capture_output=True, timeout=60)
+    assert r.returncode == -9, r
+    # The next command reconciles: the box is stopped with its files, or archived with them in
+    # its layer and its working directory gone; no layer is left that nothing lists.
+    j = up.inspect(b)
+    fs = Path(up.home) / "pool" / "boxes" / box_id / "fs"
+    assert j["state"] in ("stopped", "archived"), j["state"]
+    if j["state"] == "archived":
+        assert not fs.exists()
+        assert len(set(layers_on_disk(up)) - layers_before) == 1
+    else:
+        assert fs.exists()
+        assert set(layers_on_disk(up)) == layers_before
+    assert staging_dirs(up) == []
+    up.ok("box", "start", b)
+    assert sh(up, b, "cat /home/user/p") == "precious\n"
+    assert set(layers_on_disk(up)) == layers_before
+
+
+def test_kill_during_fan_out_leaves_only_whole_boxes(up, cleanup):
+    if getattr(up, "remote", False):
+        pytest.skip("kills the CLI process that runs the engine")
+    boxes, snapshots = cleanup
+    _, a = up.create()
+    boxes.append(a)
+    sh(up, a, "echo fanned > /home/user/f")
+    s = unique_name("killfan")
+    up.ok("snapshot", "create", a, "--name", s)
+    snapshots.append(s)
+    prefix = unique_name("kf")
+    p = subprocess.Popen([up.binary, "box", "create", "--image", s, "--name", prefix, "--count", "40"],
+                         env=up.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.25)
+    p.kill()
+    p.wait(30)
+    made = [x for x in up.ls_json() if x["name"].startswith(prefix + "-")]
+    boxes.extend(x["name"] for x in made)
+    assert len(made) < 40
+    for x in made:
+        assert x["state"] == "running", x
+        assert sh(up, x["name"], "cat /home/user/f") == "fanned\n"
+    # No volume without a box.
+    ids = {x["id"] for x in up.ls_json()}
+    vols = {d.name for d in (Path(up.home) / "pool" / "boxes").iterdir()}
+    assert vols <= ids, vols - ids
