@@ -643,67 +643,33 @@ void add_box_commands(CLI::App& app, Context& ctx) {
       }
     });
   }
-  {
-    auto* c = box->add_subcommand("start", "Start stopped boxes with the files they had");
+  // Commands that move boxes from one state to another and print each box (its id, or with
+  // --json the whole record).
+  auto transition = [&](const char* name, const char* what,
+                        BoxRecord (Backend::*op)(const std::string&)) {
+    auto* c = box->add_subcommand(name, what);
     auto refs = std::make_shared<std::vector<std::string>>();
     c->add_option("box", *refs, "Box ids or names")->required();
-    c->callback([&ctx, refs] {
+    c->callback([&ctx, refs, op] {
       for (const auto& r : *refs) {
-        BoxRecord b = ctx.backend().start_box(r);
+        BoxRecord b = (ctx.backend().*op)(r);
         if (ctx.json)
           print_json(box_json(b));
         else
           std::cout << b.id << std::endl;
       }
     });
-  }
-  {
-    auto* c = box->add_subcommand(
-        "pause", "Pause boxes: their processes are frozen, memory kept, no CPU used");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    c->add_option("box", *refs, "Box ids or names")->required();
-    c->callback([&ctx, refs] {
-      for (const auto& r : *refs) {
-        BoxRecord b = ctx.backend().pause_box(r);
-        if (ctx.json)
-          print_json(box_json(b));
-        else
-          std::cout << b.id << std::endl;
-      }
-    });
-  }
-  {
-    auto* c = box->add_subcommand(
-        "resume", "Resume paused boxes where they were (an exec or file call also resumes)");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    c->add_option("box", *refs, "Box ids or names")->required();
-    c->callback([&ctx, refs] {
-      for (const auto& r : *refs) {
-        BoxRecord b = ctx.backend().resume_box(r);
-        if (ctx.json)
-          print_json(box_json(b));
-        else
-          std::cout << b.id << std::endl;
-      }
-    });
-  }
-  {
-    auto* c = box->add_subcommand(
-        "archive",
-        "Archive stopped boxes: their files packed into the layer store, working directory freed "
-        "(start unpacks them)");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    c->add_option("box", *refs, "Box ids or names")->required();
-    c->callback([&ctx, refs] {
-      for (const auto& r : *refs) {
-        BoxRecord b = ctx.backend().archive_box(r);
-        if (ctx.json)
-          print_json(box_json(b));
-        else
-          std::cout << b.id << std::endl;
-      }
-    });
-  }
+  };
+  transition("start", "Start stopped (or archived) boxes with the files they had",
+             &Backend::start_box);
+  transition("pause", "Pause boxes: their processes are frozen, memory kept, no CPU used",
+             &Backend::pause_box);
+  transition("resume", "Resume paused boxes where they were (an exec or file call also resumes)",
+             &Backend::resume_box);
+  transition("archive",
+             "Archive stopped boxes: their files packed into the layer store, working directory "
+             "freed (start unpacks them)",
+             &Backend::archive_box);
   {
     auto* c = box->add_subcommand("rm", "Remove boxes and everything in them")->alias("remove");
     auto refs = std::make_shared<std::vector<std::string>>();

@@ -300,7 +300,6 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     I.db.transaction([&] {
       rec.seq = I.store.next_exec_seq(box.id);
       I.store.insert_exec(rec);
-      I.store.touch(box.id, rec.started_at);
     });
     if (rec.seq % 1000 == 0) {
       for (uint64_t old : I.store.prune_execs(box.id, I.opts.exec_history))
@@ -383,6 +382,11 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     return session;
   }
   session->record().pid = reply->body.value("pid", 0);
+  {
+    // A started command is activity (for idle policies); a refused one changes nothing.
+    std::lock_guard g(I.mu);
+    I.store.touch(box.id, rec.started_at);
+  }
   if (reply->body.contains("argv"))
     session->record().argv = reply->body["argv"].get<std::vector<std::string>>();
   if (spec.tty) {

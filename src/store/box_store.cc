@@ -280,29 +280,36 @@ std::optional<BoxRecord> BoxStore::find_id(const std::string& id) {
   return read_box(s);
 }
 
-BoxRecord BoxStore::resolve(const std::string& ref) {
-  if (ref.empty()) throw_invalid("no box given");
+// Finds a row by id, name, or unique id prefix (4+ hex characters) in `table`.
+template <typename R>
+std::optional<R> BoxStore::find_by_ref(const char* table, const char* columns,
+                                       const std::string& ref, const char* what,
+                                       R (BoxStore::*read)(Stmt&)) {
+  std::string select = std::string("SELECT ") + columns + " FROM " + table;
   {
-    auto s =
-        db_.prepare(std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id = ? OR name = ?");
+    auto s = db_.prepare(select + " WHERE id = ? OR name = ?");
     s.bind(1, ref).bind(2, ref);
-    if (s.step()) return read_box(s);
+    if (s.step()) return (this->*read)(s);
   }
   bool hex = ref.size() >= 4;
   for (char c : ref)
     if (!std::isxdigit(static_cast<unsigned char>(c))) hex = false;
-  if (hex) {
-    auto s = db_.prepare(std::string("SELECT ") + kBoxColumns +
-                         " FROM boxes WHERE id >= ? AND id < ? LIMIT 2");
-    std::string hi = ref;
-    hi.back() = static_cast<char>(hi.back() + 1);
-    s.bind(1, ref).bind(2, hi);
-    if (s.step()) {
-      BoxRecord b = read_box(s);
-      if (s.step()) throw_invalid("box id prefix '" + ref + "' matches more than one box");
-      return b;
-    }
-  }
+  if (!hex) return std::nullopt;
+  auto s = db_.prepare(select + " WHERE id >= ? AND id < ? LIMIT 2");
+  std::string hi = ref;
+  hi.back() = static_cast<char>(hi.back() + 1);
+  s.bind(1, ref).bind(2, hi);
+  if (!s.step()) return std::nullopt;
+  R r = (this->*read)(s);
+  if (s.step())
+    throw_invalid(std::string(what) + " id prefix '" + ref + "' matches more than one " + what);
+  return r;
+}
+
+BoxRecord BoxStore::resolve(const std::string& ref) {
+  if (ref.empty()) throw_invalid("no box given");
+  if (auto b = find_by_ref<BoxRecord>("boxes", kBoxColumns, ref, "box", &BoxStore::read_box))
+    return *b;
   throw Error(Errc::not_found, "no such box: " + ref);
 }
 
@@ -623,28 +630,8 @@ void BoxStore::insert_snapshot(const SnapshotRecord& r,
 
 std::optional<SnapshotRecord> BoxStore::find_snapshot(const std::string& ref) {
   if (ref.empty()) return std::nullopt;
-  {
-    auto s = db_.prepare(std::string("SELECT ") + kSnapColumns +
-                         " FROM snapshots WHERE id = ? OR name = ?");
-    s.bind(1, ref).bind(2, ref);
-    if (s.step()) return read_snapshot(s);
-  }
-  bool hex = ref.size() >= 4;
-  for (char c : ref)
-    if (!std::isxdigit(static_cast<unsigned char>(c))) hex = false;
-  if (hex) {
-    auto s = db_.prepare(std::string("SELECT ") + kSnapColumns +
-                         " FROM snapshots WHERE id >= ? AND id < ? LIMIT 2");
-    std::string hi = ref;
-    hi.back() = static_cast<char>(hi.back() + 1);
-    s.bind(1, ref).bind(2, hi);
-    if (s.step()) {
-      SnapshotRecord r = read_snapshot(s);
-      if (s.step()) throw_invalid("snapshot id prefix '" + ref + "' matches more than one");
-      return r;
-    }
-  }
-  return std::nullopt;
+  return find_by_ref<SnapshotRecord>("snapshots", kSnapColumns, ref, "snapshot",
+                                     &BoxStore::read_snapshot);
 }
 
 SnapshotRecord BoxStore::resolve_snapshot(const std::string& ref) {

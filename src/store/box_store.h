@@ -83,6 +83,9 @@ class BoxStore {
   BoxRecord read_box(Stmt& s);
   ExecRecord read_exec(Stmt& s);
   SnapshotRecord read_snapshot(Stmt& s);
+  template <typename R>
+  std::optional<R> find_by_ref(const char* table, const char* columns, const std::string& ref,
+                               const char* what, R (BoxStore::*read)(Stmt&));
   Db& db_;
 };
 
