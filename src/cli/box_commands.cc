@@ -60,6 +60,18 @@ void add_create_options(CLI::App* c, CreateOpts& o) {
   c->add_flag("--keep-alive", o.keep_alive, "Never pause the box for being idle");
 }
 
+// Boxes a command made: their ids, one per line, or with --json their records.
+void print_box_ids(const Context& ctx, const std::vector<BoxRecord>& boxes) {
+  if (ctx.json) {
+    json arr = json::array();
+    for (const auto& b : boxes) arr.push_back(box_json(b));
+    print_json(arr);
+    return;
+  }
+  for (const auto& b : boxes) std::cout << b.id << "\n";
+  std::cout.flush();
+}
+
 BoxSpec spec_from(const CreateOpts& o) {
   BoxSpec s;
   s.name = o.name;
@@ -278,16 +290,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
         ->check(CLI::Range(size_t{1}, size_t{1000}));
     c->callback([&ctx, o, count] {
       if (*count) {
-        auto boxes = ctx.backend().create_boxes(spec_from(*o), *count);
-        json arr = json::array();
-        for (const auto& b : boxes) {
-          if (ctx.json)
-            arr.push_back(box_json(b));
-          else
-            std::cout << b.id << "\n";
-        }
-        if (ctx.json) print_json(arr);
-        std::cout.flush();
+        print_box_ids(ctx, ctx.backend().create_boxes(spec_from(*o), *count));
         return;
       }
       BoxRecord b = ctx.backend().create_box(spec_from(*o));
@@ -318,16 +321,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
       s.name = *name;
       s.labels = parse_labels(*labels);
       s.env = parse_env_list(*env);
-      auto boxes = ctx.backend().fork_box(*ref, *count, s);
-      json arr = json::array();
-      for (const auto& b : boxes) {
-        if (ctx.json)
-          arr.push_back(box_json(b));
-        else
-          std::cout << b.id << "\n";
-      }
-      if (ctx.json) print_json(arr);
-      std::cout.flush();
+      print_box_ids(ctx, ctx.backend().fork_box(*ref, *count, s));
     });
   }
 

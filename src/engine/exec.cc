@@ -382,11 +382,6 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
     return session;
   }
   session->record().pid = reply->body.value("pid", 0);
-  {
-    // A started command is activity (for idle policies); a refused one changes nothing.
-    std::lock_guard g(I.mu);
-    I.store.touch(box.id, rec.started_at);
-  }
   if (reply->body.contains("argv"))
     session->record().argv = reply->body["argv"].get<std::vector<std::string>>();
   if (spec.tty) {

@@ -72,7 +72,7 @@ struct BoxRecord {
   uint64_t cpu_us_total = 0;  // accumulated over finished runs
   uint64_t memory_peak = 0;   // highest peak over finished runs
   uint64_t oom_kills_total = 0;
-  int64_t last_active_at = 0;  // the last exec or file call (ms)
+  int64_t last_active_at = 0;  // the last exec started (from its record) or file call (ms)
   int64_t state_since = 0;     // when it entered its state (ms)
   std::string archive_layer;   // archived: the layer holding its files
 };

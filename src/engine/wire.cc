@@ -13,13 +13,21 @@ namespace upstream {
 
 using nlohmann::json;
 
-json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEvent>* events) {
+namespace {
+
+json limits_shape(const Limits& l) {
   json limits = json::object();
-  if (b.spec.limits.cpu_milli)
-    limits["cpus"] = static_cast<double>(*b.spec.limits.cpu_milli) / 1000.0;
-  if (b.spec.limits.memory) limits["memory_bytes"] = *b.spec.limits.memory;
-  if (b.spec.limits.pids) limits["pids"] = *b.spec.limits.pids;
-  if (b.spec.limits.disk) limits["disk_bytes"] = *b.spec.limits.disk;
+  if (l.cpu_milli) limits["cpus"] = static_cast<double>(*l.cpu_milli) / 1000.0;
+  if (l.memory) limits["memory_bytes"] = *l.memory;
+  if (l.pids) limits["pids"] = *l.pids;
+  if (l.disk) limits["disk_bytes"] = *l.disk;
+  return limits;
+}
+
+}  // namespace
+
+json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEvent>* events) {
+  json limits = limits_shape(b.spec.limits);
   json j = {{"id", b.id},
             {"name", b.name},
             {"state", b.state},
@@ -192,12 +200,7 @@ int parse_signal(const std::string& text) {
 }
 
 json snapshot_json(const SnapshotRecord& s) {
-  json limits = json::object();
-  const Limits& l = s.config.limits;
-  if (l.cpu_milli) limits["cpus"] = static_cast<double>(*l.cpu_milli) / 1000.0;
-  if (l.memory) limits["memory_bytes"] = *l.memory;
-  if (l.pids) limits["pids"] = *l.pids;
-  if (l.disk) limits["disk_bytes"] = *l.disk;
+  json limits = limits_shape(s.config.limits);
   json j = {{"id", s.id},
             {"name", s.name},
             {"kind", s.kind},

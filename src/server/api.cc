@@ -325,6 +325,22 @@ BoxRecord Api::tenant_box(Call& c, const std::string& ref) {
   return b;
 }
 
+namespace {
+
+// A request's "labels": labels starting with "upstream." are set by upstream only.
+std::map<std::string, std::string> user_labels(Body& b) {
+  std::map<std::string, std::string> out;
+  for (auto& [k, v] : b.string_map("labels")) {
+    if (starts_with(k, "upstream."))
+      bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
+    parse_label(k + "=" + v);
+    out[k] = v;
+  }
+  return out;
+}
+
+}  // namespace
+
 BoxSpec Api::box_spec_from(Call& c, Body& b) {
   BoxSpec spec;
   if (auto v = b.str("name")) spec.name = *v;
@@ -332,12 +348,7 @@ BoxSpec Api::box_spec_from(Call& c, Body& b) {
   if (auto v = b.str("user")) spec.user = *v;
   if (auto v = b.str("workdir")) spec.workdir = *v;
   if (auto v = b.str("network")) spec.network = *v;
-  for (auto& [k, v] : b.string_map("labels")) {
-    if (k == kTenantLabel || starts_with(k, "upstream."))
-      bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
-    parse_label(k + "=" + v);
-    spec.labels[k] = v;
-  }
+  spec.labels = user_labels(b);
   for (auto& [k, v] : b.string_map("env")) {
     if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
     spec.env.push_back(k + "=" + v);
@@ -555,12 +566,7 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
       if (*v != "snapshot" && *v != "image") bad("field 'kind' must be snapshot or image");
       o.kind = *v;
     }
-    for (auto& [k, v] : b.string_map("labels")) {
-      if (starts_with(k, "upstream."))
-        bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
-      parse_label(k + "=" + v);
-      o.labels[k] = v;
-    }
+    o.labels = user_labels(b);
     if (!c.tenant.empty()) o.labels[kTenantLabel] = c.tenant;
     c.json_reply(201, snapshot_json(engine_.snapshot_box(box.id, o)));
     return;

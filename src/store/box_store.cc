@@ -161,7 +161,9 @@ const char* kBoxColumns =
     "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, "
     "init_start, slot, "
     "host_generation, owner_pid, owner_start, cpu_us_total, memory_peak, oom_kills_total, "
-    "last_active_at, (SELECT MAX(at) FROM events e WHERE e.box_id = boxes.id), archive_layer";
+    "MAX(last_active_at, IFNULL((SELECT started_at FROM execs x WHERE x.box_id = boxes.id AND "
+    "x.state != 'failed' ORDER BY seq DESC LIMIT 1), 0)), "
+    "(SELECT MAX(at) FROM events e WHERE e.box_id = boxes.id), archive_layer";
 
 const char* kExecColumns =
     "box_id, seq, argv, user, cwd, background, tty, state, pid, started_at, ended_at, exit_code, "
@@ -600,15 +602,7 @@ void BoxStore::insert_snapshot(const SnapshotRecord& r,
     if (snapshot_name_taken(r.name))
       throw Error(Errc::already_exists,
                   "a snapshot or image named '" + r.name + "' already exists");
-    for (const auto& l : new_layers)
-      db_.prepare(
-             "INSERT INTO layers(digest, bytes, files, created_at) VALUES(?, ?, ?, ?) ON "
-             "CONFLICT(digest) DO NOTHING")
-          .bind(1, l.digest)
-          .bind(2, static_cast<int64_t>(l.bytes))
-          .bind(3, static_cast<int64_t>(l.files))
-          .bind(4, now_ms())
-          .run();
+    for (const auto& l : new_layers) insert_layer(l);
     db_.prepare(std::string("INSERT INTO snapshots(") + kSnapColumns +
                 ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(1, r.id)

@@ -48,7 +48,8 @@ class BoxStore {
   void mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us,
                     uint64_t mem_peak, uint64_t oom_kills);
   void delete_box(const std::string& id);
-  // Records activity (an exec or a file call) at `at` ms.
+  // Records activity (a file call, CPU use) at `at` ms. Execs need no call: a box's last
+  // activity also reads its latest exec that started.
   void touch(const std::string& id, int64_t at);
   // Sets (or clears) the layer of an archived box together with its new state.
   void set_archived(const std::string& id, const std::string& layer, const std::string& state,

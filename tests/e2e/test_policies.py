@@ -110,3 +110,16 @@ def test_stopped_box_is_archived_and_start_brings_it_back(own_up, server):
         assert own_up.ok("box", "exec", b, "--", "cat", "/home/user/k") == "kept\n"
     finally:
         own_up.rm(b)
+
+
+def test_execs_keep_a_box_awake(own_up, server):
+    _, b = own_up.create("--auto-pause", "2s")
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            own_up.ok("box", "exec", b, "--", "true")
+            time.sleep(0.3)
+        # Never paused in between (an exec would have woken it, but the pause would be recorded).
+        assert "paused" not in [e["state"] for e in own_up.inspect(b)["events"]]
+    finally:
+        own_up.rm(b)
