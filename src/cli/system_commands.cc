@@ -23,7 +23,8 @@ void add_system_commands(CLI::App& app, Context& ctx) {
                     {"host_image", s.host_image},
                     {"boxes", s.boxes},
                     {"running", s.running},
-                    {"paused", s.paused}});
+                    {"paused", s.paused},
+                    {"pooled", s.pooled}});
         return;
       }
       std::cout << "version:     " << s.version << "\n"
@@ -34,6 +35,9 @@ void add_system_commands(CLI::App& app, Context& ctx) {
                 << "host image:  " << s.host_image << "\n"
                 << "boxes:       " << s.boxes << " (" << s.running << " running, " << s.paused
                 << " paused)\n";
+      if (!ctx.backend().remote())
+        std::cout << "warm pool:   " << s.pooled
+                  << " ready (configuration: " << ctx.engine().options().config_path << ")\n";
     });
   }
   {
@@ -50,6 +54,58 @@ void add_system_commands(CLI::App& app, Context& ctx) {
     c->callback([&ctx] {
       ctx.require_local("system refresh-host-image");
       ctx.engine().refresh_host_image();
+    });
+  }
+
+  // The warm pool is the installation's: its shapes come from the configuration file, and
+  // `upstream serve` refills it in the background.
+  CLI::App* pool =
+      app.add_subcommand("pool", "The warm pool of ready boxes (shapes from the configuration)")
+          ->require_subcommand(1);
+  {
+    auto* c = pool->add_subcommand("ls", "Show each configured shape and how many boxes are ready");
+    c->callback([&ctx] {
+      ctx.require_local("pool ls");
+      auto states = ctx.engine().pool_status();
+      if (ctx.json) {
+        json out = json::array();
+        for (const auto& s : states) {
+          json j = {{"image", s.shape.image},
+                    {"limits", limits_to_json(s.shape.limits)},
+                    {"size", s.shape.size},
+                    {"ready", s.ready}};
+          if (!s.error.empty()) j["error"] = s.error;
+          out.push_back(j);
+        }
+        print_json(out);
+        return;
+      }
+      if (states.empty()) {
+        std::cout << "no warm pool configured (add \"warm_pool\" to "
+                  << ctx.engine().options().config_path << ")\n";
+        return;
+      }
+      std::cout << "IMAGE                LIMITS                                   READY/SIZE\n";
+      for (const auto& s : states) {
+        std::string lim = limits_to_json(s.shape.limits).dump();
+        std::printf("%-20s %-40s %zu/%zu%s\n", s.shape.image.c_str(), lim.c_str(), s.ready,
+                    s.shape.size, s.error.empty() ? "" : ("  (" + s.error + ")").c_str());
+      }
+    });
+  }
+  {
+    auto* c = pool->add_subcommand(
+        "fill", "Create the boxes the pool lacks now (`upstream serve` does this by itself)");
+    c->callback([&ctx] {
+      ctx.require_local("pool fill");
+      for (const auto& line : ctx.engine().fill_pool()) std::cout << line << "\n";
+    });
+  }
+  {
+    auto* c = pool->add_subcommand("drain", "Remove every box waiting in the pool");
+    c->callback([&ctx] {
+      ctx.require_local("pool drain");
+      std::cout << "removed " << ctx.engine().drain_pool() << " pooled boxes\n";
     });
   }
 }

@@ -43,6 +43,13 @@ struct Config {
   bool wait_network = false;  // pause after namespaces exist so the engine can attach a network
 };
 
+// The box's /etc/hosts for a hostname (written by the engine at start, and by the init when a
+// running box is renamed).
+inline std::string hosts_file(const std::string& hostname) {
+  return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname +
+         "\n";
+}
+
 inline void to_json(nlohmann::json& j, const Overlay& o) {
   j = {{"target", o.target}, {"lowers", o.lowers}, {"upper", o.upper}, {"work", o.work}};
 }

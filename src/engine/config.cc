@@ -1,7 +1,11 @@
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "common/error.h"
 #include "common/strings.h"
@@ -45,7 +49,100 @@ EngineOptions EngineOptions::from_environment() {
     o.default_limits.memory = parse_size(env("UPSTREAM_DEFAULT_MEMORY"), "UPSTREAM_DEFAULT_MEMORY");
   if (!env("UPSTREAM_DEFAULT_DISK").empty())
     o.default_limits.disk = parse_size(env("UPSTREAM_DEFAULT_DISK"), "UPSTREAM_DEFAULT_DISK");
+  o.load_config(env("UPSTREAM_CONFIG").empty() ? o.home + "/config.json" : env("UPSTREAM_CONFIG"));
   return o;
+}
+
+void EngineOptions::load_config(const std::string& path) {
+  config_path = path;
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == ENOENT) return;  // no configuration: nothing pooled, no prices
+    throw_invalid("cannot read the configuration file " + path + ": " + std::strerror(errno));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto fail = [&](const std::string& what) {
+    throw_invalid("configuration file " + path + ": " + what);
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    std::string what = e.what();
+    auto p = what.find("parse error");
+    fail("not valid JSON (" + (p == std::string::npos ? what : what.substr(p)) + ")");
+  }
+  if (!j.is_object()) fail("must hold a JSON object");
+  for (const auto& [k, v] : j.items())
+    if (k != "warm_pool" && k != "prices")
+      fail("unknown field '" + k + "' (known: warm_pool, prices)");
+  std::vector<PoolShape> shapes;
+  if (j.contains("warm_pool")) {
+    const auto& list = j["warm_pool"];
+    if (!list.is_array()) fail("warm_pool must be a list of shapes");
+    for (size_t i = 0; i < list.size(); i++) {
+      std::string at = "warm_pool[" + std::to_string(i) + "]";
+      const auto& s = list[i];
+      if (!s.is_object())
+        fail(at + " must be an object such as {\"image\": \"host\", \"size\": 4}");
+      PoolShape shape;
+      bool sized = false;
+      nlohmann::json limits = nlohmann::json::object();
+      for (const auto& [k, v] : s.items()) {
+        if (k == "image") {
+          if (!v.is_string() || v.get<std::string>().empty()) fail(at + ".image must be a string");
+          shape.image = v.get<std::string>();
+        } else if (k == "size") {
+          if (!v.is_number_unsigned() || v.get<uint64_t>() > 1000)
+            fail(at + ".size must be a whole number from 0 to 1000");
+          shape.size = v.get<size_t>();
+          sized = true;
+        } else if (k == "cpus" || k == "memory" || k == "pids" || k == "disk") {
+          limits[k] = v;
+        } else {
+          fail("unknown field '" + at + "." + k +
+               "' (known: image, size, cpus, memory, pids, disk)");
+        }
+      }
+      if (!sized) fail(at + " has no size (how many ready boxes to keep)");
+      try {
+        shape.limits = limits_from_user_json(limits, at);
+        BoxSpec probe;
+        probe.image = shape.image;
+        probe.limits = shape.limits;
+        validate_box_spec(probe);
+      } catch (const Error& e) {
+        fail(e.what());
+      }
+      shapes.push_back(shape);
+    }
+  }
+  Prices p;
+  if (j.contains("prices")) {
+    const auto& pr = j["prices"];
+    if (!pr.is_object()) fail("prices must be an object");
+    for (const auto& [k, v] : pr.items()) {
+      if (k == "currency") {
+        if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().size() > 8)
+          fail("prices.currency must be a short string such as \"USD\"");
+        p.currency = v.get<std::string>();
+        continue;
+      }
+      std::optional<double>* slot = k == "cpu_core_hour"      ? &p.cpu_core_hour
+                                    : k == "storage_gb_month" ? &p.storage_gb_month
+                                    : k == "wall_core_hour"   ? &p.wall_core_hour
+                                                              : nullptr;
+      if (!slot)
+        fail("unknown field 'prices." + k +
+             "' (known: currency, cpu_core_hour, storage_gb_month, wall_core_hour)");
+      if (!v.is_number() || v.get<double>() < 0)
+        fail("prices." + k + " must be a number of at least 0");
+      *slot = v.get<double>();
+    }
+  }
+  warm_pool = shapes;
+  prices = p;
 }
 
 }  // namespace upstream

@@ -360,6 +360,18 @@ UniqueFd Engine::Impl::connect(const BoxRecord& b) {
 
 // ---------------------------------------------------------------------------------------------
 
+void Engine::Impl::apply_default_limits(BoxSpec& spec) {
+  const Limits& d = opts.default_limits;
+  Limits& l = spec.limits;
+  if (!l.memory) l.memory = d.memory;
+  if (!l.pids) l.pids = d.pids;
+  if (!l.cpu_milli) l.cpu_milli = d.cpu_milli;
+  if (!l.disk && pool.supports_limits()) l.disk = d.disk;
+  if (l.disk && !pool.supports_limits())
+    throw Error(Errc::unavailable,
+                "disk limits need the btrfs storage pool (" + pool.unavailable_reason() + ")");
+}
+
 BoxRecord Engine::create_box(BoxSpec spec) {
   Impl& I = *impl_;
   validate_box_spec(spec);
@@ -367,16 +379,15 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   // Images are resolved before anything is recorded: a bad image changes nothing.
   I.prepare_image(spec);
   debug_log("image ready");
-  const Limits& d = opts_.default_limits;
-  Limits& l = spec.limits;
-  if (!l.memory) l.memory = d.memory;
-  if (!l.pids) l.pids = d.pids;
-  if (!l.cpu_milli) l.cpu_milli = d.cpu_milli;
-  if (!l.disk && I.pool.supports_limits()) l.disk = d.disk;
-  if (l.disk && !I.pool.supports_limits())
-    throw Error(Errc::unavailable,
-                "disk limits need the btrfs storage pool (" + I.pool.unavailable_reason() + ")");
+  I.apply_default_limits(spec);
+  if (auto b = I.claim_pooled(spec)) return *b;
+  return I.create_new(spec, g);
+}
 
+BoxRecord Engine::Impl::create_new(BoxSpec spec, std::unique_lock<std::recursive_mutex>& g,
+                                   const std::string& pool_key) {
+  Engine::Impl& I = *this;
+  const Limits& l = spec.limits;
   BoxRecord b;
   b.id = random_hex(12);
   if (spec.name.empty()) {
@@ -388,6 +399,7 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   b.created_at = now_ms();
   b.owner_pid = ::getpid();
   b.owner_start = process_start_time(::getpid()).value_or(0);
+  b.pool = pool_key;
   I.store.insert_box(b);
   storage::ImagePlan plan;
   try {
@@ -403,10 +415,10 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   try {
     I.pool.create_volume(
         b.id, l.disk,
-        I.pool.supports_limits() ? std::optional<uint64_t>(opts_.log_limit) : std::nullopt);
+        I.pool.supports_limits() ? std::optional<uint64_t>(opts.log_limit) : std::nullopt);
     storage::prepare_volume(I.volume(b.id), plan, b.name);
     debug_log("volume ready");
-    I.start_init(b, plan, "created", true);
+    I.start_init(b, plan, pool_key.empty() ? "created" : "created for the warm pool", true);
   } catch (...) {
     try {
       std::lock_guard g2(I.mu);
@@ -428,6 +440,7 @@ std::vector<BoxRecord> Engine::list_boxes(const store::BoxFilter& filter) {
   std::lock_guard g(impl_->mu);
   std::vector<BoxRecord> out;
   store::BoxFilter f = filter;
+  f.pooled = store::BoxFilter::Pooled::exclude;
   std::string wanted = f.state;
   f.state.clear();  // the state may change below, so filter afterwards
   for (auto& b : impl_->store.list(f)) {
@@ -636,7 +649,9 @@ std::vector<std::string> Engine::enforce_policies(PolicyState& state, double cpu
   std::vector<BoxRecord> boxes;
   {
     std::lock_guard g(I.mu);
-    boxes = I.store.list();
+    store::BoxFilter f;
+    f.pooled = store::BoxFilter::Pooled::exclude;  // the pool keeps its own boxes
+    boxes = I.store.list(f);
   }
   std::set<std::string> seen;
   for (const auto& b : boxes) {
@@ -716,6 +731,10 @@ SystemInfo Engine::system_info() {
   else
     s.host_image = "not built yet (built on first use)";
   for (const auto& b : I.store.list()) {
+    if (!b.pool.empty()) {
+      s.pooled += b.state == box_state::running;
+      continue;
+    }
     s.boxes++;
     if (b.state == box_state::running) s.running++;
     if (b.state == box_state::paused) s.paused++;

@@ -27,6 +27,23 @@ class CgroupSystem;
 class SlotAllocator;
 }  // namespace runtime
 
+// A shape of the warm pool: `size` boxes of this image and these limits are kept created and
+// running, to be handed out by creates that ask for exactly that.
+struct PoolShape {
+  std::string image = "host";
+  Limits limits;  // unset: the defaults
+  size_t size = 0;
+};
+
+// Prices that turn metered usage into a cost estimate (absent: no estimate).
+struct Prices {
+  std::string currency = "USD";
+  std::optional<double> cpu_core_hour;     // per hour of one CPU actually used
+  std::optional<double> storage_gb_month;  // per GiB of files kept for a month (30 days)
+  std::optional<double> wall_core_hour;    // per hour a box exists with one CPU, for comparison
+  bool any() const { return cpu_core_hour || storage_gb_month || wall_core_hour; }
+};
+
 struct EngineOptions {
   std::string home;              // state directory
   std::string init_path;         // box init binary; empty: the one embedded in this program
@@ -38,10 +55,22 @@ struct EngineOptions {
   size_t exec_history = 10000;         // exec records kept per box
   uint64_t log_limit = 1ull << 30;     // space for exec logs per box, apart from its disk limit
   int64_t host_image_max_age_ms = 24ll * 3600 * 1000;
+  // From the configuration file ($UPSTREAM_CONFIG, else $UPSTREAM_HOME/config.json).
+  std::string config_path;
+  std::vector<PoolShape> warm_pool;
+  Prices prices;
 
-  // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR.
+  // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR,
+  // UPSTREAM_CONFIG, and the configuration file.
   static EngineOptions from_environment();
+  // Reads the configuration file (JSON: "warm_pool", "prices"); throws invalid_argument naming
+  // the file and the field. A missing file is an empty configuration.
+  void load_config(const std::string& path);
 };
+
+// The limits of a request or a configuration, in their JSON form: {"cpus": 0.5, "memory":
+// "512m", "pids": 100, "disk": "1g"}. `field` names the object in errors ("limits").
+Limits limits_from_user_json(const nlohmann::json& j, const std::string& field);
 
 struct ExecSpec {
   std::vector<std::string> argv;  // either a command...
@@ -79,6 +108,7 @@ struct SystemInfo {
   size_t boxes = 0;
   size_t running = 0;
   size_t paused = 0;
+  size_t pooled = 0;  // ready in the warm pool
 };
 
 class Engine {
@@ -111,6 +141,23 @@ class Engine {
   };
   std::vector<std::string> enforce_policies(PolicyState& state, double cpu_threshold = 0.02);
   BoxUsage usage(const std::string& ref);
+
+  // The warm pool (see PoolShape). A create whose image and limits match a shape takes a ready
+  // box from it: renamed, labelled and configured for its new owner, never used before.
+  struct PoolState {
+    PoolShape shape;
+    std::string key;
+    size_t ready = 0;
+    std::string error;  // why the shape cannot be filled (an image that is gone)
+  };
+  std::vector<PoolState> pool_status();
+  // Creates what the pool lacks and removes pooled boxes that are dead, surplus or of shapes no
+  // longer configured. One process fills at a time (others return at once). Returns what it did.
+  std::vector<std::string> fill_pool();
+  // Removes every pooled box; returns how many.
+  size_t drain_pool();
+  // Called (from any thread) when a create took a box from the pool or found it empty.
+  void on_pool_claim(std::function<void()> f);
 
   // Snapshots. A running box is frozen for the moment of capture only (a btrfs snapshot of its
   // volume); hashing and storing the layer happen after it runs again.

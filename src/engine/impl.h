@@ -36,6 +36,20 @@ struct Engine::Impl {
   std::string cgroup_group;  // "upstream-<instance>"
   std::recursive_mutex mu;   // the database connection is shared by this engine's users
 
+  std::function<void()> pool_listener;
+
+  // The defaults and checks every create applies to its spec (after prepare_image).
+  void apply_default_limits(BoxSpec& spec);
+  // Creates and starts a new box; `pool` marks it as waiting in the warm pool. The caller holds
+  // `g` (the engine's mutex), which is released while the box starts.
+  BoxRecord create_new(BoxSpec spec, std::unique_lock<std::recursive_mutex>& g,
+                       const std::string& pool = "");
+  // The warm pool: the key of a resolved spec's shape, and a claim of a ready box for `spec`
+  // (caller holds mu). nullopt: none ready.
+  std::string pool_key(const BoxSpec& spec) const;
+  std::optional<BoxRecord> claim_pooled(const BoxSpec& spec);
+  void remove_pooled(const BoxRecord& b, const std::string& reason);
+
   std::string volume(const std::string& id) const { return pool.volume_path(id); }
   std::string log_path(const std::string& id, uint64_t seq, const char* ext) const {
     return volume(id) + "/logs/" + std::to_string(seq) + "." + ext;

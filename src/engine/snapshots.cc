@@ -194,6 +194,13 @@ void Engine::remove_snapshot(const std::string& ref) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   SnapshotRecord s = I.store.resolve_snapshot(ref);
+  // Boxes waiting in the warm pool do not keep an image alive; they go with it (and the pool
+  // reports the shape as unfillable).
+  store::BoxFilter f;
+  f.pooled = store::BoxFilter::Pooled::only;
+  for (const auto& b : I.store.list(f))
+    if (b.spec.image == s.name && b.state != box_state::creating)
+      I.remove_pooled(b, "warm pool: its image " + s.name + " was removed");
   I.remove_snapshot_locked(s);
 }
 

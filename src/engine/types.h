@@ -75,6 +75,7 @@ struct BoxRecord {
   int64_t last_active_at = 0;  // the last exec started (from its record) or file call (ms)
   int64_t state_since = 0;     // when it entered its state (ms)
   std::string archive_layer;   // archived: the layer holding its files
+  std::string pool;            // waiting in the warm pool: the key of its shape; else empty
 };
 
 struct BoxEvent {

@@ -80,6 +80,7 @@ class Supervisor {
   json do_exec(int conn, ipc::Message& m);
   json do_files(ipc::Message& m);
   json do_kill(const json& body);
+  json do_rename(const std::string& hostname);
   json do_ps();
   Identity resolve(const std::string& spec);
 
@@ -234,6 +235,7 @@ json Supervisor::handle(int conn, ipc::Message& m) {
     }
     return json();  // no reply: the exit event is the answer
   }
+  if (op == "rename") return do_rename(m.body.at("hostname").get<std::string>());
   if (op == "stop") {
     begin_stop(m.body.value("grace_ms", int64_t{10000}), conn);
     return json();
@@ -395,6 +397,24 @@ json Supervisor::do_files(ipc::Message& m) {
   if (r.pid < 0) throw Error(Errc::internal, "cannot start file worker: " + r.message, r.err);
   reset_oom_score(r.pid);
   return {{"ok", true}, {"pid", r.pid}};
+}
+
+// A box handed out by the warm pool gets its owner's name: /etc/hostname and /etc/hosts are
+// replaced atomically (the kernel's hostname is set by the engine, which may enter our UTS
+// namespace; we may not call sethostname).
+json Supervisor::do_rename(const std::string& hostname) {
+  auto put = [](const std::string& path, const std::string& text) {
+    std::string tmp = path + ".upstream-new";
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
+    if (!fd) throw_sys("create " + tmp);
+    write_all(fd.get(), text);
+    ::fchmod(fd.get(), 0644);
+    fd.reset();
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_sys("rename " + tmp);
+  };
+  put("/etc/hostname", hostname + "\n");
+  put("/etc/hosts", initproto::hosts_file(hostname));
+  return {{"ok", true}};
 }
 
 json Supervisor::do_kill(const json& body) {

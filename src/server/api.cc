@@ -353,30 +353,7 @@ BoxSpec Api::box_spec_from(Call& c, Body& b) {
     if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
     spec.env.push_back(k + "=" + v);
   }
-  if (const json* l = b.get("limits")) {
-    if (!l->is_object()) bad("field 'limits' must be an object");
-    for (const auto& [k, v] : l->items()) {
-      auto size_of = [&](const char* what) -> uint64_t {
-        if (v.is_number_unsigned()) return v.get<uint64_t>();
-        if (v.is_string()) return parse_size(v.get<std::string>(), what);
-        bad(std::string("limits.") + k + " must be a number of bytes or a size such as \"512m\"");
-      };
-      if (k == "cpus") {
-        if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 4096)
-          bad("limits.cpus must be a number of CPUs above 0, such as 0.5 or 2");
-        spec.limits.cpu_milli = static_cast<uint64_t>(v.get<double>() * 1000 + 0.5);
-      } else if (k == "memory") {
-        spec.limits.memory = size_of("memory limit");
-      } else if (k == "disk") {
-        spec.limits.disk = size_of("disk limit");
-      } else if (k == "pids") {
-        if (!v.is_number_unsigned()) bad("limits.pids must be a whole number");
-        spec.limits.pids = v.get<uint64_t>();
-      } else {
-        bad("unknown field 'limits." + k + "' (known: cpus, memory, pids, disk)");
-      }
-    }
-  }
+  if (const json* l = b.get("limits")) spec.limits = limits_from_user_json(*l, "limits");
   if (const json* p = b.get("policy")) {
     if (!p->is_object()) bad("field 'policy' must be an object");
     for (const auto& [k, v] : p->items()) {

@@ -52,6 +52,45 @@ bool is_loopback(const std::string& host) {
 
 namespace {
 
+// Work done in the background every `interval_ms` (0: never) and whenever poked; stopped and
+// joined when it goes out of scope.
+class Background {
+ public:
+  Background(int64_t interval_ms, std::function<void()> f) {
+    if (interval_ms <= 0) return;
+    thread_ = std::thread([this, interval_ms, f = std::move(f)] {
+      std::unique_lock lk(mu_);
+      for (;;) {
+        cv_.wait_for(lk, std::chrono::milliseconds(interval_ms), [&] { return stop_ || poked_; });
+        if (stop_) return;
+        poked_ = false;
+        lk.unlock();
+        f();
+        lk.lock();
+      }
+    });
+  }
+  void poke() {
+    std::lock_guard g(mu_);
+    poked_ = true;
+    cv_.notify_all();
+  }
+  ~Background() {
+    {
+      std::lock_guard g(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false, poked_ = false;
+  std::thread thread_;
+};
+
 std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
@@ -536,40 +575,30 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
     }).detach();
   });
   // Idle policies (auto-pause, auto-stop) are applied by this long-running process.
-  std::mutex policy_mu;
-  std::condition_variable policy_cv;
-  bool policy_stop = false;
-  std::thread policy;
-  if (opts.policy_interval_ms > 0)
-    policy = std::thread([&] {
-      Engine::PolicyState state;
-      std::unique_lock lk(policy_mu);
-      while (!policy_cv.wait_for(lk, std::chrono::milliseconds(opts.policy_interval_ms),
-                                 [&] { return policy_stop; })) {
-        lk.unlock();
-        try {
-          for (const auto& what : api.engine().enforce_policies(state))
-            srv.log({{"time", format_time(now_ms())}, {"event", "policy"}, {"action", what}});
-        } catch (const std::exception& e) {
-          srv.log({{"time", format_time(now_ms())}, {"event", "policy"}, {"error", e.what()}});
-        }
-        lk.lock();
-      }
-    });
-  struct StopPolicy {
-    std::mutex& mu;
-    std::condition_variable& cv;
-    bool& stop;
-    std::thread& t;
-    ~StopPolicy() {
-      {
-        std::lock_guard g(mu);
-        stop = true;
-      }
-      cv.notify_all();
-      if (t.joinable()) t.join();
+  Engine::PolicyState policy_state;
+  Background policy(opts.policy_interval_ms, [&] {
+    try {
+      for (const auto& what : api.engine().enforce_policies(policy_state))
+        srv.log({{"time", format_time(now_ms())}, {"event", "policy"}, {"action", what}});
+    } catch (const std::exception& e) {
+      srv.log({{"time", format_time(now_ms())}, {"event", "policy"}, {"error", e.what()}});
     }
-  } stop_policy{policy_mu, policy_cv, policy_stop, policy};
+  });
+  // The warm pool is refilled after every hand-out (and checked every few seconds).
+  Background pool(api.engine().options().warm_pool.empty() ? 0 : 5000, [&] {
+    try {
+      for (const auto& what : api.engine().fill_pool())
+        srv.log({{"time", format_time(now_ms())}, {"event", "warm_pool"}, {"action", what}});
+    } catch (const std::exception& e) {
+      srv.log({{"time", format_time(now_ms())}, {"event", "warm_pool"}, {"error", e.what()}});
+    }
+  });
+  api.engine().on_pool_claim([&pool] { pool.poke(); });
+  struct Unhook {
+    Engine& e;
+    ~Unhook() { e.on_pool_claim({}); }
+  } unhook{api.engine()};
+  pool.poke();
   if (on_ready) on_ready(port);
   srv.ioc_.run();
   if (!opts.socket.empty()) ::unlink(opts.socket.c_str());

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/init_protocol.h"
 #include "common/strings.h"
 
 namespace upstream::storage {
@@ -65,9 +66,7 @@ void write_identity_files(const std::string& volume, const ImagePlan& plan,
   struct stat st;
   if (::stat(etc.c_str(), &st) != 0) mkdir_owned(etc, 0755);
   write_box_file(etc + "/hostname", hostname + "\n");
-  write_box_file(etc + "/hosts",
-                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" +
-                     hostname + "\n");
+  write_box_file(etc + "/hosts", initproto::hosts_file(hostname));
   if (::stat((etc + "/machine-id").c_str(), &st) != 0)
     write_box_file(etc + "/machine-id", random_hex(32) + "\n");
 }

@@ -163,7 +163,7 @@ const char* kBoxColumns =
     "host_generation, owner_pid, owner_start, cpu_us_total, memory_peak, oom_kills_total, "
     "MAX(last_active_at, IFNULL((SELECT started_at FROM execs x WHERE x.box_id = boxes.id AND "
     "x.state != 'failed' ORDER BY seq DESC LIMIT 1), 0)), "
-    "(SELECT MAX(at) FROM events e WHERE e.box_id = boxes.id), archive_layer";
+    "(SELECT MAX(at) FROM events e WHERE e.box_id = boxes.id), archive_layer, pool";
 
 const char* kExecColumns =
     "box_id, seq, argv, user, cwd, background, tty, state, pid, started_at, ended_at, exit_code, "
@@ -179,11 +179,11 @@ void BoxStore::migrate() {
     auto s = db_.prepare("PRAGMA user_version");
     if (s.step()) version = s.i64(0);
   }
-  if (version > 4)
+  if (version > 5)
     throw Error(Errc::failed_precondition,
                 "the state directory was written by a newer upstream (schema " +
                     std::to_string(version) + ")");
-  if (version == 4) return;
+  if (version == 5) return;
   auto add_column = [&](const char* name, const char* decl) {
     auto s = db_.prepare("SELECT 1 FROM pragma_table_info('boxes') WHERE name = ?");
     s.bind(1, std::string(name));
@@ -193,9 +193,12 @@ void BoxStore::migrate() {
     if (version < 1) db_.exec(kSchema);
     if (version < 2) db_.exec(kSchema2);
     // Version 3: when a box was last used, for idle policies. Version 4: archived boxes.
+    // Version 5: the warm pool.
     add_column("last_active_at", "INTEGER NOT NULL DEFAULT 0");
     add_column("archive_layer", "TEXT NOT NULL DEFAULT ''");
-    db_.exec("PRAGMA user_version = 4");
+    add_column("pool", "TEXT NOT NULL DEFAULT ''");
+    db_.exec("CREATE INDEX IF NOT EXISTS boxes_pool ON boxes(pool, state) WHERE pool != ''");
+    db_.exec("PRAGMA user_version = 5");
   });
 }
 
@@ -224,8 +227,8 @@ void BoxStore::insert_box(const BoxRecord& b) {
     }
     db_.prepare(
            "INSERT INTO boxes(id, name, state, state_reason, spec, created_at, owner_pid, "
-           "owner_start) "
-           "VALUES(?, ?, ?, ?, ?, ?, ?, ?)")
+           "owner_start, pool) "
+           "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(1, b.id)
         .bind(2, b.name)
         .bind(3, b.state)
@@ -234,6 +237,7 @@ void BoxStore::insert_box(const BoxRecord& b) {
         .bind(6, b.created_at)
         .bind(7, static_cast<int64_t>(b.owner_pid))
         .bind(8, b.owner_start)
+        .bind(9, b.pool)
         .run();
     for (const auto& [k, v] : b.spec.labels)
       db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)")
@@ -272,6 +276,7 @@ BoxRecord BoxStore::read_box(Stmt& s) {
   b.last_active_at = s.i64(17);
   b.state_since = s.i64(18);
   b.archive_layer = s.text(19);
+  b.pool = s.text(20);
   return b;
 }
 
@@ -310,14 +315,17 @@ std::optional<R> BoxStore::find_by_ref(const char* table, const char* columns,
 
 BoxRecord BoxStore::resolve(const std::string& ref) {
   if (ref.empty()) throw_invalid("no box given");
+  // A box waiting in the warm pool is nobody's yet.
   if (auto b = find_by_ref<BoxRecord>("boxes", kBoxColumns, ref, "box", &BoxStore::read_box))
-    return *b;
+    if (b->pool.empty()) return *b;
   throw Error(Errc::not_found, "no such box: " + ref);
 }
 
 std::vector<BoxRecord> BoxStore::list(const BoxFilter& f) {
   std::string sql = std::string("SELECT ") + kBoxColumns + " FROM boxes WHERE id > ?";
   if (!f.state.empty()) sql += " AND state = ?";
+  if (f.pooled == BoxFilter::Pooled::exclude) sql += " AND pool = ''";
+  if (f.pooled == BoxFilter::Pooled::only) sql += " AND pool != ''";
   for (size_t i = 0; i < f.labels.size(); i++)
     sql +=
         " AND EXISTS (SELECT 1 FROM labels l WHERE l.box_id = boxes.id AND l.key = ? AND l.value = "
@@ -341,6 +349,60 @@ bool BoxStore::name_taken(const std::string& name) {
   auto s = db_.prepare("SELECT 1 FROM boxes WHERE name = ?");
   s.bind(1, name);
   return s.step();
+}
+
+std::optional<std::string> BoxStore::claim_pooled(const std::string& key, const BoxRecord& as) {
+  std::optional<std::string> id;
+  db_.transaction([&] {
+    auto pick = db_.prepare(
+        "SELECT id, name FROM boxes WHERE pool = ? AND state = 'running' ORDER BY created_at "
+        "LIMIT 1");
+    pick.bind(1, key);
+    if (!pick.step()) return;
+    std::string found = pick.text(0);
+    std::string name = as.name.empty() ? pick.text(1) : as.name;
+    if (name != pick.text(1) && name_taken(name))
+      throw Error(Errc::already_exists, "a box named '" + name + "' already exists");
+    BoxSpec spec = as.spec;
+    spec.name = name;
+    int64_t now = now_ms();
+    db_.prepare(
+           "UPDATE boxes SET pool = '', name = ?, spec = ?, created_at = ?, started_at = ?, "
+           "state_reason = ? WHERE id = ? AND pool = ?")
+        .bind(1, name)
+        .bind(2, spec_to_json(spec).dump())
+        .bind(3, now)
+        .bind(4, now)
+        .bind(5, as.state_reason)
+        .bind(6, found)
+        .bind(7, key)
+        .run();
+    for (const auto& [k, v] : spec.labels)
+      db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)")
+          .bind(1, found)
+          .bind(2, k)
+          .bind(3, v)
+          .run();
+    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, 'running', ?)")
+        .bind(1, found)
+        .bind(2, now)
+        .bind(3, as.state_reason)
+        .run();
+    id = found;
+  });
+  return id;
+}
+
+bool BoxStore::retire_pooled(const std::string& id, const std::string& reason) {
+  bool done = false;
+  db_.transaction([&] {
+    db_.prepare("UPDATE boxes SET state = 'removing', state_reason = ? WHERE id = ? AND pool != ''")
+        .bind(1, reason)
+        .bind(2, id)
+        .run();
+    done = db_.changes() == 1;
+  });
+  return done;
 }
 
 void BoxStore::set_state(const std::string& id, const std::string& state,

@@ -23,6 +23,8 @@ struct BoxFilter {
   std::string state;                          // empty: any
   size_t limit = 0;                           // 0: no limit
   std::string after_id;                       // pagination: ids greater than this
+  enum class Pooled { any, exclude, only };
+  Pooled pooled = Pooled::any;  // boxes waiting in the warm pool belong to nobody yet
 };
 
 class BoxStore {
@@ -39,6 +41,12 @@ class BoxStore {
   std::optional<BoxRecord> find_id(const std::string& id);
   std::vector<BoxRecord> list(const BoxFilter& f = {});
   bool name_taken(const std::string& name);
+
+  // Warm pool. Hands the oldest running box of a shape to `as` (its name, spec and labels), in
+  // one transaction; nullopt when the pool has none. A taken name throws already_exists.
+  std::optional<std::string> claim_pooled(const std::string& key, const BoxRecord& as);
+  // Marks a pooled box `removing`, unless it was handed out meanwhile. True if it was marked.
+  bool retire_pooled(const std::string& id, const std::string& reason);
 
   // Records a transition with its reason; `extra` columns are set in the same statement.
   void set_state(const std::string& id, const std::string& state, const std::string& reason);

@@ -78,6 +78,7 @@ def _teardown(u):
     ids = r.stdout.decode().split() if r is not None and r.returncode == 0 else []
     for box_id in ids:
         _run_quiet([u.binary, "box", "rm", "-f", box_id], u.env, 60)
+    _run_quiet([u.binary, "pool", "drain"], u.env, 60)  # boxes waiting in a warm pool
     _run_quiet(["umount", "-l", os.path.join(u.home, "pool")], u.env, 30)
     shutil.rmtree(u.home, ignore_errors=True)
     # Empty cgroups only: rmdir refuses a cgroup that still has processes.
