@@ -42,6 +42,53 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<BoxStore> store_;
 };
 
+TEST_F(StoreTest, WarmPoolClaimsTheOldestReadyBoxOnce) {
+  auto pooled = [&](const std::string& id, const std::string& name, const std::string& state,
+                    int64_t at) {
+    BoxRecord b;
+    b.id = id;
+    b.name = name;
+    b.state = state;
+    b.created_at = at;
+    b.spec.name = name;
+    b.pool = "shape-a";
+    store_->insert_box(b);
+  };
+  pooled("aaaa00000001", "box-aaaa01", "running", 200);
+  pooled("aaaa00000002", "box-aaaa02", "running", 100);
+  pooled("aaaa00000003", "box-aaaa03", "creating", 50);  // not ready yet
+  make("bbbb00000001", "taken");
+  // Nobody's: not listed (unless asked), not resolvable.
+  BoxFilter mine;
+  mine.pooled = BoxFilter::Pooled::exclude;
+  EXPECT_EQ(store_->list(mine).size(), 1u);
+  EXPECT_THROW(store_->resolve("box-aaaa01"), Error);
+
+  BoxRecord as;
+  as.spec.labels = {{"team", "x"}};
+  as.spec.env = {"A=1"};
+  as.state_reason = "created (from the warm pool)";
+  as.name = "taken";
+  EXPECT_THROW(store_->claim_pooled("shape-a", as), Error);  // a taken name changes nothing
+  EXPECT_EQ(store_->list(mine).size(), 1u);
+  as.name = "mine";
+  EXPECT_EQ(store_->claim_pooled("shape-b", as), std::nullopt);
+  auto id = store_->claim_pooled("shape-a", as);
+  ASSERT_TRUE(id);
+  EXPECT_EQ(*id, "aaaa00000002");  // the oldest ready one
+  BoxRecord got = store_->resolve("mine");
+  EXPECT_EQ(got.pool, "");
+  EXPECT_EQ(got.spec.env, std::vector<std::string>{"A=1"});
+  BoxFilter team;
+  team.labels = {{"team", "x"}};
+  EXPECT_EQ(store_->list(team).size(), 1u);
+  // A handed-out box cannot be retired by the pool; a waiting one can.
+  EXPECT_FALSE(store_->retire_pooled("aaaa00000002", "surplus"));
+  EXPECT_TRUE(store_->retire_pooled("aaaa00000001", "surplus"));
+  as.name = "";
+  EXPECT_EQ(store_->claim_pooled("shape-a", as), std::nullopt);  // removing / creating only
+}
+
 TEST_F(StoreTest, ResolveByIdPrefixAndName) {
   make("abcdef012345", "alpha");
   make("abcd99999999", "beta");
