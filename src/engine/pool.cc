@@ -61,18 +61,22 @@ std::optional<BoxRecord> Engine::Impl::claim_pooled(const BoxSpec& spec) {
   as.spec = spec;
   as.state_reason = "created (from the warm pool)";
   std::optional<std::string> id = store.claim_pooled(pool_key(spec), as);
+  debug_log("warm pool claimed");
   if (!id) return std::nullopt;
   BoxRecord b = *store.find_id(*id);
   try {
-    auto lock = lock_box(b.id);
+    // No lock needed: the box is ours alone since the claim, and the pool can no longer retire
+    // it. The init rewrites its files while we set the kernel's hostname.
     if (!process_matches(b.init_pid, b.init_start)) throw Error(Errc::internal, "its init is gone");
-    set_box_hostname(b.init_pid, b.name);
     UniqueFd c = connect(b);
     ipc::send(c.get(), {{"op", "rename"}, {"hostname", b.name}});
+    set_box_hostname(b.init_pid, b.name);
+    debug_log("warm pool hostname set");
     auto reply = ipc::recv_wait(c.get(), 10000);
     if (!reply || !reply->body.value("ok", false))
       throw Error(Errc::internal,
                   reply ? reply->body.value("error", std::string("rename failed")) : "no answer");
+    debug_log("warm pool box renamed");
   } catch (const Error& e) {
     // Not usable: it goes, and the create makes a new box instead.
     debug_log("pooled box " + b.id + " could not be handed out: " + e.what());
