@@ -53,6 +53,7 @@ class Backend {
                           const std::string& user) = 0;
 
   virtual SystemInfo system_info() = 0;
+  virtual Engine::UsageReport usage_report(const Engine::UsageQuery& q) = 0;
 
   // Snapshots and images.
   virtual std::vector<BoxRecord> create_boxes(const BoxSpec& spec, size_t count) = 0;

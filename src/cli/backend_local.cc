@@ -32,6 +32,9 @@ class LocalBackend : public Backend {
     return e().snapshot_box(ref, o);
   }
   SnapshotRecord get_snapshot(const std::string& ref) override { return e().get_snapshot(ref); }
+  Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
+    return e().usage_report(q);
+  }
   std::vector<SnapshotRecord> list_snapshots(const std::string& kind) override {
     return e().list_snapshots(kind);
   }

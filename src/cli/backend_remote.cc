@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/strings.h"
+#include "common/time.h"
 #include "engine/host_tree.h"
 #include "engine/wire.h"
 #include "pipeline/runner.h"
@@ -427,6 +428,12 @@ class RemoteBackend : public Backend {
   }
   SnapshotRecord get_snapshot(const std::string& ref) override {
     return snapshot_from_json(http_.get("/v1/snapshots/" + seg(ref)));
+  }
+  Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
+    std::string path = "/v1/usage?since=" + seg(format_time(q.since)) +
+                       "&until=" + seg(format_time(q.until)) + "&by=" + seg(q.by);
+    for (const auto& [k, v] : q.labels) path += "&label=" + seg(k + "=" + v);
+    return usage_report_from_json(http_.get(path));
   }
   std::vector<SnapshotRecord> list_snapshots(const std::string& kind) override {
     std::vector<SnapshotRecord> out;

@@ -419,22 +419,55 @@ void add_box_commands(CLI::App& app, Context& ctx) {
 
   // usage -------------------------------------------------------------------------------------
   {
-    auto* c = box->add_subcommand("usage", "Show a box's resource usage");
+    auto* c =
+        box->add_subcommand("usage", "Show a box's resource usage (and its execs' with --execs)");
     auto ref = std::make_shared<std::string>();
+    auto execs = std::make_shared<size_t>(0);
     c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->callback([&ctx, ref] {
+    c->add_option("--execs", *execs,
+                  "Also show the CPU, wall time and peak memory of the last N execs");
+    c->callback([&ctx, ref, execs] {
       BoxUsage u = ctx.backend().usage(*ref);
+      std::vector<ExecRecord> recs;
+      if (*execs) recs = ctx.backend().list_execs(*ref, false, *execs);
       json j = usage_json(u);
       if (ctx.json) {
+        if (*execs) {
+          j["execs"] = json::array();
+          for (const auto& e : recs)
+            j["execs"].push_back(
+                {{"exec", e.seq},
+                 {"command", shell_join(e.argv)},
+                 {"cpu_seconds", static_cast<double>(e.cpu_us) / 1e6},
+                 {"wall_seconds",
+                  static_cast<double>((e.ended_at ? e.ended_at : now_ms()) - e.started_at) /
+                      1000.0},
+                 {"memory_peak_bytes", e.max_rss_kb * 1024},
+                 {"state", e.state}});
+        }
         print_json(j);
         return;
       }
       std::cout << "cpu:          " << format_duration_ms(u.cpu_us / 1000) << " active\n"
+                << "running:      " << format_duration_ms(static_cast<uint64_t>(u.running_ms))
+                << " (wall clock, all runs)\n"
                 << "memory:       " << format_bytes(u.memory) << " (peak "
                 << format_bytes(u.memory_peak) << ")\n"
                 << "processes:    " << u.pids << "\n"
                 << "oom kills:    " << u.oom_kills << "\n";
       if (u.disk_bytes) std::cout << "disk:         " << format_bytes(*u.disk_bytes) << "\n";
+      std::cout << "snapshots:    " << u.snapshots << " (" << format_bytes(u.snapshot_bytes)
+                << " of their own)\n";
+      if (!recs.empty()) {
+        std::printf("\n%-6s %-10s %-10s %-10s %s\n", "EXEC", "CPU", "WALL", "PEAK MEM", "COMMAND");
+        for (const auto& e : recs) {
+          int64_t wall = (e.ended_at ? e.ended_at : now_ms()) - e.started_at;
+          std::printf("%-6llu %-10s %-10s %-10s %s\n", static_cast<unsigned long long>(e.seq),
+                      format_duration_ms(e.cpu_us / 1000).c_str(),
+                      format_duration_ms(static_cast<uint64_t>(std::max<int64_t>(0, wall))).c_str(),
+                      format_bytes(e.max_rss_kb * 1024).c_str(), shell_join(e.argv).c_str());
+        }
+      }
     });
   }
 

@@ -67,11 +67,20 @@ void add_server_commands(CLI::App& app, Context& ctx) {
     auto policy_every = std::make_shared<std::string>("5s");
     c->add_option("--policy-interval", *policy_every,
                   "How often boxes' idle policies are applied (default 5s; 0 for never)");
-    c->callback([&ctx, o, a, max_body, max_upload, max_boxes, max_execs, no_log, policy_every] {
+    auto meter_every = std::make_shared<std::string>("5m");
+    c->add_option("--meter-interval", *meter_every,
+                  "How often usage is metered for `upstream usage` (default 5m; 0: only when boxes "
+                  "and snapshots are removed)");
+    c->callback([&ctx, o, a, max_body, max_upload, max_boxes, max_execs, no_log, policy_every,
+                 meter_every] {
       o->policy_interval_ms =
           *policy_every == "0"
               ? 0
               : static_cast<int64_t>(parse_duration_ms(*policy_every, "--policy-interval"));
+      o->meter_interval_ms =
+          *meter_every == "0"
+              ? 0
+              : static_cast<int64_t>(parse_duration_ms(*meter_every, "--meter-interval"));
       a->max_body = parse_size(*max_body, "--max-body");
       a->max_upload = parse_size(*max_upload, "--max-upload");
       if (!max_boxes->empty()) a->default_max_boxes = parse_count(*max_boxes, "--max-boxes");

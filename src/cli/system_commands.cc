@@ -1,6 +1,10 @@
+#include <cstdio>
 #include <iostream>
 
 #include "cli/cli.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "engine/wire.h"
 
 namespace upstream::cli {
 
@@ -54,6 +58,54 @@ void add_system_commands(CLI::App& app, Context& ctx) {
     c->callback([&ctx] {
       ctx.require_local("system refresh-host-image");
       ctx.engine().refresh_host_image();
+    });
+  }
+
+  {
+    auto* c = app.add_subcommand(
+        "usage",
+        "Metered usage over a period, by tenant, box, snapshot or label, with costs if "
+        "the configuration has prices");
+    auto since = std::make_shared<std::string>("30d");
+    auto until = std::make_shared<std::string>("now");
+    auto by = std::make_shared<std::string>("tenant");
+    auto labels = std::make_shared<std::vector<std::string>>();
+    c->add_option("--since", *since,
+                  "Start: 24h, 7d, 2026-12-01 or 2026-12-01T10:00:00Z (default 30d)");
+    c->add_option("--until", *until, "End, in the same forms (default now)");
+    c->add_option("--by", *by, "Group by tenant (default), box, snapshot, all, or label:KEY");
+    c->add_option("-l,--label", *labels, "Only what carries this label key=value (repeatable)");
+    c->callback([&ctx, since, until, by, labels] {
+      int64_t now = now_ms();
+      Engine::UsageQuery q;
+      q.since = parse_when(*since, now, "--since");
+      q.until = parse_when(*until, now, "--until");
+      q.by = *by;
+      for (const auto& l : *labels) {
+        auto [k, v] = parse_label(l);
+        q.labels[k] = v;
+      }
+      Engine::UsageReport r = ctx.backend().usage_report(q);
+      if (ctx.json) {
+        print_json(usage_report_json(r));
+        return;
+      }
+      bool priced = r.prices.any();
+      std::cout << "usage from " << format_time(r.since) << " to " << format_time(r.until) << "\n";
+      std::printf("%-28s %6s %6s %12s %12s %12s %12s%s\n", "GROUP", "BOXES", "SNAPS", "CPU (s)",
+                  "RUNNING (s)", "DISK GB-MO", "SNAP GB-MO",
+                  priced ? ("  COST (" + r.prices.currency + ")  WALL-CLOCK COST").c_str() : "");
+      auto line = [&](const Engine::UsageGroup& g, const std::string& key) {
+        std::printf("%-28s %6zu %6zu %12.2f %12.1f %12.6f %12.6f", key.c_str(), g.boxes,
+                    g.snapshots, g.cpu_s, g.running_s, g.box_gb_months, g.snapshot_gb_months);
+        if (priced) {
+          std::printf("  %12.6f", g.cost.value_or(0));
+          if (g.wall_clock_cost) std::printf("  %15.6f", *g.wall_clock_cost);
+        }
+        std::printf("\n");
+      };
+      for (const auto& g : r.groups) line(g, g.key.empty() ? "-" : g.key);
+      line(r.total, "total");
     });
   }
 

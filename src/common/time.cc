@@ -3,6 +3,10 @@
 #include <time.h>
 
 #include <cstdio>
+#include <stdexcept>
+
+#include "common/error.h"
+#include "common/strings.h"
 
 namespace upstream {
 
@@ -41,6 +45,50 @@ int64_t parse_time(const std::string& text) {
                   &t.tm_hour, &t.tm_min, &t.tm_sec, &ms, &z) != 8 ||
       z != 'Z')
     return 0;
+  t.tm_year -= 1900;
+  t.tm_mon -= 1;
+  return static_cast<int64_t>(timegm(&t)) * 1000 + ms;
+}
+
+int64_t parse_when(const std::string& text, int64_t now, const std::string& what) {
+  if (text == "now") return now;
+  tm t{};
+  int ms = 0, n = 0;
+  char z = 0;
+  const char* s = text.c_str();
+  if (std::sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &t.tm_year, &t.tm_mon, &t.tm_mday,
+                  &t.tm_hour, &t.tm_min, &t.tm_sec, &ms, &n) == 7 &&
+      static_cast<size_t>(n) == text.size()) {
+  } else if (t = tm{}, ms = 0, n = 0;
+             std::sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%c%n", &t.tm_year, &t.tm_mon, &t.tm_mday,
+                         &t.tm_hour, &t.tm_min, &t.tm_sec, &z, &n) == 7 &&
+             z == 'Z' && static_cast<size_t>(n) == text.size()) {
+  } else if (t = tm{}, n = 0;
+             std::sscanf(s, "%4d-%2d-%2d%n", &t.tm_year, &t.tm_mon, &t.tm_mday, &n) == 3 &&
+             static_cast<size_t>(n) == text.size()) {
+  } else {
+    std::string d = text;
+    if (!d.empty() && d.back() == 'd') {  // days, on top of what parse_duration_ms reads
+      try {
+        size_t used = 0;
+        double days = std::stod(d.substr(0, d.size() - 1), &used);
+        if (used == d.size() - 1 && days >= 0 && days < 100000)
+          return now - static_cast<int64_t>(days * 86400000.0);
+      } catch (const std::exception&) {
+      }
+    } else {
+      try {
+        return now - static_cast<int64_t>(parse_duration_ms(text, what));
+      } catch (const Error&) {
+      }
+    }
+    throw_invalid("invalid " + what + " '" + text +
+                  "': use now, a time ago such as 24h or 7d, a date such as 2026-12-01, or a "
+                  "time such as 2026-12-01T10:00:00Z");
+  }
+  if (t.tm_mon < 1 || t.tm_mon > 12 || t.tm_mday < 1 || t.tm_mday > 31 || t.tm_hour > 23 ||
+      t.tm_min > 59 || t.tm_sec > 60)
+    throw_invalid("invalid " + what + " '" + text + "': no such date or time");
   t.tm_year -= 1900;
   t.tm_mon -= 1;
   return static_cast<int64_t>(timegm(&t)) * 1000 + ms;

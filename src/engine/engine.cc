@@ -501,6 +501,10 @@ void Engine::remove_box(const std::string& ref, bool force) {
   if (box_state::alive(b.state) && !force)
     throw Error(Errc::failed_precondition,
                 "box " + b.name + " is " + b.state + "; stop it first or remove it with --force");
+  try {
+    I.record_box_usage(b);  // its last interval, kept after it is gone
+  } catch (const Error&) {
+  }
   I.store.set_state(b.id, box_state::removing, "remove requested");
   I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
   if (b.init_pid) I.stop_init(b, 0);
@@ -516,26 +520,6 @@ void Engine::remove_box(const std::string& ref, bool force) {
         } catch (const Error&) {
         }
       }
-}
-
-BoxUsage Engine::usage(const std::string& ref) {
-  Impl& I = *impl_;
-  std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  BoxUsage u;
-  u.cpu_us = b.cpu_us_total;
-  u.memory_peak = b.memory_peak;
-  u.oom_kills = b.oom_kills_total;
-  if (box_state::alive(b.state)) {
-    runtime::CgroupUsage c = I.cgroup(b.id).usage();
-    u.cpu_us += c.cpu_us;
-    u.memory = c.memory;
-    u.memory_peak = std::max(u.memory_peak, c.memory_peak);
-    u.pids = c.pids;
-    u.oom_kills += c.oom_kills;
-  }
-  u.disk_bytes = I.pool.volume_usage(b.id);
-  return u;
 }
 
 BoxRecord Engine::pause_box(const std::string& ref, const std::string& reason) {

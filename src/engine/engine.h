@@ -142,6 +142,35 @@ class Engine {
   std::vector<std::string> enforce_policies(PolicyState& state, double cpu_threshold = 0.02);
   BoxUsage usage(const std::string& ref);
 
+  // Metering. One pass records, for every box and snapshot, what it used since its last pass
+  // (`upstream serve` runs it every few minutes; removing a box or snapshot records its last
+  // interval). A report sums what overlaps [since, until), counting the not yet recorded tail
+  // of what exists now, grouped by tenant, box, snapshot or a label's value.
+  size_t meter_usage();
+  struct UsageQuery {
+    int64_t since = 0, until = 0;               // ms
+    std::string by = "tenant";                  // tenant | box | label:KEY
+    std::map<std::string, std::string> labels;  // only what carries all of these
+  };
+  struct UsageGroup {
+    std::string key;
+    size_t boxes = 0, snapshots = 0;
+    double cpu_s = 0;           // active CPU seconds
+    double running_s = 0;       // seconds boxes were running
+    double core_running_s = 0;  // running seconds x CPUs (the limit, else the host's)
+    double box_gb_months = 0;   // writable layers kept (GiB x 30 days)
+    double snapshot_gb_months = 0;
+    uint64_t memory_peak = 0;
+    std::optional<double> cost, wall_clock_cost;  // with prices configured
+  };
+  struct UsageReport {
+    int64_t since = 0, until = 0;
+    std::vector<UsageGroup> groups;
+    UsageGroup total;
+    Prices prices;
+  };
+  UsageReport usage_report(const UsageQuery& q);
+
   // The warm pool (see PoolShape). A create whose image and limits match a shape takes a ready
   // box from it: renamed, labelled and configured for its new owner, never used before.
   struct PoolState {

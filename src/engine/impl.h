@@ -49,6 +49,13 @@ struct Engine::Impl {
   std::string pool_key(const BoxSpec& spec) const;
   std::optional<BoxRecord> claim_pooled(const BoxSpec& spec);
   void remove_pooled(const BoxRecord& b, const std::string& reason);
+  // What a box or snapshot used since its metered mark, up to `now` (nullopt: nothing); the
+  // second member is the box's CPU counter at `now`. record_* writes it.
+  std::optional<std::pair<UsageRow, uint64_t>> box_usage_since_mark(const BoxRecord& b,
+                                                                    int64_t now);
+  std::optional<UsageRow> snapshot_usage_since_mark(const SnapshotRecord& s, int64_t now);
+  void record_box_usage(const BoxRecord& b);
+  void record_snapshot_usage(const SnapshotRecord& s);
 
   std::string volume(const std::string& id) const { return pool.volume_path(id); }
   std::string log_path(const std::string& id, uint64_t seq, const char* ext) const {

@@ -129,6 +129,22 @@ struct SnapshotRecord {
                            // running); -1 otherwise
 };
 
+// Metered use over an interval, kept after its box or snapshot is gone: written by the meter
+// pass of `upstream serve` and when a box or snapshot is removed.
+struct UsageRow {
+  std::string kind;     // box | snapshot
+  std::string subject;  // its id
+  std::string name;
+  std::map<std::string, std::string> labels;  // incl. upstream.tenant
+  int64_t start_at = 0, end_at = 0;           // ms
+  uint64_t cpu_us = 0;                        // active CPU used in the interval
+  int64_t running_ms = 0;                     // time running (not paused, not stopped)
+  uint64_t cpus_milli = 0;                    // its CPU limit (0: none)
+  uint64_t memory_peak = 0;                   // of the run, as last seen
+  uint64_t bytes = 0;                         // disk (box: writable layer; snapshot: own layer)
+  double byte_ms = 0;                         // storage over the interval (bytes x ms)
+};
+
 struct BoxUsage {
   uint64_t cpu_us = 0;       // active CPU time, all runs
   uint64_t memory = 0;       // now
@@ -136,6 +152,9 @@ struct BoxUsage {
   uint64_t pids = 0;
   uint64_t oom_kills = 0;
   std::optional<uint64_t> disk_bytes;
+  int64_t running_ms = 0;       // time running since it was created (all runs)
+  uint64_t snapshot_bytes = 0;  // own layers of the snapshots taken of it
+  size_t snapshots = 0;
 };
 
 nlohmann::json limits_to_json(const Limits& l);

@@ -92,9 +92,86 @@ json usage_json(const BoxUsage& u) {
             {"memory_bytes", u.memory},
             {"memory_peak_bytes", u.memory_peak},
             {"pids", u.pids},
-            {"oom_kills", u.oom_kills}};
+            {"oom_kills", u.oom_kills},
+            {"running_seconds", static_cast<double>(u.running_ms) / 1000.0},
+            {"snapshots", u.snapshots},
+            {"snapshot_bytes", u.snapshot_bytes}};
   if (u.disk_bytes) j["disk_bytes"] = *u.disk_bytes;
   return j;
+}
+
+namespace {
+
+json usage_group_json(const Engine::UsageGroup& g) {
+  json j = {{"key", g.key},
+            {"boxes", g.boxes},
+            {"snapshots", g.snapshots},
+            {"cpu_seconds", g.cpu_s},
+            {"running_seconds", g.running_s},
+            {"core_running_seconds", g.core_running_s},
+            {"box_storage_gb_months", g.box_gb_months},
+            {"snapshot_storage_gb_months", g.snapshot_gb_months},
+            {"memory_peak_bytes", g.memory_peak}};
+  if (g.cost) j["cost"] = *g.cost;
+  if (g.wall_clock_cost) j["wall_clock_cost"] = *g.wall_clock_cost;
+  return j;
+}
+
+Engine::UsageGroup usage_group_from_json(const json& j) {
+  Engine::UsageGroup g;
+  g.key = j.value("key", "");
+  g.boxes = j.value("boxes", size_t{0});
+  g.snapshots = j.value("snapshots", size_t{0});
+  g.cpu_s = j.value("cpu_seconds", 0.0);
+  g.running_s = j.value("running_seconds", 0.0);
+  g.core_running_s = j.value("core_running_seconds", 0.0);
+  g.box_gb_months = j.value("box_storage_gb_months", 0.0);
+  g.snapshot_gb_months = j.value("snapshot_storage_gb_months", 0.0);
+  g.memory_peak = j.value("memory_peak_bytes", uint64_t{0});
+  if (j.contains("cost")) g.cost = j["cost"].get<double>();
+  if (j.contains("wall_clock_cost")) g.wall_clock_cost = j["wall_clock_cost"].get<double>();
+  return g;
+}
+
+}  // namespace
+
+json usage_report_json(const Engine::UsageReport& r) {
+  json groups = json::array();
+  for (const auto& g : r.groups) groups.push_back(usage_group_json(g));
+  json j = {{"since", format_time(r.since)},
+            {"until", format_time(r.until)},
+            {"groups", groups},
+            {"total", usage_group_json(r.total)}};
+  if (r.prices.any()) {
+    json p = {{"currency", r.prices.currency}};
+    if (r.prices.cpu_core_hour) p["cpu_core_hour"] = *r.prices.cpu_core_hour;
+    if (r.prices.storage_gb_month) p["storage_gb_month"] = *r.prices.storage_gb_month;
+    if (r.prices.wall_core_hour) p["wall_core_hour"] = *r.prices.wall_core_hour;
+    j["prices"] = p;
+  }
+  return j;
+}
+
+Engine::UsageReport usage_report_from_json(const json& j) {
+  try {
+    Engine::UsageReport r;
+    r.since = parse_time(j.at("since").get<std::string>());
+    r.until = parse_time(j.at("until").get<std::string>());
+    for (const auto& g : j.at("groups")) r.groups.push_back(usage_group_from_json(g));
+    r.total = usage_group_from_json(j.at("total"));
+    if (j.contains("prices")) {
+      const json& p = j["prices"];
+      r.prices.currency = p.value("currency", "USD");
+      if (p.contains("cpu_core_hour")) r.prices.cpu_core_hour = p["cpu_core_hour"].get<double>();
+      if (p.contains("storage_gb_month"))
+        r.prices.storage_gb_month = p["storage_gb_month"].get<double>();
+      if (p.contains("wall_core_hour")) r.prices.wall_core_hour = p["wall_core_hour"].get<double>();
+    }
+    return r;
+  } catch (const json::exception& e) {
+    throw Error(Errc::internal,
+                std::string("unexpected usage report from the server: ") + e.what());
+  }
 }
 
 BoxRecord box_from_json(const json& j, BoxUsage* usage, std::vector<BoxEvent>* events) {
@@ -141,6 +218,9 @@ BoxRecord box_from_json(const json& j, BoxUsage* usage, std::vector<BoxEvent>* e
       usage->pids = u.value("pids", uint64_t{0});
       usage->oom_kills = u.value("oom_kills", uint64_t{0});
       if (u.contains("disk_bytes")) usage->disk_bytes = u["disk_bytes"].get<uint64_t>();
+      usage->running_ms = static_cast<int64_t>(u.value("running_seconds", 0.0) * 1000 + 0.5);
+      usage->snapshots = u.value("snapshots", size_t{0});
+      usage->snapshot_bytes = u.value("snapshot_bytes", uint64_t{0});
     }
     if (events && j.contains("events"))
       for (const auto& e : j["events"])

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/engine.h"
 #include "engine/types.h"
 
 namespace upstream {
@@ -21,6 +22,9 @@ ExecRecord exec_from_json(const nlohmann::json& j);
 nlohmann::json usage_json(const BoxUsage& u);
 nlohmann::json snapshot_json(const SnapshotRecord& s);
 SnapshotRecord snapshot_from_json(const nlohmann::json& j);
+
+nlohmann::json usage_report_json(const Engine::UsageReport& r);
+Engine::UsageReport usage_report_from_json(const nlohmann::json& j);
 
 // "TERM", "SIGKILL", "9". Throws invalid_argument.
 int parse_signal(const std::string& text);

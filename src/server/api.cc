@@ -295,6 +295,25 @@ void Api::dispatch(Call& c) {
     handle_sessions(c, seg);
     return;
   }
+  if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "usage") {
+    // Metered usage over a period; a tenant sees its own boxes and snapshots only.
+    if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    for (const auto& [k, v] : r.query)
+      if (k != "since" && k != "until" && k != "by" && k != "label")
+        bad("unknown query parameter '" + k + "' (known: since, until, by, label)");
+    int64_t now = now_ms();
+    Engine::UsageQuery q;
+    q.since = parse_when(qparam(r, "since").value_or("30d"), now, "query parameter 'since'");
+    q.until = parse_when(qparam(r, "until").value_or("now"), now, "query parameter 'until'");
+    q.by = qparam(r, "by").value_or("tenant");
+    for (auto [it, end] = r.query.equal_range("label"); it != end; ++it) {
+      auto [k, v] = parse_label(it->second);
+      q.labels[k] = v;
+    }
+    if (!c.tenant.empty()) q.labels[kTenantLabel] = c.tenant;
+    c.json_reply(200, usage_report_json(engine_.usage_report(q)));
+    return;
+  }
   if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "info") {
     if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
     SystemInfo s = engine_.system_info();

@@ -584,6 +584,14 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
       srv.log({{"time", format_time(now_ms())}, {"event", "policy"}, {"error", e.what()}});
     }
   });
+  // Usage is metered every few minutes (and when a box or snapshot is removed).
+  Background meter(opts.meter_interval_ms, [&] {
+    try {
+      api.engine().meter_usage();
+    } catch (const std::exception& e) {
+      srv.log({{"time", format_time(now_ms())}, {"event", "meter"}, {"error", e.what()}});
+    }
+  });
   // The warm pool is refilled after every hand-out (and checked every few seconds).
   Background pool(api.engine().options().warm_pool.empty() ? 0 : 5000, [&] {
     try {

@@ -21,11 +21,12 @@ struct ServeOptions {
   int body_timeout_s = 600;               // to read the body
   int write_timeout_s = 60;               // without progress while writing a response
   size_t max_connections = 4096;
-  size_t max_inflight = 1024;         // requests handled at once
-  int shutdown_grace_s = 10;          // on SIGTERM, for requests in flight to finish
-  bool access_log = true;             // JSON lines on stderr
-  std::string spool_dir;              // where uploads are spooled (unlinked files)
-  int64_t policy_interval_ms = 5000;  // how often idle policies are applied; 0: never
+  size_t max_inflight = 1024;          // requests handled at once
+  int shutdown_grace_s = 10;           // on SIGTERM, for requests in flight to finish
+  bool access_log = true;              // JSON lines on stderr
+  std::string spool_dir;               // where uploads are spooled (unlinked files)
+  int64_t policy_interval_ms = 5000;   // how often idle policies are applied; 0: never
+  int64_t meter_interval_ms = 300000;  // how often usage is metered; 0: never
 };
 
 // "127.0.0.1:8420", "[::1]:8420", ":8420" (all addresses). Throws invalid_argument.

@@ -157,6 +157,25 @@ CREATE TABLE IF NOT EXISTS layers(
 );
 )sql";
 
+// Version 5: metered usage, kept after its box or snapshot is gone.
+const char* kSchemaUsage = R"sql(
+CREATE TABLE IF NOT EXISTS usage(
+  kind TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  name TEXT NOT NULL,
+  labels TEXT NOT NULL DEFAULT '{}',
+  start_at INTEGER NOT NULL,
+  end_at INTEGER NOT NULL,
+  cpu_us INTEGER NOT NULL DEFAULT 0,
+  running_ms INTEGER NOT NULL DEFAULT 0,
+  cpus_milli INTEGER NOT NULL DEFAULT 0,
+  memory_peak INTEGER NOT NULL DEFAULT 0,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  byte_ms REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS usage_end ON usage(end_at);
+)sql";
+
 const char* kBoxColumns =
     "id, name, state, state_reason, spec, created_at, started_at, stopped_at, init_pid, "
     "init_start, slot, "
@@ -198,6 +217,16 @@ void BoxStore::migrate() {
     add_column("archive_layer", "TEXT NOT NULL DEFAULT ''");
     add_column("pool", "TEXT NOT NULL DEFAULT ''");
     db_.exec("CREATE INDEX IF NOT EXISTS boxes_pool ON boxes(pool, state) WHERE pool != ''");
+    // ...and metering.
+    add_column("metered_at", "INTEGER NOT NULL DEFAULT 0");
+    add_column("metered_cpu_us", "INTEGER NOT NULL DEFAULT 0");
+    {
+      auto s =
+          db_.prepare("SELECT 1 FROM pragma_table_info('snapshots') WHERE name = 'metered_at'");
+      if (!s.step())
+        db_.exec("ALTER TABLE snapshots ADD COLUMN metered_at INTEGER NOT NULL DEFAULT 0");
+    }
+    db_.exec(kSchemaUsage);
     db_.exec("PRAGMA user_version = 5");
   });
 }
@@ -391,6 +420,106 @@ std::optional<std::string> BoxStore::claim_pooled(const std::string& key, const 
     id = found;
   });
   return id;
+}
+
+void BoxStore::record_usage(const UsageRow& r, uint64_t cpu_counter) {
+  db_.transaction([&] {
+    db_.prepare(
+           "INSERT INTO usage(kind, subject, name, labels, start_at, end_at, cpu_us, running_ms, "
+           "cpus_milli, memory_peak, bytes, byte_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(1, r.kind)
+        .bind(2, r.subject)
+        .bind(3, r.name)
+        .bind(4, json(r.labels).dump())
+        .bind(5, r.start_at)
+        .bind(6, r.end_at)
+        .bind(7, r.cpu_us)
+        .bind(8, r.running_ms)
+        .bind(9, r.cpus_milli)
+        .bind(10, r.memory_peak)
+        .bind(11, r.bytes)
+        .bind(12, r.byte_ms)
+        .run();
+    if (r.kind == "box")
+      db_.prepare("UPDATE boxes SET metered_at = ?, metered_cpu_us = ? WHERE id = ?")
+          .bind(1, r.end_at)
+          .bind(2, cpu_counter)
+          .bind(3, r.subject)
+          .run();
+    else
+      db_.prepare("UPDATE snapshots SET metered_at = ? WHERE id = ?")
+          .bind(1, r.end_at)
+          .bind(2, r.subject)
+          .run();
+  });
+}
+
+BoxStore::Metered BoxStore::metered(const std::string& kind, const std::string& id) {
+  auto s = db_.prepare(kind == "box" ? "SELECT metered_at, metered_cpu_us FROM boxes WHERE id = ?"
+                                     : "SELECT metered_at, 0 FROM snapshots WHERE id = ?");
+  s.bind(1, id);
+  Metered m;
+  if (s.step()) {
+    m.at = s.i64(0);
+    m.cpu_us = static_cast<uint64_t>(s.i64(1));
+  }
+  return m;
+}
+
+std::vector<UsageRow> BoxStore::usage_rows(int64_t since, int64_t until) {
+  auto s = db_.prepare(
+      "SELECT kind, subject, name, labels, start_at, end_at, cpu_us, running_ms, cpus_milli, "
+      "memory_peak, bytes, byte_ms FROM usage WHERE end_at > ? AND start_at < ? ORDER BY start_at");
+  s.bind(1, since).bind(2, until);
+  std::vector<UsageRow> out;
+  while (s.step()) {
+    UsageRow r;
+    r.kind = s.text(0);
+    r.subject = s.text(1);
+    r.name = s.text(2);
+    r.labels = json::parse(s.text(3)).get<std::map<std::string, std::string>>();
+    r.start_at = s.i64(4);
+    r.end_at = s.i64(5);
+    r.cpu_us = static_cast<uint64_t>(s.i64(6));
+    r.running_ms = s.i64(7);
+    r.cpus_milli = static_cast<uint64_t>(s.i64(8));
+    r.memory_peak = static_cast<uint64_t>(s.i64(9));
+    r.bytes = static_cast<uint64_t>(s.i64(10));
+    r.byte_ms = s.f64(11);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+int64_t BoxStore::running_ms(const std::string& box_id, int64_t from, int64_t to) {
+  // The state in force at `from`, then every transition up to `to`.
+  std::string state;
+  {
+    auto s = db_.prepare(
+        "SELECT state FROM events WHERE box_id = ? AND at <= ? ORDER BY at DESC, rowid DESC "
+        "LIMIT 1");
+    s.bind(1, box_id).bind(2, from);
+    if (s.step()) state = s.text(0);
+  }
+  int64_t total = 0, since = from;
+  auto s = db_.prepare(
+      "SELECT at, state FROM events WHERE box_id = ? AND at > ? AND at < ? ORDER BY at, rowid");
+  s.bind(1, box_id).bind(2, from).bind(3, to);
+  while (s.step()) {
+    if (state == "running") total += s.i64(0) - since;
+    since = s.i64(0);
+    state = s.text(1);
+  }
+  if (state == "running") total += to - since;
+  return total;
+}
+
+std::pair<size_t, uint64_t> BoxStore::snapshots_of(const std::string& box_id) {
+  auto s =
+      db_.prepare("SELECT COUNT(*), IFNULL(SUM(bytes), 0) FROM snapshots WHERE source_box = ?");
+  s.bind(1, box_id);
+  s.step();
+  return {static_cast<size_t>(s.i64(0)), static_cast<uint64_t>(s.i64(1))};
 }
 
 bool BoxStore::retire_pooled(const std::string& id, const std::string& reason) {

@@ -42,6 +42,21 @@ class BoxStore {
   std::vector<BoxRecord> list(const BoxFilter& f = {});
   bool name_taken(const std::string& name);
 
+  // Metering. Records a row and moves the subject's metered mark to its end (and, for a box, its
+  // metered CPU counter), in one transaction.
+  void record_usage(const UsageRow& r, uint64_t cpu_counter);
+  struct Metered {
+    int64_t at = 0;
+    uint64_t cpu_us = 0;
+  };
+  Metered metered(const std::string& kind, const std::string& id);
+  // Rows that overlap [since, until).
+  std::vector<UsageRow> usage_rows(int64_t since, int64_t until);
+  // Milliseconds a box spent running within [from, to), from its recorded transitions.
+  int64_t running_ms(const std::string& box_id, int64_t from, int64_t to);
+  // Snapshots taken of a box that still exist: their count and own bytes.
+  std::pair<size_t, uint64_t> snapshots_of(const std::string& box_id);
+
   // Warm pool. Hands the oldest running box of a shape to `as` (its name, spec and labels), in
   // one transaction; nullopt when the pool has none. A taken name throws already_exists.
   std::optional<std::string> claim_pooled(const std::string& key, const BoxRecord& as);

@@ -41,6 +41,11 @@ Stmt& Stmt::bind(int i, int64_t v) {
   return *this;
 }
 
+Stmt& Stmt::bind(int i, double v) {
+  if (sqlite3_bind_double(st_, i, v) != SQLITE_OK) fail(db_, "bind");
+  return *this;
+}
+
 Stmt& Stmt::bind_null(int i) {
   if (sqlite3_bind_null(st_, i) != SQLITE_OK) fail(db_, "bind");
   return *this;
@@ -73,6 +78,8 @@ std::string Stmt::text(int col) const {
 }
 
 int64_t Stmt::i64(int col) const { return sqlite3_column_int64(st_, col); }
+
+double Stmt::f64(int col) const { return sqlite3_column_double(st_, col); }
 
 std::optional<int64_t> Stmt::opt_i64(int col) const {
   if (is_null(col)) return std::nullopt;

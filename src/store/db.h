@@ -25,6 +25,7 @@ class Stmt {
   Stmt& bind(int i, int v) { return bind(i, static_cast<int64_t>(v)); }
   Stmt& bind(int i, uint64_t v) { return bind(i, static_cast<int64_t>(v)); }
   Stmt& bind(int i, bool v) { return bind(i, static_cast<int64_t>(v)); }
+  Stmt& bind(int i, double v);
   Stmt& bind_null(int i);
   Stmt& bind_blob(int i, const std::string& v);
   template <typename T>
@@ -36,6 +37,7 @@ class Stmt {
   void run();   // step to completion
   std::string text(int col) const;
   int64_t i64(int col) const;
+  double f64(int col) const;
   std::optional<int64_t> opt_i64(int col) const;
   bool is_null(int col) const;
   std::string blob(int col) const;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "common/time.h"
 
 namespace upstream {
 namespace {
@@ -126,6 +127,29 @@ TEST(Split, KeepsEmptyFields) {
   EXPECT_EQ(split("a::b", ':'), (std::vector<std::string>{"a", "", "b"}));
   EXPECT_EQ(split("", ':'), (std::vector<std::string>{""}));
   EXPECT_EQ(trim("  x \n"), "x");
+}
+
+TEST(Time, ParseWhen) {
+  const int64_t now = 1'800'000'000'000;
+  EXPECT_EQ(parse_when("now", now, "since"), now);
+  EXPECT_EQ(parse_when("90m", now, "since"), now - 90 * 60'000);
+  EXPECT_EQ(parse_when("7d", now, "since"), now - 7 * 86'400'000ll);
+  EXPECT_EQ(parse_when("1.5d", now, "since"), now - 129'600'000ll);
+  EXPECT_EQ(parse_when("2026-12-01", now, "since"), parse_time("2026-12-01T00:00:00.000Z"));
+  EXPECT_EQ(parse_when("2026-12-01T10:00:00Z", now, "since"),
+            parse_time("2026-12-01T10:00:00.000Z"));
+  EXPECT_EQ(parse_when("2026-12-01T10:00:00.250Z", now, "since"),
+            parse_time("2026-12-01T10:00:00.250Z"));
+  for (const char* bad : {"", "yesterday", "-1d", "2026-13-01", "2026-12-01T25:00:00Z",
+                          "2026-12-01T10:00:00", "2026-12-01x", "7dd"}) {
+    try {
+      parse_when(bad, now, "--since");
+      ADD_FAILURE() << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_argument) << bad;
+      EXPECT_NE(std::string(e.what()).find("--since"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace
