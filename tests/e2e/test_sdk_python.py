@@ -252,3 +252,17 @@ def test_snapshots_fan_out_fork_and_export(sdk, client, tmp_path):
             b.delete()
         for s in reversed(snaps):
             s.delete()
+
+
+def test_usage_report(sdk, client):
+    tag = unique_name("pyuse")
+    sb = sdk.Sandbox.create(client=client, labels={"team": tag})
+    try:
+        sb.exec("head -c 20000000 /dev/zero | sha256sum")
+        rep = sdk.usage(by="label:team", labels={"team": tag}, client=client)
+        assert [g["key"] for g in rep["groups"]] == [tag]
+        assert rep["groups"][0]["boxes"] == 1 and rep["groups"][0]["cpu_seconds"] > 0
+        with pytest.raises(sdk.InvalidArgumentError):
+            sdk.usage(since="yesterday", client=client)
+    finally:
+        sb.delete()

@@ -241,3 +241,28 @@ export class ConflictError extends UpstreamError {}
 export class PayloadTooLargeError extends UpstreamError {}
 export class RateLimitError extends UpstreamError {}
 export class ServerError extends UpstreamError {}
+
+export interface UsageGroup {
+  key: string;
+  boxes: number;
+  snapshots: number;
+  cpu_seconds: number;
+  running_seconds: number;
+  core_running_seconds: number;
+  box_storage_gb_months: number;
+  snapshot_storage_gb_months: number;
+  memory_peak_bytes: number;
+  cost?: number;
+  wall_clock_cost?: number;
+}
+export interface UsageReport {
+  since: string;
+  until: string;
+  groups: UsageGroup[];
+  total: UsageGroup;
+  prices?: { currency: string; cpu_core_hour?: number; storage_gb_month?: number; wall_core_hour?: number };
+}
+export function usage(
+  opts?: { since?: string; until?: string; by?: string; labels?: Record<string, string> },
+  client?: Client,
+): Promise<UsageReport>;

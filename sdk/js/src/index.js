@@ -1,7 +1,7 @@
 // upstream: sandboxes for AI agents that remember. A client of the upstream HTTP API.
 export { Client, DEFAULT_URL } from "./client.js";
 export { Sandbox, ExecStream, ExecHandle, Files } from "./sandbox.js";
-export { Snapshot } from "./snapshots.js";
+export { Snapshot, usage } from "./snapshots.js";
 export { runPipeline, streamPipeline, sessions, session, deleteSession } from "./pipelines.js";
 export {
   UpstreamError,

@@ -49,3 +49,11 @@ export class Snapshot {
     return new Snapshot(await res.json(), c);
   }
 }
+
+// Metered usage over a period, grouped by tenant, box, snapshot, all, or label:KEY; with a cost
+// estimate when the server's configuration has prices. A tenant's key sees its own only.
+export async function usage({ since = "30d", until = "now", by = "tenant", labels = {} } = {}, client) {
+  const c = client ?? getDefaultClient();
+  const label = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
+  return c.json("GET", c.path("/v1/usage", [], { since, until, by, label: label.length ? label : undefined }));
+}

@@ -15,6 +15,7 @@ import {
   Client,
   Sandbox,
   Snapshot,
+  usage,
   NotFoundError,
   InvalidArgumentError,
   ConflictError,
@@ -209,5 +210,20 @@ test("snapshots, fan-out, fork, export and import", async () => {
   } finally {
     for (const b of made) await b.delete();
     for (const s of snaps.reverse()) await s.delete();
+  }
+});
+
+test("usage report over a period", async () => {
+  const tag = `jsuse-${Date.now()}`;
+  const sb = await Sandbox.create({ labels: { team: tag } }, client);
+  try {
+    await sb.exec("head -c 20000000 /dev/zero | sha256sum");
+    const rep = await usage({ by: "label:team", labels: { team: tag } }, client);
+    assert.deepEqual(rep.groups.map((g) => g.key), [tag]);
+    assert.equal(rep.groups[0].boxes, 1);
+    assert.ok(rep.groups[0].cpu_seconds > 0);
+    await assert.rejects(usage({ since: "yesterday" }, client), (e) => e instanceof InvalidArgumentError);
+  } finally {
+    await sb.delete();
   }
 });
