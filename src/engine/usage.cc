@@ -92,6 +92,8 @@ std::optional<UsageRow> Engine::Impl::snapshot_usage_since_mark(const SnapshotRe
 }
 
 void Engine::Impl::record_box_usage(const BoxRecord& b) {
+  // The caller holds the box's lock (or the box is being removed under it): the record and the
+  // cgroup are read between lifecycle changes, never across a stop.
   if (auto r = box_usage_since_mark(b, now_ms())) store.record_usage(r->first, r->second);
 }
 
@@ -107,7 +109,12 @@ size_t Engine::meter_usage() {
   f.pooled = store::BoxFilter::Pooled::exclude;
   for (const auto& b : I.store.list(f)) {
     try {
-      I.record_box_usage(I.check_alive(b));
+      // A box in the middle of a start or stop is metered at the next pass.
+      auto lock = storage::FileLock::try_lock(I.layout.lock("box-" + b.id));
+      if (!lock) continue;
+      auto fresh = I.store.find_id(b.id);
+      if (!fresh) continue;
+      I.record_box_usage(I.check_alive(*fresh));
       n++;
     } catch (const Error&) {
     }
