@@ -45,7 +45,7 @@ schemas = {
    "count": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Create this many boxes (the reply is then a BoxesCreated); from a snapshot they share its layers"},
    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
    "env": {"type": "object", "additionalProperties": {"type": "string"}},
-   "limits": ref("Limits"), "user": {"type": "string"}, "workdir": {"type": "string"}, "network": {"type": "string", "enum": ["none"]},
+   "limits": ref("Limits"), "user": {"type": "string"}, "workdir": {"type": "string"}, "network": {"type": "string", "enum": ["none", "allow-all"], "description": "none: loopback only; allow-all: the internet through the host's NAT, never private ranges, the host or other boxes"},
    "policy": ref("Policy")}},
  "Policy": {"type": "object", "additionalProperties": False, "description": "Idle policies, applied by the server: idle means no exec or file call and no CPU use above 2% of a core", "properties": {
    "auto_pause_ms": {"type": "integer", "minimum": 0, "description": "Pause after this long idle (default 30 minutes; 0: never)"},
@@ -62,6 +62,7 @@ schemas = {
      "user": {"type": "string"}, "workdir": {"type": "string"}, "network": {"type": "string"},
      "policy": ref("Policy"), "last_active_at": ts,
      "created_at": ts, "started_at": ts, "stopped_at": ts, "init_pid": {"type": "integer"}, "host_uid_base": {"type": "integer"},
+     "address": {"type": "string", "description": "The box's IPv4 address (a running box with a network)"},
      "usage": {"type": "object", "properties": {"cpu_seconds": {"type": "number"}, "memory_bytes": {"type": "integer"}, "memory_peak_bytes": {"type": "integer"}, "pids": {"type": "integer"}, "oom_kills": {"type": "integer"}, "disk_bytes": {"type": "integer"}, "running_seconds": {"type": "number"}, "snapshots": {"type": "integer"}, "snapshot_bytes": {"type": "integer"}}},
      "events": {"type": "array", "items": {"type": "object", "required": ["at", "state", "reason"], "properties": {"at": {"type": "string"}, "state": {"type": "string"}, "reason": {"type": "string"}}}}}},
  "BoxesCreated": {"type": "object", "required": ["boxes"], "additionalProperties": False, "properties": {"boxes": {"type": "array", "items": ref("Box")}}},

@@ -15,6 +15,7 @@
 #include "common/fd.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "runtime/net.h"
 
 namespace upstream::cli {
 
@@ -24,7 +25,7 @@ namespace {
 
 struct CreateOpts {
   std::string name, image = "host", cpus, memory, pids, disk, user, workdir, auto_pause, auto_stop,
-                    auto_archive;
+                    auto_archive, network;
   std::vector<std::string> env, labels;
   bool keep_alive = false;
 };
@@ -50,6 +51,9 @@ void add_create_options(CLI::App* c, CreateOpts& o) {
   c->add_option("--user,-u", o.user,
                 "Default user of execs: root, user, a name or uid[:gid] (default root)");
   c->add_option("--workdir,-w", o.workdir, "Default working directory (default /home/user)");
+  c->add_option("--network", o.network,
+                "none (default: loopback only) or allow-all (the internet through the host's NAT; "
+                "never private ranges, the host or other boxes)");
   c->add_option("--auto-pause", o.auto_pause,
                 "Pause the box after this long idle, e.g. 10m, or never (default 30m; applied "
                 "by `upstream serve`)");
@@ -81,6 +85,7 @@ BoxSpec spec_from(const CreateOpts& o) {
   s.limits = parse_limits(o.cpus, o.memory, o.pids, o.disk);
   if (!o.user.empty()) s.user = o.user;
   if (!o.workdir.empty()) s.workdir = o.workdir;
+  if (!o.network.empty()) s.network = o.network;
   if (!o.auto_pause.empty()) s.policy.auto_pause_ms = policy_ms(o.auto_pause, "--auto-pause");
   if (!o.auto_stop.empty()) s.policy.auto_stop_ms = policy_ms(o.auto_stop, "--auto-stop");
   if (!o.auto_archive.empty())
@@ -254,7 +259,11 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
   }
   row("User", b.spec.user);
   row("Workdir", b.spec.workdir);
-  row("Network", b.spec.network);
+  row("Network",
+      b.spec.network + (b.slot && b.spec.network != "none" && box_state::alive(b.state) &&
+                                *b.slot < runtime::kMaxNetSlots
+                            ? " (address " + runtime::net_addrs(*b.slot).box_ip + ")"
+                            : ""));
   if (!b.spec.labels.empty()) {
     std::vector<std::string> l;
     for (const auto& [k, v] : b.spec.labels) l.push_back(k + "=" + v);

@@ -1,5 +1,8 @@
 #include "common/proc.h"
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -64,6 +67,50 @@ std::string self_exe() {
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n < 0) throw_sys("readlink /proc/self/exe");
   return std::string(buf, static_cast<size_t>(n));
+}
+
+void run_tool(const std::vector<std::string>& argv, const std::string& input) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int in[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) != 0) throw_sys("pipe");
+  UniqueFd in_r(in[0]), in_w(in[1]);
+  if (::pipe2(err, O_CLOEXEC) != 0) throw_sys("pipe");
+  UniqueFd err_r(err[0]), err_w(err[1]);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in_r.get(), 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
+  pid_t pid;
+  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0)
+    throw Error(Errc::unavailable, argv[0] + " could not be run: " + errno_string(rc), rc);
+  in_r.reset();
+  err_w.reset();
+  try {
+    if (!input.empty()) write_all(in_w.get(), input);
+  } catch (const Error&) {
+    // It stopped reading; its status and stderr say why.
+  }
+  in_w.reset();
+  std::string msg;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(err_r.get(), buf, sizeof buf)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (msg.size() < 65536) msg.append(buf, static_cast<size_t>(n));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw Error(Errc::unavailable,
+                join(argv, " ") + " failed" + (trim(msg).empty() ? "" : ": " + trim(msg)));
 }
 
 }  // namespace upstream

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace upstream {
 
@@ -28,5 +29,9 @@ std::string boot_id();
 
 // Absolute path of the running executable.
 std::string self_exe();
+
+// Runs a host tool (found on PATH) and waits for it; `input` goes to its stdin, its stdout to
+// /dev/null. Throws unavailable naming the command and quoting its stderr when it fails.
+void run_tool(const std::vector<std::string>& argv, const std::string& input = "");
 
 }  // namespace upstream

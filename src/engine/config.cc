@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "engine/engine.h"
+#include "runtime/net.h"
 
 namespace upstream {
 
@@ -75,8 +76,26 @@ void EngineOptions::load_config(const std::string& path) {
   }
   if (!j.is_object()) fail("must hold a JSON object");
   for (const auto& [k, v] : j.items())
-    if (k != "warm_pool" && k != "prices")
-      fail("unknown field '" + k + "' (known: warm_pool, prices)");
+    if (k != "warm_pool" && k != "prices" && k != "network")
+      fail("unknown field '" + k + "' (known: warm_pool, prices, network)");
+  std::vector<std::string> open;
+  if (j.contains("network")) {
+    const auto& n = j["network"];
+    if (!n.is_object()) fail("network must be an object");
+    for (const auto& [k, v] : n.items()) {
+      if (k != "open_private") fail("unknown field 'network." + k + "' (known: open_private)");
+      if (!v.is_array()) fail("network.open_private must be a list of CIDRs");
+      for (size_t i = 0; i < v.size(); i++) {
+        std::string at = "network.open_private[" + std::to_string(i) + "]";
+        if (!v[i].is_string()) fail(at + " must be a string such as \"10.5.0.0/16\"");
+        try {
+          open.push_back(runtime::parse_cidr(v[i].get<std::string>(), at));
+        } catch (const Error& e) {
+          fail(e.what());
+        }
+      }
+    }
+  }
   std::vector<PoolShape> shapes;
   if (j.contains("warm_pool")) {
     const auto& list = j["warm_pool"];
@@ -143,6 +162,7 @@ void EngineOptions::load_config(const std::string& path) {
   }
   warm_pool = shapes;
   prices = p;
+  open_private = open;
 }
 
 }  // namespace upstream

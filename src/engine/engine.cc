@@ -22,6 +22,7 @@
 #include "common/time.h"
 #include "engine/impl.h"
 #include "runtime/caps.h"
+#include "runtime/net.h"
 #include "runtime/seccomp.h"
 #include "runtime/spawn.h"
 #include "runtime/userns.h"
@@ -215,6 +216,16 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   cg.destroy(2000);  // whatever an earlier crash left
   runtime::SlotLease lease = slots.acquire();
   uint32_t base = runtime::slot_uid_base(lease.slot);
+  bool networked = b.spec.network != "none";
+  runtime::NetAddrs net;
+  if (networked) {
+    net = runtime::net_addrs(lease.slot);
+    std::lock_guard g(mu);
+    if (!firewall_installed) {
+      runtime::install_firewall(opts.open_private);
+      firewall_installed = true;
+    }
+  }
   runtime::CgroupLimits lim{b.spec.limits.cpu_milli, b.spec.limits.memory, b.spec.limits.pids};
   cg.create(lim, base);
 
@@ -247,7 +258,8 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
                 {"caps", c.caps},
                 {"rlimits", c.rlimits},
                 {"shm_bytes", c.shm_bytes},
-                {"run_bytes", c.run_bytes}};
+                {"run_bytes", c.run_bytes},
+                {"wait_network", networked}};
     runtime::InitSpawn sp;
     sp.init_path = init_path;
     sp.box_id = b.id;
@@ -255,6 +267,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
     sp.slot_lock_fd = lease.lock.get();
     sp.cgroup_procs = cg.procs_files();
     sp.config = cfg;
+    if (networked) sp.attach_network = [&](pid_t pid) { runtime::attach_veth(pid, net); };
     runtime::InitProcess proc = runtime::spawn_init(sp);
     debug_log("box " + b.id + " init started in " + std::to_string(mono_us() - started_us) +
               " us; init phases (us since exec): " + proc.timings_us.dump());

@@ -59,6 +59,9 @@ struct EngineOptions {
   std::string config_path;
   std::vector<PoolShape> warm_pool;
   Prices prices;
+  // Private ranges the operator opened to boxes with a network (the host firewall is shared by
+  // every state directory on the host: the last one to start a networked box sets these).
+  std::vector<std::string> open_private;
 
   // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR,
   // UPSTREAM_CONFIG, and the configuration file.

@@ -37,6 +37,7 @@ struct Engine::Impl {
   std::recursive_mutex mu;   // the database connection is shared by this engine's users
 
   std::function<void()> pool_listener;
+  bool firewall_installed = false;  // by this process, before its first box with a network
 
   // The defaults and checks every create applies to its spec (after prepare_image).
   void apply_default_limits(BoxSpec& spec);

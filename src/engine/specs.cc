@@ -58,9 +58,14 @@ void validate_box_spec(BoxSpec& spec) {
   }
   check_user(spec.user);
   check_box_path(spec.workdir, "working directory");
-  if (spec.network != "none")
-    throw_invalid("network mode '" + spec.network +
-                  "' is not available; this release supports 'none'");
+  if (spec.network == "custom")
+    throw_invalid(
+        "network mode 'custom' (allowed domains and CIDRs) is not available yet; use none or "
+        "allow-all");
+  if (spec.network != "none" && spec.network != "allow-all")
+    throw_invalid("invalid network mode '" + spec.network +
+                  "': use none (loopback only) or allow-all (the internet, never private "
+                  "ranges, the host or other boxes)");
 }
 
 Limits limits_from_user_json(const nlohmann::json& l, const std::string& field) {

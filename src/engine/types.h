@@ -37,7 +37,7 @@ struct BoxSpec {
   Limits limits;
   std::string user = "root";  // default user of execs: root, user, a name, uid[:gid]
   std::string workdir = "/home/user";
-  std::string network = "none";  // the only mode of this release: loopback only
+  std::string network = "none";  // none: loopback only; allow-all: the internet (see net.h)
   Policy policy;
 };
 

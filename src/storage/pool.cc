@@ -22,6 +22,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/proc.h"
 #include "common/strings.h"
 
 extern char** environ;
@@ -44,25 +45,6 @@ bool kernel_has_btrfs() {
   for (const auto& line : split(try_read_file("/proc/filesystems").value_or(""), '\n'))
     if (trim(line) == "btrfs" || line.find("\tbtrfs") != std::string::npos) return true;
   return false;
-}
-
-void run_tool(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  pid_t pid;
-  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0)
-    throw Error(Errc::unavailable, argv[0] + " could not be run: " + errno_string(rc), rc);
-  int status;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw Error(Errc::unavailable, join(argv, " ") + " failed");
 }
 
 UniqueFd attach_loop(const std::string& image) {

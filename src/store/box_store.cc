@@ -442,7 +442,8 @@ void BoxStore::record_usage(const UsageRow& r, uint64_t cpu_counter) {
         .run();
     if (r.kind == "box")
       db_.prepare(
-             "UPDATE boxes SET metered_at = ?, metered_cpu_us = MAX(metered_cpu_us, ?) WHERE id = ?")
+             "UPDATE boxes SET metered_at = ?, metered_cpu_us = MAX(metered_cpu_us, ?) WHERE id = "
+             "?")
           .bind(1, r.end_at)
           .bind(2, cpu_counter)
           .bind(3, r.subject)
