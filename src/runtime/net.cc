@@ -187,7 +187,8 @@ std::string parse_cidr(const std::string& text, const std::string& what) {
   }
   in_addr a{};
   if (::inet_pton(AF_INET, addr.c_str(), &a) != 1)
-    throw_invalid("invalid " + what + " '" + text + "': not an IPv4 address or CIDR such as 10.1.0.0/16");
+    throw_invalid("invalid " + what + " '" + text +
+                  "': not an IPv4 address or CIDR such as 10.1.0.0/16");
   uint32_t host = ntohl(a.s_addr);
   uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
   return ip_string(host & mask) + "/" + std::to_string(prefix);
