@@ -32,6 +32,9 @@ class LocalBackend : public Backend {
     return e().snapshot_box(ref, o);
   }
   SnapshotRecord get_snapshot(const std::string& ref) override { return e().get_snapshot(ref); }
+  BoxRecord set_network(const std::string& ref, const std::string& mode) override {
+    return e().set_network(ref, mode);
+  }
   Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
     return e().usage_report(q);
   }

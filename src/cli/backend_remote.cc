@@ -429,6 +429,9 @@ class RemoteBackend : public Backend {
   SnapshotRecord get_snapshot(const std::string& ref) override {
     return snapshot_from_json(http_.get("/v1/snapshots/" + seg(ref)));
   }
+  BoxRecord set_network(const std::string& ref, const std::string& mode) override {
+    return box_from_json(http_.post(box(ref) + "/network", {{"mode", mode}}));
+  }
   Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
     std::string path = "/v1/usage?since=" + seg(format_time(q.since)) +
                        "&until=" + seg(format_time(q.until)) + "&by=" + seg(q.by);

@@ -426,6 +426,20 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     });
   }
 
+  // network -----------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand(
+        "network", "Change a box's network mode: none or allow-all (a running box at once)");
+    auto ref = std::make_shared<std::string>();
+    auto mode = std::make_shared<std::string>();
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->add_option("mode", *mode, "none or allow-all")->required();
+    c->callback([&ctx, ref, mode] {
+      BoxRecord b = ctx.backend().set_network(*ref, *mode);
+      print_box_ids(ctx, {b});
+    });
+  }
+
   // usage -------------------------------------------------------------------------------------
   {
     auto* c =

@@ -221,10 +221,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   if (networked) {
     net = runtime::net_addrs(lease.slot);
     std::lock_guard g(mu);
-    if (!firewall_installed) {
-      runtime::install_firewall(opts.open_private);
-      firewall_installed = true;
-    }
+    ensure_firewall();
   }
   runtime::CgroupLimits lim{b.spec.limits.cpu_milli, b.spec.limits.memory, b.spec.limits.pids};
   cg.create(lim, base);
@@ -287,6 +284,39 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
     ::unlink(layout.socket(b.id).c_str());
     throw;
   }
+}
+
+void Engine::Impl::ensure_firewall() {
+  if (firewall_installed) return;
+  runtime::install_firewall(opts.open_private);
+  firewall_installed = true;
+}
+
+BoxRecord Engine::set_network(const std::string& ref, const std::string& mode) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  BoxRecord b = I.check_alive(I.store.resolve(ref));
+  auto lock = I.lock_box(b.id);
+  b = I.check_alive(*I.store.find_id(b.id));
+  BoxSpec spec = b.spec;
+  spec.network = mode;
+  validate_box_spec(spec);
+  if (mode == b.spec.network) return b;
+  if (box_state::alive(b.state) && b.slot) {
+    runtime::NetAddrs net = runtime::net_addrs(*b.slot);
+    if (mode == "none") {
+      runtime::detach_veth(net);
+    } else if (b.spec.network == "none") {
+      I.ensure_firewall();
+      runtime::attach_veth(b.init_pid, net);
+    }
+  } else if (!box_state::alive(b.state) && b.state != box_state::stopped &&
+             b.state != box_state::archived) {
+    throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state);
+  }
+  I.store.update_spec(b.id, spec);
+  I.store.set_state(b.id, b.state, "network set to " + mode);
+  return *I.store.find_id(b.id);
 }
 
 runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_ms) {

@@ -144,6 +144,9 @@ class Engine {
   };
   std::vector<std::string> enforce_policies(PolicyState& state, double cpu_threshold = 0.02);
   BoxUsage usage(const std::string& ref);
+  // Changes a box's network mode; a running (or paused) box gets or loses its network at once,
+  // without a restart.
+  BoxRecord set_network(const std::string& ref, const std::string& mode);
 
   // Metering. One pass records, for every box and snapshot, what it used since its last pass
   // (`upstream serve` runs it every few minutes; removing a box or snapshot records its last

@@ -38,6 +38,7 @@ struct Engine::Impl {
 
   std::function<void()> pool_listener;
   bool firewall_installed = false;  // by this process, before its first box with a network
+  void ensure_firewall();           // caller holds mu
 
   // The defaults and checks every create applies to its spec (after prepare_image).
   void apply_default_limits(BoxSpec& spec);

@@ -174,6 +174,14 @@ void attach_veth(pid_t pid, const NetAddrs& a) {
   }
 }
 
+void detach_veth(const NetAddrs& a) {
+  Sock s = route_socket();
+  rtnl_link* l = nullptr;
+  if (rtnl_link_get_kernel(s.get(), 0, a.host_if.c_str(), &l) < 0) return;
+  Link owned(l);
+  if (int e = rtnl_link_delete(s.get(), owned.get()); e < 0) nl_fail("remove " + a.host_if, e);
+}
+
 std::string parse_cidr(const std::string& text, const std::string& what) {
   std::string addr = text;
   int prefix = 32;

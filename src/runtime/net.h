@@ -31,6 +31,9 @@ NetAddrs net_addrs(uint32_t slot);
 // by a box that died is replaced. The pair goes away with the namespace.
 void attach_veth(pid_t pid, const NetAddrs& a);
 
+// Removes a box's veth pair (from the host end), if it is there.
+void detach_veth(const NetAddrs& a);
+
 // Installs (or replaces) the host side: IPv4 forwarding, and the `inet upstream` nftables table:
 // box traffic may leave through the uplink (masqueraded), but never to private, shared, link-
 // local, loopback or multicast ranges (except those the operator opened), never to the host

@@ -580,6 +580,14 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     c.json_reply(201, {{"boxes", boxes}});
     return;
   }
+  if (seg.size() == 4 && what == "network") {
+    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+    Body b(r.body, {"mode"});
+    auto mode = b.str("mode");
+    if (!mode) bad("field 'mode' is required (none or allow-all)");
+    c.json_reply(200, box_json(engine_.set_network(box.id, *mode)));
+    return;
+  }
   if (seg.size() == 4 && (what == "stop" || what == "start" || what == "pause" ||
                           what == "resume" || what == "archive")) {
     if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);

@@ -374,6 +374,13 @@ std::vector<BoxRecord> BoxStore::list(const BoxFilter& f) {
   return out;
 }
 
+void BoxStore::update_spec(const std::string& id, const BoxSpec& spec) {
+  db_.prepare("UPDATE boxes SET spec = ? WHERE id = ?")
+      .bind(1, spec_to_json(spec).dump())
+      .bind(2, id)
+      .run();
+}
+
 bool BoxStore::name_taken(const std::string& name) {
   auto s = db_.prepare("SELECT 1 FROM boxes WHERE name = ?");
   s.bind(1, name);

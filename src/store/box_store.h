@@ -71,6 +71,8 @@ class BoxStore {
   void mark_stopped(const std::string& id, const std::string& reason, uint64_t cpu_us,
                     uint64_t mem_peak, uint64_t oom_kills);
   void delete_box(const std::string& id);
+  // Replaces a box's spec (its name and labels are not changed this way).
+  void update_spec(const std::string& id, const BoxSpec& spec);
   // Records activity (a file call, CPU use) at `at` ms. Execs need no call: a box's last
   // activity also reads its latest exec that started.
   void touch(const std::string& id, int64_t at);

@@ -160,6 +160,32 @@ def test_nothing_is_left_behind(up, lab):
         up.rm(b)
 
 
+def test_network_changes_on_a_running_box(up, lab):
+    _, b = up.create()
+    try:
+        up.ok("box", "exec", "-d", b, "--", "sleep", "600")
+        assert fetch(up, b, lab.url(lab.inet_ip, 8080), timeout=1)[0] != 0
+        up.ok("box", "network", b, "allow-all")
+        j = up.inspect(b)
+        assert j["network"] == "allow-all" and j["state_reason"] == "network set to allow-all"
+        assert fetch(up, b, lab.url(lab.inet_ip, 8080)) == (0, "hello from the test internet\n")
+        name = host_if(up, b)
+        up.ok("box", "network", b, "none")
+        assert not interface_exists(name)
+        assert fetch(up, b, lab.url(lab.inet_ip, 8080), timeout=1)[0] != 0
+        assert "sleep" in up.ok("box", "exec", b, "--", "ps", "-e", "-o", "comm=")  # no restart
+        # A stopped box keeps the mode for its next start.
+        up.ok("box", "stop", b)
+        up.ok("box", "network", b, "allow-all")
+        up.ok("box", "start", b)
+        assert fetch(up, b, lab.url(lab.inet_ip, 8080))[0] == 0
+        rc, _, err = up("box", "network", b, "custom")
+        assert rc != 0 and "not available yet" in err
+        assert up.inspect(b)["network"] == "allow-all"
+    finally:
+        up.rm(b)
+
+
 @pytest.mark.parametrize("mode,message", [
     ("custom", "not available yet"),
     ("bridge", "invalid network mode 'bridge'"),

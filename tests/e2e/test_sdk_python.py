@@ -266,3 +266,16 @@ def test_usage_report(sdk, client):
             sdk.usage(since="yesterday", client=client)
     finally:
         sb.delete()
+
+
+def test_network_mode(sdk, client):
+    sb = sdk.Sandbox.create(client=client, network="allow-all")
+    try:
+        assert sb.info["network"] == "allow-all" and sb.info["address"].startswith("10.")
+        assert "eth0" in sb.exec("ip -o link").stdout
+        sb.set_network("none")
+        assert sb.info["network"] == "none" and "eth0" not in sb.exec("ip -o link").stdout
+        with pytest.raises(sdk.InvalidArgumentError):
+            sb.set_network("bridge")
+    finally:
+        sb.delete()

@@ -125,6 +125,7 @@ export interface SandboxOptions {
   autoStopMs?: number;
   /** Never pause for being idle. */
   keepAlive?: boolean;
+  network?: "none" | "allow-all";
   client?: Client;
 }
 
@@ -155,6 +156,7 @@ export class Sandbox {
   pause(): Promise<void>;
   resume(): Promise<void>;
   /** Packs a stopped box's files into the layer store; start() (or a file call) unpacks them. */
+  setNetwork(mode: "none" | "allow-all"): Promise<void>;
   archive(): Promise<void>;
   delete(options?: { force?: boolean }): Promise<void>;
   /** Saves the box's files and settings (a running box is frozen only for the moment of capture). */

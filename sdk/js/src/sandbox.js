@@ -209,7 +209,7 @@ export class Sandbox {
   static async create(options = {}, client) {
     const c = client ?? options.client ?? getDefaultClient();
     const body = {};
-    for (const k of ["name", "image", "user", "workdir"]) if (options[k] !== undefined) body[k] = options[k];
+    for (const k of ["name", "image", "user", "workdir", "network"]) if (options[k] !== undefined) body[k] = options[k];
     if (options.labels) body.labels = { ...options.labels };
     if (options.env) body.env = { ...options.env };
     const limits = {};
@@ -264,6 +264,10 @@ export class Sandbox {
   }
   async pause() {
     this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/pause", [this.id]), {});
+  }
+  // Changes the network mode ("none" or "allow-all"); a running box gets or loses it at once.
+  async setNetwork(mode) {
+    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/network", [this.id]), { mode });
   }
   // Packs a stopped box's files into the layer store and frees its working directory; start()
   // (or a file call) unpacks them.

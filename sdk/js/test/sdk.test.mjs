@@ -227,3 +227,17 @@ test("usage report over a period", async () => {
     await sb.delete();
   }
 });
+
+test("network mode at create and changed on a running box", async () => {
+  const sb = await Sandbox.create({ network: "allow-all" }, client);
+  try {
+    assert.equal(sb.info.network, "allow-all");
+    assert.match((await sb.exec("ip -o link")).stdout, /eth0/);
+    await sb.setNetwork("none");
+    assert.equal(sb.info.network, "none");
+    assert.doesNotMatch((await sb.exec("ip -o link")).stdout, /eth0/);
+    await assert.rejects(sb.setNetwork("bridge"), (e) => e instanceof InvalidArgumentError);
+  } finally {
+    await sb.delete();
+  }
+});

@@ -318,12 +318,12 @@ class Sandbox:
                pids: Optional[int] = None, disk: Union[int, str, None] = None, user: Optional[str] = None,
                workdir: Optional[str] = None, auto_pause_ms: Optional[int] = None,
                auto_stop_ms: Optional[int] = None, keep_alive: Optional[bool] = None,
-               client: Optional[Client] = None) -> "Sandbox":
+               network: Optional[str] = None, client: Optional[Client] = None) -> "Sandbox":
         """Creates a box and starts it. auto_pause_ms / auto_stop_ms (0: never) and keep_alive are
-        its idle policy, applied by the server."""
+        its idle policy, applied by the server. network: "none" (default) or "allow-all"."""
         c = client or default_client()
         body: Dict[str, Any] = {}
-        for k, v in (("name", name), ("image", image), ("user", user), ("workdir", workdir)):
+        for k, v in (("name", name), ("image", image), ("user", user), ("workdir", workdir), ("network", network)):
             if v is not None:
                 body[k] = v
         if labels:
@@ -390,6 +390,11 @@ class Sandbox:
         """Freezes every process of the box (memory kept, no CPU used). An exec or file call
         resumes it."""
         self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/pause", self.id), {})
+
+    def set_network(self, mode: str) -> None:
+        """Changes the network mode ("none" or "allow-all"); a running box gets or loses its
+        network at once."""
+        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/network", self.id), {"mode": mode})
 
     def archive(self) -> None:
         """Packs a stopped box's files into the server's layer store and frees its working
