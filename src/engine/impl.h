@@ -49,6 +49,8 @@ struct Engine::Impl {
   // The warm pool: the key of a resolved spec's shape, and a claim of a ready box for `spec`
   // (caller holds mu). nullopt: none ready.
   std::string pool_key(const BoxSpec& spec) const;
+  // A shape as the spec a create would resolve it to (image prepared, default limits).
+  BoxSpec shape_spec(const PoolShape& shape);
   std::optional<BoxRecord> claim_pooled(const BoxSpec& spec);
   void remove_pooled(const BoxRecord& b, const std::string& reason);
   // What a box or snapshot used since its metered mark, up to `now` (nullopt: nothing); the

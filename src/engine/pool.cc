@@ -61,8 +61,8 @@ std::optional<BoxRecord> Engine::Impl::claim_pooled(const BoxSpec& spec) {
   as.spec = spec;
   as.state_reason = "created (from the warm pool)";
   std::optional<std::string> id = store.claim_pooled(pool_key(spec), as);
-  debug_log("warm pool claimed");
   if (!id) return std::nullopt;
+  debug_log("warm pool claimed");
   BoxRecord b = *store.find_id(*id);
   try {
     // No lock needed: the box is ours alone since the claim, and the pool can no longer retire
@@ -92,6 +92,16 @@ std::optional<BoxRecord> Engine::Impl::claim_pooled(const BoxSpec& spec) {
   return b;
 }
 
+BoxSpec Engine::Impl::shape_spec(const PoolShape& shape) {
+  BoxSpec spec;
+  spec.image = shape.image;
+  spec.limits = shape.limits;
+  validate_box_spec(spec);
+  prepare_image(spec);
+  apply_default_limits(spec);
+  return spec;
+}
+
 void Engine::Impl::remove_pooled(const BoxRecord& b, const std::string& reason) {
   if (!store.retire_pooled(b.id, reason)) return;  // handed out meanwhile
   store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
@@ -118,12 +128,7 @@ std::vector<Engine::PoolState> Engine::pool_status() {
     PoolState s;
     s.shape = shape;
     try {
-      BoxSpec spec;
-      spec.image = shape.image;
-      spec.limits = shape.limits;
-      I.prepare_image(spec);
-      I.apply_default_limits(spec);
-      s.key = I.pool_key(spec);
+      s.key = I.pool_key(I.shape_spec(shape));
       s.ready = ready[s.key];
     } catch (const Error& e) {
       s.error = e.what();
@@ -176,14 +181,8 @@ std::vector<std::string> Engine::fill_pool() {
     size_t have = std::min(kept[s.key], wanted[s.key]);
     for (; have < wanted[s.key]; have++) {
       try {
-        BoxSpec spec;
-        spec.image = s.shape.image;
-        spec.limits = s.shape.limits;
-        validate_box_spec(spec);
         std::unique_lock g(I.mu);
-        I.prepare_image(spec);
-        I.apply_default_limits(spec);
-        BoxRecord b = I.create_new(spec, g, s.key);
+        BoxRecord b = I.create_new(I.shape_spec(s.shape), g, s.key);
         done.push_back("created pooled box " + b.id + " for " + s.key);
       } catch (const Error& e) {
         done.push_back("cannot fill shape " + s.key + ": " + e.what());

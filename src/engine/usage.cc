@@ -141,18 +141,14 @@ Engine::UsageReport Engine::usage_report(const UsageQuery& q) {
   {
     std::lock_guard g(I.mu);
     rows = I.store.usage_rows(q.since, q.until);
-    // What exists now and was not recorded yet.
+    // What exists now and was not recorded yet (rows outside the period are skipped below).
     int64_t now = now_ms();
-    if (q.until > q.since) {
-      store::BoxFilter f;
-      f.pooled = store::BoxFilter::Pooled::exclude;
-      for (const auto& b : I.store.list(f))
-        if (auto r = I.box_usage_since_mark(I.check_alive(b), now))
-          if (r->first.end_at > q.since && r->first.start_at < q.until) rows.push_back(r->first);
-      for (const auto& s : I.store.list_snapshots())
-        if (auto r = I.snapshot_usage_since_mark(s, now))
-          if (r->end_at > q.since && r->start_at < q.until) rows.push_back(*r);
-    }
+    store::BoxFilter f;
+    f.pooled = store::BoxFilter::Pooled::exclude;
+    for (const auto& b : I.store.list(f))
+      if (auto r = I.box_usage_since_mark(I.check_alive(b), now)) rows.push_back(r->first);
+    for (const auto& s : I.store.list_snapshots())
+      if (auto r = I.snapshot_usage_since_mark(s, now)) rows.push_back(*r);
   }
   const double host_cpus = std::max<long>(1, ::sysconf(_SC_NPROCESSORS_ONLN));
   std::map<std::string, UsageGroup> groups;

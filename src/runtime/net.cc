@@ -99,9 +99,11 @@ void add_default_route(nl_sock* s, int index, const std::string& gateway) {
   if (int e = rtnl_route_add(s, r.get(), NLM_F_CREATE); e < 0) nl_fail("add default route", e);
 }
 
+// The first address of kBoxNetPool.
 uint32_t pool_base() {
+  std::string net(kBoxNetPool);
   in_addr a{};
-  ::inet_pton(AF_INET, "10.200.0.0", &a);
+  ::inet_pton(AF_INET, net.substr(0, net.find('/')).c_str(), &a);
   return ntohl(a.s_addr);
 }
 
@@ -130,12 +132,9 @@ NetAddrs net_addrs(uint32_t slot) {
 void attach_veth(pid_t pid, const NetAddrs& a) {
   UniqueFd ns(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!ns) throw_sys(Errc::unavailable, "open the box's network namespace");
-  Sock s = route_socket();
   // A pair of this name is only left behind if its box's namespace is still being torn down.
-  if (rtnl_link* old = nullptr; rtnl_link_get_kernel(s.get(), 0, a.host_if.c_str(), &old) >= 0) {
-    Link l(old);
-    rtnl_link_delete(s.get(), l.get());
-  }
+  detach_veth(a);
+  Sock s = route_socket();
   Link veth(rtnl_link_veth_alloc());
   if (!veth) throw Error(Errc::unavailable, "netlink: out of memory");
   rtnl_link_set_name(veth.get(), a.host_if.c_str());
@@ -166,9 +165,9 @@ void attach_veth(pid_t pid, const NetAddrs& a) {
     t.join();
     if (!err.empty()) throw Error(Errc::unavailable, "box network: " + err);
   } catch (...) {
-    if (rtnl_link* l = nullptr; rtnl_link_get_kernel(s.get(), 0, a.host_if.c_str(), &l) >= 0) {
-      Link owned(l);
-      rtnl_link_delete(s.get(), owned.get());
+    try {
+      detach_veth(a);
+    } catch (const Error&) {
     }
     throw;
   }
@@ -202,15 +201,6 @@ std::string parse_cidr(const std::string& text, const std::string& what) {
   return ip_string(host & mask) + "/" + std::to_string(prefix);
 }
 
-bool firewall_present() {
-  try {
-    run_tool({"nft", "list", "table", "inet", "upstream"});
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 void install_firewall(const std::vector<std::string>& open_cidrs) {
   // IPv4 forwarding, for box traffic to reach the uplink.
   {
@@ -218,8 +208,7 @@ void install_firewall(const std::vector<std::string>& open_cidrs) {
     if (!f) throw_sys(Errc::unavailable, "open /proc/sys/net/ipv4/ip_forward");
     write_all(f.get(), std::string("1\n"));
   }
-  std::vector<std::string> open;
-  for (const auto& c : open_cidrs) open.push_back(parse_cidr(c, "open private range"));
+  const std::vector<std::string>& open = open_cidrs;
   // One table, replaced atomically: created (if absent) and deleted, then built, in one
   // transaction of `nft -f`.
   std::string rules = R"(table inet upstream

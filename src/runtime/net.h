@@ -37,11 +37,9 @@ void detach_veth(const NetAddrs& a);
 // Installs (or replaces) the host side: IPv4 forwarding, and the `inet upstream` nftables table:
 // box traffic may leave through the uplink (masqueraded), but never to private, shared, link-
 // local, loopback or multicast ranges (except those the operator opened), never to the host
-// itself, and nothing may enter a box that it did not start. Idempotent.
+// itself, and nothing may enter a box that it did not start. Idempotent. `open_cidrs` come
+// normalised by parse_cidr (the configuration checks them when it is read).
 void install_firewall(const std::vector<std::string>& open_cidrs);
-
-// True if the `inet upstream` table is in place.
-bool firewall_present();
 
 // Parses an IPv4 CIDR ("10.1.0.0/16", or an address as /32); throws invalid_argument naming
 // `what`. Returns it normalised.

@@ -268,18 +268,8 @@ void BoxStore::insert_box(const BoxRecord& b) {
         .bind(8, b.owner_start)
         .bind(9, b.pool)
         .run();
-    for (const auto& [k, v] : b.spec.labels)
-      db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)")
-          .bind(1, b.id)
-          .bind(2, k)
-          .bind(3, v)
-          .run();
-    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
-        .bind(1, b.id)
-        .bind(2, b.created_at)
-        .bind(3, b.state)
-        .bind(4, b.state_reason)
-        .run();
+    add_labels(b.id, b.spec.labels);
+    add_event(b.id, b.created_at, b.state, b.state_reason);
   });
 }
 
@@ -381,6 +371,25 @@ void BoxStore::update_spec(const std::string& id, const BoxSpec& spec) {
       .run();
 }
 
+void BoxStore::add_labels(const std::string& id, const std::map<std::string, std::string>& labels) {
+  for (const auto& [k, v] : labels)
+    db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)")
+        .bind(1, id)
+        .bind(2, k)
+        .bind(3, v)
+        .run();
+}
+
+void BoxStore::add_event(const std::string& id, int64_t at, const std::string& state,
+                         const std::string& reason) {
+  db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
+      .bind(1, id)
+      .bind(2, at)
+      .bind(3, state)
+      .bind(4, reason)
+      .run();
+}
+
 bool BoxStore::name_taken(const std::string& name) {
   auto s = db_.prepare("SELECT 1 FROM boxes WHERE name = ?");
   s.bind(1, name);
@@ -388,6 +397,12 @@ bool BoxStore::name_taken(const std::string& name) {
 }
 
 std::optional<std::string> BoxStore::claim_pooled(const std::string& key, const BoxRecord& as) {
+  {
+    // Most creates match no shape: a read on the pool index spares them a write transaction.
+    auto probe = db_.prepare("SELECT 1 FROM boxes WHERE pool = ? AND state = 'running' LIMIT 1");
+    probe.bind(1, key);
+    if (!probe.step()) return std::nullopt;
+  }
   std::optional<std::string> id;
   db_.transaction([&] {
     auto pick = db_.prepare(
@@ -413,17 +428,8 @@ std::optional<std::string> BoxStore::claim_pooled(const std::string& key, const 
         .bind(6, found)
         .bind(7, key)
         .run();
-    for (const auto& [k, v] : spec.labels)
-      db_.prepare("INSERT INTO labels(box_id, key, value) VALUES(?, ?, ?)")
-          .bind(1, found)
-          .bind(2, k)
-          .bind(3, v)
-          .run();
-    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, 'running', ?)")
-        .bind(1, found)
-        .bind(2, now)
-        .bind(3, as.state_reason)
-        .run();
+    add_labels(found, spec.labels);
+    add_event(found, now, "running", as.state_reason);
     id = found;
   });
   return id;
@@ -551,12 +557,7 @@ void BoxStore::set_state(const std::string& id, const std::string& state,
         .bind(2, reason)
         .bind(3, id)
         .run();
-    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
-        .bind(1, id)
-        .bind(2, now_ms())
-        .bind(3, state)
-        .bind(4, reason)
-        .run();
+    add_event(id, now_ms(), state, reason);
   });
 }
 
@@ -584,11 +585,7 @@ void BoxStore::mark_running(const std::string& id, pid_t pid, uint64_t start, ui
         .bind(6, gen)
         .bind(7, id)
         .run();
-    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, 'running', ?)")
-        .bind(1, id)
-        .bind(2, now)
-        .bind(3, reason)
-        .run();
+    add_event(id, now, "running", reason);
   });
 }
 
@@ -608,11 +605,7 @@ void BoxStore::mark_stopped(const std::string& id, const std::string& reason, ui
         .bind(5, oom_kills)
         .bind(6, id)
         .run();
-    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, 'stopped', ?)")
-        .bind(1, id)
-        .bind(2, now)
-        .bind(3, reason)
-        .run();
+    add_event(id, now, "stopped", reason);
     // Whatever was still running died with the box.
     db_.prepare(
            "UPDATE execs SET state = 'lost', reason = 'box-stopped', ended_at = ? WHERE box_id = ? "
@@ -890,12 +883,7 @@ void BoxStore::set_archived(const std::string& id, const std::string& layer,
         .bind(3, reason)
         .bind(4, id)
         .run();
-    db_.prepare("INSERT INTO events(box_id, at, state, reason) VALUES(?, ?, ?, ?)")
-        .bind(1, id)
-        .bind(2, now_ms())
-        .bind(3, state)
-        .bind(4, reason)
-        .run();
+    add_event(id, now_ms(), state, reason);
   });
 }
 

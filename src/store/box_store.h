@@ -106,6 +106,9 @@ class BoxStore {
   std::optional<storage_layer> find_layer(const std::string& digest);
 
  private:
+  void add_labels(const std::string& id, const std::map<std::string, std::string>& labels);
+  void add_event(const std::string& id, int64_t at, const std::string& state,
+                 const std::string& reason);
   BoxRecord read_box(Stmt& s);
   ExecRecord read_exec(Stmt& s);
   SnapshotRecord read_snapshot(Stmt& s);

@@ -75,6 +75,9 @@ def test_totals_by_label_survive_removal_and_are_priced(priced):
         assert ga["core_running_seconds"] == pytest.approx(ga["running_seconds"])  # 1 CPU limit
         assert before["prices"]["currency"] == "EUR"
         assert "COST (EUR)" in up.ok("usage", "--by", "label:team")
+        snaps = report(up, "--by", "snapshot", "-l", f"team={tag}-a")
+        assert [g["key"].split(" ")[0] for g in snaps["groups"]] == [a + "-s"]
+        assert snaps["groups"][0]["snapshots"] == 1 and snaps["groups"][0]["boxes"] == 0
         # A removed box's usage stays in the totals.
         up.rm(a)
         up.ok("snapshot", "rm", a + "-s")
