@@ -54,7 +54,9 @@ class Backend {
 
   virtual SystemInfo system_info() = 0;
   virtual Engine::UsageReport usage_report(const Engine::UsageQuery& q) = 0;
-  virtual BoxRecord set_network(const std::string& ref, const std::string& mode) = 0;
+  virtual BoxRecord set_network(const std::string& ref, const std::string& mode,
+                                const Egress& egress, bool keep_headers) = 0;
+  virtual nlohmann::json net_stats(const std::string& ref) = 0;
 
   // Snapshots and images.
   virtual std::vector<BoxRecord> create_boxes(const BoxSpec& spec, size_t count) = 0;

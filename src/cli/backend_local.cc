@@ -32,9 +32,11 @@ class LocalBackend : public Backend {
     return e().snapshot_box(ref, o);
   }
   SnapshotRecord get_snapshot(const std::string& ref) override { return e().get_snapshot(ref); }
-  BoxRecord set_network(const std::string& ref, const std::string& mode) override {
-    return e().set_network(ref, mode);
+  BoxRecord set_network(const std::string& ref, const std::string& mode, const Egress& egress,
+                        bool keep_headers) override {
+    return e().set_network(ref, mode, egress, keep_headers);
   }
+  nlohmann::json net_stats(const std::string& ref) override { return e().net_stats(ref); }
   Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
     return e().usage_report(q);
   }

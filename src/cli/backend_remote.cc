@@ -20,6 +20,7 @@
 #include "common/time.h"
 #include "engine/host_tree.h"
 #include "engine/wire.h"
+#include "netd/egress.h"
 #include "pipeline/runner.h"
 
 namespace upstream::cli {
@@ -412,6 +413,7 @@ class RemoteBackend : public Backend {
     json body = spec_body(s);
     body.erase("image");
     body.erase("network");
+    body.erase("egress");
     body.erase("policy");
     body["count"] = count;
     std::vector<BoxRecord> out;
@@ -429,9 +431,14 @@ class RemoteBackend : public Backend {
   SnapshotRecord get_snapshot(const std::string& ref) override {
     return snapshot_from_json(http_.get("/v1/snapshots/" + seg(ref)));
   }
-  BoxRecord set_network(const std::string& ref, const std::string& mode) override {
-    return box_from_json(http_.post(box(ref) + "/network", {{"mode", mode}}));
+  BoxRecord set_network(const std::string& ref, const std::string& mode, const Egress& egress,
+                        bool keep_headers) override {
+    json body = egress::to_json(egress, true);
+    body["mode"] = mode;
+    if (keep_headers) body.erase("headers");
+    return box_from_json(http_.post(box(ref) + "/network", body));
   }
+  json net_stats(const std::string& ref) override { return http_.get(box(ref) + "/traffic"); }
   Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
     std::string path = "/v1/usage?since=" + seg(format_time(q.since)) +
                        "&until=" + seg(format_time(q.until)) + "&by=" + seg(q.by);
@@ -492,6 +499,8 @@ class RemoteBackend : public Backend {
     if (s.limits.pids) limits["pids"] = *s.limits.pids;
     if (s.limits.disk) limits["disk"] = *s.limits.disk;
     if (!limits.empty()) body["limits"] = limits;
+    if (s.network != "none") body["network"] = s.network;
+    if (!(s.egress == Egress{})) body["egress"] = egress::to_json(s.egress, true);
     const Policy& p = s.policy;
     Policy d;
     if (p.auto_pause_ms != d.auto_pause_ms || p.auto_stop_ms != d.auto_stop_ms ||

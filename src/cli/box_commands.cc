@@ -23,10 +23,51 @@ using nlohmann::json;
 
 namespace {
 
+// The egress policy and the headers to inject, as options of create and network.
+struct EgressOpts {
+  std::vector<std::string> allow_domains, allow_cidrs, deny_cidrs, headers;
+};
+
+void add_egress_options(CLI::App* c, EgressOpts& o) {
+  c->add_option("--allow-domain", o.allow_domains,
+                "custom: a name the box may reach over HTTP(S) and resolve, e.g. pypi.org or "
+                "*.example.com (repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--allow-cidr", o.allow_cidrs,
+                "custom: an IPv4 range the box may reach on any port (repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--deny-cidr", o.deny_cidrs,
+                "custom: an IPv4 range the box never reaches, whatever else allows it (repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--header", o.headers,
+                "'HOST=Name: value': a header the host proxy adds to the box's HTTPS requests to "
+                "HOST (or *.domain); the value never enters the box (repeatable)")
+      ->allow_extra_args(false);
+}
+
+Egress egress_from(const EgressOpts& o) {
+  Egress e;
+  e.allow_domains = o.allow_domains;
+  e.allow_cidrs = o.allow_cidrs;
+  e.deny_cidrs = o.deny_cidrs;
+  for (const auto& h : o.headers) {
+    auto eq = h.find('=');
+    auto colon = eq == std::string::npos ? std::string::npos : h.find(':', eq);
+    if (eq == std::string::npos || eq == 0 || colon == std::string::npos)
+      throw_invalid("invalid --header '" + h +
+                    "': use HOST=Name: value, e.g. "
+                    "'api.example.com=Authorization: Bearer TOKEN'");
+    std::string name = trim(h.substr(eq + 1, colon - eq - 1));
+    e.headers[h.substr(0, eq)][name] = trim(h.substr(colon + 1));
+  }
+  return e;
+}
+
 struct CreateOpts {
   std::string name, image = "host", cpus, memory, pids, disk, user, workdir, auto_pause, auto_stop,
                     auto_archive, network;
   std::vector<std::string> env, labels;
+  EgressOpts egress;
   bool keep_alive = false;
 };
 
@@ -52,8 +93,10 @@ void add_create_options(CLI::App* c, CreateOpts& o) {
                 "Default user of execs: root, user, a name or uid[:gid] (default root)");
   c->add_option("--workdir,-w", o.workdir, "Default working directory (default /home/user)");
   c->add_option("--network", o.network,
-                "none (default: loopback only) or allow-all (the internet through the host's NAT; "
-                "never private ranges, the host or other boxes)");
+                "none (default: loopback only), allow-all (the internet through the host's NAT; "
+                "never private ranges, the host or other boxes) or custom (only the allowed "
+                "domains and CIDRs)");
+  add_egress_options(c, o.egress);
   c->add_option("--auto-pause", o.auto_pause,
                 "Pause the box after this long idle, e.g. 10m, or never (default 30m; applied "
                 "by `upstream serve`)");
@@ -86,6 +129,7 @@ BoxSpec spec_from(const CreateOpts& o) {
   if (!o.user.empty()) s.user = o.user;
   if (!o.workdir.empty()) s.workdir = o.workdir;
   if (!o.network.empty()) s.network = o.network;
+  s.egress = egress_from(o.egress);
   if (!o.auto_pause.empty()) s.policy.auto_pause_ms = policy_ms(o.auto_pause, "--auto-pause");
   if (!o.auto_stop.empty()) s.policy.auto_stop_ms = policy_ms(o.auto_stop, "--auto-stop");
   if (!o.auto_archive.empty())
@@ -429,14 +473,58 @@ void add_box_commands(CLI::App& app, Context& ctx) {
   // network -----------------------------------------------------------------------------------
   {
     auto* c = box->add_subcommand(
-        "network", "Change a box's network mode: none or allow-all (a running box at once)");
+        "network",
+        "Change a box's network mode and egress policy (a running box at once); the headers "
+        "stay unless --header or --clear-headers is given");
     auto ref = std::make_shared<std::string>();
     auto mode = std::make_shared<std::string>();
+    auto eo = std::make_shared<EgressOpts>();
+    auto clear = std::make_shared<bool>(false);
     c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_option("mode", *mode, "none or allow-all")->required();
-    c->callback([&ctx, ref, mode] {
-      BoxRecord b = ctx.backend().set_network(*ref, *mode);
+    c->add_option("mode", *mode, "none, allow-all or custom")->required();
+    add_egress_options(c, *eo);
+    c->add_flag("--clear-headers", *clear, "Remove the box's headers");
+    c->callback([&ctx, ref, mode, eo, clear] {
+      Egress e = egress_from(*eo);
+      BoxRecord b = ctx.backend().set_network(*ref, *mode, e, eo->headers.empty() && !*clear);
       print_box_ids(ctx, {b});
+    });
+  }
+
+  // traffic -----------------------------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand(
+        "traffic", "Show a box's network counters: per destination, denied attempts, DNS");
+    auto ref = std::make_shared<std::string>();
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->callback([&ctx, ref] {
+      json j = ctx.backend().net_stats(*ref);
+      if (ctx.json) {
+        print_json(j);
+        return;
+      }
+      std::printf("%-40s %6s %6s %10s %10s  %s\n", "DESTINATION", "CONNS", "REQS", "OUT", "IN",
+                  "LAST");
+      json dests = j.contains("destinations") ? j["destinations"] : json::object();
+      for (const auto& [dest, d] : dests.items())
+        std::printf("%-40s %6llu %6llu %10s %10s  %s\n", dest.c_str(),
+                    static_cast<unsigned long long>(d.value("connections", uint64_t{0})),
+                    static_cast<unsigned long long>(d.value("requests", uint64_t{0})),
+                    format_bytes(d.value("bytes_out", uint64_t{0})).c_str(),
+                    format_bytes(d.value("bytes_in", uint64_t{0})).c_str(),
+                    d.value("last_at", "").c_str());
+      json denied = j.contains("denied") ? j["denied"] : json::array();
+      if (!denied.empty()) {
+        std::printf("\nDENIED\n%-40s %6s  %-20s %s\n", "DESTINATION", "COUNT", "LAST", "REASON");
+        for (const auto& d : denied)
+          std::printf("%-40s %6llu  %-20s %s\n", d.value("destination", "").c_str(),
+                      static_cast<unsigned long long>(d.value("count", uint64_t{0})),
+                      d.value("last_at", "").c_str(), d.value("reason", "").c_str());
+      }
+      json dns = j.contains("dns") ? j["dns"] : json::object();
+      std::printf("\nDNS: %llu queries, %llu refused\n",
+                  static_cast<unsigned long long>(dns.value("queries", uint64_t{0})),
+                  static_cast<unsigned long long>(dns.value("refused", uint64_t{0})));
     });
   }
 

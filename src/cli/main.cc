@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "common/error.h"
 #include "common/strings.h"
+#include "netd/netd.h"
 
 using namespace upstream;
 
@@ -39,6 +40,11 @@ int main(int argc, char** argv) {
     }
     return *backend;
   };
+
+  // The host's network daemon (see netd.h), started by the engine when a box gets a network.
+  auto* netd_cmd = app.add_subcommand("netd", "Run the host network daemon (started on demand)");
+  netd_cmd->group("");
+  netd_cmd->callback([] { std::exit(upstream::netd::serve(upstream::netd::run_dir())); });
 
   app.add_subcommand("version", "Print the version")->callback([&] {
     if (ctx.json)

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "engine/engine.h"
+#include "netd/egress.h"
 #include "runtime/net.h"
 
 namespace upstream {
@@ -78,12 +79,38 @@ void EngineOptions::load_config(const std::string& path) {
   for (const auto& [k, v] : j.items())
     if (k != "warm_pool" && k != "prices" && k != "network")
       fail("unknown field '" + k + "' (known: warm_pool, prices, network)");
-  std::vector<std::string> open;
+  std::vector<std::string> open, resolvers;
+  std::string trust_ca;
   if (j.contains("network")) {
     const auto& n = j["network"];
     if (!n.is_object()) fail("network must be an object");
     for (const auto& [k, v] : n.items()) {
-      if (k != "open_private") fail("unknown field 'network." + k + "' (known: open_private)");
+      if (k == "resolvers") {
+        if (!v.is_array()) fail("network.resolvers must be a list of IPv4 addresses");
+        for (size_t i = 0; i < v.size(); i++) {
+          std::string at = "network.resolvers[" + std::to_string(i) + "]";
+          std::string addr = v[i].is_string() ? v[i].get<std::string>() : "";
+          std::string host = addr.substr(0, addr.find(':'));
+          std::string port =
+              addr.find(':') == std::string::npos ? "53" : addr.substr(addr.find(':') + 1);
+          if (!egress::parse_ipv4(host) || port.empty() || port.size() > 5 ||
+              port.find_first_not_of("0123456789") != std::string::npos ||
+              std::stoi(port) > 65535 || std::stoi(port) == 0)
+            fail(at + " must be an IPv4 address (with an optional :port), such as \"192.0.2.53\"");
+          resolvers.push_back(addr);
+        }
+        continue;
+      }
+      if (k == "trust_ca") {
+        if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>()[0] != '/')
+          fail("network.trust_ca must be the absolute path of a PEM file of CA certificates");
+        if (::access(v.get<std::string>().c_str(), R_OK) != 0)
+          fail("network.trust_ca: cannot read " + v.get<std::string>());
+        trust_ca = v.get<std::string>();
+        continue;
+      }
+      if (k != "open_private")
+        fail("unknown field 'network." + k + "' (known: open_private, resolvers, trust_ca)");
       if (!v.is_array()) fail("network.open_private must be a list of CIDRs");
       for (size_t i = 0; i < v.size(); i++) {
         std::string at = "network.open_private[" + std::to_string(i) + "]";
@@ -163,6 +190,8 @@ void EngineOptions::load_config(const std::string& path) {
   warm_pool = shapes;
   prices = p;
   open_private = open;
+  this->resolvers = resolvers;
+  this->trust_ca = trust_ca;
 }
 
 }  // namespace upstream

@@ -264,7 +264,12 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
     sp.slot_lock_fd = lease.lock.get();
     sp.cgroup_procs = cg.procs_files();
     sp.config = cfg;
-    if (networked) sp.attach_network = [&](pid_t pid) { runtime::attach_veth(pid, net); };
+    if (networked)
+      sp.attach_network = [&](pid_t pid) {
+        // The box's own rules first: it never has a network without its policy.
+        set_net_rules(lease.slot, b.spec);
+        runtime::attach_veth(pid, net);
+      };
     runtime::InitProcess proc = runtime::spawn_init(sp);
     debug_log("box " + b.id + " init started in " + std::to_string(mono_us() - started_us) +
               " us; init phases (us since exec): " + proc.timings_us.dump());
@@ -272,6 +277,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
     b.init_start = proc.start_time;
     b.slot = lease.slot;
     b.host_generation = plan.host_generation;
+    if (networked) net_up(b);
     if (record_running) {
       std::lock_guard g(mu);
       store.mark_running(b.id, proc.pid, proc.start_time, lease.slot, plan.host_generation, reason);
@@ -282,17 +288,13 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   } catch (...) {
     cg.destroy(2000);
     ::unlink(layout.socket(b.id).c_str());
+    if (networked) net_down(lease.slot);
     throw;
   }
 }
 
-void Engine::Impl::ensure_firewall() {
-  if (firewall_installed) return;
-  runtime::install_firewall(opts.open_private);
-  firewall_installed = true;
-}
-
-BoxRecord Engine::set_network(const std::string& ref, const std::string& mode) {
+BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, Egress egress,
+                              bool keep_headers) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
   BoxRecord b = I.check_alive(I.store.resolve(ref));
@@ -300,22 +302,34 @@ BoxRecord Engine::set_network(const std::string& ref, const std::string& mode) {
   b = I.check_alive(*I.store.find_id(b.id));
   BoxSpec spec = b.spec;
   spec.network = mode;
+  if (keep_headers && mode != "none") egress.headers = b.spec.egress.headers;
+  spec.egress = egress;
   validate_box_spec(spec);
-  if (mode == b.spec.network) return b;
+  if (mode == b.spec.network && spec.egress == b.spec.egress) return b;
+  // Trusting the egress CA in a box needs it running: a paused box gaining headers wakes.
+  if (b.state == box_state::paused && mode != "none" && !spec.egress.headers.empty() &&
+      b.spec.egress.headers.empty())
+    b = I.wake(b, "resumed to trust the egress CA");
   if (box_state::alive(b.state) && b.slot) {
     runtime::NetAddrs net = runtime::net_addrs(*b.slot);
     if (mode == "none") {
       runtime::detach_veth(net);
-    } else if (b.spec.network == "none") {
+      I.net_down(*b.slot);
+    } else {
       I.ensure_firewall();
-      runtime::attach_veth(b.init_pid, net);
+      I.set_net_rules(*b.slot, spec);
+      if (b.spec.network == "none") runtime::attach_veth(b.init_pid, net);
+      BoxRecord next = b;
+      next.spec = spec;
+      I.net_up(next);
     }
   } else if (!box_state::alive(b.state) && b.state != box_state::stopped &&
              b.state != box_state::archived) {
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state);
   }
   I.store.update_spec(b.id, spec);
-  I.store.set_state(b.id, b.state, "network set to " + mode);
+  I.store.set_state(b.id, b.state,
+                    mode == b.spec.network ? "egress policy changed" : "network set to " + mode);
   return *I.store.find_id(b.id);
 }
 
@@ -344,6 +358,7 @@ runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_m
   runtime::CgroupUsage u = cg.usage();
   if (!cg.destroy(5000)) throw Error(Errc::internal, "could not remove the cgroups of box " + b.id);
   ::unlink(layout.socket(b.id).c_str());
+  if (b.slot && b.spec.network != "none") net_down(*b.slot);
   return u;
 }
 
@@ -359,6 +374,7 @@ BoxRecord Engine::Impl::check_alive(const BoxRecord& b) {
   runtime::CgroupUsage u = cg.usage();
   cg.destroy(5000);
   ::unlink(layout.socket(b.id).c_str());
+  if (fresh->slot && fresh->spec.network != "none") net_down(*fresh->slot);
   refresh_execs(*fresh);
   std::string reason =
       store.meta("boot_id") != boot_id() ? "host restarted" : "box init exited unexpectedly";
@@ -370,6 +386,10 @@ void Engine::Impl::cleanup_failed_create(const std::string& id) {
   cgroup(id).destroy(5000);
   ::unlink(layout.socket(id).c_str());
   pool.destroy_volume(id);
+  try {
+    storage::remove_tree(net_stats_dir(id));
+  } catch (const Error&) {
+  }
   store.delete_box(id);
 }
 

@@ -62,6 +62,12 @@ struct EngineOptions {
   // Private ranges the operator opened to boxes with a network (the host firewall is shared by
   // every state directory on the host: the last one to start a networked box sets these).
   std::vector<std::string> open_private;
+  // Resolvers netd asks for boxes' names (network.resolvers; empty: the host's resolv.conf), and
+  // CAs it trusts, besides the system's, when it intercepts HTTPS to add headers
+  // (network.trust_ca).
+  std::vector<std::string> resolvers;
+  std::string trust_ca;
+  std::string netd_exe;  // the upstream binary that runs netd; empty: this program
 
   // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR,
   // UPSTREAM_CONFIG, and the configuration file.
@@ -146,7 +152,13 @@ class Engine {
   BoxUsage usage(const std::string& ref);
   // Changes a box's network mode; a running (or paused) box gets or loses its network at once,
   // without a restart.
-  BoxRecord set_network(const std::string& ref, const std::string& mode);
+  // `egress` replaces the box's policy; with keep_headers its headers stay what they were
+  // (unless the mode is none). A running box's new policy holds for its next connection.
+  BoxRecord set_network(const std::string& ref, const std::string& mode, Egress egress = {},
+                        bool keep_headers = false);
+  // A box's network counters (see netd): bytes, connections and requests per destination,
+  // denied attempts with their reasons, DNS queries.
+  nlohmann::json net_stats(const std::string& ref);
 
   // Metering. One pass records, for every box and snapshot, what it used since its last pass
   // (`upstream serve` runs it every few minutes; removing a box or snapshot records its last

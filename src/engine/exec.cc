@@ -326,6 +326,22 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
 
   std::vector<std::string> env = box.spec.env;
   for (const auto& e : spec.env) env.push_back(e);
+  // A box whose HTTPS requests the host proxy may intercept trusts the egress CA (added to the
+  // system bundle when the box started); tools that bring their own bundle are pointed at it.
+  if (box.spec.network != "none" && !box.spec.egress.headers.empty()) {
+    const std::string bundle = "/etc/ssl/certs/ca-certificates.crt";
+    for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+             {"SSL_CERT_FILE", bundle},
+             {"REQUESTS_CA_BUNDLE", bundle},
+             {"CURL_CA_BUNDLE", bundle},
+             {"GIT_SSL_CAINFO", bundle},
+             {"NODE_EXTRA_CA_CERTS", "/usr/local/share/ca-certificates/upstream-egress.crt"}}) {
+      bool set = false;
+      for (const auto& e : env)
+        if (e.compare(0, k.size() + 1, k + "=") == 0) set = true;
+      if (!set) env.push_back(k + "=" + v);
+    }
+  }
   json req = {{"op", "exec"},
               {"seq", rec.seq},
               {"argv", rec.argv},

@@ -37,8 +37,19 @@ struct Engine::Impl {
   std::recursive_mutex mu;   // the database connection is shared by this engine's users
 
   std::function<void()> pool_listener;
-  bool firewall_installed = false;  // by this process, before its first box with a network
-  void ensure_firewall();           // caller holds mu
+  // Box networks (network.cc). The host side (netd, the firewall) is made ready before a box
+  // with a network starts; a box's own rules are set before its network is attached.
+  uint16_t firewall_ports[2] = {0, 0};  // netd's proxy and DNS ports this process installed
+  void ensure_firewall();               // caller holds mu
+  // The firewall rules of a box's slot for its spec (removed for network none).
+  void set_net_rules(uint32_t slot, const BoxSpec& spec);
+  // Writes the policy netd reads for a running box, and trusts the egress CA in the box if it
+  // has headers to inject. No-op for network none.
+  void net_up(const BoxRecord& b);
+  // Removes a slot's policy and rules (the box stopped or lost its network).
+  void net_down(uint32_t slot);
+  std::string net_stats_dir(const std::string& box_id) const;
+  void trust_ca_in_box(const BoxRecord& b, const std::string& pem);
 
   // The defaults and checks every create applies to its spec (after prepare_image).
   void apply_default_limits(BoxSpec& spec);

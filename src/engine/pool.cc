@@ -15,6 +15,7 @@
 #include "common/proc.h"
 #include "common/time.h"
 #include "engine/impl.h"
+#include "netd/egress.h"
 
 namespace upstream {
 
@@ -43,9 +44,11 @@ void set_box_hostname(pid_t init_pid, const std::string& name) {
 }  // namespace
 
 std::string Engine::Impl::pool_key(const BoxSpec& spec) const {
-  return json{
-      {"image", spec.image}, {"limits", limits_to_json(spec.limits)}, {"network", spec.network}}
-      .dump();
+  json key = {
+      {"image", spec.image}, {"limits", limits_to_json(spec.limits)}, {"network", spec.network}};
+  // Pooled boxes never have an egress policy: a create with one never takes a pooled box.
+  if (!(spec.egress == Egress{})) key["egress"] = egress::to_json(spec.egress, true);
+  return key.dump();
 }
 
 std::optional<BoxRecord> Engine::Impl::claim_pooled(const BoxSpec& spec) {

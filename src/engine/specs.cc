@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "engine/impl.h"
+#include "netd/egress.h"
 
 namespace upstream {
 
@@ -58,14 +59,11 @@ void validate_box_spec(BoxSpec& spec) {
   }
   check_user(spec.user);
   check_box_path(spec.workdir, "working directory");
-  if (spec.network == "custom")
-    throw_invalid(
-        "network mode 'custom' (allowed domains and CIDRs) is not available yet; use none or "
-        "allow-all");
-  if (spec.network != "none" && spec.network != "allow-all")
+  if (spec.network != "none" && spec.network != "allow-all" && spec.network != "custom")
     throw_invalid("invalid network mode '" + spec.network +
-                  "': use none (loopback only) or allow-all (the internet, never private "
-                  "ranges, the host or other boxes)");
+                  "': use none (loopback only), allow-all (the internet, never private ranges, "
+                  "the host or other boxes) or custom (allowed domains and CIDRs only)");
+  egress::validate(spec.network, spec.egress);
 }
 
 Limits limits_from_user_json(const nlohmann::json& l, const std::string& field) {

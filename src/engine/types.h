@@ -29,6 +29,17 @@ struct Policy {
   bool keep_alive = false;                           // never auto-paused
 };
 
+// The egress policy of network mode custom (see netd/egress.h), and the headers the host proxy
+// adds to a box's HTTPS requests ("secrets injected in transit"; any mode with a network).
+struct Egress {
+  std::vector<std::string> allow_domains;  // exact names or *.suffix (any name below suffix)
+  std::vector<std::string> allow_cidrs;    // IPv4 CIDRs reachable on any port
+  std::vector<std::string> deny_cidrs;     // never reachable: wins over everything
+  // host pattern (as allow_domains) -> header name -> value
+  std::map<std::string, std::map<std::string, std::string>> headers;
+  bool operator==(const Egress&) const = default;
+};
+
 struct BoxSpec {
   std::string image = "host";  // host | dir:PATH | tar:PATH
   std::string name;            // empty: generated
@@ -37,7 +48,8 @@ struct BoxSpec {
   Limits limits;
   std::string user = "root";  // default user of execs: root, user, a name, uid[:gid]
   std::string workdir = "/home/user";
-  std::string network = "none";  // none: loopback only; allow-all: the internet (see net.h)
+  std::string network = "none";  // none: loopback only; allow-all: the internet; custom: egress
+  Egress egress;
   Policy policy;
 };
 

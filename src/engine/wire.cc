@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "netd/egress.h"
 #include "runtime/net.h"
 
 namespace upstream {
@@ -40,6 +41,7 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
             {"user", b.spec.user},
             {"workdir", b.spec.workdir},
             {"network", b.spec.network},
+            {"egress", egress::to_json(b.spec.egress, false)},
             {"policy",
              {{"auto_pause_ms", b.spec.policy.auto_pause_ms},
               {"auto_stop_ms", b.spec.policy.auto_stop_ms},
@@ -191,6 +193,15 @@ BoxRecord box_from_json(const json& j, BoxUsage* usage, std::vector<BoxEvent>* e
     b.spec.user = j.value("user", "root");
     b.spec.workdir = j.value("workdir", "/home/user");
     b.spec.network = j.value("network", "none");
+    if (j.contains("egress") && j["egress"].is_object()) {
+      const json& e = j["egress"];
+      b.spec.egress.allow_domains = e.value("allow_domains", std::vector<std::string>{});
+      b.spec.egress.allow_cidrs = e.value("allow_cidrs", std::vector<std::string>{});
+      b.spec.egress.deny_cidrs = e.value("deny_cidrs", std::vector<std::string>{});
+      if (e.contains("headers") && e["headers"].is_object())
+        for (const auto& [pattern, names] : e["headers"].items())
+          for (const auto& n : names) b.spec.egress.headers[pattern][n.get<std::string>()] = "";
+    }
     if (j.contains("policy") && j["policy"].is_object()) {
       const json& p = j["policy"];
       b.spec.policy.auto_pause_ms = p.value("auto_pause_ms", b.spec.policy.auto_pause_ms);

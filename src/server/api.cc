@@ -17,6 +17,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/wire.h"
+#include "netd/egress.h"
 #include "server/json_body.h"
 #include "server/utf8.h"
 #include "storage/image.h"
@@ -367,6 +368,7 @@ BoxSpec Api::box_spec_from(Call& c, Body& b) {
   if (auto v = b.str("user")) spec.user = *v;
   if (auto v = b.str("workdir")) spec.workdir = *v;
   if (auto v = b.str("network")) spec.network = *v;
+  if (const json* e = b.get("egress")) spec.egress = egress::from_json(*e);
   spec.labels = user_labels(b);
   for (auto& [k, v] : b.string_map("env")) {
     if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
@@ -495,7 +497,7 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
   if (seg.size() == 2) {
     if (m == "POST") {
       Body b(r.body, {"name", "image", "labels", "env", "limits", "user", "workdir", "network",
-                      "count", "policy"});
+                      "egress", "count", "policy"});
       BoxSpec spec = box_spec_from(c, b);
       auto count = b.uint("count");
       if (count && (*count < 1 || *count > 1000)) bad("count must be between 1 and 1000");
@@ -582,10 +584,19 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
   }
   if (seg.size() == 4 && what == "network") {
     if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
-    Body b(r.body, {"mode"});
+    Body b(r.body, {"mode", "allow_domains", "allow_cidrs", "deny_cidrs", "headers"});
     auto mode = b.str("mode");
-    if (!mode) bad("field 'mode' is required (none or allow-all)");
-    c.json_reply(200, box_json(engine_.set_network(box.id, *mode)));
+    if (!mode) bad("field 'mode' is required (none, allow-all or custom)");
+    json e = json::parse(r.body);
+    e.erase("mode");
+    bool keep_headers = !e.contains("headers");
+    c.json_reply(200,
+                 box_json(engine_.set_network(box.id, *mode, egress::from_json(e), keep_headers)));
+    return;
+  }
+  if (seg.size() == 4 && what == "traffic") {
+    if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    c.json_reply(200, engine_.net_stats(box.id));
     return;
   }
   if (seg.size() == 4 && (what == "stop" || what == "start" || what == "pause" ||

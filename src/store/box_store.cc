@@ -1,5 +1,7 @@
 #include "store/box_store.h"
 
+#include "netd/egress.h"
+
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -35,6 +37,7 @@ json spec_to_json(const BoxSpec& s) {
           {"user", s.user},
           {"workdir", s.workdir},
           {"network", s.network},
+          {"egress", egress::to_json(s.egress, true)},
           {"policy",
            {{"auto_pause_ms", s.policy.auto_pause_ms},
             {"auto_stop_ms", s.policy.auto_stop_ms},
@@ -52,6 +55,7 @@ BoxSpec spec_from_json(const json& j) {
   s.user = j.value("user", "root");
   s.workdir = j.value("workdir", "/home/user");
   s.network = j.value("network", "none");
+  if (j.contains("egress")) s.egress = egress::from_json(j["egress"]);
   if (j.contains("policy") && j["policy"].is_object()) {
     const json& p = j["policy"];
     s.policy.auto_pause_ms = p.value("auto_pause_ms", s.policy.auto_pause_ms);

@@ -1,0 +1,735 @@
+#include "netd/netd.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/close_range.h>
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/proc.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "netd/ca.h"
+#include "netd/dns.h"
+#include "netd/egress.h"
+#include "runtime/net.h"
+#include "storage/layout.h"
+
+namespace upstream::netd {
+
+using nlohmann::json;
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+
+std::string run_dir() { return "/run/upstream/net"; }
+std::string policy_path(uint32_t slot) { return run_dir() + "/" + std::to_string(slot) + ".json"; }
+
+namespace {
+
+// What identifies a build of the binary: a netd of another build is replaced.
+std::string exe_id(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+}
+
+// True if somebody holds the lock at `path`.
+bool lock_held(const std::string& path) {
+  UniqueFd f(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!f) return false;
+  if (::flock(f.get(), LOCK_EX | LOCK_NB) == 0) return false;  // released when f closes
+  return errno == EWOULDBLOCK;
+}
+
+std::optional<Ports> read_ports(const std::string& exe) {
+  auto text = try_read_file(run_dir() + "/netd.json");
+  if (!text) return std::nullopt;
+  try {
+    json j = json::parse(*text);
+    Ports p{j.at("pid").get<int>(), j.at("proxy").get<uint16_t>(), j.at("dns").get<uint16_t>()};
+    if (::kill(p.pid, 0) != 0 || !lock_held(run_dir() + "/netd.lock")) return std::nullopt;
+    if (j.value("exe", "") != exe_id(exe)) {
+      ::kill(p.pid, SIGTERM);
+      for (int i = 0; i < 200 && lock_held(run_dir() + "/netd.lock"); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      return std::nullopt;
+    }
+    return p;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// --- counters --------------------------------------------------------------------------------
+
+struct Dest {
+  uint64_t connections = 0, requests = 0, bytes_out = 0, bytes_in = 0;
+  int64_t last_at = 0;
+};
+struct Denied {
+  uint64_t count = 0;
+  int64_t last_at = 0;
+};
+struct BoxStats {
+  std::string box_id;
+  std::map<std::string, Dest> dests;
+  std::map<std::pair<std::string, std::string>, Denied> denied;
+  uint64_t dns_queries = 0, dns_refused = 0;
+  bool dirty = false;
+};
+
+json stats_json(const BoxStats& s) {
+  json d = json::object();
+  for (const auto& [k, v] : s.dests)
+    d[k] = {{"connections", v.connections},
+            {"requests", v.requests},
+            {"bytes_out", v.bytes_out},
+            {"bytes_in", v.bytes_in},
+            {"last_at", format_time(v.last_at)}};
+  json den = json::array();
+  for (const auto& [k, v] : s.denied)
+    den.push_back({{"destination", k.first},
+                   {"reason", k.second},
+                   {"count", v.count},
+                   {"last_at", format_time(v.last_at)}});
+  return {{"box_id", s.box_id},
+          {"destinations", d},
+          {"denied", den},
+          {"dns", {{"queries", s.dns_queries}, {"refused", s.dns_refused}}}};
+}
+
+BoxStats stats_from_json(const json& j) {
+  BoxStats s;
+  s.box_id = j.value("box_id", "");
+  if (j.contains("destinations"))
+    for (const auto& [k, v] : j["destinations"].items()) {
+      Dest d;
+      d.connections = v.value("connections", uint64_t{0});
+      d.requests = v.value("requests", uint64_t{0});
+      d.bytes_out = v.value("bytes_out", uint64_t{0});
+      d.bytes_in = v.value("bytes_in", uint64_t{0});
+      d.last_at = parse_time(v.value("last_at", ""));
+      s.dests[k] = d;
+    }
+  if (j.contains("denied"))
+    for (const auto& v : j["denied"]) {
+      Denied d;
+      d.count = v.value("count", uint64_t{0});
+      d.last_at = parse_time(v.value("last_at", ""));
+      s.denied[{v.value("destination", ""), v.value("reason", "")}] = d;
+    }
+  if (j.contains("dns")) {
+    s.dns_queries = j["dns"].value("queries", uint64_t{0});
+    s.dns_refused = j["dns"].value("refused", uint64_t{0});
+  }
+  return s;
+}
+
+class Counters {
+ public:
+  template <class F>
+  void update(const egress::BoxPolicy& p, F f) {
+    if (p.stats_path.empty()) return;
+    std::lock_guard g(mu_);
+    auto it = boxes_.find(p.stats_path);
+    if (it == boxes_.end()) {
+      BoxStats s;
+      if (auto text = try_read_file(p.stats_path)) try {
+          s = stats_from_json(json::parse(*text));
+        } catch (const std::exception&) {
+        }
+      // A file of an earlier box that had this path (ids are unique: never) is not carried.
+      if (s.box_id != p.box_id) s = BoxStats{};
+      s.box_id = p.box_id;
+      it = boxes_.emplace(p.stats_path, std::move(s)).first;
+    }
+    f(it->second);
+    it->second.dirty = true;
+  }
+  void deny(const egress::BoxPolicy& p, const std::string& dest, const std::string& reason) {
+    update(p, [&](BoxStats& s) {
+      auto& d = s.denied[{dest, reason}];
+      d.count++;
+      d.last_at = now_ms();
+    });
+  }
+  // Writes what changed; forgets boxes whose stats file's directory is gone (removed boxes).
+  void flush() {
+    std::map<std::string, json> out;
+    {
+      std::lock_guard g(mu_);
+      for (auto it = boxes_.begin(); it != boxes_.end();) {
+        if (it->second.dirty) {
+          out[it->first] = stats_json(it->second);
+          it->second.dirty = false;
+        }
+        ++it;
+      }
+    }
+    for (const auto& [path, j] : out) {
+      std::string parent = path.substr(0, path.find_last_of('/'));
+      struct stat st;
+      if (::stat(parent.c_str(), &st) != 0) {
+        std::lock_guard g(mu_);
+        boxes_.erase(path);
+        continue;
+      }
+      try {
+        write_file_atomic(path, j.dump() + "\n", 0600);
+      } catch (const std::exception&) {
+      }
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, BoxStats> boxes_;
+};
+
+Counters counters;
+
+// --- policies --------------------------------------------------------------------------------
+
+std::optional<egress::BoxPolicy> policy_for(uint32_t src) {
+  egress::Cidr pool = egress::cidr(runtime::kBoxNetPool);
+  if (!pool.contains(src)) return std::nullopt;
+  uint32_t slot = (src - pool.net) / 4;
+  auto text = try_read_file(policy_path(slot));
+  if (!text) return std::nullopt;
+  try {
+    egress::BoxPolicy p = egress::policy_from_json(json::parse(*text));
+    if (p.box_ip != egress::ipv4_string(src) || !process_matches(p.init_pid, p.init_start))
+      return std::nullopt;  // the file of a box that is gone
+    return p;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::vector<uint32_t> host_addrs() {
+  static std::mutex mu;
+  static std::vector<uint32_t> cached;
+  static int64_t at = 0;
+  std::lock_guard g(mu);
+  if (mono_us() - at < 2'000'000) return cached;
+  cached.clear();
+  ifaddrs* ifs = nullptr;
+  if (::getifaddrs(&ifs) == 0) {
+    for (ifaddrs* i = ifs; i; i = i->ifa_next)
+      if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
+        cached.push_back(ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr));
+    ::freeifaddrs(ifs);
+  }
+  at = mono_us();
+  return cached;
+}
+
+std::vector<std::string> resolvers(const egress::BoxPolicy& p) {
+  return p.resolvers.empty() ? dns::resolv_conf_servers() : p.resolvers;
+}
+
+// --- the first bytes of a connection ---------------------------------------------------------
+
+// Peeks (without consuming) until a whole TLS record or HTTP request head is there, the peer
+// stops sending for `quiet_ms`, or 16 KiB.
+std::string peek_head(int fd, int quiet_ms) {
+  char buf[16389];
+  std::string head;
+  int64_t deadline = mono_us() + int64_t{quiet_ms} * 1000;
+  size_t last = 0;
+  while (true) {
+    int left = static_cast<int>((deadline - mono_us()) / 1000);
+    if (left <= 0) return head;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, left) <= 0) return head;
+    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK);
+    if (n <= 0) return head;
+    head.assign(buf, static_cast<size_t>(n));
+    if (head[0] == 0x16) {
+      if (head.size() >= 5) {
+        size_t need = 5 + ((static_cast<uint8_t>(head[3]) << 8) | static_cast<uint8_t>(head[4]));
+        if (head.size() >= std::min(need, sizeof buf)) return head;
+      }
+    } else if (!std::isalpha(static_cast<unsigned char>(head[0])) ||
+               head.find("\r\n\r\n") != std::string::npos || head.size() >= sizeof buf) {
+      return head;
+    }
+    if (head.size() == last)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    else
+      deadline = mono_us() + int64_t{quiet_ms} * 1000;
+    last = head.size();
+  }
+}
+
+std::string sni_of(const std::string& h) {
+  auto u8 = [&](size_t i) { return static_cast<uint8_t>(h[i]); };
+  auto u16 = [&](size_t i) { return static_cast<size_t>((u8(i) << 8) | u8(i + 1)); };
+  size_t p = 5;
+  if (h.size() < p + 4 || u8(p) != 1) return "";
+  p += 4 + 2 + 32;
+  if (h.size() < p + 1) return "";
+  p += 1 + u8(p);
+  if (h.size() < p + 2) return "";
+  p += 2 + u16(p);
+  if (h.size() < p + 1) return "";
+  p += 1 + u8(p);
+  if (h.size() < p + 2) return "";
+  size_t end = std::min(h.size(), p + 2 + u16(p));
+  p += 2;
+  while (p + 4 <= end) {
+    size_t type = u16(p), len = u16(p + 2);
+    p += 4;
+    if (p + len > end) return "";
+    if (type == 0 && len >= 5 && u8(p + 2) == 0) {
+      size_t n = u16(p + 3);
+      if (p + 5 + n <= end) return h.substr(p + 5, n);
+      return "";
+    }
+    p += len;
+  }
+  return "";
+}
+
+std::string http_host_of(const std::string& head) {
+  for (const auto& line : split(head.substr(0, head.find("\r\n\r\n")), '\n')) {
+    std::string l = trim(line);
+    if (l.size() > 5 && strncasecmp(l.c_str(), "host:", 5) == 0) return trim(l.substr(5));
+  }
+  return "";
+}
+
+UniqueFd connect_to(uint32_t ip, uint16_t port, int timeout_ms) {
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!s) return s;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(ip);
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    if (errno != EINPROGRESS) return UniqueFd();
+    pollfd p{s.get(), POLLOUT, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) return UniqueFd();
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) return UniqueFd();
+  }
+  set_nonblocking(s.get(), false);
+  return s;
+}
+
+// Copies both ways until both sides are done; counts bytes box -> world and back.
+void relay(int box, int world, uint64_t& out, uint64_t& in) {
+  char buf[65536];
+  bool box_open = true, world_open = true;
+  while (box_open || world_open) {
+    pollfd p[2] = {{box_open ? box : -1, POLLIN, 0}, {world_open ? world : -1, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    for (int i = 0; i < 2; i++) {
+      if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      int from = i == 0 ? box : world, to = i == 0 ? world : box;
+      ssize_t n = ::read(from, buf, sizeof buf);
+      if (n <= 0) {
+        ::shutdown(to, SHUT_WR);
+        (i == 0 ? box_open : world_open) = false;
+        if (n < 0) return;
+        continue;
+      }
+      try {
+        write_all(to, buf, static_cast<size_t>(n));
+      } catch (const std::exception&) {
+        return;
+      }
+      (i == 0 ? out : in) += static_cast<uint64_t>(n);
+    }
+  }
+}
+
+// --- header injection ------------------------------------------------------------------------
+
+struct MintCache {
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<ssl::context>> ctx;  // by CA path and host
+};
+MintCache mints;
+
+std::shared_ptr<ssl::context> server_context(const egress::BoxPolicy& p, const std::string& host) {
+  std::string key = p.ca_cert + "\n" + host;
+  std::lock_guard g(mints.mu);
+  if (auto it = mints.ctx.find(key); it != mints.ctx.end()) return it->second;
+  ca::Minted m = ca::mint(read_file(p.ca_cert), read_file(p.ca_key), host);
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  ctx->set_options(ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                   ssl::context::no_tlsv1_1);
+  ctx->use_certificate_chain(asio::buffer(m.cert_pem));
+  ctx->use_private_key(asio::buffer(m.key_pem), ssl::context::pem);
+  mints.ctx[key] = ctx;
+  return ctx;
+}
+
+// Relays one message (its header already read into `p`) from `in` to `out`, its body in chunks.
+template <bool isRequest, class In, class Out>
+uint64_t relay_message(In& in, beast::flat_buffer& buf,
+                       http::parser<isRequest, http::buffer_body>& p, Out& out) {
+  uint64_t bytes = 0;
+  char chunk[65536];
+  http::serializer<isRequest, http::buffer_body> sr{p.get()};
+  http::write_header(out, sr);
+  while (true) {
+    if (!p.is_done()) {
+      p.get().body().data = chunk;
+      p.get().body().size = sizeof chunk;
+      beast::error_code ec;
+      http::read(in, buf, p, ec);
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) throw beast::system_error(ec);
+      p.get().body().size = sizeof chunk - p.get().body().size;
+      p.get().body().data = chunk;
+      p.get().body().more = !p.is_done();
+      bytes += p.get().body().size;
+    } else {
+      p.get().body().data = nullptr;
+      p.get().body().size = 0;
+      p.get().body().more = false;
+    }
+    beast::error_code ec;
+    http::write(out, sr, ec);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) throw beast::system_error(ec);
+    if (sr.is_done()) break;
+  }
+  return bytes;
+}
+
+void intercept(UniqueFd box, UniqueFd world, const egress::BoxPolicy& pol, const std::string& host,
+               const std::string& dest,
+               const std::vector<std::pair<std::string, std::string>>& hs) {
+  asio::io_context ioc;
+  ssl::context cctx(ssl::context::tls_client);
+  cctx.set_default_verify_paths();
+  for (const char* f : {"/etc/ssl/certs/ca-certificates.crt"})
+    if (::access(f, R_OK) == 0) cctx.load_verify_file(f);
+  if (!pol.trust_file.empty() && ::access(pol.trust_file.c_str(), R_OK) == 0)
+    cctx.load_verify_file(pol.trust_file);
+  cctx.set_verify_mode(ssl::verify_peer);
+  tcp::socket ws(ioc);
+  ws.assign(tcp::v4(), world.release());
+  ssl::stream<tcp::socket> up(std::move(ws), cctx);
+  SSL_set_tlsext_host_name(up.native_handle(), host.c_str());
+  up.set_verify_callback(ssl::host_name_verification(host));
+  beast::error_code ec;
+  up.handshake(ssl::stream_base::client, ec);
+  if (ec) {
+    counters.deny(pol, dest, "TLS to " + host + " failed: " + ec.message());
+    return;
+  }
+  auto sctx = server_context(pol, host);
+  tcp::socket bs(ioc);
+  bs.assign(tcp::v4(), box.release());
+  ssl::stream<tcp::socket> client(std::move(bs), *sctx);
+  client.handshake(ssl::stream_base::server, ec);
+  if (ec) {
+    counters.deny(pol, dest, "the box did not accept the proxy's certificate: " + ec.message());
+    return;
+  }
+  beast::flat_buffer cbuf, ubuf;
+  while (true) {
+    http::request_parser<http::buffer_body> rp;
+    rp.body_limit(std::numeric_limits<uint64_t>::max());
+    rp.header_limit(64 * 1024);
+    http::read_header(client, cbuf, rp, ec);
+    if (ec) break;
+    for (const auto& [name, value] : hs) rp.get().set(name, value);
+    bool head = rp.get().method() == http::verb::head;
+    bool keep = rp.get().keep_alive();
+    uint64_t out = 0, in = 0;
+    try {
+      out = relay_message(client, cbuf, rp, up);
+      http::response_parser<http::buffer_body> pp;
+      pp.body_limit(std::numeric_limits<uint64_t>::max());
+      pp.header_limit(64 * 1024);
+      if (head) pp.skip(true);
+      http::read_header(up, ubuf, pp, ec);
+      if (ec) throw beast::system_error(ec);
+      keep =
+          keep && pp.get().keep_alive() && pp.get().result() != http::status::switching_protocols;
+      in = relay_message(up, ubuf, pp, client);
+    } catch (const std::exception&) {
+      keep = false;
+    }
+    counters.update(pol, [&](BoxStats& s) {
+      Dest& d = s.dests[dest];
+      d.requests++;
+      d.bytes_out += out;
+      d.bytes_in += in;
+      d.last_at = now_ms();
+    });
+    if (!keep) break;
+  }
+  client.shutdown(ec);
+}
+
+// --- the proxy -------------------------------------------------------------------------------
+
+void handle(UniqueFd box) {
+  sockaddr_in peer{}, orig{};
+  socklen_t len = sizeof peer;
+  if (::getpeername(box.get(), reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
+  len = sizeof orig;
+  if (::getsockopt(box.get(), SOL_IP, SO_ORIGINAL_DST, &orig, &len) != 0) return;
+  auto pol = policy_for(ntohl(peer.sin_addr.s_addr));
+  if (!pol) return;
+  uint32_t orig_ip = ntohl(orig.sin_addr.s_addr);
+  uint16_t port = ntohs(orig.sin_port);
+  std::string head = peek_head(box.get(), 3000);
+  bool tls = !head.empty() && head[0] == 0x16;
+  bool is_http = !tls && !head.empty() && head.find("\r\n\r\n") != std::string::npos;
+  std::string name = egress::normalise_host(tls ? sni_of(head) : is_http ? http_host_of(head) : "");
+  if (egress::parse_ipv4(name)) name.clear();
+  std::string dest =
+      (name.empty() ? egress::ipv4_string(orig_ip) : name) + ":" + std::to_string(port);
+  std::optional<uint32_t> target;
+  std::string reason;
+  auto hosts = host_addrs();
+  if (!name.empty() && egress::name_allowed(*pol, name)) {
+    dns::Result r = dns::resolve_a(resolvers(*pol), name);
+    for (uint32_t a : r.addrs) {
+      if (auto why = egress::address_blocked(*pol, a, hosts, true)) {
+        if (reason.empty()) reason = name + " resolves to " + *why;
+      } else {
+        target = a;
+        break;
+      }
+    }
+    if (r.addrs.empty()) reason = name + " does not resolve on the host";
+  } else if (auto why = egress::address_blocked(*pol, orig_ip, hosts, false)) {
+    reason = name.empty() ? *why : "domain " + name + " is not allowed";
+  } else {
+    target = orig_ip;
+  }
+  if (!target) {
+    counters.deny(*pol, dest, reason);
+    if (is_http) {
+      std::string body = "upstream egress policy: " + reason + "\n";
+      std::string resp = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+      // The request is still unread: read it so the close does not reset the reply.
+      char sink[16389];
+      (void)::recv(box.get(), sink, std::min(head.size(), sizeof sink), 0);
+      try {
+        write_all(box.get(), resp);
+      } catch (const std::exception&) {
+      }
+      ::shutdown(box.get(), SHUT_WR);
+    }
+    return;
+  }
+  UniqueFd world = connect_to(*target, port, 10000);
+  if (!world) {
+    counters.deny(*pol, dest, "could not connect to " + egress::ipv4_string(*target));
+    return;
+  }
+  counters.update(*pol, [&](BoxStats& s) {
+    Dest& d = s.dests[dest];
+    d.connections++;
+    if (is_http) d.requests++;
+    d.last_at = now_ms();
+  });
+  auto hs = tls && !name.empty() ? egress::headers_for(*pol, name)
+                                 : decltype(egress::headers_for(*pol, name)){};
+  if (!hs.empty() && !pol->ca_cert.empty()) {
+    intercept(std::move(box), std::move(world), *pol, name, dest, hs);
+    return;
+  }
+  uint64_t out = 0, in = 0;
+  relay(box.get(), world.get(), out, in);
+  counters.update(*pol, [&](BoxStats& s) {
+    Dest& d = s.dests[dest];
+    d.bytes_out += out;
+    d.bytes_in += in;
+  });
+}
+
+// --- the resolver ----------------------------------------------------------------------------
+
+void answer_query(int sock, std::string msg, sockaddr_in peer) {
+  auto pol = policy_for(ntohl(peer.sin_addr.s_addr));
+  if (!pol) return;
+  auto q = dns::parse_query(msg);
+  if (!q) return;
+  std::string resp;
+  bool allowed = egress::name_allowed(*pol, q->name);
+  counters.update(*pol, [&](BoxStats& s) {
+    s.dns_queries++;
+    if (!allowed) s.dns_refused++;
+  });
+  if (!allowed) {
+    counters.deny(*pol, q->name, "domain " + q->name + " is not allowed (DNS)");
+    resp = dns::answer(msg, *q, dns::kNxDomain, {}, 0);
+  } else if (q->qtype == dns::kTypeA) {
+    dns::Result r = dns::resolve_a(resolvers(*pol), q->name);
+    std::vector<uint32_t> ok;
+    auto hosts = host_addrs();
+    for (uint32_t a : r.addrs) {
+      if (auto why = egress::address_blocked(*pol, a, hosts, true))
+        counters.deny(*pol, q->name, q->name + " resolves to " + *why + " (DNS)");
+      else
+        ok.push_back(a);
+    }
+    resp = dns::answer(msg, *q, r.rcode, ok, std::min<uint32_t>(r.ttl, 300));
+  } else if (q->qtype == dns::kTypeAAAA) {
+    resp = dns::answer(msg, *q, dns::kNoError, {}, 0);  // boxes have no IPv6
+  } else {
+    resp = dns::forward(resolvers(*pol), msg);
+    if (resp.empty()) resp = dns::answer(msg, *q, dns::kServFail, {}, 0);
+  }
+  ::sendto(sock, resp.data(), resp.size(), 0, reinterpret_cast<sockaddr*>(&peer), sizeof peer);
+}
+
+UniqueFd listen_any(int type, uint16_t& port) {
+  UniqueFd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  if (!s) throw_sys("socket");
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) throw_sys("bind");
+  if (type == SOCK_STREAM && ::listen(s.get(), 1024) != 0) throw_sys("listen");
+  socklen_t len = sizeof sa;
+  ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+  port = ntohs(sa.sin_port);
+  return s;
+}
+
+std::atomic<int> active{0};
+constexpr int kMaxActive = 4096;
+
+}  // namespace
+
+Ports ensure_running(const std::string& exe) {
+  storage::make_dirs(run_dir(), 0700);
+  if (auto p = read_ports(exe)) return *p;
+  pid_t child = ::fork();
+  if (child < 0) throw_sys("fork netd");
+  if (child == 0) {
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    int null = ::open("/dev/null", O_RDWR);
+    int log = ::open((run_dir() + "/netd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    ::dup2(null, 0);
+    ::dup2(log >= 0 ? log : null, 1);
+    ::dup2(log >= 0 ? log : null, 2);
+    ::syscall(SYS_close_range, 3, ~0u, 0);
+    const char* argv[] = {"upstream", "netd", nullptr};
+    ::execv(exe.c_str(), const_cast<char**>(argv));
+    ::_exit(127);
+  }
+  int status;
+  ::waitpid(child, &status, 0);
+  for (int i = 0; i < 1000; i++) {
+    if (auto p = read_ports(exe)) return *p;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  throw Error(Errc::unavailable,
+              "the network daemon (upstream netd) did not start; see " + run_dir() + "/netd.log");
+}
+
+json read_stats(const std::string& path) {
+  BoxStats s;
+  if (auto text = try_read_file(path)) try {
+      s = stats_from_json(json::parse(*text));
+    } catch (const std::exception&) {
+    }
+  return stats_json(s);
+}
+
+int serve(const std::string& dir) {
+  storage::make_dirs(dir, 0700);
+  UniqueFd lock(::open((dir + "/netd.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock) throw_sys("open " + dir + "/netd.lock");
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) return 0;  // one runs already
+  ::signal(SIGPIPE, SIG_IGN);
+  Ports ports;
+  UniqueFd proxy = listen_any(SOCK_STREAM, ports.proxy);
+  UniqueFd resolver = listen_any(SOCK_DGRAM, ports.dns);
+  write_file_atomic(dir + "/netd.json",
+                    json{{"pid", ::getpid()},
+                         {"proxy", ports.proxy},
+                         {"dns", ports.dns},
+                         {"exe", exe_id(self_exe())}}
+                        .dump(),
+                    0600);
+  std::thread([] {
+    while (true) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      counters.flush();
+    }
+  }).detach();
+  std::thread([fd = resolver.get()] {
+    char buf[4096];
+    while (true) {
+      sockaddr_in peer{};
+      socklen_t len = sizeof peer;
+      ssize_t n = ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len);
+      if (n <= 0 || active.load() > kMaxActive) continue;
+      active++;
+      std::thread([fd, msg = std::string(buf, static_cast<size_t>(n)), peer] {
+        try {
+          answer_query(fd, msg, peer);
+        } catch (const std::exception&) {
+        }
+        active--;
+      }).detach();
+    }
+  }).detach();
+  while (true) {
+    int c = ::accept4(proxy.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE) continue;
+      throw_sys("accept");
+    }
+    if (active.load() > kMaxActive) {
+      ::close(c);
+      continue;
+    }
+    active++;
+    std::thread([c] {
+      try {
+        handle(UniqueFd(c));
+      } catch (const std::exception&) {
+      }
+      active--;
+    }).detach();
+  }
+}
+
+}  // namespace upstream::netd

@@ -1,0 +1,41 @@
+// netd: the host side of box networks that must see names, one process per host (like the uid
+// slots and the firewall table, box networks are host-wide). It serves
+//  - the egress proxy: box TCP to ports 80 and 443 is redirected to it by the firewall (boxes in
+//    mode custom, and boxes with headers to add); it reads the TLS SNI or HTTP Host, checks the
+//    box's policy, resolves the name itself and connects (never to a private address), and
+//    either relays the bytes or, for hosts with headers, terminates TLS with a certificate from
+//    the installation's CA and adds the headers to each request;
+//  - the resolver: every box's DNS (UDP 53) is redirected to it; it answers only names the policy
+//    allows, with addresses the box may reach;
+//  - per-box counters, kept in each box's stats file.
+// Boxes' policies are files in the run directory, one per uid slot (see egress::BoxPolicy).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace upstream::netd {
+
+// /run/upstream/net: netd's lock, its ports, and the policy files.
+std::string run_dir();
+std::string policy_path(uint32_t slot);
+
+struct Ports {
+  int pid = 0;
+  uint16_t proxy = 0;
+  uint16_t dns = 0;
+};
+
+// Starts netd (this binary, `upstream netd`) unless one of this build runs; returns its ports.
+// `exe`: the upstream binary.
+Ports ensure_running(const std::string& exe);
+
+// The daemon's main: returns when another netd holds the lock (0), or never.
+int serve(const std::string& dir);
+
+// A box's counters (its stats file), or an empty shape.
+nlohmann::json read_stats(const std::string& path);
+
+}  // namespace upstream::netd
