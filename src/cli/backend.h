@@ -57,6 +57,9 @@ class Backend {
   virtual BoxRecord set_network(const std::string& ref, const std::string& mode,
                                 const Egress& egress, bool keep_headers) = 0;
   virtual nlohmann::json net_stats(const std::string& ref) = 0;
+  virtual Engine::Exposure expose(const std::string& ref, int port, const std::string& auth) = 0;
+  virtual std::vector<Engine::Exposure> exposures(const std::string& ref) = 0;
+  virtual void unexpose(const std::string& ref, const std::string& which) = 0;
 
   // Snapshots and images.
   virtual std::vector<BoxRecord> create_boxes(const BoxSpec& spec, size_t count) = 0;

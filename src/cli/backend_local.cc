@@ -37,6 +37,15 @@ class LocalBackend : public Backend {
     return e().set_network(ref, mode, egress, keep_headers);
   }
   nlohmann::json net_stats(const std::string& ref) override { return e().net_stats(ref); }
+  Engine::Exposure expose(const std::string& ref, int port, const std::string& auth) override {
+    return e().expose(ref, port, auth);
+  }
+  std::vector<Engine::Exposure> exposures(const std::string& ref) override {
+    return e().exposures(ref);
+  }
+  void unexpose(const std::string& ref, const std::string& which) override {
+    e().unexpose(ref, which);
+  }
   Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
     return e().usage_report(q);
   }

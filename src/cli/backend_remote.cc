@@ -439,6 +439,25 @@ class RemoteBackend : public Backend {
     return box_from_json(http_.post(box(ref) + "/network", body));
   }
   json net_stats(const std::string& ref) override { return http_.get(box(ref) + "/traffic"); }
+  Engine::Exposure expose(const std::string& ref, int port, const std::string& auth) override {
+    return exposure_from_json(http_.post(box(ref) + "/expose", {{"port", port}, {"auth", auth}}));
+  }
+  std::vector<Engine::Exposure> exposures(const std::string& ref) override {
+    std::vector<Engine::Exposure> out;
+    std::vector<std::string> refs;
+    if (ref.empty())
+      for (const auto& b : list_boxes({})) refs.push_back(b.id);
+    else
+      refs.push_back(ref);
+    for (const auto& r : refs) {
+      json reply = http_.get(box(r) + "/expose");
+      for (const auto& e : reply.at("exposures")) out.push_back(exposure_from_json(e));
+    }
+    return out;
+  }
+  void unexpose(const std::string& ref, const std::string& which) override {
+    http_.call(http::verb::delete_, box(ref) + "/expose/" + seg(which));
+  }
   Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
     std::string path = "/v1/usage?since=" + seg(format_time(q.since)) +
                        "&until=" + seg(format_time(q.until)) + "&by=" + seg(q.by);

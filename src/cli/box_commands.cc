@@ -491,6 +491,61 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     });
   }
 
+  // expose, exposures, unexpose ---------------------------------------------------------------
+  {
+    auto* c = box->add_subcommand(
+        "expose",
+        "Make a port of the box reachable from the host at a URL, for requests with the "
+        "generated credentials (HTTP and WebSocket)");
+    auto ref = std::make_shared<std::string>();
+    auto port = std::make_shared<int>(0);
+    auto auth = std::make_shared<std::string>("bearer");
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->add_option("port", *port, "Port in the box")->required();
+    c->add_option("--auth", *auth,
+                  "bearer (default: a generated token) or basic (a generated user and password)");
+    c->callback([&ctx, ref, port, auth] {
+      Engine::Exposure e = ctx.backend().expose(*ref, *port, *auth);
+      if (ctx.json) {
+        print_json(exposure_json(e));
+        return;
+      }
+      std::cout << e.url << "\n";
+      if (!e.token.empty())
+        std::cout << "Authorization: Bearer " << e.token << "\n";
+      else
+        std::cout << "user: " << e.username << "\npassword: " << e.password << "\n";
+      std::cout << "(shown once: upstream keeps only a hash; revoke with `upstream box unexpose "
+                << e.box_name << " " << e.id << "`)" << std::endl;
+    });
+  }
+  {
+    auto* c = box->add_subcommand("exposures", "List exposed ports (of one box, or of all)");
+    auto ref = std::make_shared<std::string>();
+    c->add_option("box", *ref, "Box id, id prefix or name");
+    c->callback([&ctx, ref] {
+      auto list = ctx.backend().exposures(*ref);
+      if (ctx.json) {
+        json arr = json::array();
+        for (const auto& e : list) arr.push_back(exposure_json(e));
+        print_json(arr);
+        return;
+      }
+      std::printf("%-16s %-16s %6s  %-7s %s\n", "ID", "BOX", "PORT", "AUTH", "URL");
+      for (const auto& e : list)
+        std::printf("%-16s %-16s %6u  %-7s %s\n", e.id.c_str(), e.box_name.c_str(), e.port,
+                    e.auth.c_str(), e.url.c_str());
+    });
+  }
+  {
+    auto* c = box->add_subcommand("unexpose", "Revoke an exposed port: its URL stops answering");
+    auto ref = std::make_shared<std::string>();
+    auto which = std::make_shared<std::string>();
+    c->add_option("box", *ref, "Box id, id prefix or name")->required();
+    c->add_option("exposure", *which, "Exposure id, or the port in the box")->required();
+    c->callback([&ctx, ref, which] { ctx.backend().unexpose(*ref, *which); });
+  }
+
   // traffic -----------------------------------------------------------------------------------
   {
     auto* c = box->add_subcommand(

@@ -80,7 +80,7 @@ void EngineOptions::load_config(const std::string& path) {
     if (k != "warm_pool" && k != "prices" && k != "network")
       fail("unknown field '" + k + "' (known: warm_pool, prices, network)");
   std::vector<std::string> open, resolvers;
-  std::string trust_ca;
+  std::string trust_ca, expose_address = "127.0.0.1";
   if (j.contains("network")) {
     const auto& n = j["network"];
     if (!n.is_object()) fail("network must be an object");
@@ -101,6 +101,14 @@ void EngineOptions::load_config(const std::string& path) {
         }
         continue;
       }
+      if (k == "expose_address") {
+        if (!v.is_string() || !egress::parse_ipv4(v.get<std::string>()))
+          fail(
+              "network.expose_address must be an IPv4 address of this host, such as "
+              "\"127.0.0.1\" or \"0.0.0.0\"");
+        expose_address = v.get<std::string>();
+        continue;
+      }
       if (k == "trust_ca") {
         if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>()[0] != '/')
           fail("network.trust_ca must be the absolute path of a PEM file of CA certificates");
@@ -110,7 +118,9 @@ void EngineOptions::load_config(const std::string& path) {
         continue;
       }
       if (k != "open_private")
-        fail("unknown field 'network." + k + "' (known: open_private, resolvers, trust_ca)");
+        fail("unknown field 'network." + k +
+             "' (known: open_private, resolvers, trust_ca, "
+             "expose_address)");
       if (!v.is_array()) fail("network.open_private must be a list of CIDRs");
       for (size_t i = 0; i < v.size(); i++) {
         std::string at = "network.open_private[" + std::to_string(i) + "]";
@@ -192,6 +202,7 @@ void EngineOptions::load_config(const std::string& path) {
   open_private = open;
   this->resolvers = resolvers;
   this->trust_ca = trust_ca;
+  this->expose_address = expose_address;
 }
 
 }  // namespace upstream

@@ -68,6 +68,7 @@ struct EngineOptions {
   std::vector<std::string> resolvers;
   std::string trust_ca;
   std::string netd_exe;  // the upstream binary that runs netd; empty: this program
+  std::string expose_address = "127.0.0.1";  // where exposed ports listen
 
   // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR,
   // UPSTREAM_CONFIG, and the configuration file.
@@ -159,6 +160,21 @@ class Engine {
   // A box's network counters (see netd): bytes, connections and requests per destination,
   // denied attempts with their reasons, DNS queries.
   nlohmann::json net_stats(const std::string& ref);
+
+  // Exposed ports: a URL on the host (network.expose_address, 127.0.0.1 by default) that
+  // forwards HTTP and WebSocket traffic to a port of the box, for requests carrying the
+  // generated credentials (shown once, at creation; kept only as hashes). The box needs a
+  // network; a stopped box's exposures come back when it starts.
+  struct Exposure {
+    std::string id, box_id, box_name, auth, url, username;
+    uint16_t port = 0, host_port = 0;
+    int64_t created_at = 0;
+    std::string token, password;  // at creation only
+  };
+  Exposure expose(const std::string& ref, int port, const std::string& auth);
+  std::vector<Exposure> exposures(const std::string& ref);  // empty ref: every box's
+  // By exposure id or box port.
+  void unexpose(const std::string& ref, const std::string& which);
 
   // Metering. One pass records, for every box and snapshot, what it used since its last pass
   // (`upstream serve` runs it every few minutes; removing a box or snapshot records its last

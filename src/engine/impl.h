@@ -8,6 +8,7 @@
 
 #include "common/fd.h"
 #include "engine/engine.h"
+#include "netd/egress.h"
 #include "runtime/cgroup.h"
 #include "runtime/slots.h"
 #include "storage/host_image.h"
@@ -46,6 +47,8 @@ struct Engine::Impl {
   // Writes the policy netd reads for a running box, and trusts the egress CA in the box if it
   // has headers to inject. No-op for network none.
   void net_up(const BoxRecord& b);
+  void write_net_policy(const BoxRecord& b);  // the policy file alone
+  std::vector<egress::Exposure> load_exposures(const std::string& box_id);
   // Removes a slot's policy and rules (the box stopped or lost its network).
   void net_down(uint32_t slot);
   std::string net_stats_dir(const std::string& box_id) const;

@@ -67,6 +67,41 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
   return j;
 }
 
+json exposure_json(const Engine::Exposure& e) {
+  json j = {{"id", e.id},
+            {"box_id", e.box_id},
+            {"box_name", e.box_name},
+            {"port", e.port},
+            {"host_port", e.host_port},
+            {"url", e.url},
+            {"auth", e.auth},
+            {"created_at", format_time(e.created_at)}};
+  if (!e.username.empty()) j["username"] = e.username;
+  if (!e.token.empty()) j["token"] = e.token;
+  if (!e.password.empty()) j["password"] = e.password;
+  return j;
+}
+
+Engine::Exposure exposure_from_json(const json& j) {
+  try {
+    Engine::Exposure e;
+    e.id = j.at("id").get<std::string>();
+    e.box_id = j.value("box_id", "");
+    e.box_name = j.value("box_name", "");
+    e.port = j.at("port").get<uint16_t>();
+    e.host_port = j.value("host_port", uint16_t{0});
+    e.url = j.at("url").get<std::string>();
+    e.auth = j.at("auth").get<std::string>();
+    e.created_at = parse_time(j.value("created_at", ""));
+    e.username = j.value("username", "");
+    e.token = j.value("token", "");
+    e.password = j.value("password", "");
+    return e;
+  } catch (const json::exception& x) {
+    throw Error(Errc::internal, std::string("unexpected exposure from the server: ") + x.what());
+  }
+}
+
 json exec_json(const ExecRecord& e) {
   json j = {{"box_id", e.box_id},
             {"exec", e.seq},

@@ -20,6 +20,8 @@ BoxRecord box_from_json(const nlohmann::json& j, BoxUsage* usage = nullptr,
                         std::vector<BoxEvent>* events = nullptr);
 ExecRecord exec_from_json(const nlohmann::json& j);
 nlohmann::json usage_json(const BoxUsage& u);
+nlohmann::json exposure_json(const Engine::Exposure& e);
+Engine::Exposure exposure_from_json(const nlohmann::json& j);
 nlohmann::json snapshot_json(const SnapshotRecord& s);
 SnapshotRecord snapshot_from_json(const nlohmann::json& j);
 

@@ -188,7 +188,33 @@ Egress from_json(const json& j) {
   return e;
 }
 
+json exposure_to_json(const Exposure& e) {
+  return {{"id", e.id},
+          {"port", e.port},
+          {"host_port", e.host_port},
+          {"address", e.address},
+          {"auth", e.auth},
+          {"username", e.username},
+          {"hash", e.hash},
+          {"created_at", e.created_at}};
+}
+
+Exposure exposure_from_json(const json& j) {
+  Exposure e;
+  e.id = j.at("id").get<std::string>();
+  e.port = j.at("port").get<uint16_t>();
+  e.host_port = j.at("host_port").get<uint16_t>();
+  e.address = j.value("address", "127.0.0.1");
+  e.auth = j.at("auth").get<std::string>();
+  e.username = j.value("username", "");
+  e.hash = j.at("hash").get<std::string>();
+  e.created_at = j.value("created_at", int64_t{0});
+  return e;
+}
+
 json policy_to_json(const BoxPolicy& p) {
+  json ex = json::array();
+  for (const auto& e : p.exposures) ex.push_back(exposure_to_json(e));
   return {{"box_id", p.box_id},
           {"box_name", p.box_name},
           {"box_ip", p.box_ip},
@@ -201,7 +227,8 @@ json policy_to_json(const BoxPolicy& p) {
           {"ca_cert", p.ca_cert},
           {"ca_key", p.ca_key},
           {"stats_path", p.stats_path},
-          {"trust_file", p.trust_file}};
+          {"trust_file", p.trust_file},
+          {"exposures", ex}};
 }
 
 BoxPolicy policy_from_json(const json& j) {
@@ -219,6 +246,8 @@ BoxPolicy policy_from_json(const json& j) {
   p.ca_key = j.value("ca_key", "");
   p.stats_path = j.value("stats_path", "");
   p.trust_file = j.value("trust_file", "");
+  if (j.contains("exposures"))
+    for (const auto& e : j["exposures"]) p.exposures.push_back(exposure_from_json(e));
   return p;
 }
 

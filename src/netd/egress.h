@@ -48,6 +48,21 @@ Cidr cidr(const std::string& normalised);
 std::optional<uint32_t> parse_ipv4(const std::string& text);
 std::string ipv4_string(uint32_t ip);
 
+// A port of a box reachable from the host (`box expose`): netd listens on address:host_port and
+// forwards HTTP and WebSocket traffic carrying the credentials to the box's port.
+struct Exposure {
+  std::string id;
+  uint16_t port = 0;       // in the box
+  uint16_t host_port = 0;  // on the host
+  std::string address;     // the host address it listens on
+  std::string auth;        // bearer | basic
+  std::string username;    // basic
+  std::string hash;        // sha256 hex of the token (bearer) or of "username:password" (basic)
+  int64_t created_at = 0;
+};
+nlohmann::json exposure_to_json(const Exposure& e);  // with the hash: for files only
+Exposure exposure_from_json(const nlohmann::json& j);
+
 // What netd knows of one box with a network: written by the engine to the host-wide run
 // directory (one file per uid slot) whenever the box starts or its network changes.
 struct BoxPolicy {
@@ -63,6 +78,7 @@ struct BoxPolicy {
   std::string ca_cert, ca_key;            // the installation's CA (header injection)
   std::string stats_path;                 // where netd keeps the box's counters
   std::string trust_file;  // CAs trusted (besides the system's) for intercepted upstreams
+  std::vector<Exposure> exposures;
 };
 nlohmann::json policy_to_json(const BoxPolicy& p);
 BoxPolicy policy_from_json(const nlohmann::json& j);

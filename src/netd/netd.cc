@@ -1,12 +1,14 @@
 #include "netd/netd.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <linux/close_range.h>
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -15,12 +17,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -617,6 +621,207 @@ void answer_query(int sock, std::string msg, sockaddr_in peer) {
   ::sendto(sock, resp.data(), resp.size(), 0, reinterpret_cast<sockaddr*>(&peer), sizeof peer);
 }
 
+// --- exposed ports ---------------------------------------------------------------------------
+
+struct ExposeTarget {
+  egress::Exposure e;
+  pid_t init_pid = 0;
+  uint64_t init_start = 0;
+};
+std::mutex expose_mu;
+std::map<uint16_t, ExposeTarget> expose_targets;  // by host port
+
+bool credentials_ok(const egress::Exposure& e, const std::string& authorization) {
+  std::string scheme = e.auth == "bearer" ? "bearer " : "basic ";
+  if (authorization.size() <= scheme.size() ||
+      strncasecmp(authorization.c_str(), scheme.c_str(), scheme.size()) != 0)
+    return false;
+  std::string cred = trim(authorization.substr(scheme.size()));
+  if (e.auth == "basic") {
+    auto decoded = base64_decode(cred);
+    if (!decoded) return false;
+    cred = *decoded;
+  }
+  std::string got = ca::sha256_hex(cred);
+  // Compared in constant time: the hash of a guess says nothing, but keep it uniform.
+  unsigned diff = got.size() ^ e.hash.size();
+  for (size_t i = 0; i < std::min(got.size(), e.hash.size()); i++)
+    diff |= static_cast<unsigned>(got[i] ^ e.hash[i]);
+  return diff == 0;
+}
+
+void reply(int fd, const std::string& status, const std::string& body,
+           const std::string& extra = "") {
+  std::string r = "HTTP/1.1 " + status +
+                  "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+                  "\r\n" + extra + "Connection: close\r\n\r\n" + body;
+  try {
+    write_all(fd, r);
+  } catch (const std::exception&) {
+  }
+}
+
+// A connection to `port` on the loopback of the box's network namespace (so servers bound to
+// 127.0.0.1 inside the box are reachable too).
+UniqueFd connect_in_box(const ExposeTarget& t) {
+  UniqueFd out;
+  if (!process_matches(t.init_pid, t.init_start)) return out;
+  UniqueFd ns(
+      ::open(("/proc/" + std::to_string(t.init_pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns) return out;
+  std::thread th([&] {
+    if (::setns(ns.get(), CLONE_NEWNET) != 0) return;
+    out = connect_to(0x7f000001, t.e.port, 5000);
+  });
+  th.join();
+  return out;
+}
+
+void serve_exposed(UniqueFd c, ExposeTarget t) {
+  // The request head, within 30 s and 64 KiB.
+  std::string buf;
+  char tmp[16384];
+  int64_t deadline = mono_us() + 30'000'000;
+  size_t end;
+  while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
+    int left = static_cast<int>((deadline - mono_us()) / 1000);
+    pollfd p{c.get(), POLLIN, 0};
+    if (left <= 0 || buf.size() > 65536 || ::poll(&p, 1, left) <= 0) return;
+    ssize_t n = ::read(c.get(), tmp, sizeof tmp);
+    if (n <= 0) return;
+    buf.append(tmp, static_cast<size_t>(n));
+  }
+  std::string head = buf.substr(0, end), rest = buf.substr(end + 4);
+  auto lines = split(head, '\n');
+  std::string authorization, connection, upgrade;
+  std::string out = trim(lines[0]) + "\r\n";
+  for (size_t i = 1; i < lines.size(); i++) {
+    std::string l = trim(lines[i]);
+    auto colon = l.find(':');
+    std::string name = colon == std::string::npos ? l : l.substr(0, colon);
+    std::string value = colon == std::string::npos ? "" : trim(l.substr(colon + 1));
+    std::string lower = name;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    if (lower == "authorization") {
+      authorization = value;  // the exposure's credentials never reach the box
+      continue;
+    }
+    if (lower == "connection") connection = value;
+    if (lower == "upgrade") upgrade = value;
+    if (lower == "connection" || lower == "keep-alive") continue;
+    out += l + "\r\n";
+  }
+  if (!credentials_ok(t.e, authorization)) {
+    reply(c.get(), "401 Unauthorized", "upstream: this port needs its credentials\n",
+          t.e.auth == "bearer" ? "WWW-Authenticate: Bearer realm=\"upstream\"\r\n"
+                               : "WWW-Authenticate: Basic realm=\"upstream\"\r\n");
+    return;
+  }
+  std::string conn_lower = connection;
+  std::transform(conn_lower.begin(), conn_lower.end(), conn_lower.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  bool is_upgrade = !upgrade.empty() && conn_lower.find("upgrade") != std::string::npos;
+  // One request per connection (each one is authenticated); an upgrade (WebSocket) is relayed
+  // for as long as it lasts.
+  out += is_upgrade ? "Connection: Upgrade\r\n\r\n" : "Connection: close\r\n\r\n";
+  UniqueFd box = connect_in_box(t);
+  if (!box) {
+    reply(c.get(), "502 Bad Gateway",
+          "upstream: nothing accepts connections on port " + std::to_string(t.e.port) +
+              " in the box\n");
+    return;
+  }
+  try {
+    write_all(box.get(), out + rest);
+  } catch (const std::exception&) {
+    return;
+  }
+  uint64_t a = 0, b = 0;
+  relay(c.get(), box.get(), a, b);
+}
+
+void accept_exposed(int fd, uint16_t port) {
+  while (true) {
+    int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      ::close(fd);  // shut down: the exposure went away
+      return;
+    }
+    std::optional<ExposeTarget> t;
+    {
+      std::lock_guard g(expose_mu);
+      if (auto it = expose_targets.find(port); it != expose_targets.end()) t = it->second;
+    }
+    if (!t) {
+      ::close(c);
+      continue;
+    }
+    std::thread([c, t = *t] {
+      try {
+        serve_exposed(UniqueFd(c), t);
+      } catch (const std::exception&) {
+      }
+    }).detach();
+  }
+}
+
+// Keeps a listener for every exposure of a live box in the policy files, and none other.
+void manage_exposures() {
+  std::map<uint16_t, std::pair<int, std::string>> open;  // host port -> (fd, address)
+  while (true) {
+    std::map<uint16_t, ExposeTarget> want;
+    if (DIR* d = ::opendir(run_dir().c_str())) {
+      while (dirent* ent = ::readdir(d)) {
+        std::string n = ent->d_name;
+        if (n.size() < 6 || n.substr(n.size() - 5) != ".json" ||
+            n.find_first_not_of("0123456789") != n.size() - 5)
+          continue;
+        try {
+          auto p = egress::policy_from_json(json::parse(read_file(run_dir() + "/" + n)));
+          if (!process_matches(p.init_pid, p.init_start)) continue;
+          for (const auto& e : p.exposures) want[e.host_port] = {e, p.init_pid, p.init_start};
+        } catch (const std::exception&) {
+        }
+      }
+      ::closedir(d);
+    }
+    {
+      std::lock_guard g(expose_mu);
+      expose_targets = want;
+    }
+    for (auto it = open.begin(); it != open.end();) {
+      auto w = want.find(it->first);
+      if (w == want.end() || w->second.e.address != it->second.second) {
+        ::shutdown(it->second.first, SHUT_RDWR);  // its accept loop closes it
+        it = open.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const auto& [port, t] : want) {
+      if (open.count(port)) continue;
+      int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      int one = 1;
+      ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      sockaddr_in sa{};
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons(port);
+      ::inet_pton(AF_INET, t.e.address.c_str(), &sa.sin_addr);
+      if (::bind(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(s, 256) != 0) {
+        std::fprintf(stderr, "netd: cannot listen on %s:%u for exposure %s: %s\n",
+                     t.e.address.c_str(), port, t.e.id.c_str(), std::strerror(errno));
+        ::close(s);
+        continue;
+      }
+      open[port] = {s, t.e.address};
+      std::thread(accept_exposed, s, port).detach();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 UniqueFd listen_any(int type, uint16_t& port) {
   UniqueFd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
   if (!s) throw_sys("socket");
@@ -694,6 +899,7 @@ int serve(const std::string& dir) {
       counters.flush();
     }
   }).detach();
+  std::thread(manage_exposures).detach();
   std::thread([fd = resolver.get()] {
     char buf[4096];
     while (true) {

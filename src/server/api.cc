@@ -214,6 +214,7 @@ std::string Api::route_of(const std::string& method, const std::string& path) co
   if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "boxes") {
     seg[2] = "{box}";
     if (seg.size() >= 5 && seg[3] == "execs") seg[4] = "{exec}";
+    if (seg.size() >= 5 && seg[3] == "expose") seg[4] = "{exposure}";
   }
   if (seg.size() > 6) seg.resize(6);
   return "/" + join(seg, "/");
@@ -593,6 +594,30 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     c.json_reply(200,
                  box_json(engine_.set_network(box.id, *mode, egress::from_json(e), keep_headers)));
     return;
+  }
+  if ((seg.size() == 4 || seg.size() == 5) && what == "expose") {
+    if (seg.size() == 4 && m == "POST") {
+      Body b(r.body, {"port", "auth"});
+      auto port = b.uint("port");
+      if (!port) bad("field 'port' is required (1 to 65535)");
+      std::string auth = b.str("auth").value_or("bearer");
+      c.json_reply(201, exposure_json(engine_.expose(
+                            box.id, static_cast<int>(std::min<uint64_t>(*port, 70000)), auth)));
+      return;
+    }
+    if (seg.size() == 4 && m == "GET") {
+      json arr = json::array();
+      for (const auto& e : engine_.exposures(box.id)) arr.push_back(exposure_json(e));
+      c.json_reply(200, {{"exposures", arr}});
+      return;
+    }
+    if (seg.size() == 5 && m == "DELETE") {
+      engine_.unexpose(box.id, seg[4]);
+      c.json_reply(200, {{"removed", seg[4]}});
+      return;
+    }
+    throw ApiError(405, "method_not_allowed",
+                   "use POST or GET /v1/boxes/{box}/expose, DELETE /v1/boxes/{box}/expose/{id}");
   }
   if (seg.size() == 4 && what == "traffic") {
     if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);

@@ -1,5 +1,7 @@
 #include "server/keys.h"
 
+#include "netd/ca.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -27,20 +29,6 @@ CREATE TABLE IF NOT EXISTS tenants(
   max_execs INTEGER
 );
 )sql";
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr))
-    throw Error("sha256 failed");
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; i++) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
 
 ApiKey read_key(store::Stmt& s) {
   ApiKey k;
@@ -87,7 +75,7 @@ std::pair<ApiKey, std::string> KeyStore::create(const std::string& tenant,
         .bind(1, k.id)
         .bind(2, k.tenant)
         .bind(3, k.name)
-        .bind(4, sha256_hex(secret))
+        .bind(4, ca::sha256_hex(secret))
         .bind(5, k.created_at)
         .run();
     db_.prepare("INSERT OR IGNORE INTO tenants(name) VALUES(?)").bind(1, tenant).run();
@@ -133,7 +121,7 @@ std::optional<ApiKey> KeyStore::authenticate(const std::string& token) {
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
   ApiKey k = read_key(s);
-  std::string want = s.text(6), got = sha256_hex(secret);
+  std::string want = s.text(6), got = ca::sha256_hex(secret);
   if (want.size() != got.size() || CRYPTO_memcmp(want.data(), got.data(), want.size()) != 0)
     return std::nullopt;
   int64_t now = now_ms();
