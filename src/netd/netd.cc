@@ -293,7 +293,9 @@ std::string peek_head(int fd, int quiet_ms) {
   }
 }
 
-std::string sni_of(const std::string& h) {
+}  // namespace
+
+std::string tls_sni(const std::string& h) {
   auto u8 = [&](size_t i) { return static_cast<uint8_t>(h[i]); };
   auto u16 = [&](size_t i) { return static_cast<size_t>((u8(i) << 8) | u8(i + 1)); };
   size_t p = 5;
@@ -322,13 +324,15 @@ std::string sni_of(const std::string& h) {
   return "";
 }
 
-std::string http_host_of(const std::string& head) {
+std::string http_host(const std::string& head) {
   for (const auto& line : split(head.substr(0, head.find("\r\n\r\n")), '\n')) {
     std::string l = trim(line);
     if (l.size() > 5 && strncasecmp(l.c_str(), "host:", 5) == 0) return trim(l.substr(5));
   }
   return "";
 }
+
+namespace {
 
 UniqueFd connect_to(uint32_t ip, uint16_t port, int timeout_ms) {
   UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -519,7 +523,7 @@ void handle(UniqueFd box) {
   std::string head = peek_head(box.get(), 3000);
   bool tls = !head.empty() && head[0] == 0x16;
   bool is_http = !tls && !head.empty() && head.find("\r\n\r\n") != std::string::npos;
-  std::string name = egress::normalise_host(tls ? sni_of(head) : is_http ? http_host_of(head) : "");
+  std::string name = egress::normalise_host(tls ? tls_sni(head) : is_http ? http_host(head) : "");
   if (egress::parse_ipv4(name)) name.clear();
   std::string dest =
       (name.empty() ? egress::ipv4_string(orig_ip) : name) + ":" + std::to_string(port);

@@ -35,6 +35,11 @@ Ports ensure_running(const std::string& exe);
 // The daemon's main: returns when another netd holds the lock (0), or never.
 int serve(const std::string& dir);
 
+// The name a connection asks for: the SNI of a TLS ClientHello record, the Host header of an
+// HTTP request head ("" when there is none or the data is malformed).
+std::string tls_sni(const std::string& client_hello);
+std::string http_host(const std::string& head);
+
 // A box's counters (its stats file), or an empty shape.
 nlohmann::json read_stats(const std::string& path);
 
