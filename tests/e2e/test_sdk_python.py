@@ -2,10 +2,13 @@
 isolation), then used as a user would."""
 
 import importlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -277,5 +280,42 @@ def test_network_mode(sdk, client):
         assert sb.info["network"] == "none" and "eth0" not in sb.exec("ip -o link").stdout
         with pytest.raises(sdk.InvalidArgumentError):
             sb.set_network("bridge")
+    finally:
+        sb.delete()
+
+
+def test_egress_policy_traffic_and_exposed_ports(sdk, client):
+    sb = sdk.Sandbox.create(client=client, network="custom", allow_domains=["example.com"],
+                            deny_cidrs=["198.51.100.0/24"], headers={"api.example.com": {"Authorization": "Bearer s3"}})
+    try:
+        e = sb.info["egress"]
+        assert e["allow_domains"] == ["example.com"] and e["deny_cidrs"] == ["198.51.100.0/24"]
+        assert e["headers"] == {"api.example.com": ["Authorization"]} and "s3" not in json.dumps(sb.info)
+        # A refused name is counted (the box's DNS goes to the host's resolver).
+        sb.exec("getent hosts not-allowed.example.org || true")
+        t = sb.traffic()
+        assert set(t) >= {"destinations", "denied", "dns"}
+        sb.set_network("custom", allow_domains=["*.example.com"])
+        assert sb.info["egress"]["allow_domains"] == ["*.example.com"]
+        assert sb.info["egress"]["headers"] == {"api.example.com": ["Authorization"]}  # kept
+        sb.set_network("custom", allow_domains=["*.example.com"], headers={})
+        assert sb.info["egress"]["headers"] == {}
+        with pytest.raises(sdk.InvalidArgumentError):
+            sb.set_network("custom", allow_cidrs=["10.0.0.0/33"])
+        # An exposed port answers with its token only.
+        sb.exec_background("python3 -m http.server 8123 --bind 127.0.0.1")
+        sb.exec("for i in $(seq 50); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8123))\" "
+                "2>/dev/null && break; sleep 0.1; done")
+        x = sb.expose(8123)
+        assert x["auth"] == "bearer" and x["token"]
+        req = urllib.request.Request(x["url"], headers={"Authorization": "Bearer " + x["token"]})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(x["url"], timeout=10)
+        assert err.value.code == 401
+        assert [y["id"] for y in sb.exposures()] == [x["id"]]
+        sb.unexpose(x["id"])
+        assert sb.exposures() == []
     finally:
         sb.delete()

@@ -125,8 +125,30 @@ export interface SandboxOptions {
   autoStopMs?: number;
   /** Never pause for being idle. */
   keepAlive?: boolean;
-  network?: "none" | "allow-all";
+  network?: "none" | "allow-all" | "custom";
+  /** custom: names the box may reach over HTTP(S) and resolve ("pypi.org", "*.example.com"). */
+  allowDomains?: string[];
+  /** custom: IPv4 ranges the box may reach on any port. */
+  allowCidrs?: string[];
+  /** IPv4 ranges never reached, whatever else allows them. */
+  denyCidrs?: string[];
+  /** Host pattern -> headers the host proxy adds to the box's HTTPS requests (never in the box). */
+  headers?: Record<string, Record<string, string>>;
   client?: Client;
+}
+
+export interface Exposure {
+  id: string;
+  box_id: string;
+  port: number;
+  host_port: number;
+  url: string;
+  auth: "bearer" | "basic";
+  /** At creation only. */
+  token?: string;
+  username?: string;
+  password?: string;
+  [key: string]: unknown;
 }
 
 export interface BoxInfo {
@@ -156,7 +178,13 @@ export class Sandbox {
   pause(): Promise<void>;
   resume(): Promise<void>;
   /** Packs a stopped box's files into the layer store; start() (or a file call) unpacks them. */
-  setNetwork(mode: "none" | "allow-all"): Promise<void>;
+  setNetwork(mode: "none" | "allow-all" | "custom", options?: { allowDomains?: string[]; allowCidrs?: string[]; denyCidrs?: string[]; headers?: Record<string, Record<string, string>> }): Promise<void>;
+  /** Network counters: per destination, denied attempts with their reasons, DNS queries. */
+  traffic(): Promise<Record<string, unknown>>;
+  /** A URL on the server's host for `port` in the box, protected by generated credentials. */
+  expose(port: number, options?: { auth?: "bearer" | "basic" }): Promise<Exposure>;
+  exposures(): Promise<Exposure[]>;
+  unexpose(exposure: string | number): Promise<void>;
   archive(): Promise<void>;
   delete(options?: { force?: boolean }): Promise<void>;
   /** Saves the box's files and settings (a running box is frozen only for the moment of capture). */

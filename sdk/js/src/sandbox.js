@@ -190,6 +190,16 @@ export class Files {
   }
 }
 
+// The egress fields of options, as the API names them.
+function egressOf(options) {
+  const out = {};
+  if (options.allowDomains?.length) out.allow_domains = [...options.allowDomains];
+  if (options.allowCidrs?.length) out.allow_cidrs = [...options.allowCidrs];
+  if (options.denyCidrs?.length) out.deny_cidrs = [...options.denyCidrs];
+  if (options.headers && Object.keys(options.headers).length) out.headers = options.headers;
+  return out;
+}
+
 export class Sandbox {
   constructor(info, client) {
     this.client = client ?? getDefaultClient();
@@ -220,6 +230,8 @@ export class Sandbox {
     if (options.autoStopMs !== undefined) policy.auto_stop_ms = options.autoStopMs;
     if (options.keepAlive !== undefined) policy.keep_alive = options.keepAlive;
     if (Object.keys(policy).length) body.policy = policy;
+    const egress = egressOf(options);
+    if (Object.keys(egress).length) body.egress = egress;
     return new Sandbox(await c.json("POST", "/v1/boxes", body), c);
   }
 
@@ -265,9 +277,27 @@ export class Sandbox {
   async pause() {
     this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/pause", [this.id]), {});
   }
-  // Changes the network mode ("none" or "allow-all"); a running box gets or loses it at once.
-  async setNetwork(mode) {
-    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/network", [this.id]), { mode });
+  // Changes the network mode ("none", "allow-all" or "custom") and the egress policy; a running
+  // box gets the change at once. Headers stay as they were unless given ({} removes them).
+  async setNetwork(mode, options = {}) {
+    const body = { mode, ...egressOf({ ...options, headers: undefined }) };
+    if (options.headers !== undefined) body.headers = options.headers;
+    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/network", [this.id]), body);
+  }
+  // The box's network counters: per destination, denied attempts with reasons, DNS queries.
+  async traffic() {
+    return this.client.json("GET", this.client.path("/v1/boxes/{}/traffic", [this.id]));
+  }
+  // A URL on the server's host forwarding HTTP and WebSocket traffic to `port` in the box, for
+  // requests with the generated credentials (returned once: token, or username and password).
+  async expose(port, options = {}) {
+    return this.client.json("POST", this.client.path("/v1/boxes/{}/expose", [this.id]), { port, auth: options.auth ?? "bearer" });
+  }
+  async exposures() {
+    return (await this.client.json("GET", this.client.path("/v1/boxes/{}/expose", [this.id]))).exposures;
+  }
+  async unexpose(exposure) {
+    await this.client.json("DELETE", this.client.path("/v1/boxes/{}/expose/{}", [this.id, String(exposure)]));
   }
   // Packs a stopped box's files into the layer store and frees its working directory; start()
   // (or a file call) unpacks them.

@@ -241,3 +241,30 @@ test("network mode at create and changed on a running box", async () => {
     await sb.delete();
   }
 });
+
+test("egress policy, traffic counters and exposed ports", async () => {
+  const sb = await Sandbox.create({ network: "custom", allowDomains: ["example.com"], denyCidrs: ["198.51.100.0/24"],
+    headers: { "api.example.com": { Authorization: "Bearer s3" } } }, client);
+  try {
+    assert.deepEqual(sb.info.egress.allow_domains, ["example.com"]);
+    assert.deepEqual(sb.info.egress.headers, { "api.example.com": ["Authorization"] });
+    assert.doesNotMatch(JSON.stringify(sb.info), /s3/);
+    const t = await sb.traffic();
+    assert.ok("destinations" in t && "denied" in t && "dns" in t);
+    await sb.setNetwork("custom", { allowDomains: ["*.example.com"] });
+    assert.deepEqual(sb.info.egress.allow_domains, ["*.example.com"]);
+    assert.deepEqual(sb.info.egress.headers, { "api.example.com": ["Authorization"] });
+    await assert.rejects(sb.setNetwork("custom", { allowCidrs: ["10.0.0.0/33"] }), (e) => e instanceof InvalidArgumentError);
+    await sb.execBackground("python3 -m http.server 8124 --bind 127.0.0.1");
+    await sb.exec("for i in $(seq 50); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8124))\" 2>/dev/null && break; sleep 0.1; done");
+    const x = await sb.expose(8124);
+    assert.equal(x.auth, "bearer");
+    assert.equal((await fetch(x.url, { headers: { Authorization: `Bearer ${x.token}` } })).status, 200);
+    assert.equal((await fetch(x.url)).status, 401);
+    assert.deepEqual((await sb.exposures()).map((e) => e.id), [x.id]);
+    await sb.unexpose(x.id);
+    assert.deepEqual(await sb.exposures(), []);
+  } finally {
+    await sb.delete();
+  }
+});

@@ -282,6 +282,16 @@ class Files:
                 conn.close()
 
 
+def _egress(allow_domains, allow_cidrs, deny_cidrs, headers) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in (("allow_domains", allow_domains), ("allow_cidrs", allow_cidrs), ("deny_cidrs", deny_cidrs)):
+        if v:
+            out[k] = list(v)
+    if headers:
+        out["headers"] = {k: dict(v) for k, v in headers.items()}
+    return out
+
+
 class Sandbox:
     """A box on an upstream server.
 
@@ -318,9 +328,15 @@ class Sandbox:
                pids: Optional[int] = None, disk: Union[int, str, None] = None, user: Optional[str] = None,
                workdir: Optional[str] = None, auto_pause_ms: Optional[int] = None,
                auto_stop_ms: Optional[int] = None, keep_alive: Optional[bool] = None,
-               network: Optional[str] = None, client: Optional[Client] = None) -> "Sandbox":
+               network: Optional[str] = None, allow_domains: Optional[List[str]] = None,
+               allow_cidrs: Optional[List[str]] = None, deny_cidrs: Optional[List[str]] = None,
+               headers: Optional[Mapping[str, Mapping[str, str]]] = None,
+               client: Optional[Client] = None) -> "Sandbox":
         """Creates a box and starts it. auto_pause_ms / auto_stop_ms (0: never) and keep_alive are
-        its idle policy, applied by the server. network: "none" (default) or "allow-all"."""
+        its idle policy, applied by the server. network: "none" (default), "allow-all" or "custom"
+        (only allow_domains, e.g. "pypi.org" or "*.example.com", and allow_cidrs; deny_cidrs always
+        win). headers: {host pattern: {header: value}} added by the host proxy to the box's HTTPS
+        requests to those hosts; the values never enter the box."""
         c = client or default_client()
         body: Dict[str, Any] = {}
         for k, v in (("name", name), ("image", image), ("user", user), ("workdir", workdir), ("network", network)):
@@ -337,6 +353,9 @@ class Sandbox:
                                      ("keep_alive", keep_alive)) if v is not None}
         if policy:
             body["policy"] = policy
+        egress = _egress(allow_domains, allow_cidrs, deny_cidrs, headers)
+        if egress:
+            body["egress"] = egress
         return cls(c.json("POST", "/v1/boxes", body), c)
 
     @classmethod
@@ -391,10 +410,35 @@ class Sandbox:
         resumes it."""
         self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/pause", self.id), {})
 
-    def set_network(self, mode: str) -> None:
-        """Changes the network mode ("none" or "allow-all"); a running box gets or loses its
-        network at once."""
-        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/network", self.id), {"mode": mode})
+    def set_network(self, mode: str, *, allow_domains: Optional[List[str]] = None,
+                    allow_cidrs: Optional[List[str]] = None, deny_cidrs: Optional[List[str]] = None,
+                    headers: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
+        """Changes the network mode ("none", "allow-all" or "custom") and the egress policy; a
+        running box gets the change at once. The headers stay as they were unless given ({}
+        removes them)."""
+        body: Dict[str, Any] = {"mode": mode, **_egress(allow_domains, allow_cidrs, deny_cidrs, None)}
+        if headers is not None:
+            body["headers"] = {k: dict(v) for k, v in headers.items()}
+        self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/network", self.id), body)
+
+    def traffic(self) -> Dict[str, Any]:
+        """The box's network counters: bytes, connections and requests per destination, denied
+        attempts with their reasons, DNS queries."""
+        return self._client.json("GET", self._client.path("/v1/boxes/{}/traffic", self.id))
+
+    def expose(self, port: int, auth: str = "bearer") -> Dict[str, Any]:
+        """Makes `port` of the box reachable at a URL on the server's host, for requests with the
+        generated credentials (returned once: "token" for bearer, "username"/"password" for
+        basic). HTTP and WebSocket."""
+        return self._client.json("POST", self._client.path("/v1/boxes/{}/expose", self.id),
+                                 {"port": port, "auth": auth})
+
+    def exposures(self) -> List[Dict[str, Any]]:
+        return self._client.json("GET", self._client.path("/v1/boxes/{}/expose", self.id))["exposures"]
+
+    def unexpose(self, exposure: str) -> None:
+        """Revokes an exposure (by id, or the port in the box)."""
+        self._client.json("DELETE", self._client.path("/v1/boxes/{}/expose/{}", self.id, str(exposure)))
 
     def archive(self) -> None:
         """Packs a stopped box's files into the server's layer store and frees its working
