@@ -160,6 +160,9 @@ class Engine {
   // A box's network counters (see netd): bytes, connections and requests per destination,
   // denied attempts with their reasons, DNS queries.
   nlohmann::json net_stats(const std::string& ref);
+  // Restarts the host network daemon if boxes with a network need it and it died (a long-running
+  // front calls this every few seconds). True if it had to.
+  bool ensure_network();
 
   // Exposed ports: a URL on the host (network.expose_address, 127.0.0.1 by default) that
   // forwards HTTP and WebSocket traffic to a port of the box, for requests carrying the

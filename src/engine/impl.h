@@ -50,7 +50,7 @@ struct Engine::Impl {
   void write_net_policy(const BoxRecord& b);  // the policy file alone
   std::vector<egress::Exposure> load_exposures(const std::string& box_id);
   // Removes a slot's policy and rules (the box stopped or lost its network).
-  void net_down(uint32_t slot);
+  void net_down(uint32_t slot, const BoxSpec& spec);
   std::string net_stats_dir(const std::string& box_id) const;
   void trust_ca_in_box(const BoxRecord& b, const std::string& pem);
 

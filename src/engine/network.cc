@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -49,19 +50,19 @@ void Engine::Impl::ensure_firewall() {
       std::string num = n.substr(0, n.size() - 5);
       if (num.find_first_not_of("0123456789") != std::string::npos) continue;
       uint32_t slot = static_cast<uint32_t>(std::stoul(num));
+      egress::BoxPolicy p;
       try {
-        egress::BoxPolicy p =
-            egress::policy_from_json(json::parse(read_file(netd::policy_path(slot))));
-        if (!process_matches(p.init_pid, p.init_start)) {
-          ::unlink(netd::policy_path(slot).c_str());
-          runtime::clear_box_rules(slot);
-        } else if (rebuilt) {
-          bool custom = p.mode == "custom";
-          runtime::set_box_rules(slot, custom || !p.egress.headers.empty(), custom,
-                                 p.egress.allow_cidrs, p.egress.deny_cidrs);
-        }
+        p = egress::policy_from_json(json::parse(read_file(netd::policy_path(slot))));
       } catch (const std::exception&) {
+        continue;  // being written, or gone meanwhile
+      }
+      if (!process_matches(p.init_pid, p.init_start)) {
         ::unlink(netd::policy_path(slot).c_str());
+        runtime::clear_box_rules(slot);
+      } else if (rebuilt) {
+        bool custom = p.mode == "custom";
+        runtime::set_box_rules(slot, custom || !p.egress.headers.empty(), custom,
+                               p.egress.allow_cidrs, p.egress.deny_cidrs);
       }
     }
   }
@@ -70,8 +71,12 @@ void Engine::Impl::ensure_firewall() {
 }
 
 void Engine::Impl::set_net_rules(uint32_t slot, const BoxSpec& spec) {
-  if (spec.network == "none") {
-    runtime::clear_box_rules(slot);
+  // A slot has rules only while a proxied box holds it; one that crashed left its policy file
+  // (cleared here, or by the next rebuild).
+  struct stat st;
+  bool stale = ::stat(netd::policy_path(slot).c_str(), &st) == 0;
+  if (spec.network == "none" || (!proxied(spec) && spec.network != "custom")) {
+    if (stale) runtime::clear_box_rules(slot);
     return;
   }
   runtime::set_box_rules(slot, proxied(spec), spec.network == "custom", spec.egress.allow_cidrs,
@@ -117,10 +122,27 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
   write_file_atomic(netd::policy_path(*b.slot), egress::policy_to_json(p).dump(), 0600);
 }
 
-void Engine::Impl::net_down(uint32_t slot) {
+void Engine::Impl::net_down(uint32_t slot, const BoxSpec& spec) {
   if (slot >= runtime::kMaxNetSlots) return;
   ::unlink(netd::policy_path(slot).c_str());
-  runtime::clear_box_rules(slot);
+  if (proxied(spec)) runtime::clear_box_rules(slot);
+}
+
+bool Engine::ensure_network() {
+  Impl& I = *impl_;
+  bool any = false;
+  if (DIR* d = ::opendir(netd::run_dir().c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() > 5 && n.substr(n.size() - 5) == ".json" && n != "netd.json") any = true;
+    }
+    ::closedir(d);
+  }
+  if (!any) return false;
+  std::lock_guard g(I.mu);
+  uint16_t before = I.firewall_ports[0];
+  I.ensure_firewall();
+  return before != 0 && before != I.firewall_ports[0];
 }
 
 json Engine::net_stats(const std::string& ref) {

@@ -826,12 +826,20 @@ void manage_exposures() {
   }
 }
 
+// Binds `port` if it is free (a restarted netd keeps its predecessor's ports: the firewall and
+// the kernel's connection tracking still point there), else any port.
 UniqueFd listen_any(int type, uint16_t& port) {
   UniqueFd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
   if (!s) throw_sys("socket");
+  int one = 1;
+  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) throw_sys("bind");
+  sa.sin_port = htons(port);
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    sa.sin_port = 0;
+    if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) throw_sys("bind");
+  }
   if (type == SOCK_STREAM && ::listen(s.get(), 1024) != 0) throw_sys("listen");
   socklen_t len = sizeof sa;
   ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&sa), &len);
@@ -888,6 +896,12 @@ int serve(const std::string& dir) {
   if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) return 0;  // one runs already
   ::signal(SIGPIPE, SIG_IGN);
   Ports ports;
+  if (auto text = try_read_file(dir + "/netd.json")) try {
+      json j = json::parse(*text);
+      ports.proxy = j.value("proxy", uint16_t{0});
+      ports.dns = j.value("dns", uint16_t{0});
+    } catch (const std::exception&) {
+    }
   UniqueFd proxy = listen_any(SOCK_STREAM, ports.proxy);
   UniqueFd resolver = listen_any(SOCK_DGRAM, ports.dns);
   write_file_atomic(dir + "/netd.json",

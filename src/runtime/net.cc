@@ -232,11 +232,11 @@ bool install_firewall(const std::vector<std::string>& open_cidrs, uint16_t proxy
   const std::vector<std::string>& open = open_cidrs;
   std::string sig = "upstream proxy=" + std::to_string(proxy_port) +
                     " dns=" + std::to_string(dns_port) + " open=" + join(open, ",");
-  try {
-    std::string out = run_tool_output({"nft", "list", "table", "inet", "upstream"});
-    if (out.find("comment \"" + sig + "\"") != std::string::npos) return false;
-  } catch (const Error&) {
-  }
+  // What was installed last is recorded next to netd's files: a process that finds the same
+  // needs no `nft` run (each costs ~20 ms here); a different one (netd restarted, other open
+  // ranges) rebuilds the table.
+  const std::string sig_file = "/run/upstream/net/firewall.sig";
+  if (try_read_file(sig_file) == sig) return false;
   // IPv4 forwarding, for box traffic to reach the uplink.
   {
     UniqueFd f(::open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC));
@@ -308,6 +308,7 @@ table inet upstream {
 }
 )";
   run_tool({"nft", "-f", "-"}, rules);
+  write_file_atomic(sig_file, sig, 0600);
   return true;
 }
 
@@ -331,8 +332,11 @@ void set_box_rules(uint32_t slot, bool proxied, bool custom, const std::vector<s
 }
 
 void clear_box_rules(uint32_t slot) {
-  if (!table_exists()) return;
-  run_tool({"nft", "-f", "-"}, remove_rules(slot));
+  try {
+    run_tool({"nft", "-f", "-"}, remove_rules(slot));
+  } catch (const Error&) {
+    if (table_exists()) throw;  // else there is nothing to remove
+  }
 }
 
 }  // namespace upstream::runtime

@@ -592,6 +592,17 @@ void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t
       srv.log({{"time", format_time(now_ms())}, {"event", "meter"}, {"error", e.what()}});
     }
   });
+  // The host network daemon (DNS, egress proxy, exposed ports) is restarted if it died.
+  Background network(2000, [&] {
+    try {
+      if (api.engine().ensure_network())
+        srv.log({{"time", format_time(now_ms())},
+                 {"event", "network"},
+                 {"action", "started the network daemon"}});
+    } catch (const std::exception& e) {
+      srv.log({{"time", format_time(now_ms())}, {"event", "network"}, {"error", e.what()}});
+    }
+  });
   // The warm pool is refilled after every hand-out (and checked every few seconds).
   Background pool(api.engine().options().warm_pool.empty() ? 0 : 5000, [&] {
     try {

@@ -300,3 +300,21 @@ def test_bad_policy_change_changes_nothing(up):
         assert up.inspect(b)["egress"]["allow_domains"] == ["example.com"]
     finally:
         up.rm(b)
+
+
+def test_network_daemon_killed_comes_back(eup, lab):
+    b = custom(eup, "--allow-domain", "allowed.upt.test")
+    try:
+        assert curl(eup, b, "http://allowed.upt.test/whoami")[0] == 0
+        pid = json.loads(Path("/run/upstream/net/netd.json").read_text())["pid"]
+        os.kill(pid, 9)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(),
+                   timeout=10, what="netd to die")
+        # The next exec in a box with a network starts it again, with the box's policy in force.
+        rc, out, err = curl(eup, b, "http://allowed.upt.test/whoami")
+        assert out == lab.inet_ip + "\n", err
+        assert "not allowed" in curl(eup, b, "--resolve", f"other.upt.test:80:{lab.other_ip}",
+                                     "http://other.upt.test/whoami")[1]
+        assert json.loads(Path("/run/upstream/net/netd.json").read_text())["pid"] != pid
+    finally:
+        eup.rm(b)
