@@ -7,6 +7,7 @@
 #include <linux/close_range.h>
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -334,6 +335,13 @@ std::string http_host(const std::string& head) {
 
 namespace {
 
+// Relayed writes go out as they come (a response's head and body are separate writes; Nagle
+// would hold the second for the peer's delayed ACK).
+void no_delay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 UniqueFd connect_to(uint32_t ip, uint16_t port, int timeout_ms) {
   UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!s) return s;
@@ -351,15 +359,18 @@ UniqueFd connect_to(uint32_t ip, uint16_t port, int timeout_ms) {
     if (err) return UniqueFd();
   }
   set_nonblocking(s.get(), false);
+  no_delay(s.get());
   return s;
 }
 
-// Copies both ways until both sides are done; counts bytes box -> world and back.
+// Copies both ways until both sides are done; counts bytes box -> world and back. The bytes move
+// through a pipe per direction with splice(2): never copied through this process.
 void relay(int box, int world, uint64_t& out, uint64_t& in) {
-  char buf[65536];
-  bool box_open = true, world_open = true;
-  while (box_open || world_open) {
-    pollfd p[2] = {{box_open ? box : -1, POLLIN, 0}, {world_open ? world : -1, POLLIN, 0}};
+  Pipe pipes[2] = {make_pipe(O_CLOEXEC), make_pipe(O_CLOEXEC)};
+  for (auto& p : pipes) ::fcntl(p.write.get(), F_SETPIPE_SZ, 1 << 20);
+  bool open[2] = {true, true};
+  while (open[0] || open[1]) {
+    pollfd p[2] = {{open[0] ? box : -1, POLLIN, 0}, {open[1] ? world : -1, POLLIN, 0}};
     if (::poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return;
@@ -367,17 +378,20 @@ void relay(int box, int world, uint64_t& out, uint64_t& in) {
     for (int i = 0; i < 2; i++) {
       if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       int from = i == 0 ? box : world, to = i == 0 ? world : box;
-      ssize_t n = ::read(from, buf, sizeof buf);
+      ssize_t n = ::splice(from, nullptr, pipes[i].write.get(), nullptr, 1 << 20,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n < 0 && errno == EAGAIN) continue;
       if (n <= 0) {
         ::shutdown(to, SHUT_WR);
-        (i == 0 ? box_open : world_open) = false;
+        open[i] = false;
         if (n < 0) return;
         continue;
       }
-      try {
-        write_all(to, buf, static_cast<size_t>(n));
-      } catch (const std::exception&) {
-        return;
+      for (ssize_t left = n; left > 0;) {
+        ssize_t m = ::splice(pipes[i].read.get(), nullptr, to, nullptr, static_cast<size_t>(left),
+                             SPLICE_F_MOVE);
+        if (m <= 0) return;
+        left -= m;
       }
       (i == 0 ? out : in) += static_cast<uint64_t>(n);
     }
@@ -440,17 +454,30 @@ uint64_t relay_message(In& in, beast::flat_buffer& buf,
   return bytes;
 }
 
+// The context for TLS to upstreams, per extra trust file: loading the system's CAs takes tens of
+// milliseconds, so it is done once.
+std::shared_ptr<ssl::context> client_context(const std::string& trust_file) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<ssl::context>> cache;
+  std::lock_guard g(mu);
+  if (auto it = cache.find(trust_file); it != cache.end()) return it->second;
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_default_verify_paths();
+  for (const char* f : {"/etc/ssl/certs/ca-certificates.crt"})
+    if (::access(f, R_OK) == 0) ctx->load_verify_file(f);
+  if (!trust_file.empty() && ::access(trust_file.c_str(), R_OK) == 0)
+    ctx->load_verify_file(trust_file);
+  ctx->set_verify_mode(ssl::verify_peer);
+  cache[trust_file] = ctx;
+  return ctx;
+}
+
 void intercept(UniqueFd box, UniqueFd world, const egress::BoxPolicy& pol, const std::string& host,
                const std::string& dest,
                const std::vector<std::pair<std::string, std::string>>& hs) {
   asio::io_context ioc;
-  ssl::context cctx(ssl::context::tls_client);
-  cctx.set_default_verify_paths();
-  for (const char* f : {"/etc/ssl/certs/ca-certificates.crt"})
-    if (::access(f, R_OK) == 0) cctx.load_verify_file(f);
-  if (!pol.trust_file.empty() && ::access(pol.trust_file.c_str(), R_OK) == 0)
-    cctx.load_verify_file(pol.trust_file);
-  cctx.set_verify_mode(ssl::verify_peer);
+  auto cctx_ptr = client_context(pol.trust_file);
+  ssl::context& cctx = *cctx_ptr;
   tcp::socket ws(ioc);
   ws.assign(tcp::v4(), world.release());
   ssl::stream<tcp::socket> up(std::move(ws), cctx);
@@ -762,6 +789,7 @@ void accept_exposed(int fd, uint16_t port) {
       ::close(c);
       continue;
     }
+    no_delay(c);
     std::thread([c, t = *t] {
       try {
         serve_exposed(UniqueFd(c), t);
@@ -946,6 +974,7 @@ int serve(const std::string& dir) {
       continue;
     }
     active++;
+    no_delay(c);
     std::thread([c] {
       try {
         handle(UniqueFd(c));

@@ -101,19 +101,9 @@ void add_default_route(nl_sock* s, int index, const std::string& gateway) {
 }
 
 // The first address of kBoxNetPool.
-uint32_t pool_base() {
-  std::string net(kBoxNetPool);
-  in_addr a{};
-  ::inet_pton(AF_INET, net.substr(0, net.find('/')).c_str(), &a);
-  return ntohl(a.s_addr);
-}
+uint32_t pool_base() { return egress::cidr(kBoxNetPool).net; }
 
-std::string ip_string(uint32_t host_order) {
-  in_addr a{htonl(host_order)};
-  char buf[INET_ADDRSTRLEN];
-  ::inet_ntop(AF_INET, &a, buf, sizeof buf);
-  return buf;
-}
+std::string ip_string(uint32_t host_order) { return egress::ipv4_string(host_order); }
 
 }  // namespace
 

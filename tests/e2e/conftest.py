@@ -56,6 +56,17 @@ def up():
 
 
 @pytest.fixture(scope="module")
+def lab():
+    """The test internet of netlab.py, for the tests of one module; torn down after them."""
+    from netlab import NetLab
+    lab = NetLab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
 def own_up():
     """A state directory of the test module's own (for tests that change installation-wide
     state, such as API keys)."""

@@ -21,6 +21,7 @@ MAX_BYTES = 1 << 30
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # a head and a body are two writes: no delayed-ACK stalls
 
     def log_message(self, *args):
         pass

@@ -11,19 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from netlab import NetLab
 from upstream_e2e import wait_until
 
 SECRET = "Bearer upt-" + "5ecret-" + os.urandom(6).hex()
-
-
-@pytest.fixture(scope="module")
-def lab():
-    lab = NetLab()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab import NetLab
 from upstream_e2e import unique_name, wait_until
-
-
-@pytest.fixture(scope="module")
-def lab():
-    lab = NetLab()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def fetch(up, box, url, timeout=3):
