@@ -22,6 +22,8 @@ packages=(
   btrfs-progs util-linux e2fsprogs iproute2 procps psmisc tar zstd
   # end-to-end tests and tooling
   python3 python3-pytest python3-jsonschema busybox-static curl
+  # the test internet of the network tests: its CA and certificates
+  openssl
   # the HTTP load generator of bench/
   wrk
 )
