@@ -35,7 +35,15 @@ TEST(BoxSpec, RejectsEachBadField) {
   bad([](BoxSpec& s) { s.limits.disk = 1 << 20; });
   bad([](BoxSpec& s) { s.user = "root;rm -rf /"; });
   bad([](BoxSpec& s) { s.workdir = "relative"; });
-  bad([](BoxSpec& s) { s.network = "custom"; });  // not yet
+  bad([](BoxSpec& s) {
+    s.network = "custom";
+    s.egress.allow_cidrs = {"10.0.0.0/33"};
+  });
+  bad([](BoxSpec& s) { s.egress.allow_domains = {"example.com"}; });  // network none
+  bad([](BoxSpec& s) {
+    s.network = "allow-all";
+    s.egress.headers["api.example.com"]["Bad Name"] = "x";
+  });
   bad([](BoxSpec& s) { s.network = "bridge"; });
   BoxSpec net;
   net.network = "allow-all";
