@@ -69,10 +69,7 @@ std::string self_exe() {
   return std::string(buf, static_cast<size_t>(n));
 }
 
-namespace {
-
-std::string run_tool_impl(const std::vector<std::string>& argv, const std::string& input,
-                          bool capture) {
+void run_tool(const std::vector<std::string>& argv, const std::string& input) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -81,16 +78,10 @@ std::string run_tool_impl(const std::vector<std::string>& argv, const std::strin
   UniqueFd in_r(in[0]), in_w(in[1]);
   if (::pipe2(err, O_CLOEXEC) != 0) throw_sys("pipe");
   UniqueFd err_r(err[0]), err_w(err[1]);
-  int outp[2] = {-1, -1};
-  if (capture && ::pipe2(outp, O_CLOEXEC) != 0) throw_sys("pipe");
-  UniqueFd out_r(outp[0]), out_w(outp[1]);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in_r.get(), 0);
-  if (capture)
-    posix_spawn_file_actions_adddup2(&fa, out_w.get(), 1);
-  else
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
   pid_t pid;
   int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
@@ -99,15 +90,12 @@ std::string run_tool_impl(const std::vector<std::string>& argv, const std::strin
     throw Error(Errc::unavailable, argv[0] + " could not be run: " + errno_string(rc), rc);
   in_r.reset();
   err_w.reset();
-  out_w.reset();
   try {
     if (!input.empty()) write_all(in_w.get(), input);
   } catch (const Error&) {
     // It stopped reading; its status and stderr say why.
   }
   in_w.reset();
-  std::string out;
-  if (capture) out = read_all(out_r.get(), 64 << 20);
   std::string msg;
   char buf[4096];
   for (ssize_t n; (n = ::read(err_r.get(), buf, sizeof buf)) != 0;) {
@@ -123,17 +111,6 @@ std::string run_tool_impl(const std::vector<std::string>& argv, const std::strin
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw Error(Errc::unavailable,
                 join(argv, " ") + " failed" + (trim(msg).empty() ? "" : ": " + trim(msg)));
-  return out;
-}
-
-}  // namespace
-
-void run_tool(const std::vector<std::string>& argv, const std::string& input) {
-  run_tool_impl(argv, input, false);
-}
-
-std::string run_tool_output(const std::vector<std::string>& argv, const std::string& input) {
-  return run_tool_impl(argv, input, true);
 }
 
 }  // namespace upstream

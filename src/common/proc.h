@@ -33,7 +33,5 @@ std::string self_exe();
 // Runs a host tool (found on PATH) and waits for it; `input` goes to its stdin, its stdout to
 // /dev/null. Throws unavailable naming the command and quoting its stderr when it fails.
 void run_tool(const std::vector<std::string>& argv, const std::string& input = "");
-// As run_tool, returning its stdout.
-std::string run_tool_output(const std::vector<std::string>& argv, const std::string& input = "");
 
 }  // namespace upstream

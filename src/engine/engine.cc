@@ -268,14 +268,14 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
     // The box's own firewall rules (an `nft` run for a proxied box, ~20 ms) are made while
     // the init starts; its network is attached only once they are in place.
     std::future<void> rules;
-    if (networked)
+    if (networked) {
       rules = std::async(std::launch::async,
                          [this, slot = lease.slot, spec = b.spec] { set_net_rules(slot, spec); });
-    if (networked)
       sp.attach_network = [&](pid_t pid) {
         rules.get();
         runtime::attach_veth(pid, net);
       };
+    }
     runtime::InitProcess proc = runtime::spawn_init(sp);
     debug_log("box " + b.id + " init started in " + std::to_string(mono_us() - started_us) +
               " us; init phases (us since exec): " + proc.timings_us.dump());
@@ -312,9 +312,10 @@ BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, E
   spec.egress = egress;
   validate_box_spec(spec);
   if (mode == b.spec.network && spec.egress == b.spec.egress) return b;
-  // Trusting the egress CA in a box needs it running: a paused box gaining headers wakes.
-  if (b.state == box_state::paused && mode != "none" && !spec.egress.headers.empty() &&
-      b.spec.egress.headers.empty())
+  // A box gaining headers comes to trust the egress CA, which needs it running (validation
+  // keeps headers off boxes without a network).
+  bool gains_headers = !spec.egress.headers.empty() && b.spec.egress.headers.empty();
+  if (b.state == box_state::paused && gains_headers)
     b = I.wake(b, "resumed to trust the egress CA");
   if (box_state::alive(b.state) && b.slot) {
     runtime::NetAddrs net = runtime::net_addrs(*b.slot);
@@ -327,7 +328,8 @@ BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, E
       if (b.spec.network == "none") runtime::attach_veth(b.init_pid, net);
       BoxRecord next = b;
       next.spec = spec;
-      I.net_up(next);
+      I.write_net_policy(next);
+      if (gains_headers) I.trust_egress_ca(next);
     }
   } else if (!box_state::alive(b.state) && b.state != box_state::stopped &&
              b.state != box_state::archived) {

@@ -51,8 +51,11 @@ struct Engine::Impl {
   std::vector<egress::Exposure> load_exposures(const std::string& box_id);
   // Removes a slot's policy and rules (the box stopped or lost its network).
   void net_down(uint32_t slot, const BoxSpec& spec);
-  std::string net_stats_dir(const std::string& box_id) const;
+  std::string net_stats_dir(const std::string& box_id) const;  // counters, exposures
+  std::string net_stats_path(const std::string& box_id) const;
+  void save_exposures(const std::string& box_id, const std::vector<egress::Exposure>& list);
   void trust_ca_in_box(const BoxRecord& b, const std::string& pem);
+  void trust_egress_ca(const BoxRecord& b);  // the installation's CA, made on first use
 
   // The defaults and checks every create applies to its spec (after prepare_image).
   void apply_default_limits(BoxSpec& spec);

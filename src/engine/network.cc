@@ -1,7 +1,6 @@
 // Box networks on the engine's side: netd and the host firewall made ready, each box's policy
 // file and firewall rules kept in step with its spec and state, and its counters read back.
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,12 +25,22 @@ using nlohmann::json;
 
 namespace {
 
-bool proxied(const BoxSpec& s) { return s.network == "custom" || !s.egress.headers.empty(); }
+bool proxied(const BoxSpec& s) { return egress::proxied(s.network, s.egress); }
+
+// A slot's firewall rules for a network mode and egress policy.
+void set_rules(uint32_t slot, const std::string& mode, const Egress& e) {
+  runtime::set_box_rules(slot, egress::proxied(mode, e), mode == "custom", e.allow_cidrs,
+                         e.deny_cidrs);
+}
 
 }  // namespace
 
 std::string Engine::Impl::net_stats_dir(const std::string& box_id) const {
   return layout.home + "/net/" + box_id;
+}
+
+std::string Engine::Impl::net_stats_path(const std::string& box_id) const {
+  return net_stats_dir(box_id) + "/stats.json";
 }
 
 void Engine::Impl::ensure_firewall() {
@@ -41,29 +50,19 @@ void Engine::Impl::ensure_firewall() {
   bool rebuilt = runtime::install_firewall(opts.open_private, ports.proxy, ports.dns);
   // Policies of boxes that are gone (a kill -9 before their stop) go with their rules; after a
   // rebuild, the live ones get their rules back.
-  if (DIR* d = ::opendir(netd::run_dir().c_str())) {
-    std::vector<std::string> names;
-    while (dirent* e = ::readdir(d)) names.push_back(e->d_name);
-    ::closedir(d);
-    for (const auto& n : names) {
-      if (n.size() < 6 || n.substr(n.size() - 5) != ".json" || n == "netd.json") continue;
-      std::string num = n.substr(0, n.size() - 5);
-      if (num.find_first_not_of("0123456789") != std::string::npos) continue;
-      uint32_t slot = static_cast<uint32_t>(std::stoul(num));
-      egress::BoxPolicy p;
-      try {
-        p = egress::policy_from_json(json::parse(read_file(netd::policy_path(slot))));
-      } catch (const std::exception&) {
-        continue;  // being written, or gone meanwhile
-      }
-      if (!process_matches(p.init_pid, p.init_start)) {
-        ::unlink(netd::policy_path(slot).c_str());
-        runtime::clear_box_rules(slot);
-      } else if (rebuilt) {
-        bool custom = p.mode == "custom";
-        runtime::set_box_rules(slot, custom || !p.egress.headers.empty(), custom,
-                               p.egress.allow_cidrs, p.egress.deny_cidrs);
-      }
+  for (uint32_t slot : netd::policy_slots()) {
+    egress::BoxPolicy p;
+    try {
+      p = egress::policy_from_json(json::parse(read_file(netd::policy_path(slot))));
+    } catch (const std::exception&) {
+      continue;  // being written, or gone meanwhile
+    }
+    bool has_rules = egress::proxied(p.mode, p.egress);
+    if (!process_matches(p.init_pid, p.init_start)) {
+      ::unlink(netd::policy_path(slot).c_str());
+      if (has_rules && !rebuilt) runtime::clear_box_rules(slot);
+    } else if (has_rules && rebuilt) {
+      set_rules(slot, p.mode, p.egress);
     }
   }
   firewall_ports[0] = ports.proxy;
@@ -75,19 +74,21 @@ void Engine::Impl::set_net_rules(uint32_t slot, const BoxSpec& spec) {
   // (cleared here, or by the next rebuild).
   struct stat st;
   bool stale = ::stat(netd::policy_path(slot).c_str(), &st) == 0;
-  if (spec.network == "none" || (!proxied(spec) && spec.network != "custom")) {
+  if (!proxied(spec)) {
     if (stale) runtime::clear_box_rules(slot);
     return;
   }
-  runtime::set_box_rules(slot, proxied(spec), spec.network == "custom", spec.egress.allow_cidrs,
-                         spec.egress.deny_cidrs);
+  set_rules(slot, spec.network, spec.egress);
 }
 
 void Engine::Impl::net_up(const BoxRecord& b) {
   if (b.spec.network == "none" || !b.slot) return;
   write_net_policy(b);
-  if (!b.spec.egress.headers.empty())
-    trust_ca_in_box(b, read_file(ca::ensure(layout.home + "/ca").cert));
+  if (!b.spec.egress.headers.empty()) trust_egress_ca(b);
+}
+
+void Engine::Impl::trust_egress_ca(const BoxRecord& b) {
+  trust_ca_in_box(b, read_file(ca::ensure(layout.home + "/ca").cert));
 }
 
 std::vector<egress::Exposure> Engine::Impl::load_exposures(const std::string& box_id) {
@@ -96,6 +97,14 @@ std::vector<egress::Exposure> Engine::Impl::load_exposures(const std::string& bo
   if (!text) return out;
   for (const auto& e : json::parse(*text)) out.push_back(egress::exposure_from_json(e));
   return out;
+}
+
+void Engine::Impl::save_exposures(const std::string& box_id,
+                                  const std::vector<egress::Exposure>& list) {
+  json arr = json::array();
+  for (const auto& l : list) arr.push_back(egress::exposure_to_json(l));
+  storage::make_dirs(net_stats_dir(box_id), 0700);
+  write_file_atomic(net_stats_dir(box_id) + "/exposures.json", arr.dump(), 0600);
 }
 
 void Engine::Impl::write_net_policy(const BoxRecord& b) {
@@ -112,7 +121,7 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
   p.resolvers = opts.resolvers;
   p.trust_file = opts.trust_ca;
   storage::make_dirs(net_stats_dir(b.id), 0700);
-  p.stats_path = net_stats_dir(b.id) + "/stats.json";
+  p.stats_path = net_stats_path(b.id);
   if (!b.spec.egress.headers.empty()) {
     ca::Files f = ca::ensure(layout.home + "/ca");
     p.ca_cert = f.cert;
@@ -130,15 +139,7 @@ void Engine::Impl::net_down(uint32_t slot, const BoxSpec& spec) {
 
 bool Engine::ensure_network() {
   Impl& I = *impl_;
-  bool any = false;
-  if (DIR* d = ::opendir(netd::run_dir().c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n.size() > 5 && n.substr(n.size() - 5) == ".json" && n != "netd.json") any = true;
-    }
-    ::closedir(d);
-  }
-  if (!any) return false;
+  if (netd::policy_slots().empty()) return false;
   std::lock_guard g(I.mu);
   uint16_t before = I.firewall_ports[0];
   I.ensure_firewall();
@@ -152,7 +153,7 @@ json Engine::net_stats(const std::string& ref) {
     std::lock_guard g(I.mu);
     b = I.store.resolve(ref);
   }
-  json j = netd::read_stats(I.net_stats_dir(b.id) + "/stats.json");
+  json j = netd::read_stats(I.net_stats_path(b.id));
   j["box_id"] = b.id;
   j["network"] = b.spec.network;
   return j;
@@ -243,10 +244,7 @@ Engine::Exposure Engine::expose(const std::string& ref, int port, const std::str
     e.hash = ca::sha256_hex(e.username + ":" + x.password);
   }
   list.push_back(e);
-  json arr = json::array();
-  for (const auto& l : list) arr.push_back(egress::exposure_to_json(l));
-  storage::make_dirs(I.net_stats_dir(b.id), 0700);
-  write_file_atomic(I.net_stats_dir(b.id) + "/exposures.json", arr.dump(), 0600);
+  I.save_exposures(b.id, list);
   if (box_state::alive(b.state)) {
     I.ensure_firewall();  // netd runs
     I.write_net_policy(b);
@@ -289,9 +287,7 @@ void Engine::unexpose(const std::string& ref, const std::string& which) {
     throw Error(Errc::not_found, "box " + b.name + " has no exposure '" + which + "'");
   egress::Exposure gone = *it;
   list.erase(it);
-  json arr = json::array();
-  for (const auto& l : list) arr.push_back(egress::exposure_to_json(l));
-  write_file_atomic(I.net_stats_dir(b.id) + "/exposures.json", arr.dump(), 0600);
+  I.save_exposures(b.id, list);
   if (box_state::alive(b.state)) {
     I.write_net_policy(b);
     wait_listening(gone.address, gone.host_port, false);

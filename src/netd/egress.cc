@@ -273,6 +273,10 @@ std::optional<std::string> address_blocked(const BoxPolicy& p, uint32_t ip,
   return std::nullopt;
 }
 
+bool proxied(const std::string& mode, const Egress& e) {
+  return mode == "custom" || (mode != "none" && !e.headers.empty());
+}
+
 bool name_allowed(const BoxPolicy& p, const std::string& host) {
   if (p.mode != "custom") return true;
   for (const auto& d : p.egress.allow_domains)

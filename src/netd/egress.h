@@ -88,6 +88,8 @@ BoxPolicy policy_from_json(const nlohmann::json& j);
 // CIDR for it; denied CIDRs and private ranges still apply).
 std::optional<std::string> address_blocked(const BoxPolicy& p, uint32_t ip,
                                            const std::vector<uint32_t>& host_addrs, bool named);
+// Whether a box's TCP 80/443 goes through netd's proxy: mode custom, or headers to inject.
+bool proxied(const std::string& mode, const Egress& e);
 // Whether a name is allowed (allow-all: any; custom: a matching allowed domain).
 bool name_allowed(const BoxPolicy& p, const std::string& host);
 // The headers to add to requests to `host` (all matching patterns), empty when none.

@@ -55,6 +55,20 @@ using tcp = boost::asio::ip::tcp;
 std::string run_dir() { return "/run/upstream/net"; }
 std::string policy_path(uint32_t slot) { return run_dir() + "/" + std::to_string(slot) + ".json"; }
 
+std::vector<uint32_t> policy_slots() {
+  std::vector<uint32_t> out;
+  DIR* d = ::opendir(run_dir().c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n.size() > 5 && n.size() < 16 && n.substr(n.size() - 5) == ".json" &&
+        n.find_first_not_of("0123456789") == n.size() - 5)
+      out.push_back(static_cast<uint32_t>(std::stoul(n.substr(0, n.size() - 5))));
+  }
+  ::closedir(d);
+  return out;
+}
+
 namespace {
 
 // What identifies a build of the binary: a netd of another build is replaced.
@@ -65,13 +79,8 @@ std::string exe_id(const std::string& path) {
          std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
 }
 
-// True if somebody holds the lock at `path`.
-bool lock_held(const std::string& path) {
-  UniqueFd f(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!f) return false;
-  if (::flock(f.get(), LOCK_EX | LOCK_NB) == 0) return false;  // released when f closes
-  return errno == EWOULDBLOCK;
-}
+// True if somebody holds the lock at `path` (taking it ourselves releases it at once).
+bool lock_held(const std::string& path) { return !storage::FileLock::try_lock(path); }
 
 std::optional<Ports> read_ports(const std::string& exe) {
   auto text = try_read_file(run_dir() + "/netd.json");
@@ -190,13 +199,11 @@ class Counters {
     std::map<std::string, json> out;
     {
       std::lock_guard g(mu_);
-      for (auto it = boxes_.begin(); it != boxes_.end();) {
-        if (it->second.dirty) {
-          out[it->first] = stats_json(it->second);
-          it->second.dirty = false;
+      for (auto& [path, s] : boxes_)
+        if (s.dirty) {
+          out[path] = stats_json(s);
+          s.dirty = false;
         }
-        ++it;
-      }
     }
     for (const auto& [path, j] : out) {
       std::string parent = path.substr(0, path.find_last_of('/'));
@@ -601,11 +608,11 @@ void handle(UniqueFd box) {
     if (is_http) d.requests++;
     d.last_at = now_ms();
   });
-  auto hs = tls && !name.empty() ? egress::headers_for(*pol, name)
-                                 : decltype(egress::headers_for(*pol, name)){};
-  if (!hs.empty() && !pol->ca_cert.empty()) {
-    intercept(std::move(box), std::move(world), *pol, name, dest, hs);
-    return;
+  if (tls && !name.empty() && !pol->ca_cert.empty()) {
+    if (auto hs = egress::headers_for(*pol, name); !hs.empty()) {
+      intercept(std::move(box), std::move(world), *pol, name, dest, hs);
+      return;
+    }
   }
   uint64_t out = 0, in = 0;
   relay(box.get(), world.get(), out, in);
@@ -804,20 +811,13 @@ void manage_exposures() {
   std::map<uint16_t, std::pair<int, std::string>> open;  // host port -> (fd, address)
   while (true) {
     std::map<uint16_t, ExposeTarget> want;
-    if (DIR* d = ::opendir(run_dir().c_str())) {
-      while (dirent* ent = ::readdir(d)) {
-        std::string n = ent->d_name;
-        if (n.size() < 6 || n.substr(n.size() - 5) != ".json" ||
-            n.find_first_not_of("0123456789") != n.size() - 5)
-          continue;
-        try {
-          auto p = egress::policy_from_json(json::parse(read_file(run_dir() + "/" + n)));
-          if (!process_matches(p.init_pid, p.init_start)) continue;
-          for (const auto& e : p.exposures) want[e.host_port] = {e, p.init_pid, p.init_start};
-        } catch (const std::exception&) {
-        }
+    for (uint32_t slot : policy_slots()) {
+      try {
+        auto p = egress::policy_from_json(json::parse(read_file(policy_path(slot))));
+        if (!process_matches(p.init_pid, p.init_start)) continue;
+        for (const auto& e : p.exposures) want[e.host_port] = {e, p.init_pid, p.init_start};
+      } catch (const std::exception&) {
       }
-      ::closedir(d);
     }
     {
       std::lock_guard g(expose_mu);
@@ -919,9 +919,8 @@ json read_stats(const std::string& path) {
 
 int serve(const std::string& dir) {
   storage::make_dirs(dir, 0700);
-  UniqueFd lock(::open((dir + "/netd.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock) throw_sys("open " + dir + "/netd.lock");
-  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) return 0;  // one runs already
+  auto lock = storage::FileLock::try_lock(dir + "/netd.lock");
+  if (!lock) return 0;  // one runs already
   ::signal(SIGPIPE, SIG_IGN);
   Ports ports;
   if (auto text = try_read_file(dir + "/netd.json")) try {

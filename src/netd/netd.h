@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,8 @@ namespace upstream::netd {
 // /run/upstream/net: netd's lock, its ports, and the policy files.
 std::string run_dir();
 std::string policy_path(uint32_t slot);
+// The slots that have a policy file (of a live box, or left by one that died).
+std::vector<uint32_t> policy_slots();
 
 struct Ports {
   int pid = 0;

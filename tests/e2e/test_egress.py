@@ -308,3 +308,25 @@ def test_network_daemon_killed_comes_back(eup, lab):
         assert json.loads(Path("/run/upstream/net/netd.json").read_text())["pid"] != pid
     finally:
         eup.rm(b)
+
+
+def test_the_server_brings_the_network_daemon_back(eup, lab):
+    from upstream_e2e import Server
+    b = custom(eup, "--allow-domain", "allowed.upt.test")
+    server = Server(eup, "--no-access-log")
+    try:
+        pid = json.loads(Path("/run/upstream/net/netd.json").read_text())["pid"]
+        os.kill(pid, 9)
+
+        def back():
+            try:
+                j = json.loads(Path("/run/upstream/net/netd.json").read_text())
+            except (OSError, ValueError):
+                return False
+            return j["pid"] != pid and Path(f"/proc/{j['pid']}").exists()
+        # No command touches the box meanwhile: `upstream serve` notices within a few seconds.
+        wait_until(back, timeout=15, what="netd restarted by the server")
+        assert curl(eup, b, "http://allowed.upt.test/whoami")[1] == lab.inet_ip + "\n"
+    finally:
+        server.stop()
+        eup.rm(b)

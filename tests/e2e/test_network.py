@@ -193,11 +193,30 @@ def test_bad_network_modes(up, mode, message):
     ('["not-an-ip"]', "not an IPv4 address"),
 ])
 def test_bad_network_configuration(up, tmp_path, value, message):
+    check_bad_network_configuration(up, tmp_path, '{"network": {"open_private": ' + value + '}}', message)
+
+
+@pytest.mark.parametrize("network,message", [
+    ('{"resolvers": "192.0.2.53"}', "network.resolvers must be a list"),
+    ('{"resolvers": ["10.0.0.300"]}', "network.resolvers[0] must be an IPv4 address"),
+    ('{"resolvers": ["192.0.2.53:0"]}', "network.resolvers[0] must be an IPv4 address"),
+    ('{"trust_ca": "relative.pem"}', "network.trust_ca must be the absolute path"),
+    ('{"trust_ca": "/nonexistent/ca.pem"}', "network.trust_ca: cannot read /nonexistent/ca.pem"),
+    ('{"expose_address": "localhost"}', "network.expose_address must be an IPv4 address"),
+    ('{"proxy": 1}', "unknown field 'network.proxy'"),
+])
+def test_bad_egress_configuration(up, tmp_path, network, message):
+    check_bad_network_configuration(up, tmp_path, '{"network": ' + network + '}', message)
+
+
+def check_bad_network_configuration(up, tmp_path, text, message):
     path = tmp_path / "config.json"
-    path.write_text('{"network": {"open_private": ' + value + '}}')
+    path.write_text(text)
+    before = up.ok("box", "ls", "-q")
     up.env["UPSTREAM_CONFIG"] = str(path)
     try:
         rc, out, err = up("box", "create", "--network", "allow-all")
     finally:
         del up.env["UPSTREAM_CONFIG"]
     assert rc != 0 and message in err, err
+    assert up.ok("box", "ls", "-q") == before
