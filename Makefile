@@ -7,7 +7,7 @@ BUILD       ?= build
 ASAN_BUILD  ?= build-asan
 JOBS        ?= $(shell nproc)
 
-.PHONY: all setup build demo test unit-test asan-test integration-test e2e-test format-check format bench clean
+.PHONY: all setup build demo test fuzz format-check format bench clean
 
 all: build
 
@@ -25,6 +25,11 @@ demo: build
 
 test: build
 	@scripts/test.sh $(BUILD) $(ASAN_BUILD)
+
+# Long fuzzing of every parser (FUZZ_SECONDS per target, default 300; FUZZ_TARGETS to choose):
+# run it before submitting a change to a parser. Crashes land in tests/fuzz/regressions/.
+fuzz: setup
+	@tests/fuzz/run.sh fuzz $(FUZZ_SECONDS)
 
 format-check: setup
 	@scripts/format.sh --check

@@ -28,8 +28,8 @@ cmake --build "$asan" --target upstream_unit_tests -j "$(nproc)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   "$asan/tests/upstream_unit_tests" --gtest_brief=1
 
-step "fuzzing the markdown parser and write-back (libFuzzer, bounded)"
-tests/fuzz/run.sh "${UPSTREAM_FUZZ_SECONDS:-60}" build-fuzz
+step "fuzz targets (libFuzzer: a fixed number of inputs from a fixed seed; make fuzz runs them long)"
+tests/fuzz/run.sh check build-fuzz
 
 step "integration tests (real boxes)"
 "$build/tests/upstream_integration_tests" --gtest_brief=1

@@ -84,6 +84,18 @@ bool fence_delimiter_line(std::string_view line) {
   return t == "---" || t == "...";
 }
 
+// The length of the backtick run that opens a fenced block on this line (0 if none).
+size_t backtick_fence(std::string_view line) {
+  size_t n = 0;
+  while (n < line.size() && line[n] == '`') n++;
+  return n >= 3 ? n : 0;
+}
+
+// Whether the line closes a backtick fence of `ticks` (only backticks, at least as many).
+bool closes_fence(std::string_view line, size_t ticks) {
+  return line.size() >= ticks && line.find_first_not_of('`') == std::string_view::npos;
+}
+
 std::string node_text(cmark_node* n) {
   std::string out;
   for (cmark_node* c = cmark_node_first_child(n); c; c = cmark_node_next(c)) {
@@ -520,10 +532,17 @@ Document parse_document(const std::string& source, const std::string& path) {
     if (marker <= lines.count() && bare(marker) == kResultStart) {
       size_t l = marker + 1;
       while (l <= lines.count() && bare(l) != kResultEnd) {
-        if (bare(l) == kResultStart || bare(l) == kSummaryStart)
+        if (bare(l) == kResultStart || bare(l) == kSummaryStart) {
           l = lines.count() + 1;
-        else
+        } else if (size_t ticks = backtick_fence(bare(l))) {
+          // The output block: its lines are the step's output, which may look like anything
+          // (a marker included), so the section goes on after the fence that closes it.
           l++;
+          while (l <= lines.count() && !closes_fence(bare(l), ticks)) l++;
+          if (l <= lines.count()) l++;
+        } else {
+          l++;
+        }
       }
       if (l > lines.count())
         fail_at(path, marker, 1,
