@@ -39,13 +39,13 @@ for _ in $(seq 100); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.1; 
 echo "creating $boxes boxes..." >&2
 ids=()
 for i in $(seq "$boxes"); do
-  ids+=("$(curl -sf -XPOST "$url/v1/boxes" -d '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+  ids+=("$(curl -sf -XPOST -H 'Content-Type: application/json' "$url/v1/boxes" -d '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
 done
 BOXES=$(IFS=,; echo "${ids[*]}")
 export BOXES
 
 # Warm up every box once.
-for id in "${ids[@]}"; do curl -sf -XPOST "$url/v1/boxes/$id/execs" -d '{"cmd":["true"]}' >/dev/null; done
+for id in "${ids[@]}"; do curl -sf -XPOST -H 'Content-Type: application/json' "$url/v1/boxes/$id/execs" -d '{"cmd":["true"]}' >/dev/null; done
 
 run() {  # connections threads seconds script/path
   local c=$1 t=$2 s=$3

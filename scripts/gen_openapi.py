@@ -8,7 +8,8 @@ def resp(desc, schema=None, ctype="application/json"):
     if schema is not None: r["content"] = {ctype: {"schema": schema}}
     return r
 ERR = {"400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthenticated"},
-       "404": {"$ref": "#/components/responses/NotFound"}}
+       "403": {"$ref": "#/components/responses/Forbidden"}, "404": {"$ref": "#/components/responses/NotFound"},
+       "415": {"$ref": "#/components/responses/UnsupportedMediaType"}, "421": {"$ref": "#/components/responses/Misdirected"}}
 def errs(*extra):
     e = dict(ERR)
     for c in extra: e[c] = {"$ref": "#/components/responses/Error" + c}
@@ -26,7 +27,7 @@ def q(name, typ="string", desc=None, **kw):
 ts = {"type": "string", "description": "ISO 8601 UTC time; empty when it did not happen"}
 schemas = {
  "Error": {"type": "object", "required": ["code", "message"], "additionalProperties": False,
-   "properties": {"code": {"type": "string", "enum": ["invalid_argument", "bad_request", "unauthenticated", "not_found", "method_not_allowed", "already_exists", "failed_precondition", "payload_too_large", "resource_exhausted", "unavailable", "timeout", "internal"]},
+   "properties": {"code": {"type": "string", "enum": ["invalid_argument", "bad_request", "unauthenticated", "permission_denied", "cross_origin", "misdirected_request", "unsupported_media_type", "not_found", "method_not_allowed", "already_exists", "failed_precondition", "payload_too_large", "resource_exhausted", "unavailable", "timeout", "internal"]},
                   "message": {"type": "string"}}},
  "UsageGroup": {"type": "object", "additionalProperties": False, "required": ["key", "boxes", "snapshots", "cpu_seconds", "running_seconds", "core_running_seconds", "box_storage_gb_months", "snapshot_storage_gb_months", "memory_peak_bytes"],
    "properties": {"key": {"type": "string", "description": "The tenant, box, snapshot or label value (empty: none)"}, "boxes": {"type": "integer"}, "snapshots": {"type": "integer"},
@@ -145,7 +146,7 @@ schemas = {
 ok = lambda s: resp("OK", s)
 paths = {
  "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": ok({"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}, "version": {"type": "string"}}})}}},
- "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": resp("Text exposition format", {"type": "string"}, "text/plain"), "401": {"$ref": "#/components/responses/Unauthenticated"}}}},
+ "/metrics": {"get": {"summary": "Prometheus metrics", "description": "Installation-wide counts: for an operator key (or a server without keys)", "responses": {"200": resp("Text exposition format", {"type": "string"}, "text/plain"), "401": {"$ref": "#/components/responses/Unauthenticated"}, "403": {"$ref": "#/components/responses/Forbidden"}}}},
  "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": ok({"type": "object"})}}},
  "/v1/usage": {"get": {"summary": "Metered usage over a period, grouped; a tenant's key sees its own boxes and snapshots only. Costs appear when the server's configuration has prices",
    "parameters": [q("since", desc="Start: 24h, 7d, 2026-12-01 or 2026-12-01T10:00:00Z (default 30d)"), q("until", desc="End, in the same forms (default now)"),
@@ -162,7 +163,7 @@ paths = {
  "/v1/boxes/{box}/snapshot": {"parameters": [BOX], "post": {"summary": "Snapshot the box (a running box is frozen for the moment of capture)", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"name": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "kind": {"type": "string", "enum": ["snapshot", "image"]}}}, False), "responses": dict({"201": resp("Created", ref("Snapshot"))}, **errs("409"))}},
  "/v1/boxes/{box}/fork": {"parameters": [BOX], "post": {"summary": "Snapshot the box and start `count` boxes from it", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 1000}, "name": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "env": {"type": "object", "additionalProperties": {"type": "string"}}, "limits": ref("Limits"), "user": {"type": "string"}, "workdir": {"type": "string"}}}, False), "responses": dict({"201": resp("Created", ref("BoxesCreated"))}, **errs("409", "429"))}},
  "/v1/snapshots": {"get": {"summary": "List snapshots and images", "parameters": [q("kind", enum=["snapshot", "image"])], "responses": dict({"200": ok({"type": "object", "required": ["snapshots"], "additionalProperties": False, "properties": {"snapshots": {"type": "array", "items": ref("Snapshot")}}})}, **errs())}},
- "/v1/snapshots/import": {"put": {"summary": "Import a snapshot export (.tar.zst); every layer is checked against its digest", "parameters": [q("name", desc="Name it this (default: the exported name)")], "requestBody": {"required": True, "content": {"application/zstd": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"201": resp("Created", ref("Snapshot"))}, **errs("409", "413"))}},
+ "/v1/snapshots/import": {"put": {"summary": "Import a snapshot export (.tar.zst); every layer is checked against its digest", "parameters": [q("name", desc="Name it this (default: the exported name)"), q("base", desc="Put it on this base image instead of the one the export names (checked as any image the caller names)")], "requestBody": {"required": True, "content": {"application/zstd": {"schema": {"type": "string", "format": "binary"}}}}, "responses": dict({"201": resp("Created", ref("Snapshot"))}, **errs("409", "413"))}},
  "/v1/snapshots/{snapshot}": {"parameters": [SNAP],
    "get": {"summary": "A snapshot", "responses": dict({"200": ok(ref("Snapshot"))}, **errs())},
    "delete": {"summary": "Remove a snapshot (refused while a box made from it exists)", "responses": dict({"200": ok({"type": "object", "required": ["id", "removed"], "properties": {"id": {"type": "string"}, "removed": {"type": "boolean"}}})}, **errs("409"))}},
@@ -220,7 +221,10 @@ doc = {"openapi": "3.1.0",
  "security": [{"bearer": []}],
  "paths": paths,
  "components": {"schemas": schemas,
-   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `upstream keys create`. Not needed while no key exists (the server then listens on loopback only)."}},
+   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `upstream keys create` (a tenant's, or --operator). Not needed while no key exists (the server then listens on loopback only)."}},
    "responses": {"BadRequest": er("The request is malformed; nothing was changed"), "Unauthenticated": er("No valid API key"), "NotFound": er("No such box, exec, file, snapshot or route (another tenant's are not found either)"),
+                 "Forbidden": er("Not for this caller: a tenant naming a host path or another's image, a limit over its ceiling, a page of another site (Origin)"),
+                 "UnsupportedMediaType": er("A JSON body without Content-Type: application/json, or raw bytes sent as a form"),
+                 "Misdirected": er("The Host names no name this server answers to (DNS rebinding)"),
                  "Error409": er("The object is in the wrong state, or a name is taken"), "Error413": er("The body is over the size limit"), "Error429": er("A tenant limit was reached")}}}
 print(json.dumps(doc, indent=1))

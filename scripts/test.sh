@@ -38,6 +38,9 @@ step "end-to-end tests (the CLI, as a user drives it)"
 # Debian's Python, which has python3-pytest (another python3 may come first on PATH).
 UPSTREAM_BIN="$PWD/$build/upstream" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 
+step "security tests (what a tenant, a box, a web page and a second installation cannot do)"
+UPSTREAM_BIN="$PWD/$build/upstream" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/security
+
 step "end-to-end tests again, with the CLI going over HTTP (UPSTREAM_URL set)"
 UPSTREAM_E2E_REMOTE=1 UPSTREAM_BIN="$PWD/$build/upstream" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
   tests/e2e/test_exec.py tests/e2e/test_boxes.py tests/e2e/test_cp.py tests/e2e/test_errors.py tests/e2e/test_cli.py \

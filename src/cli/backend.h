@@ -70,7 +70,8 @@ class Backend {
   virtual std::vector<SnapshotRecord> list_snapshots(const std::string& kind) = 0;
   virtual void remove_snapshot(const std::string& ref) = 0;
   virtual void export_snapshot(const std::string& ref, int out_fd) = 0;
-  virtual SnapshotRecord import_snapshot(int in_fd, const std::string& name) = 0;
+  virtual SnapshotRecord import_snapshot(int in_fd, const std::string& name,
+                                         const std::string& base) = 0;
 };
 
 std::unique_ptr<Backend> make_local_backend(const std::function<Engine&()>& engine);

@@ -56,8 +56,9 @@ class LocalBackend : public Backend {
   void export_snapshot(const std::string& ref, int out_fd) override {
     e().export_snapshot(ref, out_fd);
   }
-  SnapshotRecord import_snapshot(int in_fd, const std::string& name) override {
-    return e().import_snapshot(in_fd, name);
+  SnapshotRecord import_snapshot(int in_fd, const std::string& name,
+                                 const std::string& base) override {
+    return e().import_snapshot(in_fd, name, {}, base);
   }
   BoxRecord resume_box(const std::string& ref) override { return e().resume_box(ref); }
   BoxRecord archive_box(const std::string& ref) override { return e().archive_box(ref); }

@@ -55,6 +55,14 @@ std::string seg(const std::string& s) {
   return out;
 }
 
+// "?k=v&..." of the pairs whose value is not empty ("" if none).
+std::string query(std::initializer_list<std::pair<std::string, std::string>> params) {
+  std::string out;
+  for (const auto& [k, v] : params)
+    if (!v.empty()) out += (out.empty() ? "?" : "&") + k + "=" + seg(v);
+  return out;
+}
+
 // One HTTP connection to the server.
 struct Conn {
   net::io_context ioc;
@@ -477,7 +485,8 @@ class RemoteBackend : public Backend {
     auto c = http_.open(http::verb::get, "/v1/snapshots/" + seg(ref) + "/export", "", "");
     Http::copy_to(*c, out_fd);
   }
-  SnapshotRecord import_snapshot(int in_fd, const std::string& name) override {
+  SnapshotRecord import_snapshot(int in_fd, const std::string& name,
+                                 const std::string& base) override {
     // The body must have a length: a file is sent as it is, a pipe is spooled first.
     struct stat st;
     UniqueFd tmp;
@@ -496,7 +505,7 @@ class RemoteBackend : public Backend {
       fd = tmp.get();
     }
     auto c = http_.open(http::verb::put,
-                        "/v1/snapshots/import" + (name.empty() ? "" : "?name=" + seg(name)), "",
+                        "/v1/snapshots/import" + query({{"name", name}, {"base", base}}), "",
                         "application/zstd", fd);
     std::string text = Http::read_all(*c);
     return snapshot_from_json(json::parse(text));

@@ -64,6 +64,13 @@ void add_server_commands(CLI::App& app, Context& ctx) {
     c->add_option("--header-timeout", o->header_timeout_s,
                   "Seconds a client has to send a request's headers once it began");
     c->add_flag("--no-access-log", *no_log, "Do not log requests on stderr");
+    c->add_option("--host-name", a->guard.host_names,
+                  "A name clients reach the server by (repeatable; \"*.example.com\" for every "
+                  "name below it). Requests for other names are refused: addresses, localhost "
+                  "and these only");
+    c->add_option("--allow-origin", a->guard.allowed_origins,
+                  "A web origin whose pages may call the API (repeatable), such as "
+                  "https://app.example.com; other sites' pages are refused");
     auto policy_every = std::make_shared<std::string>("5s");
     c->add_option("--policy-interval", *policy_every,
                   "How often boxes' idle policies are applied (default 5s; 0 for never)");
@@ -122,16 +129,24 @@ void add_server_commands(CLI::App& app, Context& ctx) {
     auto name = std::make_shared<std::string>();
     auto max_boxes = std::make_shared<std::string>();
     auto max_execs = std::make_shared<std::string>();
-    c->add_option("--tenant", *tenant, "Tenant the key acts for (its boxes are the tenant's)")
-        ->required();
+    auto operator_key = std::make_shared<bool>(false);
+    auto* tenant_opt =
+        c->add_option("--tenant", *tenant, "Tenant the key acts for (its boxes are the tenant's)");
+    c->add_flag("--operator", *operator_key,
+                "A key for the operator: every tenant's boxes, and /metrics")
+        ->excludes(tenant_opt);
     c->add_option("--name", *name, "A note to tell keys apart");
     c->add_option("--max-boxes", *max_boxes, "Set the tenant's limit of boxes");
     c->add_option("--max-execs", *max_execs, "Set the tenant's limit of concurrent execs");
-    c->callback([&ctx, tenant, name, max_boxes, max_execs] {
+    c->callback([&ctx, tenant, name, max_boxes, max_execs, operator_key] {
+      if (!*operator_key && tenant->empty())
+        throw_invalid("keys create needs --tenant NAME (or --operator for an operator key)");
+      if (*operator_key && (!max_boxes->empty() || !max_execs->empty()))
+        throw_invalid("--max-boxes and --max-execs are tenants' limits, not an operator key's");
       server::TenantLimits limits;
       if (!max_boxes->empty()) limits.max_boxes = parse_count(*max_boxes, "--max-boxes");
       if (!max_execs->empty()) limits.max_execs = parse_count(*max_execs, "--max-execs");
-      server::validate_tenant_name(*tenant);
+      if (!*operator_key) server::validate_tenant_name(*tenant);
       store::Db db = open_keys_db(ctx);
       server::KeyStore ks(db);
       auto [key, secret] = ks.create(*tenant, *name);
@@ -142,7 +157,9 @@ void add_server_commands(CLI::App& app, Context& ctx) {
         print_json(j);
       } else {
         std::cout << secret << std::endl;
-        std::cerr << "upstream: key " << key.id << " for tenant " << key.tenant
+        std::cerr << "upstream: key " << key.id
+                  << (key.tenant.empty() ? std::string(" for the operator")
+                                         : " for tenant " + key.tenant)
                   << " created; it is shown only now" << std::endl;
       }
     });
@@ -170,7 +187,8 @@ void add_server_commands(CLI::App& app, Context& ctx) {
         if (t.limits.max_execs)
           limits += (limits.empty() ? "" : " ") + std::string("execs=") +
                     std::to_string(*t.limits.max_execs);
-        rows.push_back({k.id, k.tenant, k.name, format_ago(k.created_at, now),
+        rows.push_back({k.id, k.tenant.empty() ? "(operator)" : k.tenant, k.name,
+                        format_ago(k.created_at, now),
                         k.last_used_at ? format_ago(k.last_used_at, now) : "never",
                         k.revoked_at ? "revoked" : "active", limits.empty() ? "-" : limits});
       }

@@ -249,14 +249,18 @@ void add_snapshot_commands(CLI::App& app, Context& ctx) {
     auto file = std::make_shared<std::string>();
     auto name = std::make_shared<std::string>();
     c->add_option("file", *file, "The .tar.zst file (- for stdin)")->required();
+    auto base = std::make_shared<std::string>();
     c->add_option("--name", *name, "Name it this (default: the name it was exported with)");
-    c->callback([&ctx, file, name] {
+    c->add_option("--base", *base,
+                  "Put it on this base image instead of the one the export names (an export "
+                  "whose base is a host path, dir: or tar:, needs this)");
+    c->callback([&ctx, file, name, base] {
       UniqueFd fd;
       if (*file != "-") {
         fd.reset(::open(file->c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd) throw_sys(Errc::invalid_argument, "open " + *file);
       }
-      SnapshotRecord s = ctx.backend().import_snapshot(fd ? fd.get() : 0, *name);
+      SnapshotRecord s = ctx.backend().import_snapshot(fd ? fd.get() : 0, *name, *base);
       if (ctx.json)
         print_json(snapshot_json(s));
       else

@@ -54,6 +54,16 @@ void add_system_commands(CLI::App& app, Context& ctx) {
   }
   {
     auto* c = sys->add_subcommand(
+        "rebuild-firewall",
+        "Build the host firewall (nftables table inet upstream) again with every box's rules, in "
+        "one transaction (after nftables was flushed, say)");
+    c->callback([&ctx] {
+      ctx.require_local("system rebuild-firewall");
+      ctx.engine().rebuild_firewall();
+    });
+  }
+  {
+    auto* c = sys->add_subcommand(
         "refresh-host-image", "Rebuild the host image's mask now (after installing host packages)");
     c->callback([&ctx] {
       ctx.require_local("system refresh-host-image");

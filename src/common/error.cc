@@ -18,6 +18,8 @@ const char* errc_name(Errc c) {
       return "failed_precondition";
     case Errc::resource_exhausted:
       return "resource_exhausted";
+    case Errc::permission_denied:
+      return "permission_denied";
     case Errc::unavailable:
       return "unavailable";
     case Errc::timeout:
@@ -27,9 +29,9 @@ const char* errc_name(Errc c) {
 }
 
 Errc errc_from_name(const std::string& name) {
-  for (Errc c :
-       {Errc::internal, Errc::invalid_argument, Errc::not_found, Errc::already_exists,
-        Errc::failed_precondition, Errc::resource_exhausted, Errc::unavailable, Errc::timeout})
+  for (Errc c : {Errc::internal, Errc::invalid_argument, Errc::not_found, Errc::already_exists,
+                 Errc::failed_precondition, Errc::resource_exhausted, Errc::permission_denied,
+                 Errc::unavailable, Errc::timeout})
     if (name == errc_name(c)) return c;
   return Errc::internal;
 }

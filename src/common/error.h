@@ -16,6 +16,7 @@ enum class Errc {
   already_exists,       // a name is taken
   failed_precondition,  // the request is valid but the object is in the wrong state
   resource_exhausted,   // a limit was hit
+  permission_denied,    // the caller may not do or name this (a tenant naming a host path)
   unavailable,          // a needed kernel feature or service is missing
   timeout,
 };

@@ -15,6 +15,46 @@
 
 namespace upstream {
 
+TenantRules tenant_rules_from_json(const nlohmann::json& j, const std::string& at, bool top) {
+  TenantRules r;
+  if (!j.is_object()) throw_invalid(at + " must be an object");
+  for (const auto& [k, v] : j.items()) {
+    if (k == "images") {
+      if (!v.is_array()) throw_invalid(at + ".images must be a list of image names");
+      std::vector<std::string> list;
+      for (const auto& i : v) {
+        if (!i.is_string() || i.get<std::string>().empty())
+          throw_invalid(at + ".images must be a list of image names, such as [\"host\"]");
+        list.push_back(i.get<std::string>());
+      }
+      r.images = list;
+    } else if (k == "box") {
+      r.box_max = limits_from_user_json(v, at + ".box");
+    } else if (k == "total") {
+      if (!v.is_object())
+        throw_invalid(at + ".total must be an object such as {\"disk\": \"100g\"}");
+      for (const auto& [tk, tv] : v.items()) {
+        if (tk != "memory" && tk != "disk")
+          throw_invalid("unknown field '" + at + ".total." + tk + "' (known: memory, disk)");
+        if (!tv.is_string() && !tv.is_number_unsigned())
+          throw_invalid(at + ".total." + tk + " must be a size such as \"64g\"");
+        uint64_t n = tv.is_string() ? parse_size(tv.get<std::string>(), at + ".total." + tk)
+                                    : tv.get<uint64_t>();
+        (tk == "memory" ? r.total_memory : r.total_disk) = n;
+      }
+    } else if (k == "pool_reserve") {
+      if (!v.is_string() && !v.is_number_unsigned())
+        throw_invalid(at + ".pool_reserve must be a size such as \"5g\"");
+      r.pool_reserve = v.is_string() ? parse_size(v.get<std::string>(), at + ".pool_reserve")
+                                     : v.get<uint64_t>();
+    } else if (!(top && k == "per_tenant")) {
+      throw_invalid("unknown field '" + at + "." + k +
+                    "' (known: images, box, total, pool_reserve" + (top ? ", per_tenant)" : ")"));
+    }
+  }
+  return r;
+}
+
 EngineOptions EngineOptions::from_environment() {
   EngineOptions o;
   auto env = [](const char* name) -> std::string {
@@ -77,8 +117,8 @@ void EngineOptions::load_config(const std::string& path) {
   }
   if (!j.is_object()) fail("must hold a JSON object");
   for (const auto& [k, v] : j.items())
-    if (k != "warm_pool" && k != "prices" && k != "network")
-      fail("unknown field '" + k + "' (known: warm_pool, prices, network)");
+    if (k != "warm_pool" && k != "prices" && k != "network" && k != "tenants")
+      fail("unknown field '" + k + "' (known: warm_pool, prices, network, tenants)");
   std::vector<std::string> open, resolvers;
   std::string trust_ca, expose_address = "127.0.0.1";
   if (j.contains("network")) {
@@ -197,8 +237,25 @@ void EngineOptions::load_config(const std::string& path) {
       *slot = v.get<double>();
     }
   }
+  TenantRules all;
+  std::map<std::string, TenantRules> each;
+  if (j.contains("tenants")) {
+    try {
+      all = tenant_rules_from_json(j["tenants"], "tenants", true);
+      if (j["tenants"].contains("per_tenant")) {
+        const auto& per = j["tenants"]["per_tenant"];
+        if (!per.is_object()) fail("tenants.per_tenant must map tenant names to rules");
+        for (const auto& [name, v] : per.items())
+          each[name] = tenant_rules_from_json(v, "tenants.per_tenant." + name, false);
+      }
+    } catch (const Error& e) {
+      fail(e.what());
+    }
+  }
   warm_pool = shapes;
   prices = p;
+  tenants = all;
+  tenant_overrides = each;
   open_private = open;
   this->resolvers = resolvers;
   this->trust_ca = trust_ca;

@@ -177,6 +177,8 @@ storage::ImagePlan Engine::Impl::plan_spec(const std::string& image) {
 }
 
 void Engine::Impl::prepare_image(BoxSpec& spec) {
+  // A tenant's image is checked before it is parsed: parsing looks at host paths.
+  check_tenant_image(tenant_of(spec.labels), spec.image);
   storage::ImageRef ref = storage::parse_image(spec.image);
   spec.image = ref.spec();
   std::string base = spec.image;
@@ -451,6 +453,7 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   I.prepare_image(spec);
   debug_log("image ready");
   I.apply_default_limits(spec);
+  I.check_tenant_limits(tenant_of(spec.labels), spec, 1);
   if (auto b = I.claim_pooled(spec)) return *b;
   return I.create_new(spec, g);
 }
@@ -535,6 +538,7 @@ BoxRecord Engine::start_box(const std::string& ref) {
   if (b.state == box_state::archived) b = I.unarchive(b, "unarchived by start");
   if (b.state != box_state::stopped)
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state + ", not stopped");
+  I.check_tenant_limits(tenant_of(b.spec.labels), b.spec, 1, b.id);
   I.store.set_state(b.id, box_state::starting, "start requested");
   I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
   try {

@@ -44,6 +44,18 @@ struct Prices {
   bool any() const { return cpu_core_hour || storage_gb_month || wall_core_hour; }
 };
 
+// What a tenant (a box or snapshot with the kTenantLabel label; the API's keys act for tenants)
+// may name and take. Unset ceilings come from the host (see tenant_rules in tenants.cc).
+struct TenantRules {
+  // Images a tenant may name besides its own snapshots and images: "host", "dir:PATH",
+  // "tar:PATH" (operator features otherwise) or the names of the operator's snapshots.
+  std::optional<std::vector<std::string>> images;
+  Limits box_max;                        // ceilings of one box's limits
+  std::optional<uint64_t> total_memory;  // memory limits of its live boxes, together
+  std::optional<uint64_t> total_disk;    // disk limits of all its boxes, together
+  std::optional<uint64_t> pool_reserve;  // pool space its creates never eat into
+};
+
 struct EngineOptions {
   std::string home;              // state directory
   std::string init_path;         // box init binary; empty: the one embedded in this program
@@ -69,6 +81,9 @@ struct EngineOptions {
   std::string trust_ca;
   std::string netd_exe;  // the upstream binary that runs netd; empty: this program
   std::string expose_address = "127.0.0.1";  // where exposed ports listen
+  // The configuration's "tenants": rules for every tenant, and per-tenant overrides of them.
+  TenantRules tenants;
+  std::map<std::string, TenantRules> tenant_overrides;
 
   // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR,
   // UPSTREAM_CONFIG, and the configuration file.
@@ -77,6 +92,10 @@ struct EngineOptions {
   // the file and the field. A missing file is an empty configuration.
   void load_config(const std::string& path);
 };
+
+// A "tenants" block of the configuration file ({"images", "box", "total", "pool_reserve"}, and
+// at the top level "per_tenant"); `at` names it in errors.
+TenantRules tenant_rules_from_json(const nlohmann::json& j, const std::string& at, bool top);
 
 // The limits of a request or a configuration, in their JSON form: {"cpus": 0.5, "memory":
 // "512m", "pids": 100, "disk": "1g"}. `field` names the object in errors ("limits").
@@ -163,6 +182,9 @@ class Engine {
   // Restarts the host network daemon if boxes with a network need it and it died (a long-running
   // front calls this every few seconds). True if it had to.
   bool ensure_network();
+  // Builds the host firewall's table again, with every live box's rules, in one transaction
+  // (after an operator flushed nftables, say). Starts netd if it does not run.
+  void rebuild_firewall();
 
   // Exposed ports: a URL on the host (network.expose_address, 127.0.0.1 by default) that
   // forwards HTTP and WebSocket traffic to a port of the box, for requests carrying the
@@ -235,9 +257,13 @@ class Engine {
   // A .tar.zst stream: a manifest, then every layer. Returns the bytes written.
   uint64_t export_snapshot(const std::string& ref, int out_fd);
   // Reads an export, checks every layer against its digest, and records the snapshot (under
-  // `name` if given). A bad or truncated file changes nothing.
+  // `name` if given). A bad or truncated file changes nothing. The export must carry every
+  // layer it lists, and its base image must be one the importer may name (a tenant's import,
+  // by its labels: as for a create; the operator's: host or a published image), unless
+  // `base_override` names another base (checked the same way).
   SnapshotRecord import_snapshot(int in_fd, const std::string& name,
-                                 const std::map<std::string, std::string>& labels = {});
+                                 const std::map<std::string, std::string>& labels = {},
+                                 const std::string& base_override = "");
   // `count` boxes from one spec (names NAME-1..NAME-N when a name is given and count > 1).
   // Boxes made from a snapshot share its layers; nothing is copied per box.
   std::vector<BoxRecord> create_boxes(BoxSpec spec, size_t count);

@@ -8,7 +8,9 @@
 
 #include "common/fd.h"
 #include "engine/engine.h"
+#include "firewall/ruleset.h"
 #include "netd/egress.h"
+#include "netd/netd.h"
 #include "runtime/cgroup.h"
 #include "runtime/slots.h"
 #include "storage/host_image.h"
@@ -42,8 +44,15 @@ struct Engine::Impl {
   // with a network starts; a box's own rules are set before its network is attached.
   uint16_t firewall_ports[2] = {0, 0};  // netd's proxy and DNS ports this process installed
   void ensure_firewall();               // caller holds mu
-  // The firewall rules of a box's slot for its spec (removed for network none).
+  // The host firewall's table made what netd's ports need, with every live slot's rules, in
+  // one transaction (`always`: even if it already is); stale slots' rules removed.
+  void rebuild_firewall(const netd::Ports& ports, bool always);
+  // A slot's firewall rules for a box spec (see firewall/ruleset.h).
+  firewall::SlotRules slot_rules(uint32_t slot, const BoxSpec& spec) const;
+  // The firewall rules of a box's slot for its spec, replacing what the slot had (none for a box
+  // that needs none); clear_net_rules removes them.
   void set_net_rules(uint32_t slot, const BoxSpec& spec);
+  void clear_net_rules(uint32_t slot);
   // Writes the policy netd reads for a running box, and trusts the egress CA in the box if it
   // has headers to inject. No-op for network none.
   void net_up(const BoxRecord& b);
@@ -56,6 +65,18 @@ struct Engine::Impl {
   void save_exposures(const std::string& box_id, const std::vector<egress::Exposure>& list);
   void trust_ca_in_box(const BoxRecord& b, const std::string& pem);
   void trust_egress_ca(const BoxRecord& b);  // the installation's CA, made on first use
+
+  // Tenants (tenants.cc): the rules for one (its overrides, the configuration's, the host's
+  // defaults); whether it may name an image (throws not_found or permission_denied); whether a
+  // box of `spec` (or `adding` of them) stays within its ceilings, or, with `starting`, whether
+  // that box may start again (throws permission_denied or resource_exhausted); whether an import
+  // may sit on `base` (a tenant's: as an image it names; the operator's: host or published).
+  // The caller holds mu. An empty tenant is the operator: no checks.
+  TenantRules tenant_rules(const std::string& tenant) const;
+  void check_tenant_image(const std::string& tenant, const std::string& image);
+  void check_tenant_limits(const std::string& tenant, const BoxSpec& spec, size_t adding,
+                           const std::string& starting = "");
+  void check_import_base(const std::string& tenant, const std::string& base);
 
   // The defaults and checks every create applies to its spec (after prepare_image).
   void apply_default_limits(BoxSpec& spec);
@@ -122,6 +143,9 @@ struct Engine::Impl {
   UniqueFd connect(const BoxRecord& b);
   std::string read_tail(const std::string& path, size_t max, uint64_t& total);
 };
+
+// The tenant a box's or snapshot's labels name (empty: the operator's).
+std::string tenant_of(const std::map<std::string, std::string>& labels);
 
 // Fault injection for the crash tests: UPSTREAM_CRASH_AT=<point> kills this process there.
 void crash_point(const char* name);

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <algorithm>
 
 #include "common/error.h"
@@ -14,6 +16,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/impl.h"
+#include "firewall/ruleset.h"
 #include "netd/ca.h"
 #include "netd/egress.h"
 #include "netd/netd.h"
@@ -27,13 +30,74 @@ namespace {
 
 bool proxied(const BoxSpec& s) { return egress::proxied(s.network, s.egress); }
 
-// A slot's firewall rules for a network mode and egress policy.
-void set_rules(uint32_t slot, const std::string& mode, const Egress& e) {
-  runtime::set_box_rules(slot, egress::proxied(mode, e), mode == "custom", e.allow_cidrs,
-                         e.deny_cidrs);
+// The firewall's own record of each slot's rules (written under the firewall lock with the
+// rules themselves), from which a rebuild of the table puts every live box's rules back.
+std::string firewall_dir() { return netd::run_dir() + "/firewall"; }
+std::string firewall_lock() { return netd::run_dir() + "/firewall.lock"; }
+std::string firewall_sig() { return netd::run_dir() + "/firewall.sig"; }
+std::string slot_record(uint32_t slot) {
+  return firewall_dir() + "/" + std::to_string(slot) + ".json";
+}
+
+json rules_json(const firewall::SlotRules& r) {
+  return {{"slot", r.slot},   {"box_ip", r.box_ip}, {"proxied", r.proxied}, {"custom", r.custom},
+          {"allow", r.allow}, {"deny", r.deny},     {"open", r.open}};
+}
+
+std::optional<firewall::SlotRules> read_record(uint32_t slot) {
+  auto text = try_read_file(slot_record(slot), 1 << 20);
+  if (!text) return std::nullopt;
+  try {
+    json j = json::parse(*text);
+    firewall::SlotRules r;
+    r.slot = j.at("slot").get<uint32_t>();
+    r.box_ip = j.at("box_ip").get<std::string>();
+    r.proxied = j.at("proxied").get<bool>();
+    r.custom = j.at("custom").get<bool>();
+    r.allow = j.at("allow").get<std::vector<std::string>>();
+    r.deny = j.at("deny").get<std::vector<std::string>>();
+    r.open = j.at("open").get<std::vector<std::string>>();
+    if (r.slot != slot || r.box_ip != runtime::net_addrs(slot).box_ip) return std::nullopt;
+    return r;
+  } catch (const std::exception&) {
+    return std::nullopt;  // not ours, or damaged: the next rules for the slot replace it
+  }
+}
+
+std::vector<uint32_t> record_slots() {
+  std::vector<uint32_t> out;
+  DIR* d = ::opendir(firewall_dir().c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n.size() > 5 && n.size() < 16 && n.ends_with(".json") &&
+        n.find_first_not_of("0123456789") == n.size() - 5)
+      out.push_back(static_cast<uint32_t>(std::stoul(n.substr(0, n.size() - 5))));
+  }
+  ::closedir(d);
+  return out;
+}
+
+firewall::TableSpec table_spec(const netd::Ports& ports) {
+  return {ports.proxy, ports.dns, runtime::kBoxNetPool, egress::private_ranges()};
 }
 
 }  // namespace
+
+firewall::SlotRules Engine::Impl::slot_rules(uint32_t slot, const BoxSpec& spec) const {
+  firewall::SlotRules r;
+  r.slot = slot;
+  r.box_ip = runtime::net_addrs(slot).box_ip;
+  if (spec.network == "none") return r;
+  r.proxied = proxied(spec);
+  r.custom = spec.network == "custom";
+  if (r.custom) {
+    r.allow = spec.egress.allow_cidrs;
+    r.deny = spec.egress.deny_cidrs;
+  }
+  r.open = opts.open_private;
+  return r;
+}
 
 std::string Engine::Impl::net_stats_dir(const std::string& box_id) const {
   return layout.home + "/net/" + box_id;
@@ -43,13 +107,37 @@ std::string Engine::Impl::net_stats_path(const std::string& box_id) const {
   return net_stats_dir(box_id) + "/stats.json";
 }
 
+void Engine::Impl::rebuild_firewall(const netd::Ports& ports, bool always) {
+  storage::make_dirs(firewall_dir(), 0700);
+  storage::FileLock lock(firewall_lock(), 60'000);
+  firewall::TableSpec spec = table_spec(ports);
+  std::string sig = firewall::signature(spec);
+  bool rebuild = always || try_read_file(firewall_sig()) != sig;
+  // Rules of slots no box holds any more (a kill -9 before their stop) go; a rebuild puts the
+  // live ones back, in the same transaction as the table itself.
+  std::vector<firewall::SlotRules> live;
+  for (uint32_t slot : record_slots()) {
+    auto r = read_record(slot);
+    if (r && slots.in_use(slot)) {
+      live.push_back(*r);
+      continue;
+    }
+    if (!rebuild && r) runtime::apply_nft(firewall::clear_slot_ruleset(slot, r->box_ip));
+    ::unlink(slot_record(slot).c_str());
+  }
+  if (rebuild) {
+    runtime::enable_ipv4_forwarding();
+    runtime::apply_nft(firewall::table_ruleset(spec, live));
+    write_file_atomic(firewall_sig(), sig, 0600);
+  }
+}
+
 void Engine::Impl::ensure_firewall() {
   std::string exe = opts.netd_exe.empty() ? self_exe() : opts.netd_exe;
   netd::Ports ports = netd::ensure_running(exe);
   if (firewall_ports[0] == ports.proxy && firewall_ports[1] == ports.dns) return;
-  bool rebuilt = runtime::install_firewall(opts.open_private, ports.proxy, ports.dns);
-  // Policies of boxes that are gone (a kill -9 before their stop) go with their rules; after a
-  // rebuild, the live ones get their rules back.
+  rebuild_firewall(ports, false);
+  // Policy files of boxes that are gone are netd's to ignore and ours to clear.
   for (uint32_t slot : netd::policy_slots()) {
     egress::BoxPolicy p;
     try {
@@ -57,28 +145,32 @@ void Engine::Impl::ensure_firewall() {
     } catch (const std::exception&) {
       continue;  // being written, or gone meanwhile
     }
-    bool has_rules = egress::proxied(p.mode, p.egress);
-    if (!process_matches(p.init_pid, p.init_start)) {
-      ::unlink(netd::policy_path(slot).c_str());
-      if (has_rules && !rebuilt) runtime::clear_box_rules(slot);
-    } else if (has_rules && rebuilt) {
-      set_rules(slot, p.mode, p.egress);
-    }
+    if (!process_matches(p.init_pid, p.init_start)) ::unlink(netd::policy_path(slot).c_str());
   }
   firewall_ports[0] = ports.proxy;
   firewall_ports[1] = ports.dns;
 }
 
 void Engine::Impl::set_net_rules(uint32_t slot, const BoxSpec& spec) {
-  // A slot has rules only while a proxied box holds it; one that crashed left its policy file
-  // (cleared here, or by the next rebuild).
-  struct stat st;
-  bool stale = ::stat(netd::policy_path(slot).c_str(), &st) == 0;
-  if (!proxied(spec)) {
-    if (stale) runtime::clear_box_rules(slot);
-    return;
+  firewall::SlotRules r = slot_rules(slot, spec);
+  storage::make_dirs(firewall_dir(), 0700);
+  storage::FileLock lock(firewall_lock(), 60'000);
+  bool had = ::access(slot_record(slot).c_str(), F_OK) == 0;
+  if (firewall::has_rules(r)) {
+    write_file_atomic(slot_record(slot), rules_json(r).dump(), 0600);
+    runtime::apply_nft(firewall::slot_ruleset(r));
+  } else if (had) {
+    // Whatever a box that held this slot before left (it died without its stop).
+    runtime::apply_nft(firewall::clear_slot_ruleset(slot, r.box_ip));
+    ::unlink(slot_record(slot).c_str());
   }
-  set_rules(slot, spec.network, spec.egress);
+}
+
+void Engine::Impl::clear_net_rules(uint32_t slot) {
+  storage::FileLock lock(firewall_lock(), 60'000);
+  if (::access(slot_record(slot).c_str(), F_OK) != 0) return;
+  runtime::apply_nft(firewall::clear_slot_ruleset(slot, runtime::net_addrs(slot).box_ip));
+  ::unlink(slot_record(slot).c_str());
 }
 
 void Engine::Impl::net_up(const BoxRecord& b) {
@@ -132,9 +224,17 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
 }
 
 void Engine::Impl::net_down(uint32_t slot, const BoxSpec& spec) {
+  (void)spec;
   if (slot >= runtime::kMaxNetSlots) return;
   ::unlink(netd::policy_path(slot).c_str());
-  if (proxied(spec)) runtime::clear_box_rules(slot);
+  clear_net_rules(slot);
+}
+
+void Engine::rebuild_firewall() {
+  Impl& I = *impl_;
+  std::string exe = I.opts.netd_exe.empty() ? self_exe() : I.opts.netd_exe;
+  std::lock_guard g(I.mu);
+  I.rebuild_firewall(netd::ensure_running(exe), true);
 }
 
 bool Engine::ensure_network() {

@@ -40,6 +40,10 @@ struct Egress {
   bool operator==(const Egress&) const = default;
 };
 
+// The label that makes a box or snapshot a tenant's (set by the API for its keys' tenants,
+// reserved: no caller may set labels starting with "upstream.").
+inline constexpr const char* kTenantLabel = "upstream.tenant";
+
 struct BoxSpec {
   std::string image = "host";  // host | dir:PATH | tar:PATH
   std::string name;            // empty: generated

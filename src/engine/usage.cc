@@ -16,7 +16,6 @@ namespace upstream {
 
 namespace {
 
-constexpr const char* kTenantLabel = "upstream.tenant";
 constexpr double kGiBMonthByteMs = 1024.0 * 1024 * 1024 * 30 * 24 * 3600 * 1000;
 
 }  // namespace

@@ -20,7 +20,6 @@
 #include "common/fd.h"
 #include "common/proc.h"
 #include "common/strings.h"
-#include "netd/egress.h"
 
 namespace upstream::runtime {
 
@@ -101,9 +100,18 @@ void add_default_route(nl_sock* s, int index, const std::string& gateway) {
 }
 
 // The first address of kBoxNetPool.
-uint32_t pool_base() { return egress::cidr(kBoxNetPool).net; }
+uint32_t pool_base() {
+  std::string net(kBoxNetPool);
+  in_addr a{};
+  ::inet_pton(AF_INET, net.substr(0, net.find('/')).c_str(), &a);
+  return ntohl(a.s_addr);
+}
 
-std::string ip_string(uint32_t host_order) { return egress::ipv4_string(host_order); }
+std::string ip_string(uint32_t host_order) {
+  in_addr a{htonl(host_order)};
+  char buf[INET_ADDRSTRLEN];
+  return ::inet_ntop(AF_INET, &a, buf, sizeof buf) ? buf : "";
+}
 
 }  // namespace
 
@@ -192,141 +200,12 @@ std::string parse_cidr(const std::string& text, const std::string& what) {
   return ip_string(host & mask) + "/" + std::to_string(prefix);
 }
 
-namespace {
-
-std::string remove_rules(uint32_t slot) {
-  std::string chain = "s" + std::to_string(slot), ip = net_addrs(slot).box_ip;
-  // Added first, so that the deletions never fail on what is not there.
-  return "add chain inet upstream " + chain + "\n" +                                 //
-         "add element inet upstream egress { " + ip + " : jump " + chain + " }\n" +  //
-         "add element inet upstream proxied { " + ip + " }\n" +                      //
-         "delete element inet upstream egress { " + ip + " }\n" +                    //
-         "delete element inet upstream proxied { " + ip + " }\n" +                   //
-         "flush chain inet upstream " + chain + "\n" +                               //
-         "delete chain inet upstream " + chain + "\n";
+void enable_ipv4_forwarding() {
+  UniqueFd f(::open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC));
+  if (!f) throw_sys(Errc::unavailable, "open /proc/sys/net/ipv4/ip_forward");
+  write_all(f.get(), std::string("1\n"));
 }
 
-bool table_exists() {
-  try {
-    run_tool({"nft", "list", "table", "inet", "upstream"});
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
-}  // namespace
-
-bool install_firewall(const std::vector<std::string>& open_cidrs, uint16_t proxy_port,
-                      uint16_t dns_port) {
-  const std::vector<std::string>& open = open_cidrs;
-  std::string sig = "upstream proxy=" + std::to_string(proxy_port) +
-                    " dns=" + std::to_string(dns_port) + " open=" + join(open, ",");
-  // What was installed last is recorded next to netd's files: a process that finds the same
-  // needs no `nft` run (each costs ~20 ms here); a different one (netd restarted, other open
-  // ranges) rebuilds the table.
-  const std::string sig_file = "/run/upstream/net/firewall.sig";
-  if (try_read_file(sig_file) == sig) return false;
-  // IPv4 forwarding, for box traffic to reach the uplink.
-  {
-    UniqueFd f(::open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC));
-    if (!f) throw_sys(Errc::unavailable, "open /proc/sys/net/ipv4/ip_forward");
-    write_all(f.get(), std::string("1\n"));
-  }
-  std::string proxy = std::to_string(proxy_port), dns = std::to_string(dns_port);
-  // One table, replaced atomically: created (if absent) and deleted, then built, in one
-  // transaction of `nft -f`.
-  std::string rules = R"(table inet upstream
-delete table inet upstream
-table inet upstream {
-  comment ")" + sig + R"("
-  set private4 {
-    type ipv4_addr; flags interval;
-    elements = { )" + join(egress::private_ranges(), ", ") +
-                      R"( }
-  }
-  set proxied {
-    type ipv4_addr;
-  }
-  map egress {
-    type ipv4_addr : verdict;
-  }
-)";
-  if (!open.empty())
-    rules += "  set open4 {\n    type ipv4_addr; flags interval;\n    elements = { " +
-             join(open, ", ") + " }\n  }\n";
-  rules +=
-      R"(  chain prerouting {
-    type nat hook prerouting priority dstnat; policy accept;
-    iifname "upv*" udp dport 53 redirect to :)" +
-      dns + R"(
-    iifname "upv*" ip saddr @proxied tcp dport { 80, 443 } redirect to :)" +
-      proxy + R"(
-  }
-  chain input {
-    type filter hook input priority filter - 10; policy accept;
-    iifname "upv*" ct state established,related accept
-    iifname "upv*" ct status dnat udp dport )" +
-      dns + R"( accept
-    iifname "upv*" ct status dnat tcp dport )" +
-      proxy + R"( accept
-    iifname "upv*" counter drop
-    tcp dport )" +
-      proxy +
-      R"( drop
-    udp dport )" +
-      dns + R"( drop
-  }
-  chain forward {
-    type filter hook forward priority filter - 10; policy accept;
-    iifname "upv*" meta nfproto ipv6 counter drop
-    iifname "upv*" ip daddr )" +
-      kBoxNetPool + R"( counter drop
-)" +
-      (open.empty() ? "    iifname \"upv*\" ip daddr @private4 counter drop\n"
-                    : "    iifname \"upv*\" ip daddr @private4 ip daddr != @open4 counter drop\n") +
-      R"(    iifname "upv*" ip saddr vmap @egress
-    iifname "upv*" accept
-    oifname "upv*" ct state established,related accept
-    oifname "upv*" counter drop
-  }
-  chain postrouting {
-    type nat hook postrouting priority srcnat; policy accept;
-    ip saddr )" +
-      kBoxNetPool + R"( oifname != "upv*" masquerade
-  }
-}
-)";
-  run_tool({"nft", "-f", "-"}, rules);
-  write_file_atomic(sig_file, sig, 0600);
-  return true;
-}
-
-void set_box_rules(uint32_t slot, bool proxied, bool custom, const std::vector<std::string>& allow,
-                   const std::vector<std::string>& deny) {
-  std::string chain = "s" + std::to_string(slot), ip = net_addrs(slot).box_ip;
-  std::string rules = remove_rules(slot);
-  if (custom) {
-    rules += "add chain inet upstream " + chain + "\n";
-    if (!deny.empty())
-      rules += "add rule inet upstream " + chain + " ip daddr { " + join(deny, ", ") +
-               " } counter drop\n";
-    if (!allow.empty())
-      rules +=
-          "add rule inet upstream " + chain + " ip daddr { " + join(allow, ", ") + " } accept\n";
-    rules += "add rule inet upstream " + chain + " counter drop\n";
-    rules += "add element inet upstream egress { " + ip + " : jump " + chain + " }\n";
-  }
-  if (proxied) rules += "add element inet upstream proxied { " + ip + " }\n";
-  run_tool({"nft", "-f", "-"}, rules);
-}
-
-void clear_box_rules(uint32_t slot) {
-  try {
-    run_tool({"nft", "-f", "-"}, remove_rules(slot));
-  } catch (const Error&) {
-    if (table_exists()) throw;  // else there is nothing to remove
-  }
-}
+void apply_nft(const std::string& ruleset) { run_tool({"nft", "-f", "-"}, ruleset); }
 
 }  // namespace upstream::runtime

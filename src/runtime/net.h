@@ -34,24 +34,11 @@ void attach_veth(pid_t pid, const NetAddrs& a);
 // Removes a box's veth pair (from the host end), if it is there.
 void detach_veth(const NetAddrs& a);
 
-// Installs (or replaces) the host side: IPv4 forwarding, and the `inet upstream` nftables table:
-// box traffic may leave through the uplink (masqueraded), but never to private, shared, link-
-// local, loopback or multicast ranges (except those the operator opened), never to the host
-// itself, and nothing may enter a box that it did not start. Idempotent. `open_cidrs` come
-// normalised by parse_cidr (the configuration checks them when it is read).
-// With `proxy_port` and `dns_port` (netd's): every box's DNS goes to netd, and TCP 80/443 of the
-// boxes in set `proxied` to its proxy; boxes in map `egress` jump to their own chain of CIDR
-// rules. The table is only rebuilt when it differs from what these arguments describe (its
-// comment says), so the per-box rules of other processes stay; returns true if it was rebuilt.
-bool install_firewall(const std::vector<std::string>& open_cidrs, uint16_t proxy_port,
-                      uint16_t dns_port);
+// IPv4 forwarding on, for box traffic to reach the uplink.
+void enable_ipv4_forwarding();
 
-// A box's own rules: `proxied` sends its TCP 80/443 to netd; `custom` gives it a chain that
-// drops `deny`, accepts `allow` and drops the rest (after the private ranges were dropped).
-// Replaces what the slot had. clear_box_rules removes them (no error if there are none).
-void set_box_rules(uint32_t slot, bool proxied, bool custom, const std::vector<std::string>& allow,
-                   const std::vector<std::string>& deny);
-void clear_box_rules(uint32_t slot);
+// Applies an nftables ruleset (see firewall/ruleset.h) as one transaction: all of it or nothing.
+void apply_nft(const std::string& ruleset);
 
 // Parses an IPv4 CIDR ("10.1.0.0/16", or an address as /32); throws invalid_argument naming
 // `what`. Returns it normalised.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,7 +21,6 @@
 #include "netd/egress.h"
 #include "server/json_body.h"
 #include "server/utf8.h"
-#include "storage/image.h"
 
 extern "C" const char upstream_openapi_start[];
 extern "C" const char upstream_openapi_end[];
@@ -42,6 +42,8 @@ int status_of(Errc c) {
       return 409;
     case Errc::resource_exhausted:
       return 429;
+    case Errc::permission_denied:
+      return 403;
     case Errc::unavailable:
       return 503;
     case Errc::timeout:
@@ -186,11 +188,21 @@ bool Api::auth_required() {
   return keys_.any_active();
 }
 
+namespace {
+
+bool is_upload(const std::string& method, const std::string& path) {
+  return (method == "PUT" && (path.ends_with("/files") || path.ends_with("/files/archive"))) ||
+         ((method == "PUT" || method == "POST") && path == "/v1/snapshots/import");
+}
+
+}  // namespace
+
+bool Api::raw_body(const std::string& method, const std::string& path) const {
+  return is_upload(method, path) || path.ends_with("/stdin");
+}
+
 uint64_t Api::body_limit(const std::string& method, const std::string& path) const {
-  bool upload =
-      (method == "PUT" && (path.ends_with("/files") || path.ends_with("/files/archive"))) ||
-      ((method == "PUT" || method == "POST") && path == "/v1/snapshots/import");
-  return upload ? opts_.max_upload : opts_.max_body;
+  return is_upload(method, path) ? opts_.max_upload : opts_.max_body;
 }
 
 std::pair<int, std::string> Api::error_body(const std::exception& e) {
@@ -240,6 +252,14 @@ void Api::handle(Request& req, Responder& res) {
 
 void Api::dispatch(Call& c) {
   Request& r = c.req;
+  GuardedRequest g{r.method,
+                   r.host,
+                   r.origin,
+                   r.content_type,
+                   !r.body.empty() || r.body_fd >= 0,
+                   raw_body(r.method, r.path),
+                   r.remote == "unix"};
+  if (auto no = guard_request(g, opts_.guard)) throw ApiError(no->status, no->code, no->message);
   auto seg = split(r.path, '/');
   if (!seg.empty() && seg.front().empty()) seg.erase(seg.begin());
   if (!seg.empty() && seg.back().empty()) seg.pop_back();
@@ -259,8 +279,10 @@ void Api::dispatch(Call& c) {
 
   // Everything else needs a key once any key exists.
   if (auth_required()) {
+    // The scheme is case-insensitive (RFC 9110).
     std::string token;
-    if (starts_with(r.authorization, "Bearer ")) token = trim(r.authorization.substr(7));
+    if (r.authorization.size() > 7 && strncasecmp(r.authorization.c_str(), "bearer ", 7) == 0)
+      token = trim(r.authorization.substr(7));
     if (token.empty())
       throw ApiError(401, "unauthenticated",
                      "an API key is required: send 'Authorization: Bearer <key>'");
@@ -276,6 +298,10 @@ void Api::dispatch(Call& c) {
 
   if (r.path == "/metrics") {
     if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+    // Installation-wide counts are the operator's, not a tenant's.
+    if (!c.tenant.empty())
+      throw ApiError(403, "permission_denied",
+                     "/metrics needs an operator key (upstream keys create --operator)");
     std::map<std::string, uint64_t> states;
     for (const auto& b : engine_.list_boxes()) states[b.state]++;
     c.res.send(200, "text/plain; version=0.0.4", metrics_.render(states, inflight.load()));
@@ -394,10 +420,9 @@ BoxSpec Api::box_spec_from(Call& c, Body& b) {
       }
     }
   }
+  // What a tenant may name as the image (its own snapshots, published images) is the engine's
+  // rule, applied to every box made for the tenant label.
   if (!c.tenant.empty()) spec.labels[kTenantLabel] = c.tenant;
-  // A snapshot or image as the image: the tenant's own only.
-  storage::ImageRef ref = storage::parse_image(spec.image);
-  if (ref.kind == "snapshot") tenant_snapshot(c, ref.path);
   return spec;
 }
 
@@ -461,11 +486,13 @@ void Api::handle_snapshots(Call& c, const std::vector<std::string>& seg) {
   if (seg.size() == 3 && seg[2] == "import" && !images) {
     if (m != "PUT" && m != "POST") throw ApiError(405, "method_not_allowed", "use PUT " + r.path);
     for (const auto& [k, v] : r.query)
-      if (k != "name") bad("unknown query parameter '" + k + "' (known: name)");
+      if (k != "name" && k != "base")
+        bad("unknown query parameter '" + k + "' (known: name, base)");
     if (r.body_fd < 0) bad("the request body must be a snapshot export (.tar.zst)");
     std::map<std::string, std::string> labels;
     if (!c.tenant.empty()) labels[kTenantLabel] = c.tenant;
-    SnapshotRecord s = engine_.import_snapshot(r.body_fd, qparam(r, "name").value_or(""), labels);
+    SnapshotRecord s = engine_.import_snapshot(r.body_fd, qparam(r, "name").value_or(""), labels,
+                                               qparam(r, "base").value_or(""));
     c.json_reply(201, snapshot_json(s));
     return;
   }

@@ -17,6 +17,7 @@
 #include "engine/engine.h"
 #include "server/keys.h"
 #include "server/metrics.h"
+#include "server/request_guard.h"
 
 namespace upstream::server {
 
@@ -28,6 +29,8 @@ struct Request {
   std::string path;    // decoded path, without the query
   std::multimap<std::string, std::string> query;
   std::string authorization;
+  std::string host;                   // the Host header
+  std::optional<std::string> origin;  // the Origin header, if sent
   std::string accept;
   std::string content_type;
   std::string body;  // JSON bodies (bounded)
@@ -58,14 +61,13 @@ struct ApiError : std::runtime_error {
 };
 
 struct ApiOptions {
+  GuardOptions guard;
   size_t max_body = 1 << 20;         // JSON bodies
   uint64_t max_upload = 1ull << 30;  // file and archive uploads
   size_t max_output = 16 << 20;      // stdout/stderr kept per stream in a waited exec's reply
   std::optional<uint64_t> default_max_boxes;
   std::optional<uint64_t> default_max_execs;
 };
-
-inline constexpr const char* kTenantLabel = "upstream.tenant";
 
 // Sends what `produce` (run on its own thread) writes into a pipe as a chunked response. An error
 // before anything was sent is thrown as it is; after, the response is cut short (ApiError 0).
@@ -85,6 +87,8 @@ class Api {
   Metrics& metrics() { return metrics_; }
   std::atomic<uint64_t> inflight{0};  // requests being handled, kept by the server
   bool auth_required();
+  // Whether a route takes raw bytes (uploads, an exec's stdin) rather than JSON.
+  bool raw_body(const std::string& method, const std::string& path) const;
   // Bodies above this size are refused before they are read.
   uint64_t body_limit(const std::string& method, const std::string& path) const;
 

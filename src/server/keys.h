@@ -35,7 +35,8 @@ class KeyStore {
  public:
   explicit KeyStore(store::Db& db);
 
-  // Returns the new key's record and its full secret text ("up_<id>_<secret>").
+  // Returns the new key's record and its full secret text ("up_<id>_<secret>"). An empty tenant
+  // makes an operator key: it acts for the installation (every box, /metrics).
   std::pair<ApiKey, std::string> create(const std::string& tenant, const std::string& name);
   std::vector<ApiKey> list(bool include_revoked);
   // Revokes by id; throws not_found.

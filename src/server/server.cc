@@ -388,6 +388,9 @@ class Conn : public std::enable_shared_from_this<Conn<Protocol>> {
     int body_fd = -1;
     auto fill = [&](auto& msg) {
       req.authorization = std::string(msg[http::field::authorization]);
+      req.host = std::string(msg[http::field::host]);
+      if (msg.find(http::field::origin) != msg.end())
+        req.origin = std::string(msg[http::field::origin]);
       req.accept = std::string(msg[http::field::accept]);
       req.content_type = std::string(msg[http::field::content_type]);
       keep_alive = msg.keep_alive();

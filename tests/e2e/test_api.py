@@ -420,12 +420,13 @@ def test_readme_curl_flow(server, tmp_path):
         assert r.returncode == 0, (args, r.stdout, r.stderr)
         return r.stdout
 
-    box = json.loads(curl("-XPOST", f"{u}/v1/boxes", "-d", json.dumps({"name": name, "limits": {"memory": "1g"}})))
+    j = "Content-Type: application/json"
+    box = json.loads(curl("-H", j, f"{u}/v1/boxes", "-d", json.dumps({"name": name, "limits": {"memory": "1g"}})))
     try:
         assert box["limits"]["memory_bytes"] == 1 << 30
-        r = json.loads(curl("-XPOST", f"{u}/v1/boxes/{name}/execs", "-d", '{"cmd":["python3","-c","print(6*7)"]}'))
+        r = json.loads(curl("-H", j, f"{u}/v1/boxes/{name}/execs", "-d", '{"cmd":["python3","-c","print(6*7)"]}'))
         assert r["stdout"] == "42\n"
-        lines = curl("-N", "-XPOST", f"{u}/v1/boxes/{name}/execs", "-d", '{"shell":"echo a; echo b","stream":true}')
+        lines = curl("-N", "-H", j, f"{u}/v1/boxes/{name}/execs", "-d", '{"shell":"echo a; echo b","stream":true}')
         events = [json.loads(x) for x in lines.splitlines()]
         assert events[0]["type"] == "start" and events[-1]["type"] == "exit"
         assert "".join(e["data"] for e in events if e["type"] == "stdout") == "a\nb\n"

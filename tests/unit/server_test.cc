@@ -13,6 +13,7 @@
 #include "engine/wire.h"
 #include "server/keys.h"
 #include "server/metrics.h"
+#include "server/request_guard.h"
 #include "server/server.h"
 #include "server/utf8.h"
 #include "store/db.h"
@@ -68,9 +69,14 @@ TEST(Keys, TenantNamesAndLimits) {
   TempDir d;
   store::Db db = store::Db::open(d.path + "/k.db");
   KeyStore ks(db);
-  for (const char* bad : {"", "Acme", "a b", "-x", "x/y", "a_b", "caf\xc3\xa9"})
+  for (const char* bad : {"Acme", "a b", "-x", "x/y", "a_b", "caf\xc3\xa9", "."})
     EXPECT_THROW(ks.create(bad, ""), Error) << bad;
   EXPECT_TRUE(ks.list(true).empty());  // nothing was created by the refusals
+  // No tenant: an operator key.
+  auto [op, secret] = ks.create("", "ops");
+  auto found = ks.authenticate(secret);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->tenant, "");
   ks.create("acme", "");
   EXPECT_FALSE(ks.tenant("acme").limits.max_boxes);
   ks.set_limits("acme", {5, std::nullopt});
@@ -237,4 +243,71 @@ TEST(HostTree, EntriesNeverFollowLinksOrKeepSetId) {
   ASSERT_EQ(::stat((d.path + "/root/suid").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0755u);
   ::close(root);
+}
+
+TEST(RequestGuard, AnswersOnlyToItsOwnNames) {
+  GuardOptions o;
+  o.host_names = {"api.example.com", "*.sandbox.example.com"};
+  for (const char* ok : {"127.0.0.1:8420", "127.0.0.1", "[::1]:8420", "localhost:8420", "LOCALHOST",
+                         "ui.localhost:1", "10.1.2.3:80", "api.example.com", "API.Example.com:443",
+                         "api.example.com.", "49983-abc.sandbox.example.com", ""})
+    EXPECT_TRUE(host_allowed(ok, o)) << ok;
+  for (const char* bad : {"rebind.evil.example", "rebind.evil.example:8420", "example.com",
+                          "sandbox.example.com", "api.example.com.evil.net", "localhost.evil.net",
+                          "[::1", "127.0.0.1:x", "host:123456", "evil.example:8420@127.0.0.1"})
+    EXPECT_FALSE(host_allowed(bad, o)) << bad;
+}
+
+TEST(RequestGuard, RefusesOtherSitesAndUnsafeBodies) {
+  GuardOptions o;
+  o.allowed_origins = {"https://app.example.com"};
+  auto check = [&](GuardedRequest r) { return guard_request(r, o); };
+  GuardedRequest base{"POST", "127.0.0.1:8420", std::nullopt, "application/json", true, false,
+                      false};
+  EXPECT_FALSE(check(base));
+  // DNS rebinding: the page's own name, resolved to the server.
+  auto r = base;
+  r.host = "rebind.evil.example:8420";
+  ASSERT_TRUE(check(r));
+  EXPECT_EQ(check(r)->status, 421);
+  r.local_socket = true;  // no browser speaks to the unix socket
+  EXPECT_FALSE(check(r));
+  // A foreign page, and the server's own.
+  r = base;
+  for (const char* bad : {"http://evil.example", "null", "http://127.0.0.1:3000",
+                          "http://localhost:8420", "file://", "http://127.0.0.1:8420.evil"}) {
+    r.origin = bad;
+    ASSERT_TRUE(check(r)) << bad;
+    EXPECT_EQ(check(r)->status, 403) << bad;
+  }
+  for (const char* ok :
+       {"http://127.0.0.1:8420", "https://app.example.com", "https://APP.example.com/"}) {
+    r.origin = ok;
+    EXPECT_FALSE(check(r)) << ok;
+  }
+  // Bodies a page may send without a preflight.
+  r = base;
+  for (const char* bad : {"text/plain", "", "application/x-www-form-urlencoded",
+                          "multipart/form-data; boundary=x", "application/octet-stream"}) {
+    r.content_type = bad;
+    ASSERT_TRUE(check(r)) << bad;
+    EXPECT_EQ(check(r)->status, 415) << bad;
+  }
+  for (const char* ok :
+       {"application/json", "Application/JSON; charset=utf-8", "application/merge-patch+json"}) {
+    r.content_type = ok;
+    EXPECT_FALSE(check(r)) << ok;
+  }
+  r.has_body = false;
+  r.content_type = "text/plain";
+  EXPECT_FALSE(check(r));  // no body, nothing to read as JSON
+  // Raw routes take any type but those, on POST.
+  r = base;
+  r.raw_body = true;
+  r.content_type = "application/octet-stream";
+  EXPECT_FALSE(check(r));
+  r.content_type = "text/plain";
+  EXPECT_TRUE(check(r));
+  r.method = "PUT";  // never sent cross-site without a preflight
+  EXPECT_FALSE(check(r));
 }
