@@ -12,6 +12,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <map>
 
 #include "common/error.h"
 #include "common/frame.h"
@@ -41,6 +43,106 @@ FileInfo info_from(const json& j) {
   f.gid = j.value("gid", 0u);
   f.target = j.value("target", "");
   return f;
+}
+
+struct ArchiveReader {
+  archive* a = archive_read_new();
+  ~ArchiveReader() { archive_read_free(a); }
+};
+
+// Calls `f` with each entry of the tar archive on `fd` that goes into a box, as the file
+// worker's put takes it (path, type, mode, mtime, link target), and the archive positioned at
+// its data. Throws invalid_argument naming the first entry that is not a plain relative path.
+void for_each_tar_entry(int fd, const std::function<void(const json&, archive*)>& f) {
+  ArchiveReader r;
+  archive_read_support_filter_all(r.a);
+  archive_read_support_format_tar(r.a);
+  archive_read_support_format_gnutar(r.a);
+  if (archive_read_open_fd(r.a, fd, 1 << 16) != ARCHIVE_OK)
+    throw_invalid(std::string("not a tar archive: ") + archive_error_string(r.a));
+  archive_entry* e;
+  for (;;) {
+    int rc = archive_read_next_header(r.a, &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc < ARCHIVE_WARN)
+      throw_invalid(std::string("bad tar archive: ") + archive_error_string(r.a));
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    while (starts_with(name, "./")) name = name.substr(2);
+    while (!name.empty() && name.back() == '/') name.pop_back();
+    if (name.empty() || name == ".") continue;
+    if (!plain_relative(name))
+      throw_invalid("tar entry '" + name + "' is not a plain relative path");
+    json j = {{"path", name},
+              {"mode", archive_entry_perm(e)},
+              {"mtime_ms", archive_entry_mtime(e) * 1000},
+              {"size", archive_entry_size(e)}};
+    mode_t t = archive_entry_filetype(e);
+    if (archive_entry_hardlink(e)) {
+      std::string target = archive_entry_hardlink(e);
+      while (starts_with(target, "./")) target = target.substr(2);
+      if (!plain_relative(target))
+        throw_invalid("tar hard link '" + name + "' points outside the archive");
+      j["type"] = "hardlink";
+      j["target"] = target;
+    } else if (t == AE_IFREG) {
+      j["type"] = "file";
+    } else if (t == AE_IFDIR) {
+      j["type"] = "dir";
+    } else if (t == AE_IFLNK) {
+      j["type"] = "symlink";
+      j["target"] = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+    } else {
+      continue;  // devices, fifos and sockets are not carried into boxes
+    }
+    f(j, r.a);
+  }
+}
+
+// Checks a whole tar archive before anything of it is written: every entry a plain relative
+// path, none going through a symlink, file or hard link the archive itself made (the box would
+// refuse it half-way), hard links only to files before them, and no more than `limit` bytes
+// unpacked.
+void check_tar(int fd, uint64_t limit) {
+  std::map<std::string, std::string> made;  // path -> type, of the entries so far
+  uint64_t total = 0;
+  for_each_tar_entry(fd, [&](const json& entry, archive* a) {
+    std::string path = entry["path"], type = entry["type"];
+    for (size_t slash = path.find('/'); slash != std::string::npos;
+         slash = path.find('/', slash + 1)) {
+      auto it = made.find(path.substr(0, slash));
+      if (it != made.end() && it->second != "dir")
+        throw_invalid("tar entry '" + path + "' goes through the " + it->second + " '" + it->first +
+                      "' of the same archive");
+    }
+    if (type == "hardlink") {
+      auto it = made.find(entry["target"].get<std::string>());
+      if (it == made.end() || it->second != "file")
+        throw_invalid("tar hard link '" + path + "' is not to a file before it in the archive");
+    }
+    if (auto it = made.find(path); it != made.end() && (it->second == "dir") != (type == "dir"))
+      throw_invalid("tar entry '" + path + "' is both a " + it->second + " and a " + type);
+    made[path] = type == "hardlink" ? "file" : type;
+    if (type != "file") return;
+    // Its data is read (not trusted from the header) and dropped: a small compressed archive can
+    // unpack to far more than it weighs.
+    const void* buf;
+    size_t size;
+    la_int64_t off;
+    int r;
+    uint64_t length = 0;  // holes of sparse entries included: they are sent as zeros
+    while ((r = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
+      uint64_t end = static_cast<uint64_t>(off) + size;
+      if (end > length) {
+        total += end - length;
+        length = end;
+      }
+      if (total > limit)
+        throw Error(Errc::resource_exhausted, "the tar archive unpacks to more than " +
+                                                  format_bytes(limit) +
+                                                  ", the most this box takes");
+    }
+    if (r != ARCHIVE_EOF) throw_invalid(std::string("bad tar archive: ") + archive_error_string(a));
+  });
 }
 
 class RemoteFiles : public FileSession {
@@ -191,93 +293,57 @@ class RemoteFiles : public FileSession {
   }
 
   uint64_t upload_tar(const std::string& dir, int in_fd) override {
-    archive* a = archive_read_new();
-    archive_read_support_filter_all(a);
-    archive_read_support_format_tar(a);
-    archive_read_support_format_gnutar(a);
-    if (archive_read_open_fd(a, in_fd, 1 << 16) != ARCHIVE_OK) {
-      std::string e = archive_error_string(a);
-      archive_read_free(a);
-      throw_invalid("not a tar archive: " + e);
+    // Read twice, never held in memory: once to check every entry (so a bad archive changes
+    // nothing in the box) and to add up what it unpacks to, then again to stream the entries to
+    // the box. A stream that cannot be read twice (a pipe) is spooled to the state directory
+    // first, compressed as it came.
+    UniqueFd spool;
+    if (::lseek(in_fd, 0, SEEK_CUR) < 0) {
+      spool.reset(::open(I_.layout.tmp_dir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+      if (!spool) throw_sys("spool the tar archive in " + I_.layout.tmp_dir());
+      char buf[1 << 16];
+      for (;;) {
+        ssize_t n = ::read(in_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_sys("read the tar archive");
+        if (n == 0) break;
+        write_all(spool.get(), buf, static_cast<size_t>(n));
+      }
+      if (::lseek(spool.get(), 0, SEEK_SET) < 0) throw_sys("rewind the spooled tar archive");
+      in_fd = spool.get();
     }
-    // Entries are checked before anything is sent, so a bad archive changes nothing in the box.
-    struct Pending {
-      json entry;
-      std::string data;
-    };
-    std::vector<Pending> entries;
-    std::string error;
-    uint64_t total = 0;
-    archive_entry* e;
-    for (;;) {
-      int r = archive_read_next_header(a, &e);
-      if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) {
-        error = std::string("bad tar archive: ") + archive_error_string(a);
-        break;
-      }
-      std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
-      while (starts_with(name, "./")) name = name.substr(2);
-      while (!name.empty() && name.back() == '/') name.pop_back();
-      if (name.empty() || name == ".") continue;
-      if (!plain_relative(name)) {
-        error = "tar entry '" + name + "' is not a plain relative path";
-        break;
-      }
-      json j = {{"path", name},
-                {"mode", archive_entry_perm(e)},
-                {"mtime_ms", archive_entry_mtime(e) * 1000}};
-      mode_t t = archive_entry_filetype(e);
-      Pending p;
-      if (archive_entry_hardlink(e)) {
-        std::string target = archive_entry_hardlink(e);
-        while (starts_with(target, "./")) target = target.substr(2);
-        if (!plain_relative(target)) {
-          error = "tar hard link '" + name + "' points outside the archive";
-          break;
-        }
-        j["type"] = "hardlink";
-        j["target"] = target;
-      } else if (t == AE_IFREG) {
-        j["type"] = "file";
-        const void* buf;
-        size_t size;
-        la_int64_t off;
-        while ((r = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
-          if (static_cast<size_t>(off) > p.data.size())
-            p.data.resize(static_cast<size_t>(off), '\0');
-          p.data.append(static_cast<const char*>(buf), size);
-          total += size;
-          if (total > (4ull << 30)) {
-            error = "tar archive is larger than 4 GiB";
-            break;
-          }
-        }
-        if (error.empty() && r != ARCHIVE_EOF)
-          error = std::string("bad tar archive: ") + archive_error_string(a);
-        if (!error.empty()) break;
-      } else if (t == AE_IFDIR) {
-        j["type"] = "dir";
-      } else if (t == AE_IFLNK) {
-        j["type"] = "symlink";
-        j["target"] = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
-      } else {
-        continue;  // devices, fifos and sockets are not carried into boxes
-      }
-      p.entry = j;
-      entries.push_back(std::move(p));
-    }
-    archive_read_free(a);
-    if (!error.empty()) throw_invalid(error);
+    off_t start = spool ? 0 : ::lseek(in_fd, 0, SEEK_CUR);
+    uint64_t limit = I_.upload_limit(box_);
+    check_tar(in_fd, limit);
+    if (::lseek(in_fd, start, SEEK_SET) < 0) throw_sys("rewind the tar archive");
     send({{"op", "put"}, {"path", dir}});
-    for (const auto& p : entries) {
-      frame::write_header(to_.get(), {{"entry", p.entry}});
-      if (p.entry["type"] == "file") {
-        for (size_t off = 0; off < p.data.size(); off += kChunk)
-          send_data(std::string_view(p.data).substr(off, kChunk));
-        frame::write_header(to_.get(), {{"end", true}});
+    for_each_tar_entry(in_fd, [&](const json& entry, archive* a) {
+      frame::write_header(to_.get(), {{"entry", entry}});
+      if (entry["type"] != "file") return;
+      const void* buf;
+      size_t size;
+      la_int64_t off;
+      uint64_t at = 0;
+      int r;
+      std::string zeros;
+      while ((r = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
+        // Holes of sparse entries are sent as zeros.
+        for (uint64_t gap = static_cast<uint64_t>(off) - std::min<uint64_t>(at, off); gap;) {
+          zeros.resize(std::min<uint64_t>(gap, kChunk), '\0');
+          send_data(zeros);
+          gap -= zeros.size();
+          at += zeros.size();
+        }
+        for (size_t o = 0; o < size; o += kChunk)
+          send_data(
+              std::string_view(static_cast<const char*>(buf) + o, std::min(kChunk, size - o)));
+        at += size;
       }
-    }
+      if (r != ARCHIVE_EOF)
+        throw Error(Errc::internal, std::string("the tar archive changed while it was read: ") +
+                                        archive_error_string(a));
+      frame::write_header(to_.get(), {{"end", true}});
+    });
     frame::write_header(to_.get(), {{"done", true}});
     return reply().value("count", uint64_t{0});
   }

@@ -142,6 +142,10 @@ struct Engine::Impl {
   storage::FileLock lock_box(const std::string& id);
   UniqueFd connect(const BoxRecord& b);
   std::string read_tail(const std::string& path, size_t max, uint64_t& total);
+  // The most an archive uploaded into a box may unpack to: its disk limit (else 64 GiB).
+  uint64_t upload_limit(const BoxRecord& b) const {
+    return b.spec.limits.disk.value_or(64ull << 30);
+  }
 };
 
 // The tenant a box's or snapshot's labels name (empty: the operator's).

@@ -34,8 +34,8 @@ std::vector<std::string> chain_rules(const SlotRules& r) {
 bool has_rules(const SlotRules& r) { return r.proxied || r.custom || !r.open.empty(); }
 
 std::string signature(const TableSpec& t) {
-  return "upstream v2 proxy=" + std::to_string(t.proxy_port) + " dns=" +
-         std::to_string(t.dns_port) + " pool=" + t.box_pool;
+  return "upstream v2 proxy=" + std::to_string(t.proxy_port) +
+         " dns=" + std::to_string(t.dns_port) + " pool=" + t.box_pool;
 }
 
 std::string table_ruleset(const TableSpec& t, const std::vector<SlotRules>& slots) {
@@ -56,7 +56,9 @@ std::string table_ruleset(const TableSpec& t, const std::vector<SlotRules>& slot
   return "table inet upstream\n"
          "delete table inet upstream\n"
          "table inet upstream {\n"
-         "  comment \"" + signature(t) + "\"\n"
+         "  comment \"" +
+         signature(t) +
+         "\"\n"
          "  set private4 {\n"
          "    type ipv4_addr; flags interval;\n" +
          elements(t.private_ranges) +
@@ -67,9 +69,7 @@ std::string table_ruleset(const TableSpec& t, const std::vector<SlotRules>& slot
          "  }\n"
          "  map egress {\n"
          "    type ipv4_addr : verdict;\n" +
-         elements(egress) +
-         "  }\n" +
-         chains +
+         elements(egress) + "  }\n" + chains +
          // A box's packets come from its own address on its own interface, or not at all: the
          // source must route back through the interface it came in on (its /30), and be the
          // box's end of that /30 (offset 2).
@@ -80,22 +80,36 @@ std::string table_ruleset(const TableSpec& t, const std::vector<SlotRules>& slot
          "  }\n"
          "  chain prerouting {\n"
          "    type nat hook prerouting priority dstnat; policy accept;\n"
-         "    iifname \"upv*\" udp dport 53 redirect to :" + dns + "\n"
-         "    iifname \"upv*\" ip saddr @proxied tcp dport { 80, 443 } redirect to :" + proxy + "\n"
+         "    iifname \"upv*\" udp dport 53 redirect to :" +
+         dns +
+         "\n"
+         "    iifname \"upv*\" ip saddr @proxied tcp dport { 80, 443 } redirect to :" +
+         proxy +
+         "\n"
          "  }\n"
          "  chain input {\n"
          "    type filter hook input priority filter - 10; policy accept;\n"
          "    iifname \"upv*\" ct state established,related accept\n"
-         "    iifname \"upv*\" ct status dnat udp dport " + dns + " accept\n"
-         "    iifname \"upv*\" ct status dnat tcp dport " + proxy + " accept\n"
+         "    iifname \"upv*\" ct status dnat udp dport " +
+         dns +
+         " accept\n"
+         "    iifname \"upv*\" ct status dnat tcp dport " +
+         proxy +
+         " accept\n"
          "    iifname \"upv*\" counter drop\n"
-         "    tcp dport " + proxy + " drop\n"
-         "    udp dport " + dns + " drop\n"
+         "    tcp dport " +
+         proxy +
+         " drop\n"
+         "    udp dport " +
+         dns +
+         " drop\n"
          "  }\n"
          "  chain forward {\n"
          "    type filter hook forward priority filter - 10; policy accept;\n"
          "    iifname \"upv*\" meta nfproto ipv6 counter drop\n"
-         "    iifname \"upv*\" ip daddr " + t.box_pool + " counter drop\n"
+         "    iifname \"upv*\" ip daddr " +
+         t.box_pool +
+         " counter drop\n"
          "    iifname \"upv*\" ip saddr vmap @egress\n"
          "    iifname \"upv*\" ip daddr @private4 counter drop\n"
          "    iifname \"upv*\" accept\n"
@@ -104,7 +118,9 @@ std::string table_ruleset(const TableSpec& t, const std::vector<SlotRules>& slot
          "  }\n"
          "  chain postrouting {\n"
          "    type nat hook postrouting priority srcnat; policy accept;\n"
-         "    ip saddr " + t.box_pool + " oifname != \"upv*\" masquerade\n"
+         "    ip saddr " +
+         t.box_pool +
+         " oifname != \"upv*\" masquerade\n"
          "  }\n"
          "}\n";
 }
@@ -124,12 +140,12 @@ std::string slot_ruleset(const SlotRules& r) {
 std::string clear_slot_ruleset(uint32_t slot, const std::string& box_ip) {
   std::string c = chain_name(slot), t = "inet upstream";
   // Added first, so that the deletions never fail on what is not there.
-  return "add chain " + t + " " + c + "\n" +                                //
+  return "add chain " + t + " " + c + "\n" +                                     //
          "add element " + t + " egress { " + box_ip + " : jump " + c + " }\n" +  //
-         "add element " + t + " proxied { " + box_ip + " }\n" +              //
-         "delete element " + t + " egress { " + box_ip + " }\n" +            //
-         "delete element " + t + " proxied { " + box_ip + " }\n" +           //
-         "flush chain " + t + " " + c + "\n" +                               //
+         "add element " + t + " proxied { " + box_ip + " }\n" +                  //
+         "delete element " + t + " egress { " + box_ip + " }\n" +                //
+         "delete element " + t + " proxied { " + box_ip + " }\n" +               //
+         "flush chain " + t + " " + c + "\n" +                                   //
          "delete chain " + t + " " + c + "\n";
 }
 

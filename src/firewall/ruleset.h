@@ -16,9 +16,9 @@
 namespace upstream::firewall {
 
 struct TableSpec {
-  uint16_t proxy_port = 0;  // netd's egress proxy
-  uint16_t dns_port = 0;    // netd's resolver
-  std::string box_pool;     // the box network pool ("10.200.0.0/14")
+  uint16_t proxy_port = 0;                  // netd's egress proxy
+  uint16_t dns_port = 0;                    // netd's resolver
+  std::string box_pool;                     // the box network pool ("10.200.0.0/14")
   std::vector<std::string> private_ranges;  // closed to boxes unless opened for one
 };
 

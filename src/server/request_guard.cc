@@ -31,7 +31,8 @@ std::optional<std::string> host_part(const std::string& value) {
   if (colon != std::string::npos) {
     if (h.find(':', colon + 1) != std::string::npos) return h;  // a bare IPv6 address
     std::string port = h.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+    if (port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string::npos)
       return std::nullopt;
     h = h.substr(0, colon);
   }
@@ -78,12 +79,12 @@ std::optional<GuardRefusal> guard_request(const GuardedRequest& r, const GuardOp
   if (r.origin) {
     std::string origin = lower(trim(*r.origin));
     while (!origin.empty() && origin.back() == '/') origin.pop_back();
-    bool allowed = std::any_of(o.allowed_origins.begin(), o.allowed_origins.end(),
-                               [&](std::string a) {
-                                 a = lower(trim(a));
-                                 while (!a.empty() && a.back() == '/') a.pop_back();
-                                 return a == origin;
-                               });
+    bool allowed =
+        std::any_of(o.allowed_origins.begin(), o.allowed_origins.end(), [&](std::string a) {
+          a = lower(trim(a));
+          while (!a.empty() && a.back() == '/') a.pop_back();
+          return a == origin;
+        });
     if (!allowed) {
       // The server's own pages: the Origin's authority is the Host the request was sent to.
       auto sep = origin.find("://");
@@ -100,17 +101,17 @@ std::optional<GuardRefusal> guard_request(const GuardedRequest& r, const GuardOp
   if (r.has_body) {
     std::string media = lower(trim(r.content_type.substr(0, r.content_type.find(';'))));
     if (!r.raw_body && media != "application/json" && !media.ends_with("+json"))
-      return GuardRefusal{415, "unsupported_media_type",
-                          "the request body must be JSON, sent with Content-Type: "
-                          "application/json" +
-                              (media.empty() ? std::string(" (none was given)")
-                                             : " (not " + media + ")")};
+      return GuardRefusal{
+          415, "unsupported_media_type",
+          "the request body must be JSON, sent with Content-Type: "
+          "application/json" +
+              (media.empty() ? std::string(" (none was given)") : " (not " + media + ")")};
     if (r.raw_body && r.method == "POST" && (media.empty() || safelisted_type(media)))
-      return GuardRefusal{415, "unsupported_media_type",
-                          "this route takes raw bytes: send them with Content-Type: "
-                          "application/octet-stream" +
-                              (media.empty() ? std::string(" (none was given)")
-                                             : " (not " + media + ")")};
+      return GuardRefusal{
+          415, "unsupported_media_type",
+          "this route takes raw bytes: send them with Content-Type: "
+          "application/octet-stream" +
+              (media.empty() ? std::string(" (none was given)") : " (not " + media + ")")};
   }
   return std::nullopt;
 }

@@ -22,11 +22,11 @@ struct GuardOptions {
 
 struct GuardedRequest {
   std::string method;
-  std::string host;          // the Host header
+  std::string host;                   // the Host header
   std::optional<std::string> origin;  // the Origin header, if sent
   std::string content_type;
   bool has_body = false;
-  bool raw_body = false;  // the route takes raw bytes (uploads, stdin), not JSON
+  bool raw_body = false;      // the route takes raw bytes (uploads, stdin), not JSON
   bool local_socket = false;  // over the unix socket: no browser can send it
 };
 

@@ -7,10 +7,12 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import pytest
+from pathlib import Path
 
 from upstream_e2e import Upstream, unique_name
 
@@ -120,11 +122,10 @@ for src in sys.argv[2:]:
         up.rm(other)
 
 
-def test_two_installations_share_the_table(up, lab, tmp_path):
+def test_two_installations_share_the_table(up, lab):
     # A second installation that opens a private range: its boxes reach it, the first one's
     # do not, and neither installation's boxes make the other rebuild the table.
-    home = tmp_path / "second"
-    home.mkdir()
+    home = Path(tempfile.mkdtemp(prefix="upstream-sec-second-", dir="/tmp"))
     second = Upstream(up.binary, home)
     cfg = home / "config.json"
     cfg.write_text(json.dumps({"network": {"open_private": [lab.priv_net]}}))

@@ -85,8 +85,7 @@ TEST(Firewall, SlotRulesReplaceInOneTransaction) {
                               clear_slot_ruleset(12, "10.200.0.50"),
                           why))
       << why;
-  EXPECT_TRUE(nft_accepts(table_ruleset(spec(), s) + slot_ruleset(s[0]) +
-                              clear_slot_ruleset(5, "10.200.0.22"),
-                          why))
+  EXPECT_TRUE(nft_accepts(
+      table_ruleset(spec(), s) + slot_ruleset(s[0]) + clear_slot_ruleset(5, "10.200.0.22"), why))
       << why;
 }
