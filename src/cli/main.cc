@@ -44,7 +44,11 @@ int main(int argc, char** argv) {
   // The host's network daemon (see netd.h), started by the engine when a box gets a network.
   auto* netd_cmd = app.add_subcommand("netd", "Run the host network daemon (started on demand)");
   netd_cmd->group("");
-  netd_cmd->callback([] { std::exit(upstream::netd::serve(upstream::netd::run_dir())); });
+  auto take_over = std::make_shared<bool>(false);
+  netd_cmd->add_flag("--take-over", *take_over,
+                     "Take over from a running netd of an older protocol");
+  netd_cmd->callback(
+      [take_over] { std::exit(upstream::netd::serve(upstream::netd::run_dir(), *take_over)); });
 
   app.add_subcommand("version", "Print the version")->callback([&] {
     if (ctx.json)

@@ -233,3 +233,31 @@ std::string forward(const std::vector<std::string>& resolvers, const std::string
 }
 
 }  // namespace upstream::dns
+
+namespace upstream::dns {
+
+bool carries_blocked_address(const std::string& m, const std::function<bool(uint32_t)>& blocked) {
+  if (m.size() < 12) return true;
+  uint16_t qd = u16(m, 4);
+  size_t records = size_t{u16(m, 6)} + u16(m, 8) + u16(m, 10);
+  size_t at = 12;
+  for (uint16_t i = 0; i < qd; i++) {
+    auto end = read_name(m, at, nullptr);
+    if (!end || *end + 4 > m.size()) return true;
+    at = *end + 4;
+  }
+  // Every section: an additional A record is as usable as an answer.
+  for (size_t i = 0; i < records; i++) {
+    auto end = read_name(m, at, nullptr);
+    if (!end || *end + 10 > m.size()) return true;
+    uint16_t type = u16(m, *end), cls = u16(m, *end + 2), len = u16(m, *end + 8);
+    size_t data = *end + 10;
+    if (data + len > m.size()) return true;
+    if (cls == 1 && type == kTypeA && (len != 4 || blocked(u32(m, data)))) return true;
+    if (cls == 1 && (type == kTypeAAAA || type == kTypeSVCB || type == kTypeHTTPS)) return true;
+    at = data + len;
+  }
+  return false;
+}
+
+}  // namespace upstream::dns

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@ namespace upstream::dns {
 
 constexpr uint16_t kTypeA = 1;
 constexpr uint16_t kTypeAAAA = 28;
+constexpr uint16_t kTypeSVCB = 64, kTypeHTTPS = 65, kTypeANY = 255;
 constexpr uint8_t kNoError = 0, kServFail = 2, kNxDomain = 3, kRefused = 5;
 
 struct Question {
@@ -46,6 +48,11 @@ std::vector<std::string> resolv_conf_servers(const std::string& path = "/etc/res
 // of all of them gives rcode SERVFAIL.
 Result resolve_a(const std::vector<std::string>& resolvers, const std::string& name,
                  int timeout_ms = 2000);
+// Whether a response carries an address a box must not be given, in any section: an A record
+// `blocked` refuses, any AAAA (boxes have no IPv6), any SVCB/HTTPS record (their address hints
+// are not looked into). A response that does not parse counts as carrying one.
+bool carries_blocked_address(const std::string& msg, const std::function<bool(uint32_t)>& blocked);
+
 // Forwards a raw query to the resolvers and returns the raw response (empty on failure).
 std::string forward(const std::vector<std::string>& resolvers, const std::string& query,
                     int timeout_ms = 2000);

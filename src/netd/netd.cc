@@ -26,6 +26,7 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -40,6 +41,7 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/egress.h"
+#include "netd/http_relay.h"
 #include "runtime/net.h"
 #include "storage/layout.h"
 
@@ -71,34 +73,62 @@ std::vector<uint32_t> policy_slots() {
 
 namespace {
 
-// What identifies a build of the binary: a netd of another build is replaced.
-std::string exe_id(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return "";
-  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
-         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
-}
-
 // True if somebody holds the lock at `path` (taking it ourselves releases it at once).
 bool lock_held(const std::string& path) { return !storage::FileLock::try_lock(path); }
 
-std::optional<Ports> read_ports(const std::string& exe) {
+// What netd.json says of the running netd, if one serves: its ports, and whether this build
+// should take over from it (a netd that speaks an older protocol), which it does by a hand-over.
+struct Running {
+  Ports ports;
+  int protocol = 0;
+  int64_t built = 0;  // the modification time (ns) of its executable
+};
+
+int64_t built_ns(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+std::optional<Running> read_running() {
   auto text = try_read_file(run_dir() + "/netd.json");
   if (!text) return std::nullopt;
   try {
     json j = json::parse(*text);
-    Ports p{j.at("pid").get<int>(), j.at("proxy").get<uint16_t>(), j.at("dns").get<uint16_t>()};
-    if (::kill(p.pid, 0) != 0 || !lock_held(run_dir() + "/netd.lock")) return std::nullopt;
-    if (j.value("exe", "") != exe_id(exe)) {
-      ::kill(p.pid, SIGTERM);
-      for (int i = 0; i < 200 && lock_held(run_dir() + "/netd.lock"); i++)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      return std::nullopt;
-    }
-    return p;
+    Running r;
+    r.ports = {j.at("pid").get<int>(), j.at("proxy").get<uint16_t>(), j.at("dns").get<uint16_t>()};
+    r.protocol = j.value("protocol", 0);
+    r.built = j.value("built", int64_t{0});
+    if (::kill(r.ports.pid, 0) != 0 || !lock_held(run_dir() + "/netd.lock")) return std::nullopt;
+    return r;
   } catch (const std::exception&) {
     return std::nullopt;
   }
+}
+
+// The protocol this build's netd speaks (policy files, the firewall's redirects, the hand-over).
+// A running netd of a newer protocol, or of the same one and a build at least as recent, is used
+// whichever build it is; an older one is taken over from, once, by a hand-over (so two
+// installations of different builds never take turns). UPSTREAM_NETD_PROTOCOL stands in for a
+// newer protocol in the hand-over tests.
+int protocol() {
+  static const int p = [] {
+    const char* v = std::getenv("UPSTREAM_NETD_PROTOCOL");
+    return v && *v ? std::max(2, std::atoi(v)) : 2;
+  }();
+  return p;
+}
+
+// Whether a running netd serves this build as it is (else this build takes over from it).
+bool serves_us(const Running& r, const std::string& exe) {
+  if (r.protocol != protocol()) return r.protocol > protocol();
+  return r.built >= built_ns(exe);
+}
+
+std::optional<Ports> read_ports(const std::string& exe) {
+  auto r = read_running();
+  if (!r || !serves_us(*r, exe)) return std::nullopt;
+  return r->ports;
 }
 
 // --- counters --------------------------------------------------------------------------------
@@ -427,40 +457,6 @@ std::shared_ptr<ssl::context> server_context(const egress::BoxPolicy& p, const s
   return ctx;
 }
 
-// Relays one message (its header already read into `p`) from `in` to `out`, its body in chunks.
-template <bool isRequest, class In, class Out>
-uint64_t relay_message(In& in, beast::flat_buffer& buf,
-                       http::parser<isRequest, http::buffer_body>& p, Out& out) {
-  uint64_t bytes = 0;
-  char chunk[65536];
-  http::serializer<isRequest, http::buffer_body> sr{p.get()};
-  http::write_header(out, sr);
-  while (true) {
-    if (!p.is_done()) {
-      p.get().body().data = chunk;
-      p.get().body().size = sizeof chunk;
-      beast::error_code ec;
-      http::read(in, buf, p, ec);
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec) throw beast::system_error(ec);
-      p.get().body().size = sizeof chunk - p.get().body().size;
-      p.get().body().data = chunk;
-      p.get().body().more = !p.is_done();
-      bytes += p.get().body().size;
-    } else {
-      p.get().body().data = nullptr;
-      p.get().body().size = 0;
-      p.get().body().more = false;
-    }
-    beast::error_code ec;
-    http::write(out, sr, ec);
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) throw beast::system_error(ec);
-    if (sr.is_done()) break;
-  }
-  return bytes;
-}
-
 // The context for TLS to upstreams, per extra trust file: loading the system's CAs takes tens of
 // milliseconds, so it is done once.
 std::shared_ptr<ssl::context> client_context(const std::string& trust_file) {
@@ -505,41 +501,81 @@ void intercept(UniqueFd box, UniqueFd world, const egress::BoxPolicy& pol, const
     counters.deny(pol, dest, "the box did not accept the proxy's certificate: " + ec.message());
     return;
   }
-  beast::flat_buffer cbuf, ubuf;
-  while (true) {
-    http::request_parser<http::buffer_body> rp;
-    rp.body_limit(std::numeric_limits<uint64_t>::max());
-    rp.header_limit(64 * 1024);
-    http::read_header(client, cbuf, rp, ec);
-    if (ec) break;
-    for (const auto& [name, value] : hs) rp.get().set(name, value);
-    bool head = rp.get().method() == http::verb::head;
-    bool keep = rp.get().keep_alive();
-    uint64_t out = 0, in = 0;
-    try {
-      out = relay_message(client, cbuf, rp, up);
-      http::response_parser<http::buffer_body> pp;
-      pp.body_limit(std::numeric_limits<uint64_t>::max());
-      pp.header_limit(64 * 1024);
-      if (head) pp.skip(true);
-      http::read_header(up, ubuf, pp, ec);
-      if (ec) throw beast::system_error(ec);
-      keep =
-          keep && pp.get().keep_alive() && pp.get().result() != http::status::switching_protocols;
-      in = relay_message(up, ubuf, pp, client);
-    } catch (const std::exception&) {
-      keep = false;
+  // Each request on its own: the headers go only to requests for the host they are for (never
+  // to another name behind the same front end), and never back into the box by an echo.
+  RelayCounts n = relay_http(client, up, [&](http::request_header<>& h) -> std::optional<Refusal> {
+    std::string asked = request_host(h);
+    if (asked != host) {
+      counters.deny(pol, dest, "a request for " + asked + " on the connection to " + host);
+      return Refusal{http::status::misdirected_request,
+                     "upstream egress: this connection is to " + host + "; a request for " +
+                         (asked.empty() ? std::string("no host") : asked) +
+                         " is refused (its headers are for " + host + " only)"};
     }
-    counters.update(pol, [&](BoxStats& s) {
-      Dest& d = s.dests[dest];
-      d.requests++;
-      d.bytes_out += out;
-      d.bytes_in += in;
-      d.last_at = now_ms();
-    });
-    if (!keep) break;
-  }
+    if (h.method() == http::verb::trace || h.method_string() == "TRACK") {
+      counters.deny(pol, dest,
+                    std::string(h.method_string()) + " (it would echo the added headers)");
+      return Refusal{http::status::method_not_allowed,
+                     "upstream egress: " + std::string(h.method_string()) +
+                         " is refused on connections that get added headers"};
+    }
+    for (const auto& [name, value] : hs) h.set(name, value);
+    return std::nullopt;
+  });
+  counters.update(pol, [&](BoxStats& s) {
+    Dest& d = s.dests[dest];
+    d.requests += n.requests;
+    d.bytes_out += n.bytes_out;
+    d.bytes_in += n.bytes_in;
+    d.last_at = now_ms();
+  });
   client.shutdown(ec);
+}
+
+// After an upgrade: what each side sent beyond the 101, then both ways as bytes.
+void relay_upgraded(int a, int b, beast::flat_buffer& from_a, beast::flat_buffer& from_b,
+                    uint64_t& out, uint64_t& in) {
+  auto flush = [](beast::flat_buffer& buf, int to) {
+    auto d = buf.data();
+    write_all(to, static_cast<const char*>(d.data()), d.size());
+    buf.consume(d.size());
+  };
+  flush(from_a, b);
+  flush(from_b, a);
+  relay(a, b, out, in);
+}
+
+// Plain HTTP through the proxy, request by request: every request must be for the host the
+// connection was allowed for (a later one cannot switch to another name on the same
+// connection). WebSocket upgrades go on as bytes.
+void relay_plain_http(UniqueFd box, UniqueFd world, const egress::BoxPolicy& pol,
+                      const std::string& allowed, const std::string& dest) {
+  asio::io_context ioc;
+  tcp::socket bs(ioc), ws(ioc);
+  bs.assign(tcp::v4(), box.release());
+  ws.assign(tcp::v4(), world.release());
+  uint64_t out = 0, in = 0;
+  RelayCounts n = relay_http(
+      bs, ws,
+      [&](http::request_header<>& h) -> std::optional<Refusal> {
+        std::string asked = request_host(h);
+        if (asked == allowed) return std::nullopt;
+        counters.deny(pol, dest, "a request for " + asked + " on the connection to " + allowed);
+        return Refusal{http::status::forbidden,
+                       "upstream egress policy: this connection is to " + allowed +
+                           "; a request for " + (asked.empty() ? std::string("no host") : asked) +
+                           " needs a connection of its own"};
+      },
+      [&](beast::flat_buffer& from_box, beast::flat_buffer& from_world) {
+        relay_upgraded(bs.native_handle(), ws.native_handle(), from_box, from_world, out, in);
+      });
+  counters.update(pol, [&](BoxStats& s) {
+    Dest& d = s.dests[dest];
+    // The first request was counted with the connection.
+    d.requests += n.requests > 0 ? n.requests - 1 : 0;
+    d.bytes_out += n.bytes_out + out;
+    d.bytes_in += n.bytes_in + in;
+  });
 }
 
 // --- the proxy -------------------------------------------------------------------------------
@@ -614,6 +650,11 @@ void handle(UniqueFd box) {
       return;
     }
   }
+  if (is_http) {
+    relay_plain_http(std::move(box), std::move(world), *pol,
+                     egress::normalise_host(http_host(head)), dest);
+    return;
+  }
   uint64_t out = 0, in = 0;
   relay(box.get(), world.get(), out, in);
   counters.update(*pol, [&](BoxStats& s) {
@@ -652,14 +693,36 @@ void answer_query(int sock, std::string msg, sockaddr_in peer) {
     resp = dns::answer(msg, *q, r.rcode, ok, std::min<uint32_t>(r.ttl, 300));
   } else if (q->qtype == dns::kTypeAAAA) {
     resp = dns::answer(msg, *q, dns::kNoError, {}, 0);  // boxes have no IPv6
+  } else if (q->qtype == dns::kTypeANY || q->qtype == dns::kTypeSVCB ||
+             q->qtype == dns::kTypeHTTPS) {
+    // Records whose addresses (hints) netd does not look into: an empty answer, so clients ask
+    // for A records, which it filters.
+    resp = dns::answer(msg, *q, dns::kNoError, {}, 0);
   } else {
     resp = dns::forward(resolvers(*pol), msg);
-    if (resp.empty()) resp = dns::answer(msg, *q, dns::kServFail, {}, 0);
+    auto hosts = host_addrs();
+    auto blocked = [&](uint32_t a) {
+      return egress::address_blocked(*pol, a, hosts, true).has_value();
+    };
+    if (resp.empty()) {
+      resp = dns::answer(msg, *q, dns::kServFail, {}, 0);
+    } else if (dns::carries_blocked_address(resp, blocked)) {
+      counters.deny(*pol, q->name,
+                    "the answer for " + q->name + " (type " + std::to_string(q->qtype) +
+                        ") carries an address boxes may not be given (DNS)");
+      resp = dns::answer(msg, *q, dns::kNoError, {}, 0);
+    }
   }
   ::sendto(sock, resp.data(), resp.size(), 0, reinterpret_cast<sockaddr*>(&peer), sizeof peer);
 }
 
 // --- exposed ports ---------------------------------------------------------------------------
+
+// Set when a newer netd took over: listeners close (their queued connections move to the new
+// netd's sockets, which share the ports), connections under way are served to their end.
+std::atomic<bool> retired{false};
+std::atomic<int> active{0};  // connections and queries being served
+constexpr int kMaxActive = 4096;
 
 struct ExposeTarget {
   egress::Exposure e;
@@ -688,17 +751,6 @@ bool credentials_ok(const egress::Exposure& e, const std::string& authorization)
   return diff == 0;
 }
 
-void reply(int fd, const std::string& status, const std::string& body,
-           const std::string& extra = "") {
-  std::string r = "HTTP/1.1 " + status +
-                  "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
-                  "\r\n" + extra + "Connection: close\r\n\r\n" + body;
-  try {
-    write_all(fd, r);
-  } catch (const std::exception&) {
-  }
-}
-
 // A connection to `port` on the loopback of the box's network namespace (so servers bound to
 // 127.0.0.1 inside the box are reachable too).
 UniqueFd connect_in_box(const ExposeTarget& t) {
@@ -715,68 +767,37 @@ UniqueFd connect_in_box(const ExposeTarget& t) {
   return out;
 }
 
+// Every request is authenticated, and its credentials removed, before it reaches the box (a
+// client's second request on a kept-alive connection too); nothing reaches the box, not even a
+// connection, before a request has shown them. A WebSocket upgrade is relayed for as long as it
+// lasts.
 void serve_exposed(UniqueFd c, ExposeTarget t) {
-  // The request head, within 30 s and 64 KiB.
-  std::string buf;
-  char tmp[16384];
-  int64_t deadline = mono_us() + 30'000'000;
-  size_t end;
-  while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
-    int left = static_cast<int>((deadline - mono_us()) / 1000);
-    pollfd p{c.get(), POLLIN, 0};
-    if (left <= 0 || buf.size() > 65536 || ::poll(&p, 1, left) <= 0) return;
-    ssize_t n = ::read(c.get(), tmp, sizeof tmp);
-    if (n <= 0) return;
-    buf.append(tmp, static_cast<size_t>(n));
-  }
-  std::string head = buf.substr(0, end), rest = buf.substr(end + 4);
-  auto lines = split(head, '\n');
-  std::string authorization, connection, upgrade;
-  std::string out = trim(lines[0]) + "\r\n";
-  for (size_t i = 1; i < lines.size(); i++) {
-    std::string l = trim(lines[i]);
-    auto colon = l.find(':');
-    std::string name = colon == std::string::npos ? l : l.substr(0, colon);
-    std::string value = colon == std::string::npos ? "" : trim(l.substr(colon + 1));
-    std::string lower = name;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    if (lower == "authorization") {
-      authorization = value;  // the exposure's credentials never reach the box
-      continue;
-    }
-    if (lower == "connection") connection = value;
-    if (lower == "upgrade") upgrade = value;
-    if (lower == "connection" || lower == "keep-alive") continue;
-    out += l + "\r\n";
-  }
-  if (!credentials_ok(t.e, authorization)) {
-    reply(c.get(), "401 Unauthorized", "upstream: this port needs its credentials\n",
-          t.e.auth == "bearer" ? "WWW-Authenticate: Bearer realm=\"upstream\"\r\n"
-                               : "WWW-Authenticate: Basic realm=\"upstream\"\r\n");
-    return;
-  }
-  std::string conn_lower = connection;
-  std::transform(conn_lower.begin(), conn_lower.end(), conn_lower.begin(),
-                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  bool is_upgrade = !upgrade.empty() && conn_lower.find("upgrade") != std::string::npos;
-  // One request per connection (each one is authenticated); an upgrade (WebSocket) is relayed
-  // for as long as it lasts.
-  out += is_upgrade ? "Connection: Upgrade\r\n\r\n" : "Connection: close\r\n\r\n";
-  UniqueFd box = connect_in_box(t);
-  if (!box) {
-    reply(c.get(), "502 Bad Gateway",
-          "upstream: nothing accepts connections on port " + std::to_string(t.e.port) +
-              " in the box\n");
-    return;
-  }
-  try {
-    write_all(box.get(), out + rest);
-  } catch (const std::exception&) {
-    return;
-  }
-  uint64_t a = 0, b = 0;
-  relay(c.get(), box.get(), a, b);
+  asio::io_context ioc;
+  tcp::socket client(ioc), box(ioc);
+  client.assign(tcp::v4(), c.release());
+  relay_http(
+      client, box,
+      [&](http::request_header<>& h) -> std::optional<Refusal> {
+        if (!credentials_ok(t.e, std::string(h[http::field::authorization])))
+          return Refusal{http::status::unauthorized,
+                         "upstream: this port needs its credentials",
+                         {{"WWW-Authenticate", t.e.auth == "bearer" ? "Bearer realm=\"upstream\""
+                                                                    : "Basic realm=\"upstream\""}}};
+        h.erase(http::field::authorization);
+        if (!box.is_open()) {
+          UniqueFd in = connect_in_box(t);
+          if (!in)
+            return Refusal{http::status::bad_gateway,
+                           "upstream: nothing accepts connections on port " +
+                               std::to_string(t.e.port) + " in the box"};
+          box.assign(tcp::v4(), in.release());
+        }
+        return std::nullopt;
+      },
+      [&](beast::flat_buffer& from_client, beast::flat_buffer& from_box) {
+        uint64_t a = 0, b = 0;
+        relay_upgraded(client.native_handle(), box.native_handle(), from_client, from_box, a, b);
+      });
 }
 
 void accept_exposed(int fd, uint16_t port) {
@@ -797,11 +818,13 @@ void accept_exposed(int fd, uint16_t port) {
       continue;
     }
     no_delay(c);
+    active++;
     std::thread([c, t = *t] {
       try {
         serve_exposed(UniqueFd(c), t);
       } catch (const std::exception&) {
       }
+      active--;
     }).detach();
   }
 }
@@ -810,6 +833,10 @@ void accept_exposed(int fd, uint16_t port) {
 void manage_exposures() {
   std::map<uint16_t, std::pair<int, std::string>> open;  // host port -> (fd, address)
   while (true) {
+    if (retired) {
+      for (const auto& [port, l] : open) ::shutdown(l.first, SHUT_RDWR);
+      return;
+    }
     std::map<uint16_t, ExposeTarget> want;
     for (uint32_t slot : policy_slots()) {
       try {
@@ -837,6 +864,7 @@ void manage_exposures() {
       int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       int one = 1;
       ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      ::setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);  // a successor binds it too
       sockaddr_in sa{};
       sa.sin_family = AF_INET;
       sa.sin_port = htons(port);
@@ -855,16 +883,19 @@ void manage_exposures() {
 }
 
 // Binds `port` if it is free (a restarted netd keeps its predecessor's ports: the firewall and
-// the kernel's connection tracking still point there), else any port.
-UniqueFd listen_any(int type, uint16_t& port) {
+// the kernel's connection tracking still point there), else any port; with `exact`, that port
+// or nothing (a hand-over shares its predecessor's ports: every listener has SO_REUSEPORT).
+UniqueFd listen_any(int type, uint16_t& port, bool exact = false) {
   UniqueFd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
   if (!s) throw_sys("socket");
   int one = 1;
   ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(port);
   if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    if (exact) throw_sys("bind port " + std::to_string(port) + " of the netd taken over from");
     sa.sin_port = 0;
     if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) throw_sys("bind");
   }
@@ -875,14 +906,19 @@ UniqueFd listen_any(int type, uint16_t& port) {
   return s;
 }
 
-std::atomic<int> active{0};
-constexpr int kMaxActive = 4096;
-
 }  // namespace
 
 Ports ensure_running(const std::string& exe) {
   storage::make_dirs(run_dir(), 0700);
-  if (auto p = read_ports(exe)) return *p;
+  auto running = read_running();
+  if (running && serves_us(*running, exe)) return running->ports;
+  // A netd from before hand-overs existed cannot hand over: it is replaced, as it used to be.
+  if (running && running->protocol < 2) {
+    ::kill(running->ports.pid, SIGTERM);
+    for (int i = 0; i < 200 && lock_held(run_dir() + "/netd.lock"); i++)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    running.reset();
+  }
   pid_t child = ::fork();
   if (child < 0) throw_sys("fork netd");
   if (child == 0) {
@@ -894,13 +930,14 @@ Ports ensure_running(const std::string& exe) {
     ::dup2(log >= 0 ? log : null, 1);
     ::dup2(log >= 0 ? log : null, 2);
     ::syscall(SYS_close_range, 3, ~0u, 0);
-    const char* argv[] = {"upstream", "netd", nullptr};
-    ::execv(exe.c_str(), const_cast<char**>(argv));
+    const char* plain[] = {"upstream", "netd", nullptr};
+    const char* take[] = {"upstream", "netd", "--take-over", nullptr};
+    ::execv(exe.c_str(), const_cast<char**>(running ? take : plain));
     ::_exit(127);
   }
   int status;
   ::waitpid(child, &status, 0);
-  for (int i = 0; i < 1000; i++) {
+  for (int i = 0; i < 2000; i++) {
     if (auto p = read_ports(exe)) return *p;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -917,11 +954,25 @@ json read_stats(const std::string& path) {
   return stats_json(s);
 }
 
-int serve(const std::string& dir) {
+int serve(const std::string& dir, bool take_over) {
   storage::make_dirs(dir, 0700);
-  auto lock = storage::FileLock::try_lock(dir + "/netd.lock");
-  if (!lock) return 0;  // one runs already
+  // SIGUSR2 (from a successor) is taken by a thread of its own.
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
+  std::optional<storage::FileLock> lock = storage::FileLock::try_lock(dir + "/netd.lock");
+  std::optional<Running> predecessor;
+  if (!lock) {
+    predecessor = read_running();
+    // One runs already; only a newer successor takes over.
+    if (!take_over || !predecessor || serves_us(*predecessor, self_exe())) return 0;
+  }
   ::signal(SIGPIPE, SIG_IGN);
+  // Connections queued on a listener that closes move to another listener of its port (the
+  // successor's), instead of being reset.
+  if (UniqueFd f(::open("/proc/sys/net/ipv4/tcp_migrate_req", O_WRONLY | O_CLOEXEC)); f)
+    (void)!::write(f.get(), "1\n", 2);
   Ports ports;
   if (auto text = try_read_file(dir + "/netd.json")) try {
       json j = json::parse(*text);
@@ -929,42 +980,83 @@ int serve(const std::string& dir) {
       ports.dns = j.value("dns", uint16_t{0});
     } catch (const std::exception&) {
     }
-  UniqueFd proxy = listen_any(SOCK_STREAM, ports.proxy);
-  UniqueFd resolver = listen_any(SOCK_DGRAM, ports.dns);
-  write_file_atomic(dir + "/netd.json",
-                    json{{"pid", ::getpid()},
-                         {"proxy", ports.proxy},
-                         {"dns", ports.dns},
-                         {"exe", exe_id(self_exe())}}
-                        .dump(),
-                    0600);
+  UniqueFd proxy = listen_any(SOCK_STREAM, ports.proxy, predecessor.has_value());
+  auto resolver =
+      std::make_shared<UniqueFd>(listen_any(SOCK_DGRAM, ports.dns, predecessor.has_value()));
+  auto announce = [&] {
+    write_file_atomic(dir + "/netd.json",
+                      json{{"pid", ::getpid()},
+                           {"proxy", ports.proxy},
+                           {"dns", ports.dns},
+                           {"protocol", protocol()},
+                           {"built", built_ns(self_exe())}}
+                          .dump(),
+                      0600);
+  };
+  if (!predecessor) announce();
   std::thread([] {
-    while (true) {
+    while (!retired) {
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
       counters.flush();
     }
   }).detach();
   std::thread(manage_exposures).detach();
-  std::thread([fd = resolver.get()] {
+  std::thread([resolver] {
     char buf[4096];
-    while (true) {
+    int fd = resolver->get();
+    while (!retired) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
       sockaddr_in peer{};
       socklen_t len = sizeof peer;
-      ssize_t n = ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len);
+      ssize_t n =
+          ::recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&peer), &len);
       if (n <= 0 || active.load() > kMaxActive) continue;
       active++;
-      std::thread([fd, msg = std::string(buf, static_cast<size_t>(n)), peer] {
+      // The socket lives while answers are being sent from it (after a hand-over too).
+      std::thread([resolver, msg = std::string(buf, static_cast<size_t>(n)), peer] {
         try {
-          answer_query(fd, msg, peer);
-        } catch (const std::exception&) {
+          answer_query(resolver->get(), msg, peer);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "netd: DNS query: %s\n", e.what());
         }
         active--;
       }).detach();
     }
   }).detach();
+  resolver.reset();
+  // Retiring: stop listening (the successor has bound the same ports), give up the lock, serve
+  // what is under way (for at most 10 minutes), then leave.
+  std::thread([&lock, proxy_fd = proxy.get()] {
+    int sig = 0;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    while (sigwait(&set, &sig) != 0) {
+    }
+    retired = true;
+    counters.flush();
+    ::shutdown(proxy_fd, SHUT_RDWR);
+    lock.reset();
+    std::fprintf(stderr, "netd %d: handed over to a newer netd; finishing %d connections\n",
+                 ::getpid(), active.load());
+    for (int i = 0; i < 6000 && active.load() > 0; i++)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    counters.flush();
+    ::_exit(0);
+  }).detach();
+  if (predecessor) {
+    // Both serve now; the predecessor stops listening and hands over the lock.
+    ::kill(predecessor->ports.pid, SIGUSR2);
+    lock.emplace(dir + "/netd.lock", 30'000);
+    announce();
+    std::fprintf(stderr, "netd %d: took over from netd %d (protocol %d)\n", ::getpid(),
+                 predecessor->ports.pid, predecessor->protocol);
+  }
   while (true) {
     int c = ::accept4(proxy.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) {
+      if (retired) pause();  // the retiring thread ends the process
       if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE) continue;
       throw_sys("accept");
     }
@@ -977,7 +1069,8 @@ int serve(const std::string& dir) {
     std::thread([c] {
       try {
         handle(UniqueFd(c));
-      } catch (const std::exception&) {
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "netd: proxied connection: %s\n", e.what());
       }
       active--;
     }).detach();

@@ -31,12 +31,16 @@ struct Ports {
   uint16_t dns = 0;
 };
 
-// Starts netd (this binary, `upstream netd`) unless one of this build runs; returns its ports.
-// `exe`: the upstream binary.
+// Starts netd (this binary, `upstream netd`) unless one of this protocol or a newer one runs,
+// whichever build it is (a serving netd is never killed for another build; an older protocol is
+// handed over from); returns its ports. `exe`: the upstream binary.
 Ports ensure_running(const std::string& exe);
 
-// The daemon's main: returns when another netd holds the lock (0), or never.
-int serve(const std::string& dir);
+// The daemon's main: returns when another netd holds the lock (0), or never. With `take_over`,
+// a netd of an older protocol that runs is taken over from: this one binds its ports too
+// (SO_REUSEPORT), tells it to retire (SIGUSR2: it stops listening, gives up the lock and ends once
+// its connections have), and takes the lock; boxes see no moment without DNS or proxy.
+int serve(const std::string& dir, bool take_over = false);
 
 // The name a connection asks for: the SNI of a TLS ClientHello record, the Host header of an
 // HTTP request head ("" when there is none or the data is malformed).

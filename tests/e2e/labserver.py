@@ -5,7 +5,9 @@ namespace: HTTP and HTTPS servers and, optionally, a DNS server for the lab's na
   GET /whoami         the address the request arrived at (which host of the lab answered)
   GET /headers        the request's headers, as JSON
   GET /bytes/N        N bytes (bounded), for throughput measurements
-"""
+
+Its DNS server answers A (and ANY) with the name's address, and MX with the name itself and its
+address as additional data."""
 
 import argparse
 import http.server
@@ -100,12 +102,15 @@ def serve_dns(addr, zone):
                 question = msg[12:end + 4]
                 known = name in zone
                 answers = b""
-                count = 0
-                if known and qtype == 1:
-                    answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 30, 4) + socket.inet_aton(zone[name])
-                    count = 1
+                count = extra = 0
+                record = (struct.pack("!HHHIH", 0xC00C, 1, 1, 30, 4) + socket.inet_aton(zone[name])) if known else b""
+                if known and qtype in (1, 255):  # A, and ANY (which gets the A record)
+                    answers, count = record, 1
+                elif known and qtype == 15:  # MX: the name itself, its address as additional data
+                    answers = struct.pack("!HHHIHH", 0xC00C, 15, 1, 30, 4, 10) + b"\xc0\x0c" + record
+                    count, extra = 1, 1
                 rcode = 0 if known else 3
-                head = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, count, 0, 0)
+                head = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, count, 0, extra)
                 s.sendto(head + question + answers, peer)
             except (IndexError, struct.error, UnicodeDecodeError):
                 pass

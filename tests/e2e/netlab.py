@@ -12,7 +12,7 @@ The internet host also answers at 198.18.N.3 (a second "site") and runs HTTPS (p
 certificate for *.upt.test from a test CA of the lab's own, `ca_cert`) and a DNS server at
 198.18.N.53 for the lab's names (`names`): allowed.upt.test, api.upt.test, deep.sub.upt.test ->
 198.18.N.2; other.upt.test -> 198.18.N.3; rebind.upt.test -> the private host; meta.upt.test -> the
-metadata stand-in. Servers: tests/e2e/labserver.py.
+metadata stand-in; badcert.test -> 198.18.N.2, whose certificate does not name it. Servers: tests/e2e/labserver.py.
 
 Everything is torn down by close(), also when a test failed half-way."""
 
@@ -41,7 +41,8 @@ class NetLab:
         self.other_ip, self.dns_ip = f"198.18.{n}.3", f"198.18.{n}.53"
         self.names = {"allowed.upt.test": self.inet_ip, "api.upt.test": self.inet_ip,
                       "deep.sub.upt.test": self.inet_ip, "other.upt.test": self.other_ip,
-                      "rebind.upt.test": self.priv_ip, "meta.upt.test": self.metadata_ip}
+                      "rebind.upt.test": self.priv_ip, "meta.upt.test": self.metadata_ip,
+                      "badcert.test": self.inet_ip}
         self.priv_net = f"10.77.{n}.0/24"
         self.hosts = [("upt-i" + tag, f"198.18.{n}", "inet"), ("upt-p" + tag, f"10.77.{n}", "priv")]
         self.servers = []

@@ -13,6 +13,7 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/egress.h"
+#include "netd/http_relay.h"
 #include "netd/netd.h"
 
 namespace upstream {
@@ -20,6 +21,7 @@ namespace {
 
 using egress::address_blocked;
 using egress::parse_ipv4;
+namespace http = boost::beast::http;
 
 TEST(Egress, DomainPatterns) {
   EXPECT_EQ(egress::parse_domain_pattern("API.Example.COM.", "d"), "api.example.com");
@@ -83,6 +85,22 @@ TEST(Egress, AddressesDeniedWinsPrivateAlwaysBlocked) {
   EXPECT_NE(r.find("private range 192.168.0.0/16"), std::string::npos) << r;
 }
 
+TEST(Egress, ClosedRangesCoverEveryKind) {
+  // What the firewall's set private4 and netd's address checks close to every box.
+  egress::BoxPolicy p;
+  p.mode = "allow-all";
+  for (const char* a : {"10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "100.127.255.254",
+                        "127.0.0.2", "169.254.169.254", "224.0.0.1", "239.255.255.250", "0.0.0.1",
+                        "240.0.0.1", "255.255.255.255"})
+    EXPECT_TRUE(address_blocked(p, *parse_ipv4(a), {}, false)) << a;
+  for (const char* a : {"198.18.0.2", "8.8.8.8", "100.63.255.255", "100.128.0.1"})
+    EXPECT_FALSE(address_blocked(p, *parse_ipv4(a), {}, false)) << a;
+  // Opening a range that covers the boxes' own leaves the boxes' own closed.
+  p.open_private = {"10.0.0.0/8"};
+  EXPECT_FALSE(address_blocked(p, *parse_ipv4("10.5.0.1"), {}, false));
+  EXPECT_TRUE(address_blocked(p, *parse_ipv4("10.200.0.6"), {}, false));
+}
+
 TEST(Dns, QueryAnswerAndCompressedResponse) {
   std::string q = dns::build_query(0x1234, "Api.Example.com", dns::kTypeA);
   auto parsed = dns::parse_query(q);
@@ -108,6 +126,56 @@ TEST(Dns, QueryAnswerAndCompressedResponse) {
   for (size_t n = 0; n < a.size(); n++) (void)dns::parse_response(a.substr(0, n), 0x1234);
   std::string loop = q.substr(0, 12) + std::string("\xc0\x0c", 2) + std::string(4, '\0');
   EXPECT_FALSE(dns::parse_query(loop));
+}
+
+TEST(Dns, BlockedAddressesInAnySection) {
+  auto rr = [](uint16_t type, const std::string& data) {
+    std::string r("\xc0\x0c", 2);
+    r += static_cast<char>(type >> 8);
+    r += static_cast<char>(type & 0xff);
+    r += std::string("\x00\x01\x00\x00\x00\x1e", 6);
+    r += static_cast<char>(data.size() >> 8);
+    r += static_cast<char>(data.size() & 0xff);
+    return r + data;
+  };
+  std::string q = dns::build_query(7, "x.example", 15);
+  auto message = [&](uint16_t an, uint16_t ar, const std::string& records) {
+    std::string m = q;
+    m[2] = static_cast<char>(0x81);
+    m[3] = static_cast<char>(0x80);
+    m[7] = static_cast<char>(an);
+    m[11] = static_cast<char>(ar);
+    return m + records;
+  };
+  auto blocked = [](uint32_t a) { return (a >> 24) == 10; };
+  std::string mx = rr(15, std::string("\x00\x0a\xc0\x0c", 4));
+  std::string pub = rr(dns::kTypeA, std::string("\xc6\x12\x00\x02", 4));
+  std::string priv = rr(dns::kTypeA, std::string("\x0a\x00\x00\x01", 4));
+  EXPECT_FALSE(dns::carries_blocked_address(message(1, 1, mx + pub), blocked));
+  EXPECT_TRUE(dns::carries_blocked_address(message(1, 1, mx + priv), blocked));  // additional
+  EXPECT_TRUE(dns::carries_blocked_address(message(1, 0, priv), blocked));
+  EXPECT_TRUE(dns::carries_blocked_address(message(1, 0, rr(dns::kTypeAAAA, std::string(16, 'x'))),
+                                           blocked));
+  EXPECT_TRUE(dns::carries_blocked_address(message(1, 0, rr(dns::kTypeHTTPS, "xx")), blocked));
+  EXPECT_TRUE(dns::carries_blocked_address(message(2, 0, mx), blocked));  // truncated: refused
+  std::string whole = message(1, 1, mx + pub);
+  for (size_t n = 0; n < whole.size(); n++)
+    EXPECT_TRUE(dns::carries_blocked_address(whole.substr(0, n), blocked)) << n;
+}
+
+TEST(HttpRelay, TheHostARequestIsFor) {
+  http::request_header<> h;
+  h.target("/x");
+  h.set(http::field::host, "API.Example.com:443");
+  EXPECT_EQ(netd::request_host(h), "api.example.com");
+  EXPECT_EQ(netd::target_host(h), "");
+  h.target("https://other.example:8443/path?q");
+  EXPECT_EQ(netd::request_host(h), "other.example");  // the absolute form wins over Host
+  h.target("HTTP://user:pw@evil.example./");
+  EXPECT_EQ(netd::target_host(h), "evil.example");
+  h.target("/");
+  h.erase(http::field::host);
+  EXPECT_EQ(netd::request_host(h), "");
 }
 
 std::string client_hello(const std::string& sni) {
