@@ -91,11 +91,10 @@ void send_refusal(Stream& to, const Refusal& r) {
 // `upgrade`, if given, takes over after a 101 response with what each side had sent beyond it
 // (else the connection closes there). Errors end the relay quietly; the counts say how far it got.
 template <class Client, class Server>
-RelayCounts relay_http(
-    Client& client, Server& server,
-    const std::function<std::optional<Refusal>(http::request_header<>&)>& judge,
-    const std::function<void(boost::beast::flat_buffer&, boost::beast::flat_buffer&)>& upgrade =
-        {}) {
+RelayCounts relay_http(Client& client, Server& server,
+                       const std::function<std::optional<Refusal>(http::request_header<>&)>& judge,
+                       const std::function<void(boost::beast::flat_buffer&,
+                                                boost::beast::flat_buffer&)>& upgrade = {}) {
   RelayCounts n;
   boost::beast::flat_buffer cbuf, sbuf;
   try {
