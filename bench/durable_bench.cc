@@ -333,7 +333,7 @@ int main(int argc, char** argv) {
 
   engine.reset();
   ::umount2((home + "/pool").c_str(), MNT_DETACH);
-  storage::remove_tree(home);
+  remove_tree(home);
   std::string text = report.dump(2) + "\n";
   if (!out.empty()) write_file_atomic(out, text);
   std::printf("%s", text.c_str());

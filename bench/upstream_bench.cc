@@ -243,7 +243,7 @@ int main(int argc, char** argv) {
     }
     bool rootfs = false;
     if (!rootfs_tar.empty() && (have("runc") || have("docker"))) {
-      storage::make_dirs(bundle + "/rootfs");
+      make_dirs(bundle + "/rootfs");
       rootfs = spawn({"tar", "-C", bundle + "/rootfs", "-xf", rootfs_tar}) == 0;
     }
     if (rootfs && have("runc")) {
@@ -364,7 +364,7 @@ int main(int argc, char** argv) {
 
   engine.reset();
   ::umount2((home + "/pool").c_str(), MNT_DETACH);
-  storage::remove_tree(home);
+  remove_tree(home);
   std::string out = std::string("bench/results-") + std::to_string(now_ms() / 1000) + ".json";
   if (const char* dir = std::getenv("UPSTREAM_BENCH_OUT")) out = dir;
   write_file_atomic(out, report.dump(2) + "\n", 0644);

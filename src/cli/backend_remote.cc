@@ -18,9 +18,10 @@
 #include "common/fd.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "common/url.h"
 #include "engine/host_tree.h"
 #include "engine/wire.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 #include "pipeline/runner.h"
 
 namespace upstream::cli {
@@ -33,27 +34,8 @@ namespace http = beast::http;
 using tcp = net::ip::tcp;
 using nlohmann::json;
 
-std::string enc(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
-std::string seg(const std::string& s) {
-  std::string e = enc(s);
-  std::string out;
-  for (char c : e) out += c == '/' ? std::string("%2F") : std::string(1, c);
-  return out;
-}
+// One path segment, or a query value.
+std::string seg(const std::string& s) { return url_encode(s); }
 
 // "?k=v&..." of the pairs whose value is not empty ("" if none).
 std::string query(std::initializer_list<std::pair<std::string, std::string>> params) {

@@ -305,8 +305,8 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
   row("Workdir", b.spec.workdir);
   row("Network",
       b.spec.network + (b.slot && b.spec.network != "none" && box_state::alive(b.state) &&
-                                *b.slot < runtime::kMaxNetSlots
-                            ? " (address " + runtime::net_addrs(*b.slot).box_ip + ")"
+                                *b.slot < egress::kMaxNetSlots
+                            ? " (address " + egress::net_addrs(*b.slot).box_ip + ")"
                             : ""));
   if (!b.spec.labels.empty()) {
     std::vector<std::string> l;

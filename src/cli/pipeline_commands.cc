@@ -341,16 +341,7 @@ void add_pipeline_commands(CLI::App& app, Context& ctx) {
         write_tar(1);
         return;
       }
-      std::string tmp = *out + ".tmp-" + random_hex(6);
-      UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      try {
-        write_tar(fd.get());
-        if (::fsync(fd.get()) != 0) throw_sys("fsync " + tmp);
-        if (::rename(tmp.c_str(), out->c_str()) != 0) throw_sys("rename " + tmp);
-      } catch (...) {
-        ::unlink(tmp.c_str());
-        throw;
-      }
+      write_file_atomic_with(*out, 0644, write_tar);
     });
   }
 }

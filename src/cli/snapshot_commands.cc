@@ -68,18 +68,7 @@ void write_file_with(const std::string& path, F produce) {
     produce(1);
     return;
   }
-  std::string tmp = path + ".upstream-" + random_hex(6);
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!fd) throw_sys(Errc::invalid_argument, "create " + tmp);
-  try {
-    produce(fd.get());
-    if (::fsync(fd.get()) != 0) throw_sys("write " + tmp);
-    fd.reset();
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_sys("rename " + tmp);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
+  write_file_atomic_with(path, 0644, produce);
 }
 
 struct Step {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 
 #include "common/error.h"
@@ -86,17 +87,22 @@ std::optional<std::string> try_read_file(const std::string& path, size_t limit) 
   return out;
 }
 
-void write_file_atomic(const std::string& path, const std::string& data, int mode) {
+void write_file_atomic_with(const std::string& path, int mode,
+                            const std::function<void(int fd)>& produce, bool durable) {
   auto slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Unique among this process's threads (the counter) and other processes (the pid).
+  static std::atomic<uint64_t> seq{0};
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(++seq);
   {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-    if (!fd) throw_sys("create " + tmp);
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+    if (!fd)
+      throw_sys(errno == ENOENT || errno == EACCES ? Errc::invalid_argument : Errc::internal,
+                "create " + tmp);
     try {
-      write_all(fd.get(), data);
+      produce(fd.get());
       if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0) throw_sys("chmod " + tmp);
-      if (::fsync(fd.get()) != 0) throw_sys("fsync " + tmp);
+      if (durable && ::fsync(fd.get()) != 0) throw_sys("write " + tmp);
     } catch (...) {
       ::unlink(tmp.c_str());
       throw;
@@ -107,8 +113,13 @@ void write_file_atomic(const std::string& path, const std::string& data, int mod
     ::unlink(tmp.c_str());
     throw_sys("rename " + tmp + " to " + path, err);
   }
+  if (!durable) return;
   UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (d) ::fsync(d.get());
+}
+
+void write_file_atomic(const std::string& path, const std::string& data, int mode) {
+  write_file_atomic_with(path, mode, [&](int fd) { write_all(fd, data); });
 }
 
 void set_nonblocking(int fd, bool on) {

@@ -1,6 +1,7 @@
 // An owned file descriptor. Closed on destruction; moved, never copied.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -52,6 +53,11 @@ std::optional<std::string> try_read_file(const std::string& path,
 
 // Writes `data` to `path` atomically: a temporary file in the same directory, fsync, rename.
 void write_file_atomic(const std::string& path, const std::string& data, int mode = 0644);
+// The same for contents `produce` writes into the descriptor it is given (streamed, any size): a
+// temporary file next to `path`, renamed over it once complete; `durable`: synced first (file and
+// directory), so a crash leaves the old file or the new one. Nothing is left on failure.
+void write_file_atomic_with(const std::string& path, int mode,
+                            const std::function<void(int fd)>& produce, bool durable = true);
 
 void set_nonblocking(int fd, bool on);
 void set_cloexec(int fd, bool on);

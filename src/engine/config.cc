@@ -10,7 +10,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "engine/engine.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 #include "runtime/net.h"
 
 namespace upstream {
@@ -166,7 +166,7 @@ void EngineOptions::load_config(const std::string& path) {
         std::string at = "network.open_private[" + std::to_string(i) + "]";
         if (!v[i].is_string()) fail(at + " must be a string such as \"10.5.0.0/16\"");
         try {
-          open.push_back(runtime::parse_cidr(v[i].get<std::string>(), at));
+          open.push_back(egress::parse_cidr(v[i].get<std::string>(), at));
         } catch (const Error& e) {
           fail(e.what());
         }

@@ -80,10 +80,10 @@ Engine::Engine(const EngineOptions& opts) : opts_(opts) {
   struct stat st;
   if (::stat(layout.db().c_str(), &st) != 0) {
     // First use of this state directory.
-    storage::make_dirs(layout.home, 0700);
+    make_dirs(layout.home, 0700);
     ::chmod(layout.home.c_str(), 0700);
     for (const auto& d : {layout.run_dir(), layout.locks_dir(), layout.tmp_dir()})
-      storage::make_dirs(d, 0700);
+      make_dirs(d, 0700);
   }
   debug_log("engine: opening");
   store::Db db = store::Db::open(layout.db());
@@ -114,8 +114,8 @@ Engine::Engine(const EngineOptions& opts) : opts_(opts) {
 
 Engine::~Engine() = default;
 
-storage::FileLock Engine::Impl::lock_box(const std::string& id) {
-  return storage::FileLock(layout.lock("box-" + id), 120'000);
+FileLock Engine::Impl::lock_box(const std::string& id) {
+  return FileLock(layout.lock("box-" + id), 120'000);
 }
 
 storage::HostImage Engine::Impl::host_image(bool rebuild) {
@@ -220,9 +220,9 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   runtime::SlotLease lease = slots.acquire();
   uint32_t base = runtime::slot_uid_base(lease.slot);
   bool networked = b.spec.network != "none";
-  runtime::NetAddrs net;
+  egress::NetAddrs net;
   if (networked) {
-    net = runtime::net_addrs(lease.slot);
+    net = egress::net_addrs(lease.slot);
     std::lock_guard g(mu);
     ensure_firewall();
   }
@@ -320,7 +320,7 @@ BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, E
   if (b.state == box_state::paused && gains_headers)
     b = I.wake(b, "resumed to trust the egress CA");
   if (box_state::alive(b.state) && b.slot) {
-    runtime::NetAddrs net = runtime::net_addrs(*b.slot);
+    egress::NetAddrs net = egress::net_addrs(*b.slot);
     if (mode == "none") {
       runtime::detach_veth(net);
       I.net_down(*b.slot, b.spec);
@@ -397,7 +397,7 @@ void Engine::Impl::cleanup_failed_create(const std::string& id) {
   ::unlink(layout.socket(id).c_str());
   pool.destroy_volume(id);
   try {
-    storage::remove_tree(net_stats_dir(id));
+    remove_tree(net_stats_dir(id));
   } catch (const Error&) {
   }
   store.delete_box(id);
@@ -624,10 +624,10 @@ BoxRecord Engine::Impl::unarchive(const BoxRecord& b, const std::string& why) {
     throw Error(Errc::internal,
                 "the archive of box " + b.name + " (layer " + b.archive_layer + ") is missing");
   // Whatever an interrupted archive or unarchive left is replaced.
-  storage::remove_tree(fs);
+  remove_tree(fs);
   std::string tmp = fs + ".unpacking";
-  storage::remove_tree(tmp);
-  storage::make_dirs(tmp, 0700);
+  remove_tree(tmp);
+  make_dirs(tmp, 0700);
   std::string layer = layers->path(b.archive_layer);
   DIR* d = ::opendir(layer.c_str());
   if (!d) throw_sys("read " + layer);
@@ -636,7 +636,7 @@ BoxRecord Engine::Impl::unarchive(const BoxRecord& b, const std::string& why) {
     if (e->d_name[0] != '.') names.emplace_back(e->d_name);
   ::closedir(d);
   for (const auto& n : names) {
-    storage::make_dirs(tmp + "/" + n, 0700);
+    make_dirs(tmp + "/" + n, 0700);
     pool.copy_tree(layer + "/" + n, tmp + "/" + n + "/upper");
   }
   {
@@ -669,7 +669,7 @@ BoxRecord Engine::archive_box(const std::string& ref, const std::string& reason)
   }
   // The box's files as a layer (its identity files included: it is the same box).
   staging = I.layers->stage_volume(b.id, {});
-  std::optional<storage::FileLock> layers_lock;
+  std::optional<FileLock> layers_lock;
   layers_lock.emplace(I.layout.lock("layers"), 120'000);
   storage::LayerInfo info = I.layers->commit(staging);
   crash_point("archive-committed");
@@ -681,7 +681,7 @@ BoxRecord Engine::archive_box(const std::string& ref, const std::string& reason)
   layers_lock.reset();
   crash_point("archive-recorded");
   // Only now is the working directory freed.
-  storage::remove_tree(I.volume(b.id) + "/fs");
+  remove_tree(I.volume(b.id) + "/fs");
   std::lock_guard g(I.mu);
   return *I.store.find_id(b.id);
 }

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/types.h"
+#include "model/box.h"
 #include "store/box_store.h"
 
 namespace upstream {

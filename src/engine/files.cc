@@ -172,7 +172,7 @@ class RemoteFiles : public FileSession {
     from_ = std::move(out.read);
   }
 
-  std::optional<storage::FileLock> lock_;
+  std::optional<FileLock> lock_;
   bool maintenance_ = false;
 
   FileInfo stat(const std::string& path, bool follow) override {
@@ -556,7 +556,7 @@ std::unique_ptr<FileSession> Engine::files(const std::string& ref, const std::st
     throw Error(Errc::failed_precondition, "box " + box.name + " is " + box.state);
   // A stopped box is assembled just for this session, without becoming "running"; its lock is
   // held until the session ends, so nothing starts or removes it meanwhile.
-  storage::FileLock lock = I.lock_box(box.id);
+  FileLock lock = I.lock_box(box.id);
   box = *I.store.find_id(box.id);
   if (box.state != box_state::stopped)
     throw Error(Errc::failed_precondition, "box " + box.name + " changed state");

@@ -9,7 +9,7 @@
 #include "common/fd.h"
 #include "engine/engine.h"
 #include "firewall/ruleset.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 #include "netd/netd.h"
 #include "runtime/cgroup.h"
 #include "runtime/slots.h"
@@ -139,7 +139,7 @@ struct Engine::Impl {
   // Unpacks an archived box's files into its volume; the box becomes stopped. The caller holds
   // the box lock.
   BoxRecord unarchive(const BoxRecord& b, const std::string& why);
-  storage::FileLock lock_box(const std::string& id);
+  FileLock lock_box(const std::string& id);
   UniqueFd connect(const BoxRecord& b);
   std::string read_tail(const std::string& path, size_t max, uint64_t& total);
   // The most an archive uploaded into a box may unpack to: its disk limit (else 64 GiB).

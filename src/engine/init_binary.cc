@@ -25,7 +25,7 @@ std::string materialize_init(const std::string& bin_dir) {
   struct stat st;
   size_t size = static_cast<size_t>(upstream_init_blob_end - upstream_init_blob_start);
   if (::stat(path.c_str(), &st) == 0 && static_cast<size_t>(st.st_size) == size) return path;
-  storage::make_dirs(bin_dir, 0755);
+  make_dirs(bin_dir, 0755);
   write_file_atomic(path, std::string(upstream_init_blob_start, size), 0755);
   return path;
 }

@@ -6,10 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <dirent.h>
-
 #include <algorithm>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/proc.h"
@@ -17,8 +16,8 @@
 #include "common/time.h"
 #include "engine/impl.h"
 #include "firewall/ruleset.h"
+#include "model/egress.h"
 #include "netd/ca.h"
-#include "netd/egress.h"
 #include "netd/netd.h"
 #include "runtime/net.h"
 
@@ -57,29 +56,17 @@ std::optional<firewall::SlotRules> read_record(uint32_t slot) {
     r.allow = j.at("allow").get<std::vector<std::string>>();
     r.deny = j.at("deny").get<std::vector<std::string>>();
     r.open = j.at("open").get<std::vector<std::string>>();
-    if (r.slot != slot || r.box_ip != runtime::net_addrs(slot).box_ip) return std::nullopt;
+    if (r.slot != slot || r.box_ip != egress::net_addrs(slot).box_ip) return std::nullopt;
     return r;
   } catch (const std::exception&) {
     return std::nullopt;  // not ours, or damaged: the next rules for the slot replace it
   }
 }
 
-std::vector<uint32_t> record_slots() {
-  std::vector<uint32_t> out;
-  DIR* d = ::opendir(firewall_dir().c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n.size() > 5 && n.size() < 16 && n.ends_with(".json") &&
-        n.find_first_not_of("0123456789") == n.size() - 5)
-      out.push_back(static_cast<uint32_t>(std::stoul(n.substr(0, n.size() - 5))));
-  }
-  ::closedir(d);
-  return out;
-}
+std::vector<uint32_t> record_slots() { return numbered_files(firewall_dir(), ".json"); }
 
 firewall::TableSpec table_spec(const netd::Ports& ports) {
-  return {ports.proxy, ports.dns, runtime::kBoxNetPool, egress::private_ranges()};
+  return {ports.proxy, ports.dns, egress::kBoxNetPool, egress::private_ranges()};
 }
 
 }  // namespace
@@ -87,7 +74,7 @@ firewall::TableSpec table_spec(const netd::Ports& ports) {
 firewall::SlotRules Engine::Impl::slot_rules(uint32_t slot, const BoxSpec& spec) const {
   firewall::SlotRules r;
   r.slot = slot;
-  r.box_ip = runtime::net_addrs(slot).box_ip;
+  r.box_ip = egress::net_addrs(slot).box_ip;
   if (spec.network == "none") return r;
   r.proxied = proxied(spec);
   r.custom = spec.network == "custom";
@@ -108,8 +95,8 @@ std::string Engine::Impl::net_stats_path(const std::string& box_id) const {
 }
 
 void Engine::Impl::rebuild_firewall(const netd::Ports& ports, bool always) {
-  storage::make_dirs(firewall_dir(), 0700);
-  storage::FileLock lock(firewall_lock(), 60'000);
+  make_dirs(firewall_dir(), 0700);
+  FileLock lock(firewall_lock(), 60'000);
   firewall::TableSpec spec = table_spec(ports);
   std::string sig = firewall::signature(spec);
   bool rebuild = always || try_read_file(firewall_sig()) != sig;
@@ -153,8 +140,8 @@ void Engine::Impl::ensure_firewall() {
 
 void Engine::Impl::set_net_rules(uint32_t slot, const BoxSpec& spec) {
   firewall::SlotRules r = slot_rules(slot, spec);
-  storage::make_dirs(firewall_dir(), 0700);
-  storage::FileLock lock(firewall_lock(), 60'000);
+  make_dirs(firewall_dir(), 0700);
+  FileLock lock(firewall_lock(), 60'000);
   bool had = ::access(slot_record(slot).c_str(), F_OK) == 0;
   if (firewall::has_rules(r)) {
     write_file_atomic(slot_record(slot), rules_json(r).dump(), 0600);
@@ -167,9 +154,9 @@ void Engine::Impl::set_net_rules(uint32_t slot, const BoxSpec& spec) {
 }
 
 void Engine::Impl::clear_net_rules(uint32_t slot) {
-  storage::FileLock lock(firewall_lock(), 60'000);
+  FileLock lock(firewall_lock(), 60'000);
   if (::access(slot_record(slot).c_str(), F_OK) != 0) return;
-  runtime::apply_nft(firewall::clear_slot_ruleset(slot, runtime::net_addrs(slot).box_ip));
+  runtime::apply_nft(firewall::clear_slot_ruleset(slot, egress::net_addrs(slot).box_ip));
   ::unlink(slot_record(slot).c_str());
 }
 
@@ -195,7 +182,7 @@ void Engine::Impl::save_exposures(const std::string& box_id,
                                   const std::vector<egress::Exposure>& list) {
   json arr = json::array();
   for (const auto& l : list) arr.push_back(egress::exposure_to_json(l));
-  storage::make_dirs(net_stats_dir(box_id), 0700);
+  make_dirs(net_stats_dir(box_id), 0700);
   write_file_atomic(net_stats_dir(box_id) + "/exposures.json", arr.dump(), 0600);
 }
 
@@ -204,7 +191,7 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
   egress::BoxPolicy p;
   p.box_id = b.id;
   p.box_name = b.name;
-  p.box_ip = runtime::net_addrs(*b.slot).box_ip;
+  p.box_ip = egress::net_addrs(*b.slot).box_ip;
   p.init_pid = b.init_pid;
   p.init_start = b.init_start;
   p.mode = b.spec.network;
@@ -212,7 +199,7 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
   p.open_private = opts.open_private;
   p.resolvers = opts.resolvers;
   p.trust_file = opts.trust_ca;
-  storage::make_dirs(net_stats_dir(b.id), 0700);
+  make_dirs(net_stats_dir(b.id), 0700);
   p.stats_path = net_stats_path(b.id);
   if (!b.spec.egress.headers.empty()) {
     ca::Files f = ca::ensure(layout.home + "/ca");
@@ -225,7 +212,7 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
 
 void Engine::Impl::net_down(uint32_t slot, const BoxSpec& spec) {
   (void)spec;
-  if (slot >= runtime::kMaxNetSlots) return;
+  if (slot >= egress::kMaxNetSlots) return;
   ::unlink(netd::policy_path(slot).c_str());
   clear_net_rules(slot);
 }
@@ -337,11 +324,11 @@ Engine::Exposure Engine::expose(const std::string& ref, int port, const std::str
   Exposure x;
   if (auth == "bearer") {
     x.token = random_hex(40);
-    e.hash = ca::sha256_hex(x.token);
+    e.hash = sha256_hex(x.token);
   } else {
     e.username = "box";
     x.password = random_hex(24);
-    e.hash = ca::sha256_hex(e.username + ":" + x.password);
+    e.hash = sha256_hex(e.username + ":" + x.password);
   }
   list.push_back(e);
   I.save_exposures(b.id, list);

@@ -15,7 +15,7 @@
 #include "common/proc.h"
 #include "common/time.h"
 #include "engine/impl.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 
 namespace upstream {
 
@@ -144,7 +144,7 @@ std::vector<Engine::PoolState> Engine::pool_status() {
 std::vector<std::string> Engine::fill_pool() {
   Impl& I = *impl_;
   std::vector<std::string> done;
-  auto lock = storage::FileLock::try_lock(I.layout.lock("warm-pool"));
+  auto lock = FileLock::try_lock(I.layout.lock("warm-pool"));
   if (!lock) return done;  // another process is filling it
   std::vector<PoolState> shapes = pool_status();
   std::map<std::string, size_t> wanted;
@@ -199,7 +199,7 @@ std::vector<std::string> Engine::fill_pool() {
 
 size_t Engine::drain_pool() {
   Impl& I = *impl_;
-  storage::FileLock lock(I.layout.lock("warm-pool"), 60000);
+  FileLock lock(I.layout.lock("warm-pool"), 60000);
   std::lock_guard g(I.mu);
   store::BoxFilter f;
   f.pooled = store::BoxFilter::Pooled::only;

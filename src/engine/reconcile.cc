@@ -66,7 +66,7 @@ void Engine::Impl::refresh_execs(const BoxRecord& box) {
 void Engine::reconcile() {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  auto guard = storage::FileLock::try_lock(I.layout.lock("reconcile"));
+  auto guard = FileLock::try_lock(I.layout.lock("reconcile"));
   if (!guard) return;  // someone else is at it
 
   std::string boot = boot_id();
@@ -113,15 +113,15 @@ void Engine::reconcile() {
       } else if (b.state == box_state::archived) {
         // An archive interrupted after it was recorded: the working directory goes now. (A
         // live archive or unarchive holds the box's lock.)
-        if (auto lock = storage::FileLock::try_lock(I.layout.lock("box-" + b.id))) {
-          storage::remove_tree(I.volume(b.id) + "/fs");
-          storage::remove_tree(I.volume(b.id) + "/fs.unpacking");
+        if (auto lock = FileLock::try_lock(I.layout.lock("box-" + b.id))) {
+          remove_tree(I.volume(b.id) + "/fs");
+          remove_tree(I.volume(b.id) + "/fs.unpacking");
         }
       } else if (b.state == box_state::stopped &&
                  std::find(cgroups.begin(), cgroups.end(), b.id) != cgroups.end()) {
         // A stopped box with processes: a file session's temporary init whose caller died.
         // A live session holds the box's lock; only an abandoned one is cleaned up.
-        if (auto lock = storage::FileLock::try_lock(I.layout.lock("box-" + b.id))) {
+        if (auto lock = FileLock::try_lock(I.layout.lock("box-" + b.id))) {
           I.cgroup(b.id).destroy(3000);
           ::unlink(I.layout.socket(b.id).c_str());
         }

@@ -144,7 +144,7 @@ SnapshotRecord Engine::snapshot_box(const std::string& box_ref, const SnapshotOp
   // Hashing and storing run while the box goes on.
   // The layers lock is held from storing the layer to recording it, so that garbage
   // collection never sees the layer unlisted. Lock order: layers, then the engine's mutex.
-  std::optional<storage::FileLock> layers_lock;
+  std::optional<FileLock> layers_lock;
   layers_lock.emplace(I.layout.lock("layers"), 120'000);
   storage::LayerInfo info = I.layers->commit(staging);
   crash_point("snapshot-committed");
@@ -210,7 +210,7 @@ void Engine::remove_snapshot(const std::string& ref) {
 
 void Engine::Impl::gc_layers() {
   // Skipped while another snapshot or import is storing layers; a later call collects them.
-  auto lock = storage::FileLock::try_lock(layout.lock("layers"));
+  auto lock = FileLock::try_lock(layout.lock("layers"));
   if (!lock) return;
   layers->remove_stale_staging();
   std::set<std::string> wanted = store.referenced_layers();
@@ -499,7 +499,7 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
   }
   crash_point("import-staged");
 
-  std::optional<storage::FileLock> layers_lock;
+  std::optional<FileLock> layers_lock;
   layers_lock.emplace(I.layout.lock("layers"), 120'000);
   std::vector<store::storage_layer> rows;
   try {

@@ -5,7 +5,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "engine/impl.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 
 namespace upstream {
 

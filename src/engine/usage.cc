@@ -109,7 +109,7 @@ size_t Engine::meter_usage() {
   for (const auto& b : I.store.list(f)) {
     try {
       // A box in the middle of a start or stop is metered at the next pass.
-      auto lock = storage::FileLock::try_lock(I.layout.lock("box-" + b.id));
+      auto lock = FileLock::try_lock(I.layout.lock("box-" + b.id));
       if (!lock) continue;
       auto fresh = I.store.find_id(b.id);
       if (!fresh) continue;

@@ -8,7 +8,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 #include "runtime/net.h"
 
 namespace upstream {
@@ -54,8 +54,8 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
   if (box_state::alive(b.state)) {
     j["init_pid"] = b.init_pid;
     if (b.slot) j["host_uid_base"] = 268435456u + *b.slot * 65536u;
-    if (b.slot && b.spec.network != "none" && *b.slot < runtime::kMaxNetSlots)
-      j["address"] = runtime::net_addrs(*b.slot).box_ip;
+    if (b.slot && b.spec.network != "none" && *b.slot < egress::kMaxNetSlots)
+      j["address"] = egress::net_addrs(*b.slot).box_ip;
   }
   if (usage) j["usage"] = usage_json(*usage);
   if (events) {

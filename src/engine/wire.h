@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
-#include "engine/types.h"
+#include "model/box.h"
 
 namespace upstream {
 

@@ -14,7 +14,7 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/strings.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 
 namespace upstream::ca {
 
@@ -124,20 +124,6 @@ Minted mint(const std::string& ca_cert_pem, const std::string& ca_key_pem,
   add_ext(c.get(), ca.get(), NID_authority_key_identifier, "keyid:always");
   if (!X509_sign(c.get(), ca_key.get(), EVP_sha256())) ssl_fail("sign a certificate");
   return {pem_of(c.get()) + pem_of(ca.get()), pem_of(k.get())};
-}
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr))
-    throw Error("sha256 failed");
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; i++) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
 }
 
 }  // namespace upstream::ca

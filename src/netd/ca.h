@@ -23,7 +23,4 @@ struct Minted {
 // signed by the CA. Throws on a bad CA.
 Minted mint(const std::string& ca_cert_pem, const std::string& ca_key_pem, const std::string& host);
 
-// Lower-case hex SHA-256 (API keys and exposure credentials are kept as these).
-std::string sha256_hex(const std::string& data);
-
 }  // namespace upstream::ca

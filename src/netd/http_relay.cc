@@ -1,6 +1,6 @@
 #include "netd/http_relay.h"
 
-#include "netd/egress.h"
+#include "model/egress.h"
 
 namespace upstream::netd {
 

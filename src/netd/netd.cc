@@ -1,7 +1,6 @@
 #include "netd/netd.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <linux/close_range.h>
@@ -34,17 +33,18 @@
 #include <mutex>
 #include <thread>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/fs.h"
 #include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "model/egress.h"
 #include "netd/ca.h"
 #include "netd/dns.h"
-#include "netd/egress.h"
 #include "netd/http_relay.h"
 #include "runtime/net.h"
-#include "storage/layout.h"
 
 namespace upstream::netd {
 
@@ -58,24 +58,12 @@ using tcp = boost::asio::ip::tcp;
 std::string run_dir() { return "/run/upstream/net"; }
 std::string policy_path(uint32_t slot) { return run_dir() + "/" + std::to_string(slot) + ".json"; }
 
-std::vector<uint32_t> policy_slots() {
-  std::vector<uint32_t> out;
-  DIR* d = ::opendir(run_dir().c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n.size() > 5 && n.size() < 16 && n.substr(n.size() - 5) == ".json" &&
-        n.find_first_not_of("0123456789") == n.size() - 5)
-      out.push_back(static_cast<uint32_t>(std::stoul(n.substr(0, n.size() - 5))));
-  }
-  ::closedir(d);
-  return out;
-}
+std::vector<uint32_t> policy_slots() { return numbered_files(run_dir(), ".json"); }
 
 namespace {
 
 // True if somebody holds the lock at `path` (taking it ourselves releases it at once).
-bool lock_held(const std::string& path) { return !storage::FileLock::try_lock(path); }
+bool lock_held(const std::string& path) { return !FileLock::try_lock(path); }
 
 // What netd.json says of the running netd, if one serves: its ports, and whether this build
 // should take over from it (a netd that speaks an older protocol), which it does by a hand-over.
@@ -261,7 +249,7 @@ Counters counters;
 // --- policies --------------------------------------------------------------------------------
 
 std::optional<egress::BoxPolicy> policy_for(uint32_t src) {
-  egress::Cidr pool = egress::cidr(runtime::kBoxNetPool);
+  egress::Cidr pool = egress::cidr(egress::kBoxNetPool);
   if (!pool.contains(src)) return std::nullopt;
   uint32_t slot = (src - pool.net) / 4;
   auto text = try_read_file(policy_path(slot));
@@ -744,7 +732,7 @@ bool credentials_ok(const egress::Exposure& e, const std::string& authorization)
     if (!decoded) return false;
     cred = *decoded;
   }
-  std::string got = ca::sha256_hex(cred);
+  std::string got = sha256_hex(cred);
   // Compared in constant time, as API keys are (the hash of a guess says nothing, but keep it so).
   return got.size() == e.hash.size() && CRYPTO_memcmp(got.data(), e.hash.data(), got.size()) == 0;
 }
@@ -907,7 +895,7 @@ UniqueFd listen_any(int type, uint16_t& port, bool exact = false) {
 }  // namespace
 
 Ports ensure_running(const std::string& exe) {
-  storage::make_dirs(run_dir(), 0700);
+  make_dirs(run_dir(), 0700);
   auto running = read_running();
   if (running && serves_us(*running, exe)) return running->ports;
   // A netd from before hand-overs existed cannot hand over: it is replaced, as it used to be.
@@ -953,13 +941,13 @@ json read_stats(const std::string& path) {
 }
 
 int serve(const std::string& dir, bool take_over) {
-  storage::make_dirs(dir, 0700);
+  make_dirs(dir, 0700);
   // SIGUSR2 (from a successor) is taken by a thread of its own.
   sigset_t usr2;
   sigemptyset(&usr2);
   sigaddset(&usr2, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
-  std::optional<storage::FileLock> lock = storage::FileLock::try_lock(dir + "/netd.lock");
+  std::optional<FileLock> lock = FileLock::try_lock(dir + "/netd.lock");
   std::optional<Running> predecessor;
   if (!lock) {
     predecessor = read_running();

@@ -109,9 +109,9 @@ std::vector<std::string> ContextStore::names() const {
   return out;
 }
 
-storage::FileLock ContextStore::lock(const std::string& name) {
-  storage::make_dirs(dir(name), 0700);
-  auto l = storage::FileLock::try_lock(dir(name) + "/.lock");
+FileLock ContextStore::lock(const std::string& name) {
+  make_dirs(dir(name), 0700);
+  auto l = FileLock::try_lock(dir(name) + "/.lock");
   if (!l)
     throw Error(Errc::failed_precondition,
                 "session '" + name +
@@ -138,7 +138,7 @@ std::optional<SessionState> ContextStore::state(const std::string& name) const {
 }
 
 void ContextStore::save_state(const SessionState& s) {
-  storage::make_dirs(dir(s.name), 0700);
+  make_dirs(dir(s.name), 0700);
   json env = json::array();
   for (const auto& [k, v] : s.env) env.push_back({k, v});
   json j = {{"name", s.name},
@@ -175,18 +175,18 @@ std::vector<TurnRecord> ContextStore::turns(const std::string& name) const {
 }
 
 std::string ContextStore::begin_turn(const std::string& name, int turn) {
-  storage::make_dirs(dir(name), 0700);
+  make_dirs(dir(name), 0700);
   // Staging directories of turns a crash interrupted are of no use to anyone.
   if (DIR* d = ::opendir(dir(name).c_str())) {
     std::vector<std::string> stale;
     while (dirent* e = ::readdir(d))
       if (starts_with(e->d_name, ".staging-")) stale.push_back(e->d_name);
     ::closedir(d);
-    for (const auto& s : stale) storage::remove_tree(dir(name) + "/" + s);
+    for (const auto& s : stale) remove_tree(dir(name) + "/" + s);
   }
   std::string staging = dir(name) + "/.staging-" + std::to_string(turn);
-  storage::make_dirs(staging + "/steps", 0755);
-  storage::make_dirs(staging + "/artifacts", 0755);
+  make_dirs(staging + "/steps", 0755);
+  make_dirs(staging + "/artifacts", 0755);
   return staging;
 }
 
@@ -197,7 +197,7 @@ void ContextStore::publish_turn(const std::string& name, const std::string& stag
   // is listed.
   if (UniqueFd s(::open(staging.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); s) ::syncfs(s.get());
   std::string final_dir = turn_dir(name, t.turn);
-  storage::remove_tree(final_dir);  // a half-published turn of a crashed run with our number
+  remove_tree(final_dir);  // a half-published turn of a crashed run with our number
   if (::rename(staging.c_str(), final_dir.c_str()) != 0) throw_sys("rename " + staging);
   // Make the rename durable before the manifest names it.
   UniqueFd d(::open(dir(name).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -239,7 +239,7 @@ void ContextStore::remove(const std::string& name) {
   std::string d = dir(name);
   if (::unlink((d + "/state.json").c_str()) != 0 && errno != ENOENT)
     throw_sys("remove " + d + "/state.json");
-  storage::remove_tree(d);
+  remove_tree(d);
 }
 
 namespace {

@@ -92,7 +92,7 @@ class ContextStore {
 
   // Held for the whole of a turn: one turn of a session at a time. Throws Error(busy) naming
   // the session when another turn holds it.
-  storage::FileLock lock(const std::string& name);
+  FileLock lock(const std::string& name);
 
   std::optional<SessionState> state(const std::string& name) const;
   void save_state(const SessionState& s);

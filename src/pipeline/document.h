@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/types.h"
+#include "model/box.h"
 
 namespace upstream::pipeline {
 

@@ -622,7 +622,7 @@ void TurnRunner::read_step_files(const Step& s, StepRecord& rec, StepReport& rep
 
 void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
   std::string step_dir = staging_ + "/steps/" + std::to_string(s.index);
-  storage::make_dirs(step_dir);
+  make_dirs(step_dir);
   OutputCollector out(step_dir + "/output.log", head_, tail_);
   std::string log_final =
       store_->turn_dir(store_name_, turn_) + "/steps/" + std::to_string(s.index) + "/output.log";
@@ -777,7 +777,7 @@ void TurnRunner::collect_artifacts() {
       }
       total += info.size;
       auto slash = rel.find_last_of('/');
-      if (slash != std::string::npos) storage::make_dirs(dest + "/" + rel.substr(0, slash));
+      if (slash != std::string::npos) make_dirs(dest + "/" + rel.substr(0, slash));
       files_->copy_out(from, dest + "/" + rel);
     } catch (const Error& e) {
       progress_->message("Warning: artifact " + rel + " was not saved: " + e.what());
@@ -804,7 +804,7 @@ int TurnRunner::run() {
   progress_ = std::make_unique<Progress>(opts_.progress, opts_.verbose, width);
   events_ = std::make_unique<RunEvents>(progress_->spinning());
 
-  storage::FileLock lock = store_->lock(store_name_);
+  FileLock lock = store_->lock(store_name_);
   if (!session_.empty()) {
     auto turns = store_->turns(session_);
     turn_ = turns.empty() ? 1 : turns.back().turn + 1;

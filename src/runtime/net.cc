@@ -99,36 +99,9 @@ void add_default_route(nl_sock* s, int index, const std::string& gateway) {
   if (int e = rtnl_route_add(s, r.get(), NLM_F_CREATE); e < 0) nl_fail("add default route", e);
 }
 
-// The first address of kBoxNetPool.
-uint32_t pool_base() {
-  std::string net(kBoxNetPool);
-  in_addr a{};
-  ::inet_pton(AF_INET, net.substr(0, net.find('/')).c_str(), &a);
-  return ntohl(a.s_addr);
-}
-
-std::string ip_string(uint32_t host_order) {
-  in_addr a{htonl(host_order)};
-  char buf[INET_ADDRSTRLEN];
-  return ::inet_ntop(AF_INET, &a, buf, sizeof buf) ? buf : "";
-}
-
 }  // namespace
 
-NetAddrs net_addrs(uint32_t slot) {
-  if (slot >= kMaxNetSlots)
-    throw Error(Errc::unavailable, "no network address left: the box network pool " +
-                                       std::string(kBoxNetPool) + " holds " +
-                                       std::to_string(kMaxNetSlots) + " boxes with a network");
-  NetAddrs a;
-  a.host_if = "upv" + std::to_string(slot);
-  uint32_t net = pool_base() + slot * 4;
-  a.host_ip = ip_string(net + 1);
-  a.box_ip = ip_string(net + 2);
-  return a;
-}
-
-void attach_veth(pid_t pid, const NetAddrs& a) {
+void attach_veth(pid_t pid, const egress::NetAddrs& a) {
   UniqueFd ns(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!ns) throw_sys(Errc::unavailable, "open the box's network namespace");
   // A pair of this name is only left behind if its box's namespace is still being torn down.
@@ -172,32 +145,12 @@ void attach_veth(pid_t pid, const NetAddrs& a) {
   }
 }
 
-void detach_veth(const NetAddrs& a) {
+void detach_veth(const egress::NetAddrs& a) {
   Sock s = route_socket();
   rtnl_link* l = nullptr;
   if (rtnl_link_get_kernel(s.get(), 0, a.host_if.c_str(), &l) < 0) return;
   Link owned(l);
   if (int e = rtnl_link_delete(s.get(), owned.get()); e < 0) nl_fail("remove " + a.host_if, e);
-}
-
-std::string parse_cidr(const std::string& text, const std::string& what) {
-  std::string addr = text;
-  int prefix = 32;
-  if (auto slash = text.find('/'); slash != std::string::npos) {
-    addr = text.substr(0, slash);
-    std::string p = text.substr(slash + 1);
-    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoi(p) > 32)
-      throw_invalid("invalid " + what + " '" + text + "': the prefix must be 0 to 32");
-    prefix = std::stoi(p);
-  }
-  in_addr a{};
-  if (::inet_pton(AF_INET, addr.c_str(), &a) != 1)
-    throw_invalid("invalid " + what + " '" + text +
-                  "': not an IPv4 address or CIDR such as 10.1.0.0/16");
-  uint32_t host = ntohl(a.s_addr);
-  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
-  return ip_string(host & mask) + "/" + std::to_string(prefix);
 }
 
 void enable_ipv4_forwarding() {

@@ -18,7 +18,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/wire.h"
-#include "netd/egress.h"
+#include "model/egress.h"
 #include "server/json_body.h"
 #include "server/utf8.h"
 

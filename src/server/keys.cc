@@ -5,6 +5,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -75,7 +76,7 @@ std::pair<ApiKey, std::string> KeyStore::create(const std::string& tenant,
         .bind(1, k.id)
         .bind(2, k.tenant)
         .bind(3, k.name)
-        .bind(4, ca::sha256_hex(secret))
+        .bind(4, sha256_hex(secret))
         .bind(5, k.created_at)
         .run();
     db_.prepare("INSERT OR IGNORE INTO tenants(name) VALUES(?)").bind(1, tenant).run();
@@ -121,7 +122,7 @@ std::optional<ApiKey> KeyStore::authenticate(const std::string& token) {
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
   ApiKey k = read_key(s);
-  std::string want = s.text(6), got = ca::sha256_hex(secret);
+  std::string want = s.text(6), got = sha256_hex(secret);
   if (want.size() != got.size() || CRYPTO_memcmp(want.data(), got.data(), want.size()) != 0)
     return std::nullopt;
   int64_t now = now_ms();

@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "common/url.h"
 
 namespace upstream::server {
 
@@ -90,32 +91,6 @@ class Background {
   bool stop_ = false, poked_ = false;
   std::thread thread_;
 };
-
-std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); i++) {
-    char c = s[i];
-    if (c == '+' && plus_is_space) {
-      out += ' ';
-    } else if (c == '%') {
-      if (i + 2 >= s.size()) return std::nullopt;
-      auto hex = [](char h) -> int {
-        if (h >= '0' && h <= '9') return h - '0';
-        if (h >= 'a' && h <= 'f') return h - 'a' + 10;
-        if (h >= 'A' && h <= 'F') return h - 'A' + 10;
-        return -1;
-      };
-      int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
 
 class Server;
 
@@ -409,7 +384,7 @@ class Conn : public std::enable_shared_from_this<Conn<Protocol>> {
     bool aborted = false;
     std::string route = "?";
     auto q = target_.find('?');
-    auto path = percent_decode(std::string_view(target_).substr(0, q), false);
+    auto path = url_decode(std::string_view(target_).substr(0, q), false);
     try {
       if (!path || path->empty() || (*path)[0] != '/')
         throw ApiError(400, "bad_request", "the request target is not a valid path");
@@ -419,9 +394,9 @@ class Conn : public std::enable_shared_from_this<Conn<Protocol>> {
         for (const auto& kv : split(std::string_view(target_).substr(q + 1), '&')) {
           if (kv.empty()) continue;
           auto eq = kv.find('=');
-          auto k = percent_decode(std::string_view(kv).substr(0, eq), true);
-          auto v = percent_decode(
-              eq == std::string::npos ? "" : std::string_view(kv).substr(eq + 1), true);
+          auto k = url_decode(std::string_view(kv).substr(0, eq), true);
+          auto v =
+              url_decode(eq == std::string::npos ? "" : std::string_view(kv).substr(eq + 1), true);
           if (!k || !v) throw ApiError(400, "bad_request", "malformed query string");
           req.query.emplace(*k, *v);
         }

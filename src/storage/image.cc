@@ -3,7 +3,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/init_protocol.h"
@@ -49,15 +49,13 @@ void make_upper(const std::string& fs, const std::string& name, const std::strin
 // crash never leaves a half-written file.
 void write_box_file(const std::string& path, const std::string& text) {
   if (try_read_file(path, 1 << 16) == text) return;
-  std::string tmp = path + ".upstream-new";
-  {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd) throw_sys("create " + tmp);
-    write_all(fd.get(), text);
-    ::fchmod(fd.get(), 0644);
-    ::fchown(fd.get(), 0, 0);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) throw_sys("rename " + tmp);
+  write_file_atomic_with(
+      path, 0644,
+      [&](int fd) {
+        write_all(fd, text);
+        (void)!::fchown(fd, 0, 0);
+      },
+      false);
 }
 
 void write_identity_files(const std::string& volume, const ImagePlan& plan,
@@ -70,8 +68,6 @@ void write_identity_files(const std::string& volume, const ImagePlan& plan,
   if (::stat((etc + "/machine-id").c_str(), &st) != 0)
     write_box_file(etc + "/machine-id", random_hex(32) + "\n");
 }
-
-std::string sha256_file(const std::string& path);
 
 }  // namespace
 
@@ -165,39 +161,10 @@ void refresh_volume(const std::string& volume, const ImagePlan& plan, const std:
   write_identity_files(volume, plan, hostname);
 }
 
-namespace {
-
-std::string sha256_file(const std::string& path) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-    throw Error("sha256 init failed");
-  std::vector<unsigned char> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_sys("read " + path);
-    }
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; i++) {
-    out.push_back(hex[md[i] >> 4]);
-    out.push_back(hex[md[i] & 15]);
-  }
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::string import_tarball(const std::string& tar_path, const Layout& layout) {
-  std::string key = sha256_file(tar_path);
+  std::string key = sha256_file_hex(tar_path);
   std::string dest = layout.tar_images_dir() + "/" + key;
   std::string rootfs = dest + "/rootfs";
   struct stat st;

@@ -3,7 +3,6 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -15,6 +14,7 @@
 #include <functional>
 #include <memory>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/proc.h"
@@ -82,27 +82,6 @@ void walk(const std::string& dir, const std::string& rel,
     if (S_ISDIR(st.st_mode) && st.st_dev == top.st_dev) walk(dir, r, visit);
   }
 }
-
-struct Sha256 {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx{EVP_MD_CTX_new(), EVP_MD_CTX_free};
-  Sha256() {
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-      throw Error("sha256 init failed");
-  }
-  void add(std::string_view s) { EVP_DigestUpdate(ctx.get(), s.data(), s.size()); }
-  std::string hex() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx.get(), md, &len);
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < len; i++) {
-      out.push_back(digits[md[i] >> 4]);
-      out.push_back(digits[md[i] & 15]);
-    }
-    return out;
-  }
-};
 
 char type_char(mode_t m) {
   if (S_ISREG(m)) return 'f';

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/fd.h"
+#include "common/fs.h"
 
 namespace upstream::storage {
 
@@ -29,32 +30,6 @@ struct Layout {
   std::string tar_images_dir() const { return images_dir() + "/tar"; }
   std::string bin_dir() const { return home + "/bin"; }
   std::string tmp_dir() const { return home + "/tmp"; }
-};
-
-// Creates `path` and missing parents with the given mode.
-void make_dirs(const std::string& path, unsigned mode = 0755);
-
-}  // namespace upstream::storage
-
-namespace upstream::storage {
-
-// Removes a directory tree without following symlinks or crossing into other mounts.
-// Missing paths are fine.
-void remove_tree(const std::string& path);
-
-// Holds an exclusive flock on a lock file for its lifetime.
-class FileLock {
- public:
-  FileLock() = default;
-  // Blocks until the lock is held; with timeout_ms >= 0, throws Error(timeout) after that long.
-  FileLock(const std::string& path, int timeout_ms = -1);
-  static std::optional<FileLock> try_lock(const std::string& path);
-  FileLock(FileLock&&) = default;
-  FileLock& operator=(FileLock&&) = default;
-  int fd() const { return fd_.get(); }
-
- private:
-  UniqueFd fd_;
 };
 
 }  // namespace upstream::storage

@@ -1,6 +1,6 @@
 #include "store/box_store.h"
 
-#include "netd/egress.h"
+#include "model/egress.h"
 
 #include "common/error.h"
 #include "common/strings.h"

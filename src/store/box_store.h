@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/types.h"
+#include "model/box.h"
 #include "store/db.h"
 
 namespace upstream::store {

@@ -22,9 +22,9 @@ class Files : public ::testing::Test {
   void SetUp() override {
     local_ = home() + "/local-" + std::to_string(::getpid()) + "-" +
              ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    storage::make_dirs(local_);
+    make_dirs(local_);
   }
-  void TearDown() override { storage::remove_tree(local_); }
+  void TearDown() override { remove_tree(local_); }
   std::string local_;
 };
 ScopedBox* Files::box_ = nullptr;
@@ -97,7 +97,7 @@ TEST_F(Files, MoveWorksAcrossTheBoxesMounts) {
 
 TEST_F(Files, TarRoundTripAndLocalCopies) {
   std::string src = local_ + "/src";
-  storage::make_dirs(src + "/nested/deeper");
+  make_dirs(src + "/nested/deeper");
   write_file_atomic(src + "/a.txt", "alpha", 0644);
   write_file_atomic(src + "/nested/deeper/b.bin", std::string(300000, '\x7f'), 0755);
   ASSERT_EQ(::symlink("a.txt", (src + "/link").c_str()), 0);
@@ -180,7 +180,7 @@ TEST_F(Files, CopiesOutNeverFollowTheBoxesSymlinks) {
   // A box prepares a tree whose symlinks point at host paths; copying it out must create the
   // symlinks as symlinks and never write through them.
   std::string target = local_ + "/victim";
-  storage::make_dirs(target);
+  make_dirs(target);
   write_file_atomic(target + "/keep", "untouched", 0644);
   sh(id(), "mkdir -p /tmp/trap && ln -sfn " + target +
                " /tmp/trap/link && echo pwned > /tmp/trap/zz && "

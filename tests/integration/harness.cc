@@ -47,7 +47,7 @@ class Env : public ::testing::Environment {
       g_engine.reset();
     }
     ::umount2((g_home + "/pool").c_str(), MNT_DETACH);
-    storage::remove_tree(g_home);
+    remove_tree(g_home);
   }
 };
 
@@ -128,7 +128,7 @@ bool path_exists(const std::string& p) {
 const std::string& busybox_rootfs() {
   static std::string root = [] {
     std::string r = g_home + "/busybox-rootfs";
-    for (const char* d : {"bin", "etc", "tmp", "root"}) storage::make_dirs(r + "/" + d);
+    for (const char* d : {"bin", "etc", "tmp", "root"}) make_dirs(r + "/" + d);
     ::chmod((r + "/tmp").c_str(), 01777);
     write_file_atomic(r + "/bin/busybox", read_file("/bin/busybox"), 0755);
     for (const char* c :

@@ -71,7 +71,7 @@ TEST(Images, HostImageWithTheStateDirectoryInsideVar) {
     e->remove_box(b.id, true);
   }
   ::umount2((home + "/pool").c_str(), MNT_DETACH);
-  storage::remove_tree(home);
+  remove_tree(home);
 }
 
 }  // namespace

@@ -17,9 +17,9 @@ class CgroupFiles : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = "/tmp/upstream-cgroup-test-" + std::to_string(::getpid());
-    storage::make_dirs(dir_);
+    make_dirs(dir_);
   }
-  void TearDown() override { storage::remove_tree(dir_); }
+  void TearDown() override { remove_tree(dir_); }
   // Control files are replaced by each write; plain files need emptying between writes.
   void touch(const std::string& path) { write_file_atomic(path, "", 0644); }
   void reset_files() {
@@ -56,9 +56,9 @@ TEST_F(CgroupFiles, V2LimitsSkipMissingControllers) {
 
 TEST_F(CgroupFiles, V1LimitsFormat) {
   std::string cpu = dir_ + "/cpu", mem = dir_ + "/memory", pids = dir_ + "/pids";
-  storage::make_dirs(cpu);
-  storage::make_dirs(mem);
-  storage::make_dirs(pids);
+  make_dirs(cpu);
+  make_dirs(mem);
+  make_dirs(pids);
   for (const auto& f :
        {cpu + "/cpu.cfs_period_us", cpu + "/cpu.cfs_quota_us", mem + "/memory.limit_in_bytes",
         mem + "/memory.memsw.limit_in_bytes", pids + "/pids.max"})

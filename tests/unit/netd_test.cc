@@ -10,9 +10,9 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "model/egress.h"
 #include "netd/ca.h"
 #include "netd/dns.h"
-#include "netd/egress.h"
 #include "netd/http_relay.h"
 #include "netd/netd.h"
 

@@ -51,22 +51,22 @@ TEST(BoxSpec, RejectsEachBadField) {
 }
 
 TEST(BoxNetwork, AddressesPerSlotAndCidrs) {
-  auto a = runtime::net_addrs(0);
+  auto a = egress::net_addrs(0);
   EXPECT_EQ(a.host_if, "upv0");
   EXPECT_EQ(a.host_ip, "10.200.0.1");
   EXPECT_EQ(a.box_ip, "10.200.0.2");
-  auto b = runtime::net_addrs(59999);  // the last uid slot still has an address of its own
+  auto b = egress::net_addrs(59999);  // the last uid slot still has an address of its own
   EXPECT_EQ(b.host_ip, "10.203.169.125");
   EXPECT_EQ(b.box_ip, "10.203.169.126");
   EXPECT_EQ(b.host_if.size(), 8u);  // interface names stay under 16 characters
-  EXPECT_THROW(runtime::net_addrs(runtime::kMaxNetSlots), Error);
-  EXPECT_EQ(runtime::parse_cidr("10.77.3.9/24", "x"), "10.77.3.0/24");
-  EXPECT_EQ(runtime::parse_cidr("192.0.2.7", "x"), "192.0.2.7/32");
-  EXPECT_EQ(runtime::parse_cidr("0.0.0.0/0", "x"), "0.0.0.0/0");
+  EXPECT_THROW(egress::net_addrs(egress::kMaxNetSlots), Error);
+  EXPECT_EQ(egress::parse_cidr("10.77.3.9/24", "x"), "10.77.3.0/24");
+  EXPECT_EQ(egress::parse_cidr("192.0.2.7", "x"), "192.0.2.7/32");
+  EXPECT_EQ(egress::parse_cidr("0.0.0.0/0", "x"), "0.0.0.0/0");
   for (const char* bad :
        {"10.0.0.0/33", "10.0.0.0/", "10.0.0/8", "::1/128", "host", "10.0.0.0/8/8", "10.0.0.0/-1"}) {
     try {
-      runtime::parse_cidr(bad, "open range");
+      egress::parse_cidr(bad, "open range");
       ADD_FAILURE() << bad;
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), Errc::invalid_argument) << bad;

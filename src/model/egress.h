@@ -10,9 +10,28 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/types.h"
+#include "model/box.h"
 
 namespace upstream::egress {
+
+// Box networks: 10.200.0.0/14, a /30 per uid slot (host end .1, box end .2 of its /30): room
+// for every uid slot (see runtime/slots.h).
+constexpr const char* kBoxNetPool = "10.200.0.0/14";
+constexpr uint32_t kMaxNetSlots = 65536;
+
+struct NetAddrs {
+  std::string host_if;  // host end of the veth pair: "upv<slot>"
+  std::string host_ip;  // gateway of the box
+  std::string box_ip;
+  int prefix = 30;
+};
+
+// Throws unavailable when the slot is past what the pool holds.
+NetAddrs net_addrs(uint32_t slot);
+
+// Parses an IPv4 CIDR ("10.1.0.0/16", or an address as /32); throws invalid_argument naming
+// `what`. Returns it normalised.
+std::string parse_cidr(const std::string& text, const std::string& what);
 
 // Ranges no box reaches unless the operator opens them (network.open_private): unspecified,
 // RFC 1918, CGNAT, loopback, link-local (cloud metadata), multicast and reserved.

@@ -1,4 +1,4 @@
-#include "netd/egress.h"
+#include "model/egress.h"
 
 #include <arpa/inet.h>
 
@@ -7,7 +7,6 @@
 
 #include "common/error.h"
 #include "common/strings.h"
-#include "runtime/net.h"
 
 namespace upstream::egress {
 
@@ -31,6 +30,39 @@ std::string ipv4_string(uint32_t ip) {
   char buf[INET_ADDRSTRLEN];
   ::inet_ntop(AF_INET, &a, buf, sizeof buf);
   return buf;
+}
+
+std::string parse_cidr(const std::string& text, const std::string& what) {
+  std::string addr = text;
+  int prefix = 32;
+  if (auto slash = text.find('/'); slash != std::string::npos) {
+    addr = text.substr(0, slash);
+    std::string p = text.substr(slash + 1);
+    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(p) > 32)
+      throw_invalid("invalid " + what + " '" + text + "': the prefix must be 0 to 32");
+    prefix = std::stoi(p);
+  }
+  in_addr a{};
+  if (::inet_pton(AF_INET, addr.c_str(), &a) != 1)
+    throw_invalid("invalid " + what + " '" + text +
+                  "': not an IPv4 address or CIDR such as 10.1.0.0/16");
+  uint32_t host = ntohl(a.s_addr);
+  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  return ipv4_string(host & mask) + "/" + std::to_string(prefix);
+}
+
+NetAddrs net_addrs(uint32_t slot) {
+  if (slot >= kMaxNetSlots)
+    throw Error(Errc::unavailable, "no network address left: the box network pool " +
+                                       std::string(kBoxNetPool) + " holds " +
+                                       std::to_string(kMaxNetSlots) + " boxes with a network");
+  NetAddrs a;
+  a.host_if = "upv" + std::to_string(slot);
+  uint32_t net = cidr(kBoxNetPool).net + slot * 4;
+  a.host_ip = ipv4_string(net + 1);
+  a.box_ip = ipv4_string(net + 2);
+  return a;
 }
 
 Cidr cidr(const std::string& normalised) {
@@ -117,8 +149,8 @@ void validate(const std::string& mode, Egress& e) {
   if (!e.headers.empty() && mode == "none")
     throw_invalid("headers need a network: use network mode allow-all or custom");
   for (auto& d : e.allow_domains) d = parse_domain_pattern(d, "allowed domain");
-  for (auto& c : e.allow_cidrs) c = runtime::parse_cidr(c, "allowed CIDR");
-  for (auto& c : e.deny_cidrs) c = runtime::parse_cidr(c, "denied CIDR");
+  for (auto& c : e.allow_cidrs) c = parse_cidr(c, "allowed CIDR");
+  for (auto& c : e.deny_cidrs) c = parse_cidr(c, "denied CIDR");
   std::map<std::string, std::map<std::string, std::string>> headers;
   for (const auto& [pattern, hs] : e.headers) {
     std::string p = parse_domain_pattern(pattern, "header host pattern");
@@ -256,7 +288,7 @@ std::optional<std::string> address_blocked(const BoxPolicy& p, uint32_t ip,
   std::string addr = ipv4_string(ip);
   for (const auto& c : p.egress.deny_cidrs)
     if (cidr(c).contains(ip)) return addr + " is in the denied CIDR " + c;
-  if (cidr(runtime::kBoxNetPool).contains(ip)) return addr + " is another box";
+  if (cidr(kBoxNetPool).contains(ip)) return addr + " is another box";
   if (std::find(host_addrs.begin(), host_addrs.end(), ip) != host_addrs.end())
     return addr + " is the host itself";
   bool opened = false;
