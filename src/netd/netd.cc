@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/fs.h"
+#include "common/ipc.h"
 #include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -940,6 +942,60 @@ json read_stats(const std::string& path) {
   return stats_json(s);
 }
 
+namespace {
+
+std::string handover_path(const std::string& dir) { return dir + "/netd.handover"; }
+
+// The hand-over socket: a successor connects and asks; it gets the resolver's socket, and this
+// netd retires.
+void serve_handover(const std::string& dir, std::shared_ptr<UniqueFd> resolver,
+                    std::function<void()> retire) {
+  std::string path = handover_path(dir);
+  UniqueFd l(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+  ::unlink(path.c_str());
+  if (!l || ::bind(l.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+      ::listen(l.get(), 4) != 0) {
+    std::fprintf(stderr, "netd: no hand-over socket at %s: %s\n", path.c_str(),
+                 std::strerror(errno));
+    return;
+  }
+  ::chmod(path.c_str(), 0600);
+  std::thread([l = std::move(l), resolver, retire] {
+    while (true) {
+      UniqueFd c(::accept4(l.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!c) continue;
+      try {
+        auto m = ipc::recv_wait(c.get(), 5000);
+        if (!m || m->body.value("op", "") != "hand-over") continue;
+        ipc::send(c.get(), {{"ok", true}}, {resolver->get()});
+        retire();
+        return;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "netd: hand-over: %s\n", e.what());
+      }
+    }
+  }).detach();
+}
+
+// The predecessor's resolver socket, asked for over its hand-over socket (which retires it);
+// empty if it has none (it is then told by SIGUSR2).
+UniqueFd receive_resolver(const std::string& dir) {
+  try {
+    UniqueFd c = ipc::connect(handover_path(dir));
+    ipc::send(c.get(), {{"op", "hand-over"}});
+    auto m = ipc::recv_wait(c.get(), 5000);
+    if (m && m->body.value("ok", false) && m->fds.size() == 1) return std::move(m->fds[0]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "netd: no hand-over from the running netd (%s)\n", e.what());
+  }
+  return UniqueFd();
+}
+
+}  // namespace
+
 int serve(const std::string& dir, bool take_over) {
   make_dirs(dir, 0700);
   // SIGUSR2 (from a successor) is taken by a thread of its own.
@@ -967,8 +1023,19 @@ int serve(const std::string& dir, bool take_over) {
     } catch (const std::exception&) {
     }
   UniqueFd proxy = listen_any(SOCK_STREAM, ports.proxy, predecessor.has_value());
-  auto resolver =
-      std::make_shared<UniqueFd>(listen_any(SOCK_DGRAM, ports.dns, predecessor.has_value()));
+  // The resolver's socket itself comes from the predecessor (a datagram queued on it is answered
+  // by whichever netd reads it); TCP listeners share their ports instead.
+  std::shared_ptr<UniqueFd> resolver;
+  bool handed = false;
+  if (predecessor) {
+    if (UniqueFd dns = receive_resolver(dir)) {
+      resolver = std::make_shared<UniqueFd>(std::move(dns));
+      handed = true;
+    }
+  }
+  if (!resolver)
+    resolver =
+        std::make_shared<UniqueFd>(listen_any(SOCK_DGRAM, ports.dns, predecessor.has_value()));
   auto announce = [&] {
     write_file_atomic(dir + "/netd.json",
                       json{{"pid", ::getpid()},
@@ -1011,30 +1078,42 @@ int serve(const std::string& dir, bool take_over) {
     }
   }).detach();
   resolver.reset();
-  // Retiring: stop listening (the successor has bound the same ports), give up the lock, serve
-  // what is under way (for at most 10 minutes), then leave.
-  std::thread([&lock, proxy_fd = proxy.get()] {
+  // Retiring: stop listening (the successor has bound the same ports, or holds the resolver's
+  // socket), give up the lock, serve what is under way (for at most 10 minutes), then leave.
+  // Asked by a successor over the hand-over socket, or by SIGUSR2.
+  std::once_flag retire_once;
+  auto retire = [&lock, proxy_fd = proxy.get(), &retire_once] {
+    std::call_once(retire_once, [&] {
+      retired = true;
+      counters.flush();
+      ::shutdown(proxy_fd, SHUT_RDWR);
+      lock.reset();
+      std::fprintf(stderr, "netd %d: handed over to a newer netd; finishing %d connections\n",
+                   ::getpid(), active.load());
+      std::thread([] {
+        for (int i = 0; i < 6000 && active.load() > 0; i++)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        counters.flush();
+        ::_exit(0);
+      }).detach();
+    });
+  };
+  std::thread([retire] {
     int sig = 0;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR2);
     while (sigwait(&set, &sig) != 0) {
     }
-    retired = true;
-    counters.flush();
-    ::shutdown(proxy_fd, SHUT_RDWR);
-    lock.reset();
-    std::fprintf(stderr, "netd %d: handed over to a newer netd; finishing %d connections\n",
-                 ::getpid(), active.load());
-    for (int i = 0; i < 6000 && active.load() > 0; i++)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    counters.flush();
-    ::_exit(0);
+    retire();
   }).detach();
+  if (!predecessor) serve_handover(dir, resolver, retire);
   if (predecessor) {
-    // Both serve now; the predecessor stops listening and hands over the lock.
-    ::kill(predecessor->ports.pid, SIGUSR2);
+    // Both serve now; the predecessor stops listening and hands over the lock (told already if it
+    // handed over the resolver's socket).
+    if (!handed) ::kill(predecessor->ports.pid, SIGUSR2);
     lock.emplace(dir + "/netd.lock", 30'000);
+    serve_handover(dir, resolver, retire);
     announce();
     std::fprintf(stderr, "netd %d: took over from netd %d (protocol %d)\n", ::getpid(),
                  predecessor->ports.pid, predecessor->protocol);
