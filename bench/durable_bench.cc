@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
   {
     std::vector<double> with, without, rm_with, rm_without;
     BoxSpec net;
-    net.network = "allow-all";
+    net.network = NetworkMode::allow_all;
     e.remove_box(e.create_box(net).id, true);  // the firewall is installed once per process
     for (int i = 0; i < std::max(5, runs / 5) + 2; i++) {
       for (bool networked : {false, true}) {

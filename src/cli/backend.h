@@ -54,8 +54,8 @@ class Backend {
 
   virtual SystemInfo system_info() = 0;
   virtual Engine::UsageReport usage_report(const Engine::UsageQuery& q) = 0;
-  virtual BoxRecord set_network(const std::string& ref, const std::string& mode,
-                                const Egress& egress, bool keep_headers) = 0;
+  virtual BoxRecord set_network(const std::string& ref, NetworkMode mode, const Egress& egress,
+                                bool keep_headers) = 0;
   virtual nlohmann::json net_stats(const std::string& ref) = 0;
   virtual Engine::Exposure expose(const std::string& ref, int port, const std::string& auth) = 0;
   virtual std::vector<Engine::Exposure> exposures(const std::string& ref) = 0;

@@ -32,7 +32,7 @@ class LocalBackend : public Backend {
     return e().snapshot_box(ref, o);
   }
   SnapshotRecord get_snapshot(const std::string& ref) override { return e().get_snapshot(ref); }
-  BoxRecord set_network(const std::string& ref, const std::string& mode, const Egress& egress,
+  BoxRecord set_network(const std::string& ref, NetworkMode mode, const Egress& egress,
                         bool keep_headers) override {
     return e().set_network(ref, mode, egress, keep_headers);
   }

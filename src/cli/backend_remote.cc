@@ -421,7 +421,7 @@ class RemoteBackend : public Backend {
   SnapshotRecord get_snapshot(const std::string& ref) override {
     return snapshot_from_json(http_.get("/v1/snapshots/" + seg(ref)));
   }
-  BoxRecord set_network(const std::string& ref, const std::string& mode, const Egress& egress,
+  BoxRecord set_network(const std::string& ref, NetworkMode mode, const Egress& egress,
                         bool keep_headers) override {
     json body = egress::to_json(egress, true);
     body["mode"] = mode;
@@ -493,34 +493,9 @@ class RemoteBackend : public Backend {
     return snapshot_from_json(json::parse(text));
   }
 
-  json spec_body(const BoxSpec& s) {
-    json body = {{"image", s.image}, {"user", s.user}, {"workdir", s.workdir}};
-    if (!s.name.empty()) body["name"] = s.name;
-    if (!s.labels.empty()) body["labels"] = s.labels;
-    json env = json::object();
-    for (const auto& e : s.env) {
-      auto eq = e.find('=');
-      env[e.substr(0, eq)] = eq == std::string::npos ? "" : e.substr(eq + 1);
-    }
-    if (!env.empty()) body["env"] = env;
-    json limits = json::object();
-    if (s.limits.cpu_milli) limits["cpus"] = static_cast<double>(*s.limits.cpu_milli) / 1000.0;
-    if (s.limits.memory) limits["memory"] = *s.limits.memory;
-    if (s.limits.pids) limits["pids"] = *s.limits.pids;
-    if (s.limits.disk) limits["disk"] = *s.limits.disk;
-    if (!limits.empty()) body["limits"] = limits;
-    if (s.network != "none") body["network"] = s.network;
-    if (!(s.egress == Egress{})) body["egress"] = egress::to_json(s.egress, true);
-    const Policy& p = s.policy;
-    Policy d;
-    if (p.auto_pause_ms != d.auto_pause_ms || p.auto_stop_ms != d.auto_stop_ms ||
-        p.auto_archive_ms != d.auto_archive_ms || p.keep_alive)
-      body["policy"] = {{"auto_pause_ms", p.auto_pause_ms},
-                        {"auto_stop_ms", p.auto_stop_ms},
-                        {"auto_archive_ms", p.auto_archive_ms},
-                        {"keep_alive", p.keep_alive}};
-    return body;
-  }
+  // A create's body: the spec in its one encoding (model/box.h), secrets included (they go to
+  // the server, which keeps them).
+  json spec_body(const BoxSpec& s) { return spec_to_json(s, Secrets::kept); }
   BoxRecord get_box(const std::string& ref) override { return box_from_json(http_.get(box(ref))); }
   std::vector<BoxRecord> list_boxes(const store::BoxFilter& f) override {
     std::vector<BoxRecord> out;

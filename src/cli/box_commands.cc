@@ -128,7 +128,7 @@ BoxSpec spec_from(const CreateOpts& o) {
   s.limits = parse_limits(o.cpus, o.memory, o.pids, o.disk);
   if (!o.user.empty()) s.user = o.user;
   if (!o.workdir.empty()) s.workdir = o.workdir;
-  if (!o.network.empty()) s.network = o.network;
+  if (!o.network.empty()) s.network = parse_network_mode(o.network);
   s.egress = egress_from(o.egress);
   if (!o.auto_pause.empty()) s.policy.auto_pause_ms = policy_ms(o.auto_pause, "--auto-pause");
   if (!o.auto_stop.empty()) s.policy.auto_stop_ms = policy_ms(o.auto_stop, "--auto-stop");
@@ -303,11 +303,11 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
   }
   row("User", b.spec.user);
   row("Workdir", b.spec.workdir);
-  row("Network",
-      b.spec.network + (b.slot && b.spec.network != "none" && box_state::alive(b.state) &&
-                                *b.slot < egress::kMaxNetSlots
-                            ? " (address " + egress::net_addrs(*b.slot).box_ip + ")"
-                            : ""));
+  row("Network", to_string(b.spec.network) +
+                     (b.slot && b.spec.network != NetworkMode::none && box_state::alive(b.state) &&
+                              *b.slot < egress::kMaxNetSlots
+                          ? " (address " + egress::net_addrs(*b.slot).box_ip + ")"
+                          : ""));
   if (!b.spec.labels.empty()) {
     std::vector<std::string> l;
     for (const auto& [k, v] : b.spec.labels) l.push_back(k + "=" + v);
@@ -486,7 +486,8 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     c->add_flag("--clear-headers", *clear, "Remove the box's headers");
     c->callback([&ctx, ref, mode, eo, clear] {
       Egress e = egress_from(*eo);
-      BoxRecord b = ctx.backend().set_network(*ref, *mode, e, eo->headers.empty() && !*clear);
+      BoxRecord b = ctx.backend().set_network(*ref, parse_network_mode(*mode), e,
+                                              eo->headers.empty() && !*clear);
       print_box_ids(ctx, {b});
     });
   }

@@ -29,7 +29,7 @@ TenantRules tenant_rules_from_json(const nlohmann::json& j, const std::string& a
       }
       r.images = list;
     } else if (k == "box") {
-      r.box_max = limits_from_user_json(v, at + ".box");
+      r.box_max = limits_from_json(v, at + ".box");
     } else if (k == "total") {
       if (!v.is_object())
         throw_invalid(at + ".total must be an object such as {\"disk\": \"100g\"}");
@@ -203,7 +203,7 @@ void EngineOptions::load_config(const std::string& path) {
       }
       if (!sized) fail(at + " has no size (how many ready boxes to keep)");
       try {
-        shape.limits = limits_from_user_json(limits, at);
+        shape.limits = limits_from_json(limits, at);
         BoxSpec probe;
         probe.image = shape.image;
         probe.limits = shape.limits;

@@ -219,7 +219,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   cg.destroy(2000);  // whatever an earlier crash left
   runtime::SlotLease lease = slots.acquire();
   uint32_t base = runtime::slot_uid_base(lease.slot);
-  bool networked = b.spec.network != "none";
+  bool networked = b.spec.network != NetworkMode::none;
   egress::NetAddrs net;
   if (networked) {
     net = egress::net_addrs(lease.slot);
@@ -301,7 +301,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   }
 }
 
-BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, Egress egress,
+BoxRecord Engine::set_network(const std::string& ref, NetworkMode mode, Egress egress,
                               bool keep_headers) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
@@ -310,7 +310,7 @@ BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, E
   b = I.check_alive(*I.store.find_id(b.id));
   BoxSpec spec = b.spec;
   spec.network = mode;
-  if (keep_headers && mode != "none") egress.headers = b.spec.egress.headers;
+  if (keep_headers && mode != NetworkMode::none) egress.headers = b.spec.egress.headers;
   spec.egress = egress;
   validate_box_spec(spec);
   if (mode == b.spec.network && spec.egress == b.spec.egress) return b;
@@ -321,13 +321,13 @@ BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, E
     b = I.wake(b, "resumed to trust the egress CA");
   if (box_state::alive(b.state) && b.slot) {
     egress::NetAddrs net = egress::net_addrs(*b.slot);
-    if (mode == "none") {
+    if (mode == NetworkMode::none) {
       runtime::detach_veth(net);
       I.net_down(*b.slot, b.spec);
     } else {
       I.ensure_firewall();
       I.set_net_rules(*b.slot, spec);
-      if (b.spec.network == "none") runtime::attach_veth(b.init_pid, net);
+      if (b.spec.network == NetworkMode::none) runtime::attach_veth(b.init_pid, net);
       BoxRecord next = b;
       next.spec = spec;
       I.write_net_policy(next);
@@ -338,8 +338,9 @@ BoxRecord Engine::set_network(const std::string& ref, const std::string& mode, E
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state);
   }
   I.store.update_spec(b.id, spec);
-  I.store.set_state(b.id, b.state,
-                    mode == b.spec.network ? "egress policy changed" : "network set to " + mode);
+  I.store.set_state(
+      b.id, b.state,
+      mode == b.spec.network ? "egress policy changed" : "network set to " + to_string(mode));
   return *I.store.find_id(b.id);
 }
 
@@ -368,7 +369,7 @@ runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_m
   runtime::CgroupUsage u = cg.usage();
   if (!cg.destroy(5000)) throw Error(Errc::internal, "could not remove the cgroups of box " + b.id);
   ::unlink(layout.socket(b.id).c_str());
-  if (b.slot && b.spec.network != "none") net_down(*b.slot, b.spec);
+  if (b.slot && b.spec.network != NetworkMode::none) net_down(*b.slot, b.spec);
   return u;
 }
 
@@ -384,7 +385,7 @@ BoxRecord Engine::Impl::check_alive(const BoxRecord& b) {
   runtime::CgroupUsage u = cg.usage();
   cg.destroy(5000);
   ::unlink(layout.socket(b.id).c_str());
-  if (fresh->slot && fresh->spec.network != "none") net_down(*fresh->slot, fresh->spec);
+  if (fresh->slot && fresh->spec.network != NetworkMode::none) net_down(*fresh->slot, fresh->spec);
   refresh_execs(*fresh);
   std::string reason =
       store.meta("boot_id") != boot_id() ? "host restarted" : "box init exited unexpectedly";

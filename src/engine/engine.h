@@ -97,10 +97,6 @@ struct EngineOptions {
 // at the top level "per_tenant"); `at` names it in errors.
 TenantRules tenant_rules_from_json(const nlohmann::json& j, const std::string& at, bool top);
 
-// The limits of a request or a configuration, in their JSON form: {"cpus": 0.5, "memory":
-// "512m", "pids": 100, "disk": "1g"}. `field` names the object in errors ("limits").
-Limits limits_from_user_json(const nlohmann::json& j, const std::string& field);
-
 struct ExecSpec {
   std::vector<std::string> argv;  // either a command...
   std::string shell;              // ...or a shell string, run with bash -c (sh -c without bash)
@@ -174,7 +170,7 @@ class Engine {
   // without a restart.
   // `egress` replaces the box's policy; with keep_headers its headers stay what they were
   // (unless the mode is none). A running box's new policy holds for its next connection.
-  BoxRecord set_network(const std::string& ref, const std::string& mode, Egress egress = {},
+  BoxRecord set_network(const std::string& ref, NetworkMode mode, Egress egress = {},
                         bool keep_headers = false);
   // A box's network counters (see netd): bytes, connections and requests per destination,
   // denied attempts with their reasons, DNS queries.

@@ -75,9 +75,9 @@ firewall::SlotRules Engine::Impl::slot_rules(uint32_t slot, const BoxSpec& spec)
   firewall::SlotRules r;
   r.slot = slot;
   r.box_ip = egress::net_addrs(slot).box_ip;
-  if (spec.network == "none") return r;
+  if (spec.network == NetworkMode::none) return r;
   r.proxied = proxied(spec);
-  r.custom = spec.network == "custom";
+  r.custom = spec.network == NetworkMode::custom;
   if (r.custom) {
     r.allow = spec.egress.allow_cidrs;
     r.deny = spec.egress.deny_cidrs;
@@ -161,7 +161,7 @@ void Engine::Impl::clear_net_rules(uint32_t slot) {
 }
 
 void Engine::Impl::net_up(const BoxRecord& b) {
-  if (b.spec.network == "none" || !b.slot) return;
+  if (b.spec.network == NetworkMode::none || !b.slot) return;
   write_net_policy(b);
   if (!b.spec.egress.headers.empty()) trust_egress_ca(b);
 }
@@ -187,7 +187,7 @@ void Engine::Impl::save_exposures(const std::string& box_id,
 }
 
 void Engine::Impl::write_net_policy(const BoxRecord& b) {
-  if (b.spec.network == "none" || !b.slot) return;
+  if (b.spec.network == NetworkMode::none || !b.slot) return;
   egress::BoxPolicy p;
   p.box_id = b.id;
   p.box_name = b.name;
@@ -305,7 +305,7 @@ Engine::Exposure Engine::expose(const std::string& ref, int port, const std::str
   BoxRecord b = I.check_alive(I.store.resolve(ref));
   auto lock = I.lock_box(b.id);
   b = I.check_alive(*I.store.find_id(b.id));
-  if (b.spec.network == "none")
+  if (b.spec.network == NetworkMode::none)
     throw Error(Errc::failed_precondition,
                 "box " + b.name + " has no network: give it one first (upstream box network " +
                     b.name + " allow-all, or custom)");

@@ -44,8 +44,9 @@ void set_box_hostname(pid_t init_pid, const std::string& name) {
 }  // namespace
 
 std::string Engine::Impl::pool_key(const BoxSpec& spec) const {
-  json key = {
-      {"image", spec.image}, {"limits", limits_to_json(spec.limits)}, {"network", spec.network}};
+  json key = {{"image", spec.image},
+              {"limits", limits_to_json(spec.limits)},
+              {"network", to_string(spec.network)}};
   // Pooled boxes never have an egress policy: a create with one never takes a pooled box.
   if (!(spec.egress == Egress{})) key["egress"] = egress::to_json(spec.egress, true);
   return key.dump();

@@ -35,7 +35,24 @@ namespace {
 
 constexpr size_t kMaxLayers = 100;  // overlay's mount options hold about 200 lower layers
 constexpr const char* kManifest = "upstream-snapshot.json";
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;  // 1: the configuration in the first spec encoding
+
+// What an export carries of a snapshot's configuration: what a box made from it takes (never its
+// network policy, whose header values are secrets of this installation).
+json export_config(const BoxSpec& s) {
+  json full = spec_to_json(s, Secrets::names);
+  json out = json::object();
+  for (const char* k : {"env", "limits", "user", "workdir"}) out[k] = full[k];
+  return out;
+}
+
+BoxSpec import_config(const json& j) {
+  json picked = json::object();
+  if (!j.is_object()) throw_invalid("not a valid snapshot export: its configuration is no object");
+  for (const char* k : {"env", "limits", "user", "workdir"})
+    if (j.contains(k)) picked[k] = j[k];
+  return spec_from_json(picked, "config");
+}
 
 void check_snapshot_name(const std::string& name) {
   if (name == "host" || !valid_box_name(name))
@@ -331,7 +348,7 @@ uint64_t Engine::export_snapshot(const std::string& ref, int out_fd) {
                    {"name", s.name},
                    {"kind", s.kind},
                    {"base_image", s.base_image},
-                   {"config", spec_to_json(s.config)},
+                   {"config", export_config(s.config)},
                    {"layers", layers},
                    {"created_at", format_time(s.created_at)}};
   std::string text = manifest.dump(2) + "\n";
@@ -389,9 +406,10 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
   json m = json::parse(text, nullptr, false);
   if (!m.is_object() || m.value("format", "") != "upstream-snapshot")
     throw bad("the manifest is not an upstream snapshot manifest");
-  if (m.value("version", 0) != kFormatVersion)
-    throw bad("format version " + m.value("version", json(0)).dump() + " is not supported (" +
-              std::to_string(kFormatVersion) + " is)");
+  int version = m.value("version", 0);
+  if (version != 1 && version != kFormatVersion)
+    throw bad("format version " + m.value("version", json(0)).dump() + " is not supported (1 and " +
+              std::to_string(kFormatVersion) + " are)");
   SnapshotRecord r;
   r.id = random_hex(12);
   std::vector<std::string> digests;
@@ -399,7 +417,9 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
     r.name = name.empty() ? m.at("name").get<std::string>() : name;
     r.kind = m.at("kind").get<std::string>();
     r.base_image = m.at("base_image").get<std::string>();
-    r.config = spec_from_json(m.at("config"));
+    json config = m.at("config");
+    if (version == 1) config = upgrade_spec_v1(config);
+    r.config = import_config(config);
     for (const auto& l : m.at("layers")) digests.push_back(l.at("digest").get<std::string>());
   } catch (const json::exception& ex) {
     throw bad(std::string("manifest: ") + ex.what());

@@ -59,39 +59,7 @@ void validate_box_spec(BoxSpec& spec) {
   }
   check_user(spec.user);
   check_box_path(spec.workdir, "working directory");
-  if (spec.network != "none" && spec.network != "allow-all" && spec.network != "custom")
-    throw_invalid("invalid network mode '" + spec.network +
-                  "': use none (loopback only), allow-all (the internet, never private ranges, "
-                  "the host or other boxes) or custom (allowed domains and CIDRs only)");
   egress::validate(spec.network, spec.egress);
-}
-
-Limits limits_from_user_json(const nlohmann::json& l, const std::string& field) {
-  if (!l.is_object()) throw_invalid("field '" + field + "' must be an object");
-  Limits out;
-  for (const auto& [k, v] : l.items()) {
-    std::string name = field + "." + k;
-    auto size_of = [&](const char* what) -> uint64_t {
-      if (v.is_number_unsigned()) return v.get<uint64_t>();
-      if (v.is_string()) return parse_size(v.get<std::string>(), what);
-      throw_invalid(name + " must be a number of bytes or a size such as \"512m\"");
-    };
-    if (k == "cpus") {
-      if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 4096)
-        throw_invalid(name + " must be a number of CPUs above 0, such as 0.5 or 2");
-      out.cpu_milli = static_cast<uint64_t>(v.get<double>() * 1000 + 0.5);
-    } else if (k == "memory") {
-      out.memory = size_of("memory limit");
-    } else if (k == "disk") {
-      out.disk = size_of("disk limit");
-    } else if (k == "pids") {
-      if (!v.is_number_unsigned()) throw_invalid(name + " must be a whole number");
-      out.pids = v.get<uint64_t>();
-    } else {
-      throw_invalid("unknown field '" + name + "' (known: cpus, memory, pids, disk)");
-    }
-  }
-  return out;
 }
 
 void validate_exec_spec(const ExecSpec& spec) {

@@ -1,9 +1,12 @@
-// The engine's vocabulary: what a box is made of, what an exec did.
+// The vocabulary of boxes: what a box is made of, what an exec did, what a snapshot holds, and
+// the one JSON encoding of each (model/box.cc), used by the store, the API, the CLI over HTTP and
+// the configuration alike. Units are the same everywhere: CPUs as a number (0.5), bytes as bytes.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
@@ -40,6 +43,17 @@ struct Egress {
   bool operator==(const Egress&) const = default;
 };
 
+// none: loopback only; allow-all: the internet (never private ranges, the host or other boxes);
+// custom: only what an egress policy allows.
+enum class NetworkMode { none, allow_all, custom };
+std::string to_string(NetworkMode m);
+// Throws invalid_argument naming the modes.
+NetworkMode parse_network_mode(const std::string& text);
+// As JSON it is its name (so that no conversion can write a number).
+NLOHMANN_JSON_SERIALIZE_ENUM(NetworkMode, {{NetworkMode::none, "none"},
+                                           {NetworkMode::allow_all, "allow-all"},
+                                           {NetworkMode::custom, "custom"}})
+
 // The label that makes a box or snapshot a tenant's (set by the API for its keys' tenants,
 // reserved: no caller may set labels starting with "upstream.").
 inline constexpr const char* kTenantLabel = "upstream.tenant";
@@ -52,7 +66,7 @@ struct BoxSpec {
   Limits limits;
   std::string user = "root";  // default user of execs: root, user, a name, uid[:gid]
   std::string workdir = "/home/user";
-  std::string network = "none";  // none: loopback only; allow-all: the internet; custom: egress
+  NetworkMode network = NetworkMode::none;
   Egress egress;
   Policy policy;
 };
@@ -173,9 +187,38 @@ struct BoxUsage {
   size_t snapshots = 0;
 };
 
+// The encodings. Decoders are strict (unknown fields and wrong types are refused, naming the
+// field) and accept sizes as bytes or as text ("512m"); encoders write bytes.
+//   Limits   {"cpus": 0.5, "memory": 536870912, "pids": 100, "disk": 1073741824}
+//   Policy   {"auto_pause_ms": 1800000, "auto_stop_ms": ..., "auto_archive_ms": ..., "keep_alive"}
+//   BoxSpec  {"image", "name", "labels", "env": {"K": "V"}, "limits", "user", "workdir",
+//             "network": "none|allow-all|custom", "egress", "policy"}
+// A spec's header values are secrets: shown only to the store (Secrets::kept); every front shows
+// their names (Secrets::names).
+enum class Secrets { kept, names };
 nlohmann::json limits_to_json(const Limits& l);
-Limits limits_from_json(const nlohmann::json& j);
-nlohmann::json spec_to_json(const BoxSpec& s);
-BoxSpec spec_from_json(const nlohmann::json& j);
+Limits limits_from_json(const nlohmann::json& j, const std::string& field = "limits");
+nlohmann::json policy_to_json(const Policy& p);
+Policy policy_from_json(const nlohmann::json& j, const std::string& field = "policy");
+nlohmann::json spec_to_json(const BoxSpec& s, Secrets secrets);
+// `where` names the object in errors ("" for a whole body); `extra` are keys the caller reads
+// itself (an API body's "count").
+BoxSpec spec_from_json(const nlohmann::json& j, const std::string& where = "",
+                       std::initializer_list<const char*> extra = {});
+// The stored form of an earlier version (limits in "cpu_milli", env as a list) made current.
+nlohmann::json upgrade_spec_v1(nlohmann::json j);
+
+// Records as every front shows them: a box is its spec (header names only) and its state; a
+// snapshot its layers and configuration.
+nlohmann::json box_json(const BoxRecord& b, const BoxUsage* usage = nullptr,
+                        const std::vector<BoxEvent>* events = nullptr);
+BoxRecord box_from_json(const nlohmann::json& j, BoxUsage* usage = nullptr,
+                        std::vector<BoxEvent>* events = nullptr);
+nlohmann::json usage_json(const BoxUsage& u);
+BoxUsage usage_from_json(const nlohmann::json& j);
+nlohmann::json exec_json(const ExecRecord& e);
+ExecRecord exec_from_json(const nlohmann::json& j);
+nlohmann::json snapshot_json(const SnapshotRecord& s);
+SnapshotRecord snapshot_from_json(const nlohmann::json& j);
 
 }  // namespace upstream

@@ -141,12 +141,12 @@ void check_header(const std::string& name, const std::string& value) {
       throw_invalid("the value of header '" + name + "' holds a line break or NUL byte");
 }
 
-void validate(const std::string& mode, Egress& e) {
+void validate(NetworkMode mode, Egress& e) {
   bool lists = !e.allow_domains.empty() || !e.allow_cidrs.empty() || !e.deny_cidrs.empty();
-  if (lists && mode != "custom")
+  if (lists && mode != NetworkMode::custom)
     throw_invalid("allowed domains and allowed or denied CIDRs apply to network mode custom, not " +
-                  mode);
-  if (!e.headers.empty() && mode == "none")
+                  to_string(mode));
+  if (!e.headers.empty() && mode == NetworkMode::none)
     throw_invalid("headers need a network: use network mode allow-all or custom");
   for (auto& d : e.allow_domains) d = parse_domain_pattern(d, "allowed domain");
   for (auto& c : e.allow_cidrs) c = parse_cidr(c, "allowed CIDR");
@@ -252,7 +252,7 @@ json policy_to_json(const BoxPolicy& p) {
           {"box_ip", p.box_ip},
           {"init_pid", p.init_pid},
           {"init_start", p.init_start},
-          {"mode", p.mode},
+          {"mode", to_string(p.mode)},
           {"egress", to_json(p.egress, true)},
           {"open_private", p.open_private},
           {"resolvers", p.resolvers},
@@ -270,7 +270,7 @@ BoxPolicy policy_from_json(const json& j) {
   p.box_ip = j.at("box_ip").get<std::string>();
   p.init_pid = j.value("init_pid", 0);
   p.init_start = j.value("init_start", uint64_t{0});
-  p.mode = j.at("mode").get<std::string>();
+  p.mode = parse_network_mode(j.at("mode").get<std::string>());
   p.egress = from_json(j.at("egress"));
   p.open_private = j.value("open_private", std::vector<std::string>{});
   p.resolvers = j.value("resolvers", std::vector<std::string>{});
@@ -297,7 +297,7 @@ std::optional<std::string> address_blocked(const BoxPolicy& p, uint32_t ip,
   if (!opened)
     for (const auto& c : private_ranges())
       if (cidr(c).contains(ip)) return addr + " is in the private range " + c;
-  if (p.mode == "custom" && !named) {
+  if (p.mode == NetworkMode::custom && !named) {
     for (const auto& c : p.egress.allow_cidrs)
       if (cidr(c).contains(ip)) return std::nullopt;
     return addr + " is not in the allowed CIDRs";
@@ -305,12 +305,12 @@ std::optional<std::string> address_blocked(const BoxPolicy& p, uint32_t ip,
   return std::nullopt;
 }
 
-bool proxied(const std::string& mode, const Egress& e) {
-  return mode == "custom" || (mode != "none" && !e.headers.empty());
+bool proxied(NetworkMode mode, const Egress& e) {
+  return mode == NetworkMode::custom || (mode != NetworkMode::none && !e.headers.empty());
 }
 
 bool name_allowed(const BoxPolicy& p, const std::string& host) {
-  if (p.mode != "custom") return true;
+  if (p.mode != NetworkMode::custom) return true;
   for (const auto& d : p.egress.allow_domains)
     if (domain_matches(d, host)) return true;
   return false;

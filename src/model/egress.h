@@ -49,7 +49,7 @@ void check_header(const std::string& name, const std::string& value);
 
 // Checks (and normalises) a spec's egress for its network mode: lists only with custom, headers
 // only with a network, every CIDR, pattern and header valid.
-void validate(const std::string& mode, Egress& e);
+void validate(NetworkMode mode, Egress& e);
 
 // JSON: {"allow_domains": [...], "allow_cidrs": [...], "deny_cidrs": [...], "headers": {...}}.
 // With values=false the headers show their names only (what fronts show: values are secrets).
@@ -90,7 +90,7 @@ struct BoxPolicy {
   std::string box_ip;
   pid_t init_pid = 0;
   uint64_t init_start = 0;
-  std::string mode;  // allow-all | custom
+  NetworkMode mode = NetworkMode::allow_all;
   Egress egress;
   std::vector<std::string> open_private;  // operator-opened ranges
   std::vector<std::string> resolvers;     // empty: the host's resolv.conf
@@ -108,7 +108,7 @@ BoxPolicy policy_from_json(const nlohmann::json& j);
 std::optional<std::string> address_blocked(const BoxPolicy& p, uint32_t ip,
                                            const std::vector<uint32_t>& host_addrs, bool named);
 // Whether a box's TCP 80/443 goes through netd's proxy: mode custom, or headers to inject.
-bool proxied(const std::string& mode, const Egress& e);
+bool proxied(NetworkMode mode, const Egress& e);
 // Whether a name is allowed (allow-all: any; custom: a matching allowed domain).
 bool name_allowed(const BoxPolicy& p, const std::string& host);
 // The headers to add to requests to `host` (all matching patterns), empty when none.

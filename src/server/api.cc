@@ -389,37 +389,11 @@ std::map<std::string, std::string> user_labels(Body& b) {
 }  // namespace
 
 BoxSpec Api::box_spec_from(Call& c, Body& b) {
-  BoxSpec spec;
-  if (auto v = b.str("name")) spec.name = *v;
-  if (auto v = b.str("image")) spec.image = *v;
-  if (auto v = b.str("user")) spec.user = *v;
-  if (auto v = b.str("workdir")) spec.workdir = *v;
-  if (auto v = b.str("network")) spec.network = *v;
-  if (const json* e = b.get("egress")) spec.egress = egress::from_json(*e);
-  spec.labels = user_labels(b);
-  for (auto& [k, v] : b.string_map("env")) {
-    if (!valid_env_name(k)) bad("env: '" + k + "' is not a valid variable name");
-    spec.env.push_back(k + "=" + v);
-  }
-  if (const json* l = b.get("limits")) spec.limits = limits_from_user_json(*l, "limits");
-  if (const json* p = b.get("policy")) {
-    if (!p->is_object()) bad("field 'policy' must be an object");
-    for (const auto& [k, v] : p->items()) {
-      if (k == "auto_pause_ms" || k == "auto_stop_ms" || k == "auto_archive_ms") {
-        if (!v.is_number_unsigned())
-          bad("policy." + k + " must be a whole number of ms (0: never)");
-        (k == "auto_pause_ms"  ? spec.policy.auto_pause_ms
-         : k == "auto_stop_ms" ? spec.policy.auto_stop_ms
-                               : spec.policy.auto_archive_ms) = v.get<int64_t>();
-      } else if (k == "keep_alive") {
-        if (!v.is_boolean()) bad("policy.keep_alive must be true or false");
-        spec.policy.keep_alive = v.get<bool>();
-      } else {
-        bad("unknown field 'policy." + k +
-            "' (known: auto_pause_ms, auto_stop_ms, auto_archive_ms, keep_alive)");
-      }
-    }
-  }
+  // The body is a box spec in its one encoding (model/box.h), with "count" beside it.
+  BoxSpec spec = spec_from_json(b.json(), "", {"count"});
+  for (const auto& [k, v] : spec.labels)
+    if (starts_with(k, "upstream."))
+      bad("label '" + k + "' is reserved: labels starting with 'upstream.' are set by upstream");
   // What a tenant may name as the image (its own snapshots, published images) is the engine's
   // rule, applied to every box made for the tenant label.
   if (!c.tenant.empty()) spec.labels[kTenantLabel] = c.tenant;
@@ -618,8 +592,8 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
     json e = json::parse(r.body);
     e.erase("mode");
     bool keep_headers = !e.contains("headers");
-    c.json_reply(200,
-                 box_json(engine_.set_network(box.id, *mode, egress::from_json(e), keep_headers)));
+    c.json_reply(200, box_json(engine_.set_network(box.id, parse_network_mode(*mode),
+                                                   egress::from_json(e), keep_headers)));
     return;
   }
   if ((seg.size() == 4 || seg.size() == 5) && what == "expose") {

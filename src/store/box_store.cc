@@ -10,62 +10,6 @@ namespace upstream {
 
 using nlohmann::json;
 
-json limits_to_json(const Limits& l) {
-  json j = json::object();
-  if (l.cpu_milli) j["cpu_milli"] = *l.cpu_milli;
-  if (l.memory) j["memory"] = *l.memory;
-  if (l.pids) j["pids"] = *l.pids;
-  if (l.disk) j["disk"] = *l.disk;
-  return j;
-}
-
-Limits limits_from_json(const json& j) {
-  Limits l;
-  if (j.contains("cpu_milli")) l.cpu_milli = j["cpu_milli"].get<uint64_t>();
-  if (j.contains("memory")) l.memory = j["memory"].get<uint64_t>();
-  if (j.contains("pids")) l.pids = j["pids"].get<uint64_t>();
-  if (j.contains("disk")) l.disk = j["disk"].get<uint64_t>();
-  return l;
-}
-
-json spec_to_json(const BoxSpec& s) {
-  return {{"image", s.image},
-          {"name", s.name},
-          {"labels", s.labels},
-          {"env", s.env},
-          {"limits", limits_to_json(s.limits)},
-          {"user", s.user},
-          {"workdir", s.workdir},
-          {"network", s.network},
-          {"egress", egress::to_json(s.egress, true)},
-          {"policy",
-           {{"auto_pause_ms", s.policy.auto_pause_ms},
-            {"auto_stop_ms", s.policy.auto_stop_ms},
-            {"auto_archive_ms", s.policy.auto_archive_ms},
-            {"keep_alive", s.policy.keep_alive}}}};
-}
-
-BoxSpec spec_from_json(const json& j) {
-  BoxSpec s;
-  s.image = j.value("image", "host");
-  s.name = j.value("name", "");
-  s.labels = j.value("labels", std::map<std::string, std::string>{});
-  s.env = j.value("env", std::vector<std::string>{});
-  if (j.contains("limits")) s.limits = limits_from_json(j["limits"]);
-  s.user = j.value("user", "root");
-  s.workdir = j.value("workdir", "/home/user");
-  s.network = j.value("network", "none");
-  if (j.contains("egress")) s.egress = egress::from_json(j["egress"]);
-  if (j.contains("policy") && j["policy"].is_object()) {
-    const json& p = j["policy"];
-    s.policy.auto_pause_ms = p.value("auto_pause_ms", s.policy.auto_pause_ms);
-    s.policy.auto_stop_ms = p.value("auto_stop_ms", s.policy.auto_stop_ms);
-    s.policy.auto_archive_ms = p.value("auto_archive_ms", s.policy.auto_archive_ms);
-    s.policy.keep_alive = p.value("keep_alive", false);
-  }
-  return s;
-}
-
 }  // namespace upstream
 
 namespace upstream::store {
@@ -202,11 +146,11 @@ void BoxStore::migrate() {
     auto s = db_.prepare("PRAGMA user_version");
     if (s.step()) version = s.i64(0);
   }
-  if (version > 5)
+  if (version > 6)
     throw Error(Errc::failed_precondition,
                 "the state directory was written by a newer upstream (schema " +
                     std::to_string(version) + ")");
-  if (version == 5) return;
+  if (version == 6) return;
   auto add_column = [&](const char* name, const char* decl) {
     auto s = db_.prepare("SELECT 1 FROM pragma_table_info('boxes') WHERE name = ?");
     s.bind(1, std::string(name));
@@ -231,7 +175,23 @@ void BoxStore::migrate() {
         db_.exec("ALTER TABLE snapshots ADD COLUMN metered_at INTEGER NOT NULL DEFAULT 0");
     }
     db_.exec(kSchemaUsage);
-    db_.exec("PRAGMA user_version = 5");
+    // Version 6: specs in their one encoding (model/box.h): limits in "cpus", env as an object.
+    if (version < 6) {
+      for (const char* t : {"boxes:id:spec", "snapshots:id:config"}) {
+        auto parts = split(t, ':');
+        std::vector<std::pair<std::string, std::string>> rows;
+        {
+          auto q = db_.prepare("SELECT " + parts[1] + ", " + parts[2] + " FROM " + parts[0]);
+          while (q.step()) rows.emplace_back(q.text(0), q.text(1));
+        }
+        for (const auto& [id, text] : rows)
+          db_.prepare("UPDATE " + parts[0] + " SET " + parts[2] + " = ? WHERE " + parts[1] + " = ?")
+              .bind(1, upgrade_spec_v1(json::parse(text)).dump())
+              .bind(2, id)
+              .run();
+      }
+    }
+    db_.exec("PRAGMA user_version = 6");
   });
 }
 
@@ -266,7 +226,7 @@ void BoxStore::insert_box(const BoxRecord& b) {
         .bind(2, b.name)
         .bind(3, b.state)
         .bind(4, b.state_reason)
-        .bind(5, spec_to_json(b.spec).dump())
+        .bind(5, spec_to_json(b.spec, Secrets::kept).dump())
         .bind(6, b.created_at)
         .bind(7, static_cast<int64_t>(b.owner_pid))
         .bind(8, b.owner_start)
@@ -370,7 +330,7 @@ std::vector<BoxRecord> BoxStore::list(const BoxFilter& f) {
 
 void BoxStore::update_spec(const std::string& id, const BoxSpec& spec) {
   db_.prepare("UPDATE boxes SET spec = ? WHERE id = ?")
-      .bind(1, spec_to_json(spec).dump())
+      .bind(1, spec_to_json(spec, Secrets::kept).dump())
       .bind(2, id)
       .run();
 }
@@ -425,7 +385,7 @@ std::optional<std::string> BoxStore::claim_pooled(const std::string& key, const 
            "UPDATE boxes SET pool = '', name = ?, spec = ?, created_at = ?, started_at = ?, "
            "state_reason = ? WHERE id = ? AND pool = ?")
         .bind(1, name)
-        .bind(2, spec_to_json(spec).dump())
+        .bind(2, spec_to_json(spec, Secrets::kept).dump())
         .bind(3, now)
         .bind(4, now)
         .bind(5, as.state_reason)
@@ -809,7 +769,7 @@ void BoxStore::insert_snapshot(const SnapshotRecord& r,
         .bind(5, r.parent)
         .bind(6, r.base_image)
         .bind(7, json(r.layers).dump())
-        .bind(8, spec_to_json(r.config).dump())
+        .bind(8, spec_to_json(r.config, Secrets::kept).dump())
         .bind(9, json(r.labels).dump())
         .bind(10, static_cast<int64_t>(r.bytes))
         .bind(11, static_cast<int64_t>(r.total_bytes))

@@ -53,7 +53,7 @@ def test_box_lifecycle(api):
                                           "limits": {"cpus": 0.5, "memory": "256m", "pids": 100}})
     assert status == 201, b
     assert b["state"] == "running" and b["name"] == name
-    assert b["limits"] == {"cpus": 0.5, "memory_bytes": 256 << 20, "pids": 100, "disk_bytes": b["limits"]["disk_bytes"]}
+    assert b["limits"] == {"cpus": 0.5, "memory": 256 << 20, "pids": 100, "disk": b["limits"]["disk"]}
     status, got = api("GET", f"/v1/boxes/{name}")
     assert status == 200 and got["id"] == b["id"] and "usage" in got and got["events"]
     status, r = api("POST", f"/v1/boxes/{b['id']}/execs", {"shell": "echo $GREETING"})
@@ -423,7 +423,7 @@ def test_readme_curl_flow(server, tmp_path):
     j = "Content-Type: application/json"
     box = json.loads(curl("-H", j, f"{u}/v1/boxes", "-d", json.dumps({"name": name, "limits": {"memory": "1g"}})))
     try:
-        assert box["limits"]["memory_bytes"] == 1 << 30
+        assert box["limits"]["memory"] == 1 << 30
         r = json.loads(curl("-H", j, f"{u}/v1/boxes/{name}/execs", "-d", '{"cmd":["python3","-c","print(6*7)"]}'))
         assert r["stdout"] == "42\n"
         lines = curl("-N", "-H", j, f"{u}/v1/boxes/{name}/execs", "-d", '{"shell":"echo a; echo b","stream":true}')

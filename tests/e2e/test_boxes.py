@@ -33,11 +33,11 @@ def test_create_prints_id_and_inspect_shows_everything(up):
         assert j["state"] == "running"
         assert j["image"] == "host"
         assert j["labels"] == {"team": "alpha", "tier": "2"}
-        assert j["env"] == ["GREETING=hello world"]
-        assert j["limits"]["memory_bytes"] == 256 * 1024 * 1024
+        assert j["env"] == {"GREETING": "hello world"}
+        assert j["limits"]["memory"] == 256 * 1024 * 1024
         assert j["limits"]["cpus"] == 0.5
         assert j["limits"]["pids"] == 100
-        assert j["limits"]["disk_bytes"] == 2 * 1024**3  # UPSTREAM_DEFAULT_DISK=2g
+        assert j["limits"]["disk"] == 2 * 1024**3  # UPSTREAM_DEFAULT_DISK=2g
         assert j["user"] == "root"
         assert j["workdir"] == "/home/user"
         assert j["network"] == "none"
@@ -80,7 +80,7 @@ def test_default_name_and_hostname(up):
         assert j["name"], j
         assert up.inspect(j["name"])["id"] == box_id
         assert up.ok("box", "exec", box_id, "--", "hostname") == j["name"] + "\n"
-        assert j["limits"]["memory_bytes"] == 2 * 1024**3  # documented default: 2 GiB
+        assert j["limits"]["memory"] == 2 * 1024**3  # documented default: 2 GiB
         assert j["limits"]["pids"] == 4096
     finally:
         up.rm(box_id)

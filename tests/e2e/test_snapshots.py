@@ -66,14 +66,14 @@ def test_snapshot_running_box_and_boxes_from_it(up, cleanup):
     assert j["base_image"] == "host" and j["source_box"] == src_id and j["parent"] is None
     assert len(j["layers"]) == 1 and len(j["layers"][0]) == 64
     assert 8 * 2**20 <= j["bytes"] < 9 * 2**20 and j["total_bytes"] == j["bytes"]
-    assert j["env"] == ["FROM_SNAP=yes"] and j["user"] == "user" and j["workdir"] == "/tmp"
+    assert j["env"] == {"FROM_SNAP": "yes"} and j["user"] == "user" and j["workdir"] == "/tmp"
     assert name in up.ok("snapshot", "ls")
 
     child_id, child = up.create("--image", name)
     boxes.append(child)
     cj = up.inspect(child)
     assert cj["image"] == name and cj["user"] == "user" and cj["workdir"] == "/tmp"
-    assert cj["env"] == ["FROM_SNAP=yes"]
+    assert cj["env"] == {"FROM_SNAP": "yes"}
     out = sh(up, child, "cat /home/user/notes.txt; /opt/tool/bin/tool; test -e /etc/motd || echo motd-gone; "
                         "sha256sum -c /home/user/blob.sum >/dev/null && echo blob-ok; id -un; pwd; "
                         "echo $FROM_SNAP; hostname; cat /etc/hostname")
@@ -240,7 +240,7 @@ def test_export_import_to_another_state_directory(up, own_up, cleanup, tmp_path)
     # Into a state directory that has never seen it.
     j = own_up.json("snapshot", "import", str(out))
     assert j["name"] == s2 and j["layers"] == up.json("snapshot", "inspect", s2)["layers"]
-    assert j["env"] == ["CARRIED=1"]
+    assert j["env"] == {"CARRIED": "1"}
     _, c = own_up.create("--image", s2)
     try:
         got = own_up.ok("box", "exec", c, "--", "bash", "-c",

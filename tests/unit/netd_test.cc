@@ -46,13 +46,13 @@ TEST(Egress, HeadersAndModes) {
   EXPECT_THROW(egress::check_header("Content-Length", "1"), Error);
   Egress e;
   e.allow_domains = {"Example.com"};
-  EXPECT_THROW(egress::validate("allow-all", e), Error);
-  egress::validate("custom", e);
+  EXPECT_THROW(egress::validate(NetworkMode::allow_all, e), Error);
+  egress::validate(NetworkMode::custom, e);
   EXPECT_EQ(e.allow_domains[0], "example.com");
   Egress h;
   h.headers["api.example.com"]["Authorization"] = "Bearer s";
-  EXPECT_THROW(egress::validate("none", h), Error);
-  EXPECT_NO_THROW(egress::validate("allow-all", h));
+  EXPECT_THROW(egress::validate(NetworkMode::none, h), Error);
+  EXPECT_NO_THROW(egress::validate(NetworkMode::allow_all, h));
   // Shown to fronts: names only.
   EXPECT_EQ(egress::to_json(h, false)["headers"]["api.example.com"][0], "Authorization");
   EXPECT_EQ(egress::from_json(egress::to_json(h, true)), h);
@@ -62,7 +62,7 @@ TEST(Egress, HeadersAndModes) {
 
 TEST(Egress, AddressesDeniedWinsPrivateAlwaysBlocked) {
   egress::BoxPolicy p;
-  p.mode = "custom";
+  p.mode = NetworkMode::custom;
   p.egress.allow_cidrs = {"198.18.0.0/16", "10.5.0.0/16"};
   p.egress.deny_cidrs = {"198.18.7.0/24"};
   std::vector<uint32_t> host = {*parse_ipv4("203.0.113.9")};
@@ -77,7 +77,7 @@ TEST(Egress, AddressesDeniedWinsPrivateAlwaysBlocked) {
   EXPECT_FALSE(address_blocked(p, *parse_ipv4("93.184.216.34"), host, true));  // an allowed name's
   p.open_private = {"10.5.0.0/16"};
   EXPECT_FALSE(address_blocked(p, *parse_ipv4("10.5.0.1"), host, false));
-  p.mode = "allow-all";
+  p.mode = NetworkMode::allow_all;
   p.egress = {};
   EXPECT_FALSE(address_blocked(p, *parse_ipv4("93.184.216.34"), host, false));
   EXPECT_TRUE(address_blocked(p, *parse_ipv4("192.168.1.1"), host, false));
@@ -88,7 +88,7 @@ TEST(Egress, AddressesDeniedWinsPrivateAlwaysBlocked) {
 TEST(Egress, ClosedRangesCoverEveryKind) {
   // What the firewall's set private4 and netd's address checks close to every box.
   egress::BoxPolicy p;
-  p.mode = "allow-all";
+  p.mode = NetworkMode::allow_all;
   for (const char* a : {"10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "100.127.255.254",
                         "127.0.0.2", "169.254.169.254", "224.0.0.1", "239.255.255.250", "0.0.0.1",
                         "240.0.0.1", "255.255.255.255"})

@@ -36,17 +36,17 @@ TEST(BoxSpec, RejectsEachBadField) {
   bad([](BoxSpec& s) { s.user = "root;rm -rf /"; });
   bad([](BoxSpec& s) { s.workdir = "relative"; });
   bad([](BoxSpec& s) {
-    s.network = "custom";
+    s.network = NetworkMode::custom;
     s.egress.allow_cidrs = {"10.0.0.0/33"};
   });
   bad([](BoxSpec& s) { s.egress.allow_domains = {"example.com"}; });  // network none
   bad([](BoxSpec& s) {
-    s.network = "allow-all";
+    s.network = NetworkMode::allow_all;
     s.egress.headers["api.example.com"]["Bad Name"] = "x";
   });
-  bad([](BoxSpec& s) { s.network = "bridge"; });
+  EXPECT_THROW(parse_network_mode("bridge"), Error);
   BoxSpec net;
-  net.network = "allow-all";
+  net.network = NetworkMode::allow_all;
   EXPECT_NO_THROW(validate_box_spec(net));
 }
 
