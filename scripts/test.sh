@@ -17,12 +17,16 @@ started=$(date +%s)
 step "format (clang-format)"
 scripts/format.sh --check
 
+step "layers (no include points up the order of docs/architecture.md)"
+/usr/bin/python3 scripts/check_layers.py
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/layers
+
 step "unit tests"
 "$build/tests/upstream_unit_tests" --gtest_brief=1
 
 step "unit tests under AddressSanitizer and UndefinedBehaviorSanitizer"
 if [ ! -f "$asan/build.ninja" ]; then
-  cmake -S . -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DUPSTREAM_SANITIZE=ON -DUPSTREAM_BENCH=OFF >/dev/null
+  cmake -S . -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DUPSTREAM_SANITIZE=ON -DUPSTREAM_BENCH=OFF -DUPSTREAM_WERROR=ON >/dev/null
 fi
 cmake --build "$asan" --target upstream_unit_tests -j "$(nproc)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -202,9 +202,8 @@ namespace {
 
 // The fields of a box record beyond its spec.
 const std::initializer_list<const char*> kRecordFields = {
-    "id",           "state",      "state_reason", "last_active_at", "created_at",
-    "started_at",   "stopped_at", "init_pid",     "host_uid_base",  "address",
-    "usage",        "events"};
+    "id",         "state",    "state_reason",  "last_active_at", "created_at", "started_at",
+    "stopped_at", "init_pid", "host_uid_base", "address",        "usage",      "events"};
 
 }  // namespace
 

@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/log.h"
+
 namespace upstream::netd {
 
 namespace http = boost::beast::http;
@@ -135,7 +137,9 @@ RelayCounts relay_http(Client& client, Server& server,
       n.bytes_in += relay_message(server, sbuf, pp, client);
       if (!keep) break;
     }
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    // A peer that goes away mid-message is how relays end; worth a line only when debugging.
+    log(LogLevel::debug, std::string("HTTP relay ended: ") + e.what());
   }
   return n;
 }

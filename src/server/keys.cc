@@ -1,7 +1,5 @@
 #include "server/keys.h"
 
-#include "netd/ca.h"
-
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 

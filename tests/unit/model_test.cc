@@ -47,7 +47,8 @@ std::string message(const std::function<void()>& f) {
 TEST(Model, SpecRoundTripsInItsOneEncoding) {
   BoxSpec s = full_spec();
   json j = spec_to_json(s, Secrets::kept);
-  EXPECT_EQ(j["limits"], json({{"cpus", 1.5}, {"memory", 1ull << 30}, {"pids", 100}, {"disk", 2ull << 30}}));
+  EXPECT_EQ(j["limits"],
+            json({{"cpus", 1.5}, {"memory", 1ull << 30}, {"pids", 100}, {"disk", 2ull << 30}}));
   EXPECT_EQ(j["env"], json({{"A", "1"}, {"B", "x=y"}}));
   EXPECT_EQ(j["network"], "custom");
   BoxSpec back = spec_from_json(j);
@@ -65,24 +66,34 @@ TEST(Model, LimitsTakeSizesAndNumbers) {
   EXPECT_EQ(*l.cpu_milli, 500u);
   EXPECT_EQ(*l.memory, 512ull << 20);
   EXPECT_EQ(*l.disk, 1ull << 30);
-  EXPECT_EQ(limits_to_json(l), json({{"cpus", 0.5}, {"memory", 512ull << 20}, {"disk", 1ull << 30}}));
+  EXPECT_EQ(limits_to_json(l),
+            json({{"cpus", 0.5}, {"memory", 512ull << 20}, {"disk", 1ull << 30}}));
 }
 
 TEST(Model, StrictDecodingNamesTheField) {
-  EXPECT_NE(message([] { spec_from_json({{"colour", "red"}}); }).find("unknown field 'colour'"),
+  EXPECT_NE(message([] {
+              spec_from_json({{"colour", "red"}});
+            }).find("unknown field 'colour'"),
             std::string::npos);
-  EXPECT_NE(message([] { spec_from_json({{"name", 5}}); }).find("field 'name' must be a string"),
+  EXPECT_NE(message([] {
+              spec_from_json({{"name", 5}});
+            }).find("field 'name' must be a string"),
             std::string::npos);
-  EXPECT_NE(message([] { spec_from_json({{"limits", {{"memory", true}}}}); })
-                .find("field 'limits.memory'"),
+  EXPECT_NE(message([] {
+              spec_from_json({{"limits", {{"memory", true}}}});
+            }).find("field 'limits.memory'"),
             std::string::npos);
-  EXPECT_NE(message([] { spec_from_json({{"limits", {{"ram", 1}}}}); })
-                .find("unknown field 'limits.ram'"),
+  EXPECT_NE(message([] {
+              spec_from_json({{"limits", {{"ram", 1}}}});
+            }).find("unknown field 'limits.ram'"),
             std::string::npos);
-  EXPECT_NE(message([] { spec_from_json({{"policy", {{"auto_stop_ms", -1}}}}); })
-                .find("field 'policy.auto_stop_ms'"),
+  EXPECT_NE(message([] {
+              spec_from_json({{"policy", {{"auto_stop_ms", -1}}}});
+            }).find("field 'policy.auto_stop_ms'"),
             std::string::npos);
-  EXPECT_NE(message([] { spec_from_json({{"network", "bridge"}}); }).find("invalid network mode"),
+  EXPECT_NE(message([] {
+              spec_from_json({{"network", "bridge"}});
+            }).find("invalid network mode"),
             std::string::npos);
   EXPECT_NE(message([] { spec_from_json(json::array()); }).find("must be an object"),
             std::string::npos);
