@@ -21,6 +21,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/impl.h"
+#include "storage/export_format.h"
 
 namespace upstream {
 
@@ -33,9 +34,9 @@ void crash_point(const char* name) {
 
 namespace {
 
-constexpr size_t kMaxLayers = 100;  // overlay's mount options hold about 200 lower layers
-constexpr const char* kManifest = "upstream-snapshot.json";
-constexpr int kFormatVersion = 2;  // 1: the configuration in the first spec encoding
+using storage::kMaxLayers;
+constexpr const char* kManifest = storage::kExportManifest;
+constexpr int kFormatVersion = storage::kExportVersion;
 
 // What an export carries of a snapshot's configuration: what a box made from it takes (never its
 // network policy, whose header values are secrets of this installation).
@@ -393,42 +394,15 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
   auto bad = [&](const std::string& why) -> Error {
     return Error(Errc::invalid_argument, "not a valid snapshot export: " + why);
   };
-  archive_entry* e;
-  if (archive_read_next_header(a.get(), &e) != ARCHIVE_OK ||
-      std::string(archive_entry_pathname(e) ? archive_entry_pathname(e) : "") != kManifest)
-    throw bad(
-        std::string("it does not start with ") + kManifest +
-        (archive_errno(a.get()) ? std::string(" (") + archive_error_string(a.get()) + ")" : ""));
-  if (archive_entry_size(e) <= 0 || archive_entry_size(e) > (1 << 20)) throw bad("bad manifest");
-  std::string text(static_cast<size_t>(archive_entry_size(e)), '\0');
-  if (archive_read_data(a.get(), text.data(), text.size()) != static_cast<la_ssize_t>(text.size()))
-    throw bad("truncated manifest");
-  json m = json::parse(text, nullptr, false);
-  if (!m.is_object() || m.value("format", "") != "upstream-snapshot")
-    throw bad("the manifest is not an upstream snapshot manifest");
-  int version = m.value("version", 0);
-  if (version != 1 && version != kFormatVersion)
-    throw bad("format version " + m.value("version", json(0)).dump() + " is not supported (1 and " +
-              std::to_string(kFormatVersion) + " are)");
+  storage::ExportManifest m = storage::read_export_manifest(a.get());
   SnapshotRecord r;
   r.id = random_hex(12);
-  std::vector<std::string> digests;
-  try {
-    r.name = name.empty() ? m.at("name").get<std::string>() : name;
-    r.kind = m.at("kind").get<std::string>();
-    r.base_image = m.at("base_image").get<std::string>();
-    json config = m.at("config");
-    if (version == 1) config = upgrade_spec_v1(config);
-    r.config = import_config(config);
-    for (const auto& l : m.at("layers")) digests.push_back(l.at("digest").get<std::string>());
-  } catch (const json::exception& ex) {
-    throw bad(std::string("manifest: ") + ex.what());
-  }
+  std::vector<std::string> digests = m.digests;
+  r.name = name.empty() ? m.name : name;
+  r.kind = m.kind;
+  r.base_image = m.base_image;
+  r.config = import_config(m.version == 1 ? upgrade_spec_v1(m.config) : m.config);
   check_snapshot_name(r.name);
-  if (r.kind != "snapshot" && r.kind != "image") throw bad("unknown kind '" + r.kind + "'");
-  if (digests.empty() || digests.size() > kMaxLayers) throw bad("bad number of layers");
-  for (const auto& d : digests)
-    if (!storage::is_digest(d)) throw bad("bad layer digest '" + d + "'");
   if (!base_override.empty()) r.base_image = base_override;
   {
     std::lock_guard g(I.mu);
@@ -455,6 +429,8 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
                                               ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
                                               ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                               ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+  storage::ExportEntries entries(digests);
+  archive_entry* e;
   try {
     for (;;) {
       int rc = archive_read_next_header(a.get(), &e);
@@ -462,35 +438,13 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
       if (rc < ARCHIVE_WARN)
         throw bad(std::string("cannot read it: ") + archive_error_string(a.get()));
       std::string path = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
-      if ((path == "layers" || path == "layers/") && archive_entry_filetype(e) == AE_IFDIR)
-        continue;  // written by tar tools that list the parent directory
-      if (!starts_with(path, "layers/") || path.size() < 7 + 64)
-        throw bad("unexpected entry '" + path + "'");
-      std::string digest = path.substr(7, 64);
-      std::string rest = path.substr(7 + 64);
-      if (std::find(digests.begin(), digests.end(), digest) == digests.end())
-        throw bad("entry '" + path + "' belongs to no layer of the manifest");
-      if (!rest.empty() && rest[0] != '/') throw bad("unexpected entry '" + path + "'");
-      while (!rest.empty() && rest[0] == '/') rest.erase(0, 1);
+      auto entry = entries.next(e);
+      if (!entry) continue;
+      const std::string &digest = entry->digest, &rest = entry->rest;
       if (rest.empty()) {
-        if (archive_entry_filetype(e) != AE_IFDIR)
-          throw bad("layer " + digest + " is no directory");
-        if (staging.count(digest)) throw bad("layer " + digest + " appears twice");
         staging[digest] = I.layers->new_staging();
         continue;
       }
-      if (!staging.count(digest)) throw bad("entry '" + path + "' comes before its layer");
-      if (rest == ".." || starts_with(rest, "../") || rest.find("/../") != std::string::npos ||
-          rest.ends_with("/.."))
-        throw bad("entry '" + path + "' points outside its layer");
-      mode_t type = archive_entry_filetype(e);
-      // Overlay whiteouts are character devices 0:0; nothing else of the kind is allowed.
-      if (type == AE_IFBLK || (type == AE_IFCHR && archive_entry_rdev(e) != 0))
-        throw bad("entry '" + path + "' is a device");
-      if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK && type != AE_IFCHR &&
-          type != AE_IFIFO)
-        throw bad("entry '" + path + "' has an unsupported type");
-      if (archive_entry_hardlink(e)) throw bad("entry '" + path + "' is a hard link");
       archive_entry_set_pathname(e, (staging[digest] + "/" + rest).c_str());
       if (archive_write_header(w.get(), e) < ARCHIVE_WARN)
         throw Error(Errc::internal, "cannot unpack " + path + ": " + archive_error_string(w.get()));
@@ -509,10 +463,7 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
         throw Error(Errc::internal, "cannot unpack " + path + ": " + archive_error_string(w.get()));
     }
     archive_write_close(w.get());  // sets directory times and modes
-    // Every layer the manifest lists must be in the export: a digest names contents, and one
-    // already stored here (perhaps another tenant's) is not a capability to be borrowed.
-    for (const auto& d : digests)
-      if (!staging.count(d)) throw bad("layer " + d + " is listed but not in the export");
+    entries.finish();
   } catch (...) {
     discard_all();
     throw;

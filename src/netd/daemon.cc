@@ -1,6 +1,5 @@
 #include "netd/netd.h"
 
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -39,8 +38,8 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/fs.h"
-#include "common/log.h"
 #include "common/ipc.h"
+#include "common/log.h"
 #include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -48,8 +47,8 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/http_relay.h"
-#include "runtime/net.h"
 #include "netd/internal.h"
+#include "runtime/net.h"
 
 namespace upstream::netd {
 
@@ -152,7 +151,6 @@ UniqueFd listen_any(int type, uint16_t& port, bool exact = false) {
   return s;
 }
 
-
 Ports ensure_running(const std::string& exe) {
   make_dirs(run_dir(), 0700);
   auto running = read_running();
@@ -199,7 +197,6 @@ json read_stats(const std::string& path) {
     }
   return stats_json(s);
 }
-
 
 std::string handover_path(const std::string& dir) { return dir + "/netd.handover"; }
 
@@ -251,7 +248,6 @@ UniqueFd receive_resolver(const std::string& dir) {
   return UniqueFd();
 }
 
-
 int serve(const std::string& dir, bool take_over) {
   set_log_name("netd");
   make_dirs(dir, 0700);
@@ -278,8 +274,8 @@ int serve(const std::string& dir, bool take_over) {
       ports.proxy = j.value("proxy", uint16_t{0});
       ports.dns = j.value("dns", uint16_t{0});
     } catch (const std::exception& e) {
-      log(LogLevel::warning, "netd.json does not parse (new ports are taken): " +
-                                 std::string(e.what()));
+      log(LogLevel::warning,
+          "netd.json does not parse (new ports are taken): " + std::string(e.what()));
     }
   UniqueFd proxy = listen_any(SOCK_STREAM, ports.proxy, predecessor.has_value());
   // The resolver's socket itself comes from the predecessor (a datagram queued on it is answered

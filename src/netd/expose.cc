@@ -37,8 +37,8 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/fs.h"
-#include "common/log.h"
 #include "common/ipc.h"
+#include "common/log.h"
 #include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -46,9 +46,9 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/http_relay.h"
-#include "runtime/net.h"
 #include "netd/internal.h"
 #include "netd/netd.h"
+#include "runtime/net.h"
 
 namespace upstream::netd {
 
@@ -60,7 +60,6 @@ namespace http = boost::beast::http;
 using tcp = boost::asio::ip::tcp;
 
 // --- exposed ports ---------------------------------------------------------------------------
-
 
 struct ExposeTarget {
   egress::Exposure e;
@@ -180,8 +179,8 @@ void manage_exposures() {
         if (!process_matches(p.init_pid, p.init_start)) continue;
         for (const auto& e : p.exposures) want[e.host_port] = {e, p.init_pid, p.init_start};
       } catch (const std::exception& e) {
-        log(LogLevel::debug, "policy of slot " + std::to_string(slot) + " unreadable (" +
-                                 e.what() + "); its exposures wait for the next scan");
+        log(LogLevel::debug, "policy of slot " + std::to_string(slot) + " unreadable (" + e.what() +
+                                 "); its exposures wait for the next scan");
       }
     }
     {

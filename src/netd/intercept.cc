@@ -45,9 +45,9 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/http_relay.h"
-#include "runtime/net.h"
 #include "netd/internal.h"
 #include "netd/netd.h"
+#include "runtime/net.h"
 
 namespace upstream::netd {
 

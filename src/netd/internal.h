@@ -86,7 +86,6 @@ class Counters {
   std::map<std::string, BoxStats> boxes_;
 };
 
-
 extern Counters counters;
 
 // --- policies.cc -----------------------------------------------------------------------------
@@ -119,8 +118,7 @@ void relay_upgraded(int a, int b, boost::beast::flat_buffer& from_a,
 // TLS to `host` terminated with a certificate from the installation's CA, each request relayed
 // with the headers `hs` added (only to requests for `host`, never to TRACE).
 void intercept(UniqueFd box, UniqueFd world, const egress::BoxPolicy& pol, const std::string& host,
-               const std::string& dest,
-               const std::vector<std::pair<std::string, std::string>>& hs);
+               const std::string& dest, const std::vector<std::pair<std::string, std::string>>& hs);
 // Plain HTTP request by request, each for the name the connection was allowed for.
 void relay_plain_http(UniqueFd box, UniqueFd world, const egress::BoxPolicy& pol,
                       const std::string& allowed, const std::string& dest);

@@ -45,9 +45,9 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/http_relay.h"
-#include "runtime/net.h"
 #include "netd/internal.h"
 #include "netd/netd.h"
+#include "runtime/net.h"
 
 namespace upstream::netd {
 
@@ -91,7 +91,6 @@ std::string peek_head(int fd, int quiet_ms) {
     last = head.size();
   }
 }
-
 
 std::string tls_sni(const std::string& h) {
   auto u8 = [&](size_t i) { return static_cast<uint8_t>(h[i]); };

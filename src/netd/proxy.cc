@@ -37,8 +37,8 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/fs.h"
-#include "common/log.h"
 #include "common/ipc.h"
+#include "common/log.h"
 #include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -46,9 +46,9 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/http_relay.h"
-#include "runtime/net.h"
 #include "netd/internal.h"
 #include "netd/netd.h"
+#include "runtime/net.h"
 
 namespace upstream::netd {
 

@@ -37,8 +37,8 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/fs.h"
-#include "common/log.h"
 #include "common/ipc.h"
+#include "common/log.h"
 #include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -46,9 +46,9 @@
 #include "netd/ca.h"
 #include "netd/dns.h"
 #include "netd/http_relay.h"
-#include "runtime/net.h"
 #include "netd/internal.h"
 #include "netd/netd.h"
+#include "runtime/net.h"
 
 namespace upstream::netd {
 
@@ -106,10 +106,10 @@ BoxStats stats_from_json(const json& j) {
   return s;
 }
 
-
 Counters counters;
 
-void Counters::deny(const egress::BoxPolicy& p, const std::string& dest, const std::string& reason) {
+void Counters::deny(const egress::BoxPolicy& p, const std::string& dest,
+                    const std::string& reason) {
   update(p, [&](BoxStats& s) {
     auto& d = s.denied[{dest, reason}];
     d.count++;
@@ -142,6 +142,5 @@ void Counters::flush() {
     }
   }
 }
-
 
 }  // namespace upstream::netd
