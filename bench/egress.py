@@ -2,7 +2,8 @@
 """Box networks in one run on this machine, against the test internet of tests/e2e/netlab.py
 (network namespaces of our own; no traffic leaves the host):
 
-  - network set-up: create -> first exec with network none, allow-all and custom;
+  - network set-up: create -> first exec with network none, allow-all and custom (its firewall
+    rules through libnftables in-process, and through `nft -f` as the baseline);
   - added latency of the egress proxy: sequential HTTP(S) requests, each on a new connection,
     from inside a box, direct (allow-all) against through netd (custom: SNI/Host checked and
     relayed; with headers: TLS terminated and the headers added);
@@ -65,8 +66,9 @@ def main():
     home = tempfile.mkdtemp(prefix="upstream-bench-egress-", dir="/tmp")
     env = dict(os.environ, UPSTREAM_HOME=home)
 
-    def up(*args):
-        r = subprocess.run([a.binary, *args], env=env, capture_output=True, text=True, timeout=600)
+    def up(*args, extra_env=None):
+        r = subprocess.run([a.binary, *args], env=dict(env, **(extra_env or {})), capture_output=True,
+                           text=True, timeout=600)
         if r.returncode != 0:
             raise SystemExit(f"upstream {' '.join(args)}: {r.stderr}")
         return r.stdout
@@ -77,16 +79,35 @@ def main():
     try:
         Path(home, "config.json").write_text(json.dumps(lab.config()))
         # Set-up: create -> first exec, per network mode, interleaved so drift hits all alike.
-        setup = {"none": [], "allow-all": [], "custom": []}
+        # "custom-nft-exec" is custom with its firewall rules applied by running `nft -f` (the
+        # baseline for libnftables in-process).
+        setup = {"none": [], "allow-all": [], "custom": [], "custom-nft-exec": []}
         for _ in range(a.boxes):
-            for mode in setup:
+            for key in setup:
+                mode = key.removesuffix("-nft-exec")
                 extra = ["--allow-domain", "allowed.upt.test"] if mode == "custom" else []
+                nft = {"UPSTREAM_NFT": "exec"} if key.endswith("-nft-exec") else None
                 t = time.perf_counter()
-                b = up("box", "create", "--network", mode, *extra).strip()
+                b = up("box", "create", "--network", mode, *extra, extra_env=nft).strip()
                 up("box", "exec", b, "--", "true")
-                setup[mode].append((time.perf_counter() - t) * 1000)
+                setup[key].append((time.perf_counter() - t) * 1000)
                 up("box", "rm", "-f", b)
         results["create_to_first_exec_ms"] = {m: statistics.median(v) for m, v in setup.items()}
+
+        # A running box's policy change (its firewall rules replaced while the caller waits).
+        box = up("box", "create", "--network", "custom", "--allow-domain", "allowed.upt.test").strip()
+        change = {"in-process": [], "nft-exec": []}
+        n = 0
+        for _ in range(a.boxes):
+            for key in change:
+                n += 1
+                nft = {"UPSTREAM_NFT": "exec"} if key == "nft-exec" else None
+                t = time.perf_counter()
+                up("box", "network", box, "custom", "--allow-domain", "allowed.upt.test",
+                   "--allow-cidr", f"198.18.{n % 250}.0/24", extra_env=nft)
+                change[key].append((time.perf_counter() - t) * 1000)
+        up("box", "rm", "-f", box)
+        results["policy_change_ms"] = {k: statistics.median(v) for k, v in change.items()}
 
         direct = up("box", "create", "--network", "allow-all").strip()
         proxied = up("box", "create", "--network", "custom", "--allow-domain", "allowed.upt.test").strip()

@@ -11,7 +11,8 @@ packages=(
   libarchive-dev libssl-dev libzstd-dev zlib1g-dev libbz2-dev liblzma-dev liblz4-dev libacl1-dev
   libnettle8 nettle-dev
   libcmark-dev libyaml-cpp-dev
-  # box networks: veth pairs over netlink, the host firewall
+  # box networks: veth pairs over netlink, the host firewall (nftables brings libnftables1,
+  # which upstream loads at run time to apply rulesets without running nft)
   libnl-3-dev libnl-route-3-dev nftables
   # the HTTP server (Boost.Beast, header-only)
   libboost-dev

@@ -159,6 +159,4 @@ void enable_ipv4_forwarding() {
   write_all(f.get(), std::string("1\n"));
 }
 
-void apply_nft(const std::string& ruleset) { run_tool({"nft", "-f", "-"}, ruleset); }
-
 }  // namespace upstream::runtime

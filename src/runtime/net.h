@@ -25,6 +25,11 @@ void detach_veth(const egress::NetAddrs& a);
 void enable_ipv4_forwarding();
 
 // Applies an nftables ruleset (see firewall/ruleset.h) as one transaction: all of it or nothing.
+// In-process through libnftables when the host has it (src/runtime/nft.cc), else `nft -f -`;
+// UPSTREAM_NFT=exec forces the latter.
 void apply_nft(const std::string& ruleset);
+
+// Whether apply_nft goes through libnftables in this process.
+bool nft_in_process();
 
 }  // namespace upstream::runtime

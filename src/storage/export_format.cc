@@ -64,7 +64,8 @@ std::optional<ExportEntries::Entry> ExportEntries::next(archive_entry* e) {
   if (!out.rest.empty() && out.rest[0] != '/') throw bad("unexpected entry '" + path + "'");
   while (!out.rest.empty() && out.rest[0] == '/') out.rest.erase(0, 1);
   if (out.rest.empty()) {
-    if (archive_entry_filetype(e) != AE_IFDIR) throw bad("layer " + out.digest + " is no directory");
+    if (archive_entry_filetype(e) != AE_IFDIR)
+      throw bad("layer " + out.digest + " is no directory");
     if (!seen_.insert(out.digest).second) throw bad("layer " + out.digest + " appears twice");
     return out;
   }

@@ -18,7 +18,7 @@
 namespace upstream::storage {
 
 constexpr const char* kExportManifest = "upstream-snapshot.json";
-constexpr int kExportVersion = 2;  // 1: the configuration in the first spec encoding
+constexpr int kExportVersion = 2;   // 1: the configuration in the first spec encoding
 constexpr size_t kMaxLayers = 100;  // overlay's mount options hold about 200 lower layers
 
 struct ExportManifest {

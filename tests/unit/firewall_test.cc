@@ -1,15 +1,19 @@
 // The host firewall's rulesets: golden files (tests/golden/firewall/*.nft; regenerate with
 // UPSTREAM_UPDATE_GOLDEN=1), and nftables itself accepting them (`nft -c`, which checks a ruleset
 // against the kernel without applying it).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/fs.h"
 #include "common/proc.h"
 #include "firewall/ruleset.h"
+#include "runtime/net.h"
 
 using namespace upstream;
 using namespace upstream::firewall;
@@ -88,4 +92,42 @@ TEST(Firewall, SlotRulesReplaceInOneTransaction) {
   EXPECT_TRUE(nft_accepts(
       table_ruleset(spec(), s) + slot_ruleset(s[0]) + clear_slot_ruleset(5, "10.200.0.22"), why))
       << why;
+}
+
+// Rulesets are applied in-process through libnftables where the host has it, all or nothing, and
+// a refused ruleset is reported with nftables' own message.
+TEST(Firewall, AppliedInProcessAsOneTransaction) {
+  if (::geteuid() != 0 || ::access("/usr/sbin/nft", X_OK) != 0) {
+    GTEST_SKIP() << "needs root and nft";
+  }
+  if (!std::getenv("UPSTREAM_NFT")) {
+    EXPECT_TRUE(runtime::nft_in_process());
+  }
+  std::string t = "upstream_unit_" + std::to_string(::getpid());
+  runtime::apply_nft("add table inet " + t + "\nadd chain inet " + t + " c\nadd rule inet " + t +
+                     " c ip daddr 192.0.2.1 drop\n");
+  // A batch that fails part-way changes nothing: the new table in it is not there afterwards.
+  try {
+    runtime::apply_nft("add table inet " + t + "_b\nadd rule inet " + t + " nochain drop\n");
+    ADD_FAILURE() << "a rule for a missing chain was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Could not process rule"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(runtime::apply_nft("delete table inet " + t + "_b\n"), Error);
+  try {
+    runtime::apply_nft("add rule inet " + t + " c ip daddr 192.0.2.1 frobnicate\n");
+    ADD_FAILURE() << "a syntax error was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("syntax error"), std::string::npos) << e.what();
+  }
+  runtime::apply_nft("delete table inet " + t + "\n");
+  // The library's netlink socket is not inherited by what upstream runs next.
+  for (const auto& e : Dir("/proc/self/fd").entries()) {
+    int fd = std::atoi(e.name.c_str()), domain = 0;
+    socklen_t len = sizeof domain;
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_NETLINK) {
+      EXPECT_TRUE(::fcntl(fd, F_GETFD) & FD_CLOEXEC) << "netlink socket " << fd;
+    }
+  }
+  EXPECT_THROW(runtime::apply_nft("delete table inet " + t + "\n"), Error);
 }
