@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/error.h"
@@ -59,6 +60,12 @@ std::string sha256_file_hex(const std::string& path) {
     h.add(std::string_view(buf.data(), static_cast<size_t>(n)));
   }
   return h.hex();
+}
+
+bool is_digest(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
 }
 
 }  // namespace upstream

@@ -25,5 +25,7 @@ class Sha256 {
 std::string sha256_hex(std::string_view data);
 // Of a file's contents, read in chunks. Throws naming the path.
 std::string sha256_file_hex(const std::string& path);
+// Whether `s` is a digest as the layer store names them: 64 lower-case hex digits.
+bool is_digest(std::string_view s);
 
 }  // namespace upstream

@@ -386,9 +386,7 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
   Impl& I = *impl_;
   if (!name.empty()) check_snapshot_name(name);
   ArchivePtr a(archive_read_new());
-  archive_read_support_filter_all(a.get());
-  archive_read_support_format_tar(a.get());
-  archive_read_support_format_gnutar(a.get());
+  storage::support_export_formats(a.get());
   if (archive_read_open_fd(a.get(), in_fd, 1 << 16) != ARCHIVE_OK)
     throw_invalid(std::string("not a snapshot export: ") + archive_error_string(a.get()));
   auto bad = [&](const std::string& why) -> Error {

@@ -79,10 +79,23 @@ Cidr cidr(const std::string& normalised) {
 
 std::string normalise_host(std::string host) {
   if (!host.empty() && host[0] == '[') return host;  // an IPv6 literal: never a policy name
-  if (auto colon = host.rfind(':'); colon != std::string::npos) host.resize(colon);
-  while (!host.empty() && host.back() == '.') host.pop_back();
-  std::transform(host.begin(), host.end(), host.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  auto cut_dots = [&] {
+    while (!host.empty() && host.back() == '.') host.pop_back();
+  };
+  cut_dots();
+  if (auto colon = host.find(':'); colon != std::string::npos) {
+    // Only a port is cut (digits after the only colon).
+    if (colon != host.rfind(':') ||
+        host.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+      return "";
+    host.resize(colon);
+    cut_dots();
+  }
+  for (auto& c : host) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    // What is not a host name is no host (the connection is then judged by its address).
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') return "";
+  }
   return host;
 }
 

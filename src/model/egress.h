@@ -41,7 +41,8 @@ const std::vector<std::string>& private_ranges();
 // lower-cased; throws invalid_argument naming `what`.
 std::string parse_domain_pattern(const std::string& text, const std::string& what);
 bool domain_matches(const std::string& pattern, const std::string& host);
-// A host name as it arrives in an SNI or Host header: lower-cased, port and trailing dot cut.
+// A host name as it arrives in an SNI or Host header: lower-cased, port and trailing dot cut;
+// "" for what is no host name (other characters, a port that is not one). Idempotent.
 std::string normalise_host(std::string host);
 
 // Header names are RFC 9110 tokens; values hold no CR, LF or NUL. Throws invalid_argument.

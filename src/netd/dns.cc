@@ -37,7 +37,8 @@ void put32(std::string& m, uint32_t v) {
 
 // Reads a (possibly compressed) name at `at`; returns the offset past it in the message, or
 // nullopt when malformed.
-std::optional<size_t> read_name(const std::string& m, size_t at, std::string* out) {
+std::optional<size_t> read_name(const std::string& m, size_t at, std::string* out,
+                                bool compressed = true) {
   size_t end = 0;
   int jumps = 0;
   std::string name;
@@ -45,7 +46,7 @@ std::optional<size_t> read_name(const std::string& m, size_t at, std::string* ou
     if (at >= m.size()) return std::nullopt;
     uint8_t len = static_cast<uint8_t>(m[at]);
     if ((len & 0xc0) == 0xc0) {
-      if (at + 1 >= m.size() || ++jumps > 16) return std::nullopt;
+      if (!compressed || at + 1 >= m.size() || ++jumps > 16) return std::nullopt;
       if (!end) end = at + 2;
       at = ((len & 0x3f) << 8) | static_cast<uint8_t>(m[at + 1]);
       continue;
@@ -57,8 +58,11 @@ std::optional<size_t> read_name(const std::string& m, size_t at, std::string* ou
     }
     if (at + 1 + len > m.size() || name.size() + len > 254) return std::nullopt;
     if (!name.empty()) name += '.';
-    for (size_t i = 0; i < len; i++)
-      name += static_cast<char>(std::tolower(static_cast<unsigned char>(m[at + 1 + i])));
+    for (size_t i = 0; i < len; i++) {
+      char c = m[at + 1 + i];
+      if (c == '.') return std::nullopt;  // a dot inside a label would read as two labels
+      name += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
     at += 1 + len;
   }
   if (out) *out = name;
@@ -125,9 +129,10 @@ std::optional<Question> parse_query(const std::string& m) {
   if (q.flags & 0x8000) return std::nullopt;              // a response
   if (((q.flags >> 11) & 0xf) != 0) return std::nullopt;  // not a standard query
   if (u16(m, 4) != 1) return std::nullopt;
-  auto end = read_name(m, 12, &q.name);
+  // A query's name is never compressed (it is the first name of the message): one that is would
+  // name other bytes than those the answer echoes.
+  auto end = read_name(m, 12, &q.name, false);
   if (!end || *end + 4 > m.size()) return std::nullopt;
-  // A query's name is never compressed: it is the first name of the message.
   q.qtype = u16(m, *end);
   q.qclass = u16(m, *end + 2);
   q.end = *end + 4;

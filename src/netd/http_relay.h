@@ -23,7 +23,8 @@ namespace upstream::netd {
 namespace http = boost::beast::http;
 
 // The host a request is for, as an origin server takes it: the authority of an absolute-form
-// target if it has one, else the Host header; lower-case, without port or trailing dot.
+// target if it has one, else the Host header; lower-case, without port or trailing dot; "" when
+// it names no valid host (see egress::normalise_host).
 std::string request_host(const http::request_header<>& h);
 // The authority of an absolute-form target ("" for origin-form), normalised the same way.
 std::string target_host(const http::request_header<>& h);

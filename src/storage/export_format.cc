@@ -18,6 +18,12 @@ Error bad(const std::string& why) {
 
 }  // namespace
 
+void support_export_formats(archive* a) {
+  archive_read_support_filter_all(a);
+  archive_read_support_format_tar(a);
+  archive_read_support_format_gnutar(a);
+}
+
 ExportManifest read_export_manifest(archive* a) {
   archive_entry* e;
   if (archive_read_next_header(a, &e) != ARCHIVE_OK ||

@@ -28,6 +28,9 @@ struct ExportManifest {
   std::vector<std::string> digests;  // layers, top first
 };
 
+// Sets up a reader for what an export may be: a tar (ustar, pax or GNU) in any compression.
+void support_export_formats(archive* a);
+
 // Reads the archive's first entry as the manifest and checks its fields. Throws
 // invalid_argument ("not a valid snapshot export: ...") naming what is wrong.
 ExportManifest read_export_manifest(archive* a);

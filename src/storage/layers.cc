@@ -100,12 +100,6 @@ std::string owner_tag() {
 
 }  // namespace
 
-bool is_digest(const std::string& s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-
 LayerInfo digest_tree(const std::string& dir) {
   Sha256 h;
   LayerInfo info;

@@ -13,6 +13,8 @@
 // always complete.
 #pragma once
 
+#include "common/digest.h"  // is_digest
+
 #include <archive.h>
 
 #include <cstdint>
@@ -31,8 +33,6 @@ struct LayerInfo {
 
 // The canonical digest of a directory tree (not following symlinks or crossing mounts).
 LayerInfo digest_tree(const std::string& dir);
-
-bool is_digest(const std::string& s);
 
 class LayerStore {
  public:

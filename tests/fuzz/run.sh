@@ -25,13 +25,32 @@ fi
 
 # Each target: the sources it is built from, the seed folders it starts from, and the number of
 # inputs `make test` runs (sized to take well under a minute here).
-declare -A sources seeds runs
-targets=(document)
-sources[document]="tests/fuzz/document_fuzz.cc tests/fuzz/document_check.cc src/pipeline/document.cc
-  src/common/strings.cc src/common/error.cc src/common/time.cc
+declare -A sources seeds runs defines
+targets=(document dns peek http_head frame export)
+main=tests/fuzz/fuzz_main.cc
+common_src="src/common/strings.cc src/common/error.cc src/common/time.cc src/common/fd.cc"
+sources[document]="tests/fuzz/document_check.cc src/pipeline/document.cc $common_src
   /usr/lib/x86_64-linux-gnu/libcmark.a /usr/lib/x86_64-linux-gnu/libyaml-cpp.a"
 seeds[document]="tests/golden examples"
 runs[document]=120000
+# netd's parsers of box-controlled bytes (netd runs as host root)
+net_src="tests/fuzz/net_check.cc src/netd/dns.cc src/netd/sniff.cc src/netd/http_relay.cc
+  src/model/egress.cc src/model/box.cc src/model/fields.cc $common_src"
+for t in dns peek http_head; do
+  sources[$t]=$net_src
+  seeds[$t]="tests/fuzz/seeds/$t"
+done
+runs[dns]=1000000
+runs[peek]=1000000
+runs[http_head]=1000000
+# the engine's readers of the in-box file worker's frames and of users' snapshot exports
+sources[frame]="tests/fuzz/frame_check.cc src/common/frame.cc $common_src"
+seeds[frame]="tests/fuzz/seeds/frame"
+runs[frame]=300000
+sources[export]="tests/fuzz/export_check.cc src/storage/export_format.cc src/common/digest.cc
+  $common_src -larchive -lcrypto"
+seeds[export]="tests/fuzz/seeds/export"
+runs[export]=300000
 
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -Isrc -Itests)
@@ -41,7 +60,7 @@ build_target() {  # builds $out/$1/fuzz when a source or header is newer than it
   mkdir -p "$out/$t"
   if [ ! -x "$bin" ] || [ -n "$(find src tests/fuzz \( -name '*.cc' -o -name '*.h' \) -newer "$bin" -print -quit)" ]; then
     # shellcheck disable=SC2086
-    clang++ "${flags[@]}" ${sources[$t]} -o "$bin"
+    clang++ "${flags[@]}" -DUPSTREAM_FUZZ_CHECK="check_$t" "$main" ${sources[$t]} -o "$bin"
   fi
 }
 

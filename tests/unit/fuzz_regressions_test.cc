@@ -16,7 +16,9 @@ namespace fs = std::filesystem;
 
 const std::map<std::string, std::function<void(std::string_view)>>& checks() {
   static const std::map<std::string, std::function<void(std::string_view)>> all = {
-      {"document", upstream::fuzz::check_document},
+      {"document", upstream::fuzz::check_document}, {"dns", upstream::fuzz::check_dns},
+      {"peek", upstream::fuzz::check_peek},         {"http_head", upstream::fuzz::check_http_head},
+      {"frame", upstream::fuzz::check_frame},       {"export", upstream::fuzz::check_export},
   };
   return all;
 }

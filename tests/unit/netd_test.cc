@@ -37,6 +37,14 @@ TEST(Egress, DomainPatterns) {
   EXPECT_FALSE(egress::domain_matches("*.example.com", "example.com"));
   EXPECT_FALSE(egress::domain_matches("*.example.com", "badexample.com"));
   EXPECT_EQ(egress::normalise_host("Api.Example.com.:443"), "api.example.com");
+  EXPECT_EQ(egress::normalise_host("a.com:"), "a.com");
+  // What is no host name is no host: never a name a policy could be checked against.
+  EXPECT_EQ(egress::normalise_host("allowed.com:80:0"), "");
+  EXPECT_EQ(egress::normalise_host("allowed.com:evil"), "");
+  EXPECT_EQ(egress::normalise_host(". allowed.com"), "");
+  EXPECT_EQ(egress::normalise_host("allowed.com\r"), "");
+  for (std::string h : {"a.:1.", "A.b.:80", "x:.", "a:1:2", "[::1]:80", "..", ":"})
+    EXPECT_EQ(egress::normalise_host(egress::normalise_host(h)), egress::normalise_host(h)) << h;
 }
 
 TEST(Egress, HeadersAndModes) {
@@ -173,6 +181,9 @@ TEST(HttpRelay, TheHostARequestIsFor) {
   EXPECT_EQ(netd::request_host(h), "other.example");  // the absolute form wins over Host
   h.target("HTTP://user:pw@evil.example./");
   EXPECT_EQ(netd::target_host(h), "evil.example");
+  // An absolute target that names no valid host is a request for no host, not for Host's.
+  h.target("http://evil.example:80:0/");
+  EXPECT_EQ(netd::request_host(h), "");
   h.target("/");
   h.erase(http::field::host);
   EXPECT_EQ(netd::request_host(h), "");
