@@ -328,515 +328,568 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
 
 }  // namespace
 
-void add_box_commands(CLI::App& app, Context& ctx) {
-  CLI::App* box = app.add_subcommand("box", "Create and use boxes")->require_subcommand(1);
+namespace {
 
-  // create ------------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand("create", "Create a box and start it; prints its id");
-    auto o = std::make_shared<CreateOpts>();
-    auto count = std::make_shared<size_t>(0);
-    add_create_options(c, *o);
-    c->add_option("--count,-n", *count,
-                  "Create this many boxes (named NAME-1..NAME-N with --name); from a snapshot "
-                  "they share its layers")
-        ->check(CLI::Range(size_t{1}, size_t{1000}));
-    c->callback([&ctx, o, count] {
-      if (*count) {
-        print_box_ids(ctx, ctx.backend().create_boxes(spec_from(*o), *count));
-        return;
-      }
-      BoxRecord b = ctx.backend().create_box(spec_from(*o));
-      if (ctx.json)
-        print_json(box_json(b));
-      else
-        std::cout << b.id << std::endl;
-    });
-  }
-  {
-    auto* c = box->add_subcommand(
-        "fork", "Snapshot a box and start copies of it (they share the snapshot's layers)");
-    auto ref = std::make_shared<std::string>();
-    auto count = std::make_shared<size_t>(1);
-    auto name = std::make_shared<std::string>();
-    auto labels = std::make_shared<std::vector<std::string>>();
-    auto env = std::make_shared<std::vector<std::string>>();
-    c->add_option("box", *ref, "Box id or name")->required();
-    c->add_option("--count,-n", *count, "How many copies (default 1)")
-        ->check(CLI::Range(size_t{1}, size_t{1000}));
-    c->add_option("--name", *name, "Name the copies NAME-1..NAME-N (default: generated)");
-    c->add_option("--label,-l", *labels, "Label key=value for the copies (repeatable)")
-        ->allow_extra_args(false);
-    c->add_option("--env,-e", *env, "Environment KEY=VALUE for the copies (repeatable)")
-        ->allow_extra_args(false);
-    c->callback([&ctx, ref, count, name, labels, env] {
-      BoxSpec s;
-      s.name = *name;
-      s.labels = parse_labels(*labels);
-      s.env = parse_env_list(*env);
-      print_box_ids(ctx, ctx.backend().fork_box(*ref, *count, s));
-    });
-  }
+void add_box_create_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("create", "Create a box and start it; prints its id");
+  auto o = std::make_shared<CreateOpts>();
+  auto count = std::make_shared<size_t>(0);
+  add_create_options(c, *o);
+  c->add_option("--count,-n", *count,
+                "Create this many boxes (named NAME-1..NAME-N with --name); from a snapshot "
+                "they share its layers")
+      ->check(CLI::Range(size_t{1}, size_t{1000}));
+  c->callback([&ctx, o, count] {
+    if (*count) {
+      print_box_ids(ctx, ctx.backend().create_boxes(spec_from(*o), *count));
+      return;
+    }
+    BoxRecord b = ctx.backend().create_box(spec_from(*o));
+    if (ctx.json)
+      print_json(box_json(b));
+    else
+      std::cout << b.id << std::endl;
+  });
+}
 
-  // run ---------------------------------------------------------------------------------------
-  {
-    auto* c =
-        box->add_subcommand("run", "Create a box, run one command in it (and remove it with --rm)");
-    auto o = std::make_shared<CreateOpts>();
-    auto x = std::make_shared<ExecOpts>();
-    auto rm = std::make_shared<bool>(false);
-    auto argv = std::make_shared<std::vector<std::string>>();
-    add_create_options(c, *o);
-    c->add_flag("--rm", *rm, "Remove the box when the command ends");
-    c->add_flag("--interactive,-i", x->interactive, "Stream stdin to the command");
-    c->add_flag("--tty,-t", x->tty, "Run the command on a terminal");
-    c->add_option("--cwd", x->cwd, "Working directory inside the box");
-    c->add_option("--timeout", x->timeout, "Kill the command after this long, e.g. 30s");
-    c->add_option("--shell,-c", x->shell, "Run this shell command line instead of a command");
-    c->add_option("command", *argv, "Command and arguments (after --)");
-    c->callback([&ctx, o, x, rm, argv] {
-      std::vector<std::string> command = *argv;
-      if (ctx.dashes)
-        command.insert(command.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
-      ExecSpec spec = exec_spec_from(*x, command);
-      validate_exec_spec(spec);
-      Backend& e = ctx.backend();
-      BoxRecord b = e.create_box(spec_from(*o));
-      int code;
-      try {
-        code = run_foreground(e, b.id, spec);
-      } catch (...) {
-        if (*rm) e.remove_box(b.id, true);
-        throw;
-      }
+void add_box_fork_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand(
+      "fork", "Snapshot a box and start copies of it (they share the snapshot's layers)");
+  auto ref = std::make_shared<std::string>();
+  auto count = std::make_shared<size_t>(1);
+  auto name = std::make_shared<std::string>();
+  auto labels = std::make_shared<std::vector<std::string>>();
+  auto env = std::make_shared<std::vector<std::string>>();
+  c->add_option("box", *ref, "Box id or name")->required();
+  c->add_option("--count,-n", *count, "How many copies (default 1)")
+      ->check(CLI::Range(size_t{1}, size_t{1000}));
+  c->add_option("--name", *name, "Name the copies NAME-1..NAME-N (default: generated)");
+  c->add_option("--label,-l", *labels, "Label key=value for the copies (repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--env,-e", *env, "Environment KEY=VALUE for the copies (repeatable)")
+      ->allow_extra_args(false);
+  c->callback([&ctx, ref, count, name, labels, env] {
+    BoxSpec s;
+    s.name = *name;
+    s.labels = parse_labels(*labels);
+    s.env = parse_env_list(*env);
+    print_box_ids(ctx, ctx.backend().fork_box(*ref, *count, s));
+  });
+}
+
+void add_box_run_command(CLI::App* box, Context& ctx) {
+  auto* c =
+      box->add_subcommand("run", "Create a box, run one command in it (and remove it with --rm)");
+  auto o = std::make_shared<CreateOpts>();
+  auto x = std::make_shared<ExecOpts>();
+  auto rm = std::make_shared<bool>(false);
+  auto argv = std::make_shared<std::vector<std::string>>();
+  add_create_options(c, *o);
+  c->add_flag("--rm", *rm, "Remove the box when the command ends");
+  c->add_flag("--interactive,-i", x->interactive, "Stream stdin to the command");
+  c->add_flag("--tty,-t", x->tty, "Run the command on a terminal");
+  c->add_option("--cwd", x->cwd, "Working directory inside the box");
+  c->add_option("--timeout", x->timeout, "Kill the command after this long, e.g. 30s");
+  c->add_option("--shell,-c", x->shell, "Run this shell command line instead of a command");
+  c->add_option("command", *argv, "Command and arguments (after --)");
+  c->callback([&ctx, o, x, rm, argv] {
+    std::vector<std::string> command = *argv;
+    if (ctx.dashes) command.insert(command.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
+    ExecSpec spec = exec_spec_from(*x, command);
+    validate_exec_spec(spec);
+    Backend& e = ctx.backend();
+    BoxRecord b = e.create_box(spec_from(*o));
+    int code;
+    try {
+      code = run_foreground(e, b.id, spec);
+    } catch (...) {
       if (*rm) e.remove_box(b.id, true);
-      if (code != 0) throw ExitCode{code};
-    });
-  }
+      throw;
+    }
+    if (*rm) e.remove_box(b.id, true);
+    if (code != 0) throw ExitCode{code};
+  });
+}
 
-  // ls ----------------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand("ls", "List boxes")->alias("list");
-    auto labels = std::make_shared<std::vector<std::string>>();
-    auto state = std::make_shared<std::string>();
-    auto quiet = std::make_shared<bool>(false);
-    c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)")
-        ->allow_extra_args(false);
-    c->add_option("--state", *state, "Only boxes in this state (running, stopped, ...)")
-        ->check(CLI::IsMember({"creating", "starting", "running", "paused", "stopping", "stopped",
-                               "archived", "removing"}));
-    c->add_flag("--quiet,-q", *quiet, "Print only ids");
-    c->callback([&ctx, labels, state, quiet] {
-      store::BoxFilter f;
-      f.labels = parse_labels(*labels);
-      f.state = *state;
-      auto boxes = ctx.backend().list_boxes(f);
-      if (ctx.json) {
-        json arr = json::array();
-        for (const auto& b : boxes) arr.push_back(box_json(b));
-        print_json(arr);
-        return;
-      }
-      if (*quiet) {
-        for (const auto& b : boxes) std::cout << b.id << "\n";
-        return;
-      }
-      int64_t now = now_ms();
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& b : boxes)
-        rows.push_back({b.id, b.name, b.spec.image, b.state, format_ago(b.created_at, now)});
-      print_table({"ID", "NAME", "IMAGE", "STATE", "CREATED"}, rows);
-    });
-  }
-
-  // inspect -----------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand("inspect", "Show a box in detail");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    c->add_option("box", *refs, "Box id, id prefix or name")->required();
-    c->callback([&ctx, refs] {
-      Backend& e = ctx.backend();
+void add_box_ls_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("ls", "List boxes")->alias("list");
+  auto labels = std::make_shared<std::vector<std::string>>();
+  auto state = std::make_shared<std::string>();
+  auto quiet = std::make_shared<bool>(false);
+  c->add_option("--label,-l", *labels, "Only boxes with this label key=value (repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--state", *state, "Only boxes in this state (running, stopped, ...)")
+      ->check(CLI::IsMember({"creating", "starting", "running", "paused", "stopping", "stopped",
+                             "archived", "removing"}));
+  c->add_flag("--quiet,-q", *quiet, "Print only ids");
+  c->callback([&ctx, labels, state, quiet] {
+    store::BoxFilter f;
+    f.labels = parse_labels(*labels);
+    f.state = *state;
+    auto boxes = ctx.backend().list_boxes(f);
+    if (ctx.json) {
       json arr = json::array();
-      for (const auto& r : *refs) {
-        BoxUsage u;
-        std::vector<BoxEvent> ev;
-        BoxRecord b = e.inspect(r, u, ev);
-        if (ctx.json)
-          arr.push_back(box_json(b, &u, &ev));
-        else
-          print_box_human(b, u, ev);
-      }
-      if (ctx.json) print_json(refs->size() == 1 ? arr[0] : arr);
-    });
-  }
+      for (const auto& b : boxes) arr.push_back(box_json(b));
+      print_json(arr);
+      return;
+    }
+    if (*quiet) {
+      for (const auto& b : boxes) std::cout << b.id << "\n";
+      return;
+    }
+    int64_t now = now_ms();
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& b : boxes)
+      rows.push_back({b.id, b.name, b.spec.image, b.state, format_ago(b.created_at, now)});
+    print_table({"ID", "NAME", "IMAGE", "STATE", "CREATED"}, rows);
+  });
+}
 
-  // network -----------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand(
-        "network",
-        "Change a box's network mode and egress policy (a running box at once); the headers "
-        "stay unless --header or --clear-headers is given");
-    auto ref = std::make_shared<std::string>();
-    auto mode = std::make_shared<std::string>();
-    auto eo = std::make_shared<EgressOpts>();
-    auto clear = std::make_shared<bool>(false);
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_option("mode", *mode, "none, allow-all or custom")->required();
-    add_egress_options(c, *eo);
-    c->add_flag("--clear-headers", *clear, "Remove the box's headers");
-    c->callback([&ctx, ref, mode, eo, clear] {
-      Egress e = egress_from(*eo);
-      BoxRecord b = ctx.backend().set_network(*ref, parse_network_mode(*mode), e,
-                                              eo->headers.empty() && !*clear);
-      print_box_ids(ctx, {b});
-    });
-  }
-
-  // expose, exposures, unexpose ---------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand(
-        "expose",
-        "Make a port of the box reachable from the host at a URL, for requests with the "
-        "generated credentials (HTTP and WebSocket)");
-    auto ref = std::make_shared<std::string>();
-    auto port = std::make_shared<int>(0);
-    auto auth = std::make_shared<std::string>("bearer");
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_option("port", *port, "Port in the box")->required();
-    c->add_option("--auth", *auth,
-                  "bearer (default: a generated token) or basic (a generated user and password)");
-    c->callback([&ctx, ref, port, auth] {
-      Engine::Exposure e = ctx.backend().expose(*ref, *port, *auth);
-      if (ctx.json) {
-        print_json(exposure_json(e));
-        return;
-      }
-      std::cout << e.url << "\n";
-      if (!e.token.empty())
-        std::cout << "Authorization: Bearer " << e.token << "\n";
+void add_box_inspect_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("inspect", "Show a box in detail");
+  auto refs = std::make_shared<std::vector<std::string>>();
+  c->add_option("box", *refs, "Box id, id prefix or name")->required();
+  c->callback([&ctx, refs] {
+    Backend& e = ctx.backend();
+    json arr = json::array();
+    for (const auto& r : *refs) {
+      BoxUsage u;
+      std::vector<BoxEvent> ev;
+      BoxRecord b = e.inspect(r, u, ev);
+      if (ctx.json)
+        arr.push_back(box_json(b, &u, &ev));
       else
-        std::cout << "user: " << e.username << "\npassword: " << e.password << "\n";
-      std::cout << "(shown once: upstream keeps only a hash; revoke with `upstream box unexpose "
-                << e.box_name << " " << e.id << "`)" << std::endl;
-    });
-  }
-  {
-    auto* c = box->add_subcommand("exposures", "List exposed ports (of one box, or of all)");
-    auto ref = std::make_shared<std::string>();
-    c->add_option("box", *ref, "Box id, id prefix or name");
-    c->callback([&ctx, ref] {
-      auto list = ctx.backend().exposures(*ref);
+        print_box_human(b, u, ev);
+    }
+    if (ctx.json) print_json(refs->size() == 1 ? arr[0] : arr);
+  });
+}
+
+void add_box_network_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand(
+      "network",
+      "Change a box's network mode and egress policy (a running box at once); the headers "
+      "stay unless --header or --clear-headers is given");
+  auto ref = std::make_shared<std::string>();
+  auto mode = std::make_shared<std::string>();
+  auto eo = std::make_shared<EgressOpts>();
+  auto clear = std::make_shared<bool>(false);
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->add_option("mode", *mode, "none, allow-all or custom")->required();
+  add_egress_options(c, *eo);
+  c->add_flag("--clear-headers", *clear, "Remove the box's headers");
+  c->callback([&ctx, ref, mode, eo, clear] {
+    Egress e = egress_from(*eo);
+    BoxRecord b = ctx.backend().set_network(*ref, parse_network_mode(*mode), e,
+                                            eo->headers.empty() && !*clear);
+    print_box_ids(ctx, {b});
+  });
+}
+
+void add_box_expose_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand(
+      "expose",
+      "Make a port of the box reachable from the host at a URL, for requests with the "
+      "generated credentials (HTTP and WebSocket)");
+  auto ref = std::make_shared<std::string>();
+  auto port = std::make_shared<int>(0);
+  auto auth = std::make_shared<std::string>("bearer");
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->add_option("port", *port, "Port in the box")->required();
+  c->add_option("--auth", *auth,
+                "bearer (default: a generated token) or basic (a generated user and password)");
+  c->callback([&ctx, ref, port, auth] {
+    Engine::Exposure e = ctx.backend().expose(*ref, *port, *auth);
+    if (ctx.json) {
+      print_json(exposure_json(e));
+      return;
+    }
+    std::cout << e.url << "\n";
+    if (!e.token.empty())
+      std::cout << "Authorization: Bearer " << e.token << "\n";
+    else
+      std::cout << "user: " << e.username << "\npassword: " << e.password << "\n";
+    std::cout << "(shown once: upstream keeps only a hash; revoke with `upstream box unexpose "
+              << e.box_name << " " << e.id << "`)" << std::endl;
+  });
+}
+
+void add_box_exposures_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("exposures", "List exposed ports (of one box, or of all)");
+  auto ref = std::make_shared<std::string>();
+  c->add_option("box", *ref, "Box id, id prefix or name");
+  c->callback([&ctx, ref] {
+    auto list = ctx.backend().exposures(*ref);
+    if (ctx.json) {
+      json arr = json::array();
+      for (const auto& e : list) arr.push_back(exposure_json(e));
+      print_json(arr);
+      return;
+    }
+    std::printf("%-16s %-16s %6s  %-7s %s\n", "ID", "BOX", "PORT", "AUTH", "URL");
+    for (const auto& e : list)
+      std::printf("%-16s %-16s %6u  %-7s %s\n", e.id.c_str(), e.box_name.c_str(), e.port,
+                  e.auth.c_str(), e.url.c_str());
+  });
+}
+
+void add_box_unexpose_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("unexpose", "Revoke an exposed port: its URL stops answering");
+  auto ref = std::make_shared<std::string>();
+  auto which = std::make_shared<std::string>();
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->add_option("exposure", *which, "Exposure id, or the port in the box")->required();
+  c->callback([&ctx, ref, which] { ctx.backend().unexpose(*ref, *which); });
+}
+
+void add_box_traffic_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand(
+      "traffic", "Show a box's network counters: per destination, denied attempts, DNS");
+  auto ref = std::make_shared<std::string>();
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->callback([&ctx, ref] {
+    json j = ctx.backend().net_stats(*ref);
+    if (ctx.json) {
+      print_json(j);
+      return;
+    }
+    std::printf("%-40s %6s %6s %10s %10s  %s\n", "DESTINATION", "CONNS", "REQS", "OUT", "IN",
+                "LAST");
+    json dests = j.contains("destinations") ? j["destinations"] : json::object();
+    for (const auto& [dest, d] : dests.items())
+      std::printf("%-40s %6llu %6llu %10s %10s  %s\n", dest.c_str(),
+                  static_cast<unsigned long long>(d.value("connections", uint64_t{0})),
+                  static_cast<unsigned long long>(d.value("requests", uint64_t{0})),
+                  format_bytes(d.value("bytes_out", uint64_t{0})).c_str(),
+                  format_bytes(d.value("bytes_in", uint64_t{0})).c_str(),
+                  d.value("last_at", "").c_str());
+    json denied = j.contains("denied") ? j["denied"] : json::array();
+    if (!denied.empty()) {
+      std::printf("\nDENIED\n%-40s %6s  %-20s %s\n", "DESTINATION", "COUNT", "LAST", "REASON");
+      for (const auto& d : denied)
+        std::printf("%-40s %6llu  %-20s %s\n", d.value("destination", "").c_str(),
+                    static_cast<unsigned long long>(d.value("count", uint64_t{0})),
+                    d.value("last_at", "").c_str(), d.value("reason", "").c_str());
+    }
+    json dns = j.contains("dns") ? j["dns"] : json::object();
+    std::printf("\nDNS: %llu queries, %llu refused\n",
+                static_cast<unsigned long long>(dns.value("queries", uint64_t{0})),
+                static_cast<unsigned long long>(dns.value("refused", uint64_t{0})));
+  });
+}
+
+void add_box_usage_command(CLI::App* box, Context& ctx) {
+  auto* c =
+      box->add_subcommand("usage", "Show a box's resource usage (and its execs' with --execs)");
+  auto ref = std::make_shared<std::string>();
+  auto execs = std::make_shared<size_t>(0);
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->add_option("--execs", *execs,
+                "Also show the CPU, wall time and peak memory of the last N execs");
+  c->callback([&ctx, ref, execs] {
+    BoxUsage u = ctx.backend().usage(*ref);
+    std::vector<ExecRecord> recs;
+    if (*execs) recs = ctx.backend().list_execs(*ref, false, *execs);
+    json j = usage_json(u);
+    if (ctx.json) {
+      if (*execs) {
+        j["execs"] = json::array();
+        for (const auto& e : recs)
+          j["execs"].push_back(
+              {{"exec", e.seq},
+               {"command", shell_join(e.argv)},
+               {"cpu_seconds", static_cast<double>(e.cpu_us) / 1e6},
+               {"wall_seconds",
+                static_cast<double>((e.ended_at ? e.ended_at : now_ms()) - e.started_at) / 1000.0},
+               {"memory_peak_bytes", e.max_rss_kb * 1024},
+               {"state", e.state}});
+      }
+      print_json(j);
+      return;
+    }
+    std::cout << "cpu:          " << format_duration_ms(u.cpu_us / 1000) << " active\n"
+              << "running:      " << format_duration_ms(static_cast<uint64_t>(u.running_ms))
+              << " (wall clock, all runs)\n"
+              << "memory:       " << format_bytes(u.memory) << " (peak "
+              << format_bytes(u.memory_peak) << ")\n"
+              << "processes:    " << u.pids << "\n"
+              << "oom kills:    " << u.oom_kills << "\n";
+    if (u.disk_bytes) std::cout << "disk:         " << format_bytes(*u.disk_bytes) << "\n";
+    std::cout << "snapshots:    " << u.snapshots << " (" << format_bytes(u.snapshot_bytes)
+              << " of their own)\n";
+    if (!recs.empty()) {
+      std::printf("\n%-6s %-10s %-10s %-10s %s\n", "EXEC", "CPU", "WALL", "PEAK MEM", "COMMAND");
+      for (const auto& e : recs) {
+        int64_t wall = (e.ended_at ? e.ended_at : now_ms()) - e.started_at;
+        std::printf("%-6llu %-10s %-10s %-10s %s\n", static_cast<unsigned long long>(e.seq),
+                    format_duration_ms(e.cpu_us / 1000).c_str(),
+                    format_duration_ms(static_cast<uint64_t>(std::max<int64_t>(0, wall))).c_str(),
+                    format_bytes(e.max_rss_kb * 1024).c_str(), shell_join(e.argv).c_str());
+      }
+    }
+  });
+}
+
+void add_box_exec_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand(
+      "exec", "Run a command in a running box: exec [options] BOX -- COMMAND [ARGS...]");
+  auto x = std::make_shared<ExecOpts>();
+  add_exec_options(c, *x);
+  c->prefix_command();
+  c->allow_extras();
+  c->fallthrough(false);
+  c->callback([&ctx, c, x] {
+    std::vector<std::string> rest = c->remaining();
+    // `exec BOX -c 'line'` reads naturally too (unless `--` made -c the command's name).
+    bool shell_after_box = rest.size() == 3 && (rest[1] == "-c" || rest[1] == "--shell") &&
+                           x->shell.empty() && !(ctx.dashes && !ctx.after_dashes.empty());
+    if (ctx.dashes) rest.insert(rest.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
+    if (rest.empty())
+      throw_invalid("no box given: upstream box exec [options] BOX -- COMMAND [ARGS...]");
+    std::string ref = rest[0];
+    rest.erase(rest.begin());
+    if (shell_after_box) {
+      x->shell = rest[1];
+      rest.clear();
+    }
+    ExecSpec spec = exec_spec_from(*x, rest);
+    int code = run_foreground(ctx.backend(), ref, spec);
+    if (code != 0) throw ExitCode{code};
+  });
+}
+
+void add_box_ps_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("ps", "List the running execs of a box");
+  auto ref = std::make_shared<std::string>();
+  auto all = std::make_shared<bool>(false);
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->add_flag("--all,-a", *all, "Include every finished exec (the last 50)");
+  c->callback([&ctx, ref, all] {
+    Backend& e = ctx.backend();
+    auto procs = e.exec_processes(*ref);
+    std::map<uint64_t, Engine::ExecProcesses> by_seq;
+    for (const auto& p : procs) by_seq[p.seq] = p;
+    // Running execs, and finished ones whose processes live on (still killable).
+    std::vector<ExecRecord> execs;
+    for (auto& x : e.list_execs(*ref, false, *all ? 50 : 0))
+      if (*all || x.state == "running" || (by_seq.count(x.seq) && by_seq[x.seq].processes > 0))
+        execs.push_back(std::move(x));
+    if (ctx.json) {
+      json arr = json::array();
+      for (const auto& x : execs) {
+        json j = exec_json(x);
+        j["processes"] = by_seq.count(x.seq) ? by_seq[x.seq].processes : 0;
+        arr.push_back(j);
+      }
+      print_json(arr);
+      return;
+    }
+    int64_t now = now_ms();
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& x : execs) {
+      std::string state = exec_result_text(x);
+      size_t n = by_seq.count(x.seq) ? by_seq[x.seq].processes : 0;
+      if (x.state != "running" && n)
+        state += ", " + std::to_string(n) + " process" + (n == 1 ? "" : "es") + " left";
+      rows.push_back({std::to_string(x.seq), x.background ? "background" : "foreground", state,
+                      format_ago(x.started_at, now), exec_command_text(x)});
+    }
+    print_table({"EXEC", "MODE", "STATE", "STARTED", "COMMAND"}, rows);
+  });
+}
+
+void add_box_logs_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("logs", "Exec history of a box, or the output of one exec");
+  auto ref = std::make_shared<std::string>();
+  auto seq = std::make_shared<uint64_t>(0);
+  auto follow = std::make_shared<bool>(false);
+  auto only_out = std::make_shared<bool>(false), only_err = std::make_shared<bool>(false);
+  auto limit = std::make_shared<size_t>(50);
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->add_option("exec", *seq, "Exec number (see `upstream box logs BOX`)");
+  c->add_flag("--follow,-f", *follow, "Keep printing output until the exec ends");
+  c->add_flag("--stdout", *only_out, "Only standard output");
+  c->add_flag("--stderr", *only_err, "Only standard error");
+  c->add_option("--last,-n", *limit, "How many execs to list (default 50)");
+  c->callback([&ctx, ref, seq, follow, only_out, only_err, limit] {
+    Backend& e = ctx.backend();
+    if (*seq == 0) {
+      auto execs = e.list_execs(*ref, false, *limit);
       if (ctx.json) {
         json arr = json::array();
-        for (const auto& e : list) arr.push_back(exposure_json(e));
-        print_json(arr);
-        return;
-      }
-      std::printf("%-16s %-16s %6s  %-7s %s\n", "ID", "BOX", "PORT", "AUTH", "URL");
-      for (const auto& e : list)
-        std::printf("%-16s %-16s %6u  %-7s %s\n", e.id.c_str(), e.box_name.c_str(), e.port,
-                    e.auth.c_str(), e.url.c_str());
-    });
-  }
-  {
-    auto* c = box->add_subcommand("unexpose", "Revoke an exposed port: its URL stops answering");
-    auto ref = std::make_shared<std::string>();
-    auto which = std::make_shared<std::string>();
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_option("exposure", *which, "Exposure id, or the port in the box")->required();
-    c->callback([&ctx, ref, which] { ctx.backend().unexpose(*ref, *which); });
-  }
-
-  // traffic -----------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand(
-        "traffic", "Show a box's network counters: per destination, denied attempts, DNS");
-    auto ref = std::make_shared<std::string>();
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->callback([&ctx, ref] {
-      json j = ctx.backend().net_stats(*ref);
-      if (ctx.json) {
-        print_json(j);
-        return;
-      }
-      std::printf("%-40s %6s %6s %10s %10s  %s\n", "DESTINATION", "CONNS", "REQS", "OUT", "IN",
-                  "LAST");
-      json dests = j.contains("destinations") ? j["destinations"] : json::object();
-      for (const auto& [dest, d] : dests.items())
-        std::printf("%-40s %6llu %6llu %10s %10s  %s\n", dest.c_str(),
-                    static_cast<unsigned long long>(d.value("connections", uint64_t{0})),
-                    static_cast<unsigned long long>(d.value("requests", uint64_t{0})),
-                    format_bytes(d.value("bytes_out", uint64_t{0})).c_str(),
-                    format_bytes(d.value("bytes_in", uint64_t{0})).c_str(),
-                    d.value("last_at", "").c_str());
-      json denied = j.contains("denied") ? j["denied"] : json::array();
-      if (!denied.empty()) {
-        std::printf("\nDENIED\n%-40s %6s  %-20s %s\n", "DESTINATION", "COUNT", "LAST", "REASON");
-        for (const auto& d : denied)
-          std::printf("%-40s %6llu  %-20s %s\n", d.value("destination", "").c_str(),
-                      static_cast<unsigned long long>(d.value("count", uint64_t{0})),
-                      d.value("last_at", "").c_str(), d.value("reason", "").c_str());
-      }
-      json dns = j.contains("dns") ? j["dns"] : json::object();
-      std::printf("\nDNS: %llu queries, %llu refused\n",
-                  static_cast<unsigned long long>(dns.value("queries", uint64_t{0})),
-                  static_cast<unsigned long long>(dns.value("refused", uint64_t{0})));
-    });
-  }
-
-  // usage -------------------------------------------------------------------------------------
-  {
-    auto* c =
-        box->add_subcommand("usage", "Show a box's resource usage (and its execs' with --execs)");
-    auto ref = std::make_shared<std::string>();
-    auto execs = std::make_shared<size_t>(0);
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_option("--execs", *execs,
-                  "Also show the CPU, wall time and peak memory of the last N execs");
-    c->callback([&ctx, ref, execs] {
-      BoxUsage u = ctx.backend().usage(*ref);
-      std::vector<ExecRecord> recs;
-      if (*execs) recs = ctx.backend().list_execs(*ref, false, *execs);
-      json j = usage_json(u);
-      if (ctx.json) {
-        if (*execs) {
-          j["execs"] = json::array();
-          for (const auto& e : recs)
-            j["execs"].push_back(
-                {{"exec", e.seq},
-                 {"command", shell_join(e.argv)},
-                 {"cpu_seconds", static_cast<double>(e.cpu_us) / 1e6},
-                 {"wall_seconds",
-                  static_cast<double>((e.ended_at ? e.ended_at : now_ms()) - e.started_at) /
-                      1000.0},
-                 {"memory_peak_bytes", e.max_rss_kb * 1024},
-                 {"state", e.state}});
-        }
-        print_json(j);
-        return;
-      }
-      std::cout << "cpu:          " << format_duration_ms(u.cpu_us / 1000) << " active\n"
-                << "running:      " << format_duration_ms(static_cast<uint64_t>(u.running_ms))
-                << " (wall clock, all runs)\n"
-                << "memory:       " << format_bytes(u.memory) << " (peak "
-                << format_bytes(u.memory_peak) << ")\n"
-                << "processes:    " << u.pids << "\n"
-                << "oom kills:    " << u.oom_kills << "\n";
-      if (u.disk_bytes) std::cout << "disk:         " << format_bytes(*u.disk_bytes) << "\n";
-      std::cout << "snapshots:    " << u.snapshots << " (" << format_bytes(u.snapshot_bytes)
-                << " of their own)\n";
-      if (!recs.empty()) {
-        std::printf("\n%-6s %-10s %-10s %-10s %s\n", "EXEC", "CPU", "WALL", "PEAK MEM", "COMMAND");
-        for (const auto& e : recs) {
-          int64_t wall = (e.ended_at ? e.ended_at : now_ms()) - e.started_at;
-          std::printf("%-6llu %-10s %-10s %-10s %s\n", static_cast<unsigned long long>(e.seq),
-                      format_duration_ms(e.cpu_us / 1000).c_str(),
-                      format_duration_ms(static_cast<uint64_t>(std::max<int64_t>(0, wall))).c_str(),
-                      format_bytes(e.max_rss_kb * 1024).c_str(), shell_join(e.argv).c_str());
-        }
-      }
-    });
-  }
-
-  // exec --------------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand(
-        "exec", "Run a command in a running box: exec [options] BOX -- COMMAND [ARGS...]");
-    auto x = std::make_shared<ExecOpts>();
-    add_exec_options(c, *x);
-    c->prefix_command();
-    c->allow_extras();
-    c->fallthrough(false);
-    c->callback([&ctx, c, x] {
-      std::vector<std::string> rest = c->remaining();
-      // `exec BOX -c 'line'` reads naturally too (unless `--` made -c the command's name).
-      bool shell_after_box = rest.size() == 3 && (rest[1] == "-c" || rest[1] == "--shell") &&
-                             x->shell.empty() && !(ctx.dashes && !ctx.after_dashes.empty());
-      if (ctx.dashes) rest.insert(rest.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
-      if (rest.empty())
-        throw_invalid("no box given: upstream box exec [options] BOX -- COMMAND [ARGS...]");
-      std::string ref = rest[0];
-      rest.erase(rest.begin());
-      if (shell_after_box) {
-        x->shell = rest[1];
-        rest.clear();
-      }
-      ExecSpec spec = exec_spec_from(*x, rest);
-      int code = run_foreground(ctx.backend(), ref, spec);
-      if (code != 0) throw ExitCode{code};
-    });
-  }
-
-  // ps ----------------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand("ps", "List the running execs of a box");
-    auto ref = std::make_shared<std::string>();
-    auto all = std::make_shared<bool>(false);
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_flag("--all,-a", *all, "Include every finished exec (the last 50)");
-    c->callback([&ctx, ref, all] {
-      Backend& e = ctx.backend();
-      auto procs = e.exec_processes(*ref);
-      std::map<uint64_t, Engine::ExecProcesses> by_seq;
-      for (const auto& p : procs) by_seq[p.seq] = p;
-      // Running execs, and finished ones whose processes live on (still killable).
-      std::vector<ExecRecord> execs;
-      for (auto& x : e.list_execs(*ref, false, *all ? 50 : 0))
-        if (*all || x.state == "running" || (by_seq.count(x.seq) && by_seq[x.seq].processes > 0))
-          execs.push_back(std::move(x));
-      if (ctx.json) {
-        json arr = json::array();
-        for (const auto& x : execs) {
-          json j = exec_json(x);
-          j["processes"] = by_seq.count(x.seq) ? by_seq[x.seq].processes : 0;
-          arr.push_back(j);
-        }
+        for (const auto& x : execs) arr.push_back(exec_json(x));
         print_json(arr);
         return;
       }
       int64_t now = now_ms();
       std::vector<std::vector<std::string>> rows;
       for (const auto& x : execs) {
-        std::string state = exec_result_text(x);
-        size_t n = by_seq.count(x.seq) ? by_seq[x.seq].processes : 0;
-        if (x.state != "running" && n)
-          state += ", " + std::to_string(n) + " process" + (n == 1 ? "" : "es") + " left";
-        rows.push_back({std::to_string(x.seq), x.background ? "background" : "foreground", state,
+        std::string dur =
+            x.ended_at ? format_duration_ms(static_cast<uint64_t>(x.ended_at - x.started_at)) : "-";
+        rows.push_back({std::to_string(x.seq), exec_result_text(x), dur,
                         format_ago(x.started_at, now), exec_command_text(x)});
       }
-      print_table({"EXEC", "MODE", "STATE", "STARTED", "COMMAND"}, rows);
-    });
-  }
+      print_table({"EXEC", "RESULT", "DURATION", "STARTED", "COMMAND"}, rows);
+      return;
+    }
+    auto rec = e.get_exec(*ref, *seq);
+    if (!rec) throw Error(Errc::not_found, "box " + *ref + " has no exec " + std::to_string(*seq));
+    if (ctx.json) {
+      json j = exec_json(*rec);
+      j["stdout_tail"] = rec->stdout_tail;
+      j["stderr_tail"] = rec->stderr_tail;
+      print_json(j);
+      return;
+    }
+    bool want_out = !*only_err, want_err = !*only_out;
+    uint64_t out_off = 0, err_off = 0;
+    for (;;) {
+      // Whether it still runs is asked before reading, so nothing written before it ended
+      // is missed by the last read.
+      bool running = false;
+      if (*follow) {
+        auto now = e.get_exec(*ref, *seq);
+        running = now && now->state == "running";
+      }
+      if (want_out) out_off += e.copy_log(*ref, *seq, Stream::stdout_, out_off, 1);
+      if (want_err) err_off += e.copy_log(*ref, *seq, Stream::stderr_, err_off, 2);
+      if (!running) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+}
+
+void add_box_kill_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand(
+      "kill", "Kill an exec and every process it started (also what a finished exec left running)");
+  auto ref = std::make_shared<std::string>();
+  auto seq = std::make_shared<uint64_t>(0);
+  auto sig = std::make_shared<std::string>("KILL");
+  c->add_option("box", *ref, "Box id, id prefix or name")->required();
+  c->add_option("exec", *seq, "Exec number")->required();
+  c->add_option("--signal,-s", *sig, "Signal to send to every process of the exec (default KILL)");
+  c->callback([&ctx, ref, seq, sig] { ctx.backend().kill_exec(*ref, *seq, parse_signal(*sig)); });
+}
+
+void add_box_cp_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand(
+      "cp", "Copy files: cp BOX:PATH LOCAL, cp LOCAL BOX:PATH ('-' is a tar stream)");
+  auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
+  auto user = std::make_shared<std::string>();
+  c->add_option("source", *src, "BOX:PATH or a local path")->required();
+  c->add_option("destination", *dst, "LOCAL path or BOX:PATH")->required();
+  c->add_option("--user,-u", *user,
+                "Read and write in the box as this user (default: the box's user)");
+  c->callback([&ctx, src, dst, user] {
+    std::string sbox, spath, dbox, dpath;
+    bool from_box = split_box_path(*src, sbox, spath);
+    bool to_box = split_box_path(*dst, dbox, dpath);
+    if (from_box == to_box)
+      throw_invalid("exactly one of source and destination must be BOX:PATH (got '" + *src +
+                    "' and '" + *dst + "')");
+    Backend& e = ctx.backend();
+    if (from_box) {
+      std::string path = spath.empty() ? "." : spath;
+      if (*dst == "-")
+        e.download_tar(sbox, path, 1, *user);
+      else
+        e.copy_out(sbox, path, *dst, *user);
+    } else {
+      std::string path = dpath.empty() ? "." : dpath;
+      if (*src == "-")
+        e.upload_tar(dbox, path, 0, *user);
+      else
+        e.copy_in(dbox, *src, path, *user);
+    }
+  });
+}
+
+void add_box_stop_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("stop", "Stop boxes: their processes end, their files stay");
+  auto refs = std::make_shared<std::vector<std::string>>();
+  auto grace = std::make_shared<std::string>("10s");
+  c->add_option("box", *refs, "Box ids or names")->required();
+  c->add_option("--time,-t", *grace, "How long processes get to exit after SIGTERM (default 10s)");
+  c->callback([&ctx, refs, grace] {
+    uint64_t ms = parse_duration_ms(*grace, "stop timeout");
+    for (const auto& r : *refs) {
+      BoxRecord b = ctx.backend().stop_box(r, static_cast<int64_t>(ms));
+      if (!ctx.json) std::cout << b.id << std::endl;
+    }
+  });
+}
+
+void add_box_rm_command(CLI::App* box, Context& ctx) {
+  auto* c = box->add_subcommand("rm", "Remove boxes and everything in them")->alias("remove");
+  auto refs = std::make_shared<std::vector<std::string>>();
+  auto force = std::make_shared<bool>(false);
+  c->add_option("box", *refs, "Box ids or names")->required();
+  c->add_flag("--force,-f", *force, "Remove running boxes too (their processes are killed)");
+  c->callback([&ctx, refs, force] {
+    // Every name is checked first, so a typo in the list removes nothing.
+    std::vector<BoxRecord> boxes;
+    for (const auto& r : *refs) boxes.push_back(ctx.backend().get_box(r));
+    if (!*force)
+      for (const auto& b : boxes)
+        if (box_state::alive(b.state))
+          throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state +
+                                                     "; stop it first or remove it with --force");
+    for (const auto& b : boxes) {
+      ctx.backend().remove_box(b.id, *force);
+      if (!ctx.json) std::cout << b.id << std::endl;
+    }
+  });
+}
+
+}  // namespace
+
+void add_box_commands(CLI::App& app, Context& ctx) {
+  CLI::App* box = app.add_subcommand("box", "Create and use boxes")->require_subcommand(1);
+
+  // create ------------------------------------------------------------------------------------
+  add_box_create_command(box, ctx);
+  add_box_fork_command(box, ctx);
+
+  // run ---------------------------------------------------------------------------------------
+  add_box_run_command(box, ctx);
+
+  // ls ----------------------------------------------------------------------------------------
+  add_box_ls_command(box, ctx);
+
+  // inspect -----------------------------------------------------------------------------------
+  add_box_inspect_command(box, ctx);
+
+  // network -----------------------------------------------------------------------------------
+  add_box_network_command(box, ctx);
+
+  // expose, exposures, unexpose ---------------------------------------------------------------
+  add_box_expose_command(box, ctx);
+  add_box_exposures_command(box, ctx);
+  add_box_unexpose_command(box, ctx);
+
+  // traffic -----------------------------------------------------------------------------------
+  add_box_traffic_command(box, ctx);
+
+  // usage -------------------------------------------------------------------------------------
+  add_box_usage_command(box, ctx);
+
+  // exec --------------------------------------------------------------------------------------
+  add_box_exec_command(box, ctx);
+
+  // ps ----------------------------------------------------------------------------------------
+  add_box_ps_command(box, ctx);
 
   // logs --------------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand("logs", "Exec history of a box, or the output of one exec");
-    auto ref = std::make_shared<std::string>();
-    auto seq = std::make_shared<uint64_t>(0);
-    auto follow = std::make_shared<bool>(false);
-    auto only_out = std::make_shared<bool>(false), only_err = std::make_shared<bool>(false);
-    auto limit = std::make_shared<size_t>(50);
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_option("exec", *seq, "Exec number (see `upstream box logs BOX`)");
-    c->add_flag("--follow,-f", *follow, "Keep printing output until the exec ends");
-    c->add_flag("--stdout", *only_out, "Only standard output");
-    c->add_flag("--stderr", *only_err, "Only standard error");
-    c->add_option("--last,-n", *limit, "How many execs to list (default 50)");
-    c->callback([&ctx, ref, seq, follow, only_out, only_err, limit] {
-      Backend& e = ctx.backend();
-      if (*seq == 0) {
-        auto execs = e.list_execs(*ref, false, *limit);
-        if (ctx.json) {
-          json arr = json::array();
-          for (const auto& x : execs) arr.push_back(exec_json(x));
-          print_json(arr);
-          return;
-        }
-        int64_t now = now_ms();
-        std::vector<std::vector<std::string>> rows;
-        for (const auto& x : execs) {
-          std::string dur =
-              x.ended_at ? format_duration_ms(static_cast<uint64_t>(x.ended_at - x.started_at))
-                         : "-";
-          rows.push_back({std::to_string(x.seq), exec_result_text(x), dur,
-                          format_ago(x.started_at, now), exec_command_text(x)});
-        }
-        print_table({"EXEC", "RESULT", "DURATION", "STARTED", "COMMAND"}, rows);
-        return;
-      }
-      auto rec = e.get_exec(*ref, *seq);
-      if (!rec)
-        throw Error(Errc::not_found, "box " + *ref + " has no exec " + std::to_string(*seq));
-      if (ctx.json) {
-        json j = exec_json(*rec);
-        j["stdout_tail"] = rec->stdout_tail;
-        j["stderr_tail"] = rec->stderr_tail;
-        print_json(j);
-        return;
-      }
-      bool want_out = !*only_err, want_err = !*only_out;
-      uint64_t out_off = 0, err_off = 0;
-      for (;;) {
-        // Whether it still runs is asked before reading, so nothing written before it ended
-        // is missed by the last read.
-        bool running = false;
-        if (*follow) {
-          auto now = e.get_exec(*ref, *seq);
-          running = now && now->state == "running";
-        }
-        if (want_out) out_off += e.copy_log(*ref, *seq, Stream::stdout_, out_off, 1);
-        if (want_err) err_off += e.copy_log(*ref, *seq, Stream::stderr_, err_off, 2);
-        if (!running) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    });
-  }
+  add_box_logs_command(box, ctx);
 
   // kill --------------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand(
-        "kill",
-        "Kill an exec and every process it started (also what a finished exec left running)");
-    auto ref = std::make_shared<std::string>();
-    auto seq = std::make_shared<uint64_t>(0);
-    auto sig = std::make_shared<std::string>("KILL");
-    c->add_option("box", *ref, "Box id, id prefix or name")->required();
-    c->add_option("exec", *seq, "Exec number")->required();
-    c->add_option("--signal,-s", *sig,
-                  "Signal to send to every process of the exec (default KILL)");
-    c->callback([&ctx, ref, seq, sig] { ctx.backend().kill_exec(*ref, *seq, parse_signal(*sig)); });
-  }
+  add_box_kill_command(box, ctx);
 
   // cp ----------------------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand(
-        "cp", "Copy files: cp BOX:PATH LOCAL, cp LOCAL BOX:PATH ('-' is a tar stream)");
-    auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
-    auto user = std::make_shared<std::string>();
-    c->add_option("source", *src, "BOX:PATH or a local path")->required();
-    c->add_option("destination", *dst, "LOCAL path or BOX:PATH")->required();
-    c->add_option("--user,-u", *user,
-                  "Read and write in the box as this user (default: the box's user)");
-    c->callback([&ctx, src, dst, user] {
-      std::string sbox, spath, dbox, dpath;
-      bool from_box = split_box_path(*src, sbox, spath);
-      bool to_box = split_box_path(*dst, dbox, dpath);
-      if (from_box == to_box)
-        throw_invalid("exactly one of source and destination must be BOX:PATH (got '" + *src +
-                      "' and '" + *dst + "')");
-      Backend& e = ctx.backend();
-      if (from_box) {
-        std::string path = spath.empty() ? "." : spath;
-        if (*dst == "-")
-          e.download_tar(sbox, path, 1, *user);
-        else
-          e.copy_out(sbox, path, *dst, *user);
-      } else {
-        std::string path = dpath.empty() ? "." : dpath;
-        if (*src == "-")
-          e.upload_tar(dbox, path, 0, *user);
-        else
-          e.copy_in(dbox, *src, path, *user);
-      }
-    });
-  }
+  add_box_cp_command(box, ctx);
 
   // stop / start / rm ---------------------------------------------------------------------------
-  {
-    auto* c = box->add_subcommand("stop", "Stop boxes: their processes end, their files stay");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    auto grace = std::make_shared<std::string>("10s");
-    c->add_option("box", *refs, "Box ids or names")->required();
-    c->add_option("--time,-t", *grace,
-                  "How long processes get to exit after SIGTERM (default 10s)");
-    c->callback([&ctx, refs, grace] {
-      uint64_t ms = parse_duration_ms(*grace, "stop timeout");
-      for (const auto& r : *refs) {
-        BoxRecord b = ctx.backend().stop_box(r, static_cast<int64_t>(ms));
-        if (!ctx.json) std::cout << b.id << std::endl;
-      }
-    });
-  }
+  add_box_stop_command(box, ctx);
   // Commands that move boxes from one state to another and print each box (its id, or with
   // --json the whole record).
   auto transition = [&](const char* name, const char* what,
@@ -864,27 +917,7 @@ void add_box_commands(CLI::App& app, Context& ctx) {
              "Archive stopped boxes: their files packed into the layer store, working directory "
              "freed (start unpacks them)",
              &Backend::archive_box);
-  {
-    auto* c = box->add_subcommand("rm", "Remove boxes and everything in them")->alias("remove");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    auto force = std::make_shared<bool>(false);
-    c->add_option("box", *refs, "Box ids or names")->required();
-    c->add_flag("--force,-f", *force, "Remove running boxes too (their processes are killed)");
-    c->callback([&ctx, refs, force] {
-      // Every name is checked first, so a typo in the list removes nothing.
-      std::vector<BoxRecord> boxes;
-      for (const auto& r : *refs) boxes.push_back(ctx.backend().get_box(r));
-      if (!*force)
-        for (const auto& b : boxes)
-          if (box_state::alive(b.state))
-            throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state +
-                                                       "; stop it first or remove it with --force");
-      for (const auto& b : boxes) {
-        ctx.backend().remove_box(b.id, *force);
-        if (!ctx.json) std::cout << b.id << std::endl;
-      }
-    });
-  }
+  add_box_rm_command(box, ctx);
 }
 
 }  // namespace upstream::cli

@@ -95,255 +95,271 @@ std::string step_result_text(const pipeline::StepRecord& s) {
 
 }  // namespace
 
-void add_pipeline_commands(CLI::App& app, Context& ctx) {
-  {
-    auto* c = app.add_subcommand(
-        "run", "Run a markdown document's code blocks as steps and write the results back");
-    auto opts = std::make_shared<pipeline::RunOptions>();
-    auto session = std::make_shared<std::string>();
-    auto output = std::make_shared<std::string>();
-    auto head = std::make_shared<int>(-1), tail = std::make_shared<int>(-1);
-    c->add_option("document", opts->path, "The markdown document")->required();
-    c->add_option("-s,--session", *session,
-                  "Run as the next turn of this session (overrides the front matter)");
-    c->add_flag("--keep", opts->keep, "Keep the box of a run without a session");
-    c->add_flag("-v,--verbose", opts->verbose, "Stream each step's output live");
-    c->add_option("-o,--output", *output,
-                  "Write the report to this file instead of into the document");
-    c->add_flag("--dry-run", opts->dry_run, "List the steps; run nothing");
-    c->add_option("--head", *head, "Output lines kept at the start of a long output (default 40)");
-    c->add_option("--tail", *tail, "Output lines kept at its end (default 40)");
-    auto labels = std::make_shared<std::vector<std::string>>();
-    c->add_option("--label,-l", *labels, "Label key=value for the box the run creates (repeatable)")
-        ->allow_extra_args(false);
-    c->add_option("--progress", opts->progress, "auto (spinner on a terminal), plain or none")
-        ->check(CLI::IsMember({"auto", "plain", "none"}));
-    c->callback([&ctx, opts, session, output, head, tail, labels] {
-      if (!session->empty()) opts->session = *session;
-      if (!output->empty()) opts->output = *output;
-      if (*head >= 0) opts->head_lines = *head;
-      if (*tail >= 0) opts->tail_lines = *tail;
-      int code;
-      try {
-        opts->labels = parse_labels(*labels);
-        if (ctx.remote && !opts->dry_run) {
-          if (!opts->labels.empty() || opts->keep || opts->head_lines || opts->tail_lines)
-            throw Error(Errc::invalid_argument,
-                        "--label, --keep, --head and --tail are not available over HTTP yet");
-          const char* url = std::getenv("UPSTREAM_URL");
-          const char* key = std::getenv("UPSTREAM_API_KEY");
-          code = run_remote(url, key ? key : "", opts->path, opts->session, opts->output,
-                            opts->verbose);
-        } else {
-          code = pipeline::run_document(ctx.engine, *opts);
-        }
-      } catch (const Error& e) {
-        std::cerr << "upstream: error: " << e.what() << std::endl;
-        throw ExitCode{e.code() == Errc::invalid_argument || e.code() == Errc::not_found
-                           ? pipeline::kRunBadDocument
-                           : pipeline::kRunEngineError};
+namespace {
+
+void add_run_command(CLI::App& app, Context& ctx) {
+  auto* c = app.add_subcommand(
+      "run", "Run a markdown document's code blocks as steps and write the results back");
+  auto opts = std::make_shared<pipeline::RunOptions>();
+  auto session = std::make_shared<std::string>();
+  auto output = std::make_shared<std::string>();
+  auto head = std::make_shared<int>(-1), tail = std::make_shared<int>(-1);
+  c->add_option("document", opts->path, "The markdown document")->required();
+  c->add_option("-s,--session", *session,
+                "Run as the next turn of this session (overrides the front matter)");
+  c->add_flag("--keep", opts->keep, "Keep the box of a run without a session");
+  c->add_flag("-v,--verbose", opts->verbose, "Stream each step's output live");
+  c->add_option("-o,--output", *output,
+                "Write the report to this file instead of into the document");
+  c->add_flag("--dry-run", opts->dry_run, "List the steps; run nothing");
+  c->add_option("--head", *head, "Output lines kept at the start of a long output (default 40)");
+  c->add_option("--tail", *tail, "Output lines kept at its end (default 40)");
+  auto labels = std::make_shared<std::vector<std::string>>();
+  c->add_option("--label,-l", *labels, "Label key=value for the box the run creates (repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--progress", opts->progress, "auto (spinner on a terminal), plain or none")
+      ->check(CLI::IsMember({"auto", "plain", "none"}));
+  c->callback([&ctx, opts, session, output, head, tail, labels] {
+    if (!session->empty()) opts->session = *session;
+    if (!output->empty()) opts->output = *output;
+    if (*head >= 0) opts->head_lines = *head;
+    if (*tail >= 0) opts->tail_lines = *tail;
+    int code;
+    try {
+      opts->labels = parse_labels(*labels);
+      if (ctx.remote && !opts->dry_run) {
+        if (!opts->labels.empty() || opts->keep || opts->head_lines || opts->tail_lines)
+          throw Error(Errc::invalid_argument,
+                      "--label, --keep, --head and --tail are not available over HTTP yet");
+        const char* url = std::getenv("UPSTREAM_URL");
+        const char* key = std::getenv("UPSTREAM_API_KEY");
+        code =
+            run_remote(url, key ? key : "", opts->path, opts->session, opts->output, opts->verbose);
+      } else {
+        code = pipeline::run_document(ctx.engine, *opts);
       }
-      if (code != 0) throw ExitCode{code};
-    });
-  }
+    } catch (const Error& e) {
+      std::cerr << "upstream: error: " << e.what() << std::endl;
+      throw ExitCode{e.code() == Errc::invalid_argument || e.code() == Errc::not_found
+                         ? pipeline::kRunBadDocument
+                         : pipeline::kRunEngineError};
+    }
+    if (code != 0) throw ExitCode{code};
+  });
+}
+
+void add_sess_ls_command(CLI::App* sess, Context& ctx) {
+  auto* c = sess->add_subcommand("ls", "List sessions");
+  c->callback([&ctx] {
+    json out = json::array();
+    std::vector<std::vector<std::string>> rows;
+    int64_t now = now_ms();
+    auto add = [&](const std::string& name, const std::string& box, size_t turns,
+                   const std::string& last, int64_t updated) {
+      out.push_back({{"name", name},
+                     {"box", box},
+                     {"turns", turns},
+                     {"last_status", last},
+                     {"updated_at", updated ? format_time(updated) : ""}});
+      rows.push_back({name, std::to_string(turns), last.empty() ? "-" : last,
+                      updated ? format_ago(updated, now) : "-", box});
+    };
+    if (ctx.remote) {
+      json listed = remote_json("GET", "/v1/sessions");
+      for (const auto& x : listed.at("sessions"))
+        add(x.value("name", ""), x.value("box_id", ""), x.value("turns", size_t{0}),
+            x.value("last_status", ""), parse_time(x.value("updated_at", "")));
+    } else {
+      ContextStore store = ContextStore::sessions(ctx.engine().options().home);
+      for (const auto& name : store.names()) {
+        auto st = store.state(name);
+        auto turns = store.turns(name);
+        add(name, st ? st->box_id : "", turns.size(), turns.empty() ? "" : turns.back().status,
+            st ? st->updated_at : 0);
+      }
+    }
+    if (ctx.json)
+      print_json(out);
+    else
+      print_table({"SESSION", "TURNS", "LAST", "UPDATED", "BOX"}, rows);
+  });
+}
+
+void add_sess_show_command(CLI::App* sess, Context& ctx) {
+  auto* c = sess->add_subcommand("show", "Show a session: its box and its turns");
+  auto name = std::make_shared<std::string>();
+  c->add_option("name", *name, "Session")->required();
+  c->callback([&ctx, name] {
+    SessionView v = load_session(ctx, *name);
+    std::string box_state = "-";
+    if (!v.box_id.empty()) {
+      try {
+        box_state = ctx.backend().get_box(v.box_id).state;
+      } catch (const Error&) {
+        box_state = "gone";
+      }
+    }
+    const auto& turns = v.turns;
+    if (ctx.json) {
+      json t = json::array();
+      for (const auto& turn : turns) t.push_back(pipeline::turn_to_json(turn));
+      json env = json::object();
+      for (const auto& [k, val] : v.env) env[k] = val;
+      print_json({{"name", v.name},
+                  {"box", v.box_id},
+                  {"box_state", box_state},
+                  {"cwd", v.cwd},
+                  {"env", env},
+                  {"context", v.context},
+                  {"turns", t}});
+      return;
+    }
+    std::cout << "session:  " << v.name << "\n"
+              << "box:      " << (!v.box_id.empty() ? v.box_id + " (" + box_state + ")" : "-")
+              << "\n"
+              << "cwd:      " << (!v.cwd.empty() ? v.cwd : "-") << "\n"
+              << "context:  " << v.context << "\n";
+    if (!v.env.empty()) {
+      std::vector<std::string> names;
+      for (const auto& [k, val] : v.env) names.push_back(k);
+      std::cout << "env:      " << join(names, " ") << "\n";
+    }
+    std::cout << "\n";
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& t : turns)
+      rows.push_back({std::to_string(t.turn), t.run_id, t.status, steps_text(t),
+                      std::to_string(t.artifacts.size()), format_time(t.started_at),
+                      format_duration_ms(static_cast<uint64_t>(t.duration_ms)), t.document});
+    print_table(
+        {"TURN", "RUN", "STATUS", "STEPS OK", "ARTIFACTS", "STARTED", "DURATION", "DOCUMENT"},
+        rows);
+  });
+}
+
+void add_sess_rm_command(CLI::App* sess, Context& ctx) {
+  auto* c = sess->add_subcommand("rm", "Remove a session: its box and its context");
+  auto names = std::make_shared<std::vector<std::string>>();
+  c->add_option("name", *names, "Sessions")->required();
+  c->callback([&ctx, names] {
+    if (ctx.remote) {
+      for (const auto& n : *names) remote_json("GET", "/v1/sessions/" + url_segment(n));
+      for (const auto& n : *names) {
+        remote_json("DELETE", "/v1/sessions/" + url_segment(n));
+        std::cout << n << std::endl;
+      }
+      return;
+    }
+    Engine& engine = ctx.engine();
+    ContextStore store = ContextStore::sessions(engine.options().home);
+    for (const auto& n : *names)
+      if (!store.exists(n)) throw Error(Errc::not_found, "no session '" + n + "'");
+    for (const auto& n : *names) {
+      pipeline::remove_session(engine, n);
+      std::cout << n << std::endl;
+    }
+  });
+}
+
+void add_context_show_command(CLI::App* context, Context& ctx) {
+  auto* c = context->add_subcommand("show", "Show a session's context (or a standalone run's)");
+  auto name = std::make_shared<std::string>();
+  auto turn = std::make_shared<int>(0);
+  c->add_option("name", *name, "Session name or run id")->required();
+  c->add_option("--turn", *turn, "Only this turn");
+  c->callback([&ctx, name, turn] {
+    SessionView v = load_session(ctx, *name);
+    if (*turn == 0) {
+      if (ctx.json) {
+        print_json(manifest_of(ctx, *name));
+        return;
+      }
+      for (const auto& t : v.turns) {
+        std::cout << "turn " << t.turn << "  " << t.status << "  run " << t.run_id << "  "
+                  << format_time(t.started_at) << "  " << t.document << "\n";
+        for (const auto& s : t.steps)
+          std::cout << "  step " << s.index << ": " << s.name << "  (" << step_result_text(s) << ")"
+                    << (s.result.is_null() ? "" : "  result: " + s.result.dump()) << "\n";
+        for (const auto& a : t.artifacts)
+          std::cout << "  artifact " << a.path << "  " << format_bytes(a.size) << "\n";
+      }
+      std::cout << std::flush;
+      return;
+    }
+    for (const auto& t : v.turns) {
+      if (t.turn != *turn) continue;
+      if (ctx.json) {
+        print_json(pipeline::turn_to_json(t));
+        return;
+      }
+      std::string dir = v.context + "/turn-" + std::to_string(t.turn);
+      std::cout << "turn:      " << t.turn << "\nrun:       " << t.run_id
+                << "\nstatus:    " << t.status << "\nstarted:   " << format_time(t.started_at)
+                << "\nduration:  " << format_duration_ms(static_cast<uint64_t>(t.duration_ms))
+                << "\ndocument:  " << t.document << "\nstored in: " << dir << "\n\n";
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& s : t.steps)
+        rows.push_back({std::to_string(s.index), s.name, step_result_text(s),
+                        format_duration_ms(static_cast<uint64_t>(s.duration_ms)),
+                        std::to_string(s.output_lines),
+                        s.result.is_null() ? "" : s.result.dump().substr(0, 60)});
+      print_table({"STEP", "NAME", "RESULT", "DURATION", "LINES", "OUTPUT JSON"}, rows);
+      if (!t.artifacts.empty()) {
+        std::cout << "\n";
+        std::vector<std::vector<std::string>> arows;
+        for (const auto& a : t.artifacts) arows.push_back({a.path, format_bytes(a.size)});
+        print_table({"ARTIFACT", "SIZE"}, arows);
+      }
+      return;
+    }
+    throw Error(Errc::not_found, "'" + v.name + "' has no turn " + std::to_string(*turn));
+  });
+}
+
+void add_context_export_command(CLI::App* context, Context& ctx) {
+  auto* c =
+      context->add_subcommand("export", "Write a session's context (every turn) as a tar archive");
+  auto name = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  c->add_option("name", *name, "Session name or run id")->required();
+  c->add_option("-o,--output", *out, "The tar file to write ('-': standard output)")->required();
+  c->callback([&ctx, name, out] {
+    std::function<void(int)> write_tar;
+    if (ctx.remote) {
+      remote_json("GET", "/v1/sessions/" + url_segment(*name));  // a clear error first
+      write_tar = [name](int fd) {
+        remote_download("/v1/sessions/" + url_segment(*name) + "/export", fd);
+      };
+    } else {
+      Found f = find_context(ctx.engine().options().home, *name);
+      write_tar = [f](int fd) { pipeline::export_context(f.store, f.name, fd); };
+    }
+    if (*out == "-") {
+      if (::isatty(1))
+        throw Error(Errc::invalid_argument, "refusing to write a tar archive to a terminal");
+      write_tar(1);
+      return;
+    }
+    write_file_atomic_with(*out, 0644, write_tar);
+  });
+}
+
+}  // namespace
+
+void add_pipeline_commands(CLI::App& app, Context& ctx) {
+  add_run_command(app, ctx);
 
   CLI::App* sess =
       app.add_subcommand("session", "Sessions: turns of `upstream run` that build on each other")
           ->require_subcommand(1);
-  {
-    auto* c = sess->add_subcommand("ls", "List sessions");
-    c->callback([&ctx] {
-      json out = json::array();
-      std::vector<std::vector<std::string>> rows;
-      int64_t now = now_ms();
-      auto add = [&](const std::string& name, const std::string& box, size_t turns,
-                     const std::string& last, int64_t updated) {
-        out.push_back({{"name", name},
-                       {"box", box},
-                       {"turns", turns},
-                       {"last_status", last},
-                       {"updated_at", updated ? format_time(updated) : ""}});
-        rows.push_back({name, std::to_string(turns), last.empty() ? "-" : last,
-                        updated ? format_ago(updated, now) : "-", box});
-      };
-      if (ctx.remote) {
-        json listed = remote_json("GET", "/v1/sessions");
-        for (const auto& x : listed.at("sessions"))
-          add(x.value("name", ""), x.value("box_id", ""), x.value("turns", size_t{0}),
-              x.value("last_status", ""), parse_time(x.value("updated_at", "")));
-      } else {
-        ContextStore store = ContextStore::sessions(ctx.engine().options().home);
-        for (const auto& name : store.names()) {
-          auto st = store.state(name);
-          auto turns = store.turns(name);
-          add(name, st ? st->box_id : "", turns.size(), turns.empty() ? "" : turns.back().status,
-              st ? st->updated_at : 0);
-        }
-      }
-      if (ctx.json)
-        print_json(out);
-      else
-        print_table({"SESSION", "TURNS", "LAST", "UPDATED", "BOX"}, rows);
-    });
-  }
-  {
-    auto* c = sess->add_subcommand("show", "Show a session: its box and its turns");
-    auto name = std::make_shared<std::string>();
-    c->add_option("name", *name, "Session")->required();
-    c->callback([&ctx, name] {
-      SessionView v = load_session(ctx, *name);
-      std::string box_state = "-";
-      if (!v.box_id.empty()) {
-        try {
-          box_state = ctx.backend().get_box(v.box_id).state;
-        } catch (const Error&) {
-          box_state = "gone";
-        }
-      }
-      const auto& turns = v.turns;
-      if (ctx.json) {
-        json t = json::array();
-        for (const auto& turn : turns) t.push_back(pipeline::turn_to_json(turn));
-        json env = json::object();
-        for (const auto& [k, val] : v.env) env[k] = val;
-        print_json({{"name", v.name},
-                    {"box", v.box_id},
-                    {"box_state", box_state},
-                    {"cwd", v.cwd},
-                    {"env", env},
-                    {"context", v.context},
-                    {"turns", t}});
-        return;
-      }
-      std::cout << "session:  " << v.name << "\n"
-                << "box:      " << (!v.box_id.empty() ? v.box_id + " (" + box_state + ")" : "-")
-                << "\n"
-                << "cwd:      " << (!v.cwd.empty() ? v.cwd : "-") << "\n"
-                << "context:  " << v.context << "\n";
-      if (!v.env.empty()) {
-        std::vector<std::string> names;
-        for (const auto& [k, val] : v.env) names.push_back(k);
-        std::cout << "env:      " << join(names, " ") << "\n";
-      }
-      std::cout << "\n";
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& t : turns)
-        rows.push_back({std::to_string(t.turn), t.run_id, t.status, steps_text(t),
-                        std::to_string(t.artifacts.size()), format_time(t.started_at),
-                        format_duration_ms(static_cast<uint64_t>(t.duration_ms)), t.document});
-      print_table(
-          {"TURN", "RUN", "STATUS", "STEPS OK", "ARTIFACTS", "STARTED", "DURATION", "DOCUMENT"},
-          rows);
-    });
-  }
-  {
-    auto* c = sess->add_subcommand("rm", "Remove a session: its box and its context");
-    auto names = std::make_shared<std::vector<std::string>>();
-    c->add_option("name", *names, "Sessions")->required();
-    c->callback([&ctx, names] {
-      if (ctx.remote) {
-        for (const auto& n : *names) remote_json("GET", "/v1/sessions/" + url_segment(n));
-        for (const auto& n : *names) {
-          remote_json("DELETE", "/v1/sessions/" + url_segment(n));
-          std::cout << n << std::endl;
-        }
-        return;
-      }
-      Engine& engine = ctx.engine();
-      ContextStore store = ContextStore::sessions(engine.options().home);
-      for (const auto& n : *names)
-        if (!store.exists(n)) throw Error(Errc::not_found, "no session '" + n + "'");
-      for (const auto& n : *names) {
-        pipeline::remove_session(engine, n);
-        std::cout << n << std::endl;
-      }
-    });
-  }
+  add_sess_ls_command(sess, ctx);
+  add_sess_show_command(sess, ctx);
+  add_sess_rm_command(sess, ctx);
 
   CLI::App* context =
       app.add_subcommand("context", "What the turns of a session left: results and artifacts")
           ->require_subcommand(1);
-  {
-    auto* c = context->add_subcommand("show", "Show a session's context (or a standalone run's)");
-    auto name = std::make_shared<std::string>();
-    auto turn = std::make_shared<int>(0);
-    c->add_option("name", *name, "Session name or run id")->required();
-    c->add_option("--turn", *turn, "Only this turn");
-    c->callback([&ctx, name, turn] {
-      SessionView v = load_session(ctx, *name);
-      if (*turn == 0) {
-        if (ctx.json) {
-          print_json(manifest_of(ctx, *name));
-          return;
-        }
-        for (const auto& t : v.turns) {
-          std::cout << "turn " << t.turn << "  " << t.status << "  run " << t.run_id << "  "
-                    << format_time(t.started_at) << "  " << t.document << "\n";
-          for (const auto& s : t.steps)
-            std::cout << "  step " << s.index << ": " << s.name << "  (" << step_result_text(s)
-                      << ")" << (s.result.is_null() ? "" : "  result: " + s.result.dump()) << "\n";
-          for (const auto& a : t.artifacts)
-            std::cout << "  artifact " << a.path << "  " << format_bytes(a.size) << "\n";
-        }
-        std::cout << std::flush;
-        return;
-      }
-      for (const auto& t : v.turns) {
-        if (t.turn != *turn) continue;
-        if (ctx.json) {
-          print_json(pipeline::turn_to_json(t));
-          return;
-        }
-        std::string dir = v.context + "/turn-" + std::to_string(t.turn);
-        std::cout << "turn:      " << t.turn << "\nrun:       " << t.run_id
-                  << "\nstatus:    " << t.status << "\nstarted:   " << format_time(t.started_at)
-                  << "\nduration:  " << format_duration_ms(static_cast<uint64_t>(t.duration_ms))
-                  << "\ndocument:  " << t.document << "\nstored in: " << dir << "\n\n";
-        std::vector<std::vector<std::string>> rows;
-        for (const auto& s : t.steps)
-          rows.push_back({std::to_string(s.index), s.name, step_result_text(s),
-                          format_duration_ms(static_cast<uint64_t>(s.duration_ms)),
-                          std::to_string(s.output_lines),
-                          s.result.is_null() ? "" : s.result.dump().substr(0, 60)});
-        print_table({"STEP", "NAME", "RESULT", "DURATION", "LINES", "OUTPUT JSON"}, rows);
-        if (!t.artifacts.empty()) {
-          std::cout << "\n";
-          std::vector<std::vector<std::string>> arows;
-          for (const auto& a : t.artifacts) arows.push_back({a.path, format_bytes(a.size)});
-          print_table({"ARTIFACT", "SIZE"}, arows);
-        }
-        return;
-      }
-      throw Error(Errc::not_found, "'" + v.name + "' has no turn " + std::to_string(*turn));
-    });
-  }
-  {
-    auto* c = context->add_subcommand("export",
-                                      "Write a session's context (every turn) as a tar archive");
-    auto name = std::make_shared<std::string>();
-    auto out = std::make_shared<std::string>();
-    c->add_option("name", *name, "Session name or run id")->required();
-    c->add_option("-o,--output", *out, "The tar file to write ('-': standard output)")->required();
-    c->callback([&ctx, name, out] {
-      std::function<void(int)> write_tar;
-      if (ctx.remote) {
-        remote_json("GET", "/v1/sessions/" + url_segment(*name));  // a clear error first
-        write_tar = [name](int fd) {
-          remote_download("/v1/sessions/" + url_segment(*name) + "/export", fd);
-        };
-      } else {
-        Found f = find_context(ctx.engine().options().home, *name);
-        write_tar = [f](int fd) { pipeline::export_context(f.store, f.name, fd); };
-      }
-      if (*out == "-") {
-        if (::isatty(1))
-          throw Error(Errc::invalid_argument, "refusing to write a tar archive to a terminal");
-        write_tar(1);
-        return;
-      }
-      write_file_atomic_with(*out, 0644, write_tar);
-    });
-  }
+  add_context_show_command(context, ctx);
+  add_context_export_command(context, ctx);
 }
 
 }  // namespace upstream::cli

@@ -157,176 +157,200 @@ void build_image(Context& ctx, const std::string& name, const std::string& file,
 
 }  // namespace
 
+namespace {
+
+void add_snap_create_command(CLI::App* snap, Context& ctx) {
+  auto* c = snap->add_subcommand(
+      "create", "Snapshot a box, running (frozen for the moment of capture) or stopped");
+  auto box = std::make_shared<std::string>();
+  auto name = std::make_shared<std::string>();
+  auto labels = std::make_shared<std::vector<std::string>>();
+  c->add_option("box", *box, "Box id or name")->required();
+  c->add_option("--name", *name, "Name of the snapshot (default: generated)");
+  c->add_option("--label,-l", *labels, "Label key=value (repeatable)")->allow_extra_args(false);
+  c->callback([&ctx, box, name, labels] {
+    SnapshotOptions o;
+    o.name = *name;
+    o.labels = parse_labels(*labels);
+    SnapshotRecord s = ctx.backend().snapshot_box(*box, o);
+    if (ctx.json)
+      print_json(snapshot_json(s));
+    else
+      std::cout << s.name << std::endl;
+  });
+}
+
+void add_snap_ls_command(CLI::App* snap, Context& ctx) {
+  auto* c = snap->add_subcommand("ls", "List snapshots (and images)")->alias("list");
+  auto quiet = std::make_shared<bool>(false);
+  auto kind = std::make_shared<std::string>();
+  c->add_flag("--quiet,-q", *quiet, "Print only names");
+  c->add_option("--kind", *kind, "Only snapshots or only images")
+      ->check(CLI::IsMember({"snapshot", "image"}));
+  c->callback(
+      [&ctx, quiet, kind] { print_snapshots(ctx, ctx.backend().list_snapshots(*kind), *quiet); });
+}
+
+void add_snap_inspect_command(CLI::App* snap, Context& ctx) {
+  auto* c = snap->add_subcommand("inspect", "Show a snapshot in detail")->alias("show");
+  auto refs = std::make_shared<std::vector<std::string>>();
+  c->add_option("snapshot", *refs, "Snapshot id, id prefix or name")->required();
+  c->callback([&ctx, refs] {
+    json arr = json::array();
+    for (const auto& r : *refs) {
+      SnapshotRecord s = ctx.backend().get_snapshot(r);
+      if (ctx.json)
+        arr.push_back(snapshot_json(s));
+      else
+        print_snapshot_human(s);
+    }
+    if (ctx.json) print_json(refs->size() == 1 ? arr[0] : arr);
+  });
+}
+
+void add_snap_rm_command(CLI::App* snap, Context& ctx) {
+  auto* c =
+      snap->add_subcommand("rm", "Remove snapshots (refused while a box made from one exists)")
+          ->alias("remove");
+  auto refs = std::make_shared<std::vector<std::string>>();
+  c->add_option("snapshot", *refs, "Snapshot ids or names")->required();
+  c->callback([&ctx, refs] {
+    std::vector<SnapshotRecord> all;
+    for (const auto& r : *refs) all.push_back(ctx.backend().get_snapshot(r));
+    for (const auto& s : all) {
+      ctx.backend().remove_snapshot(s.id);
+      if (!ctx.json) std::cout << s.name << std::endl;
+    }
+  });
+}
+
+void add_snap_export_command(CLI::App* snap, Context& ctx) {
+  auto* c = snap->add_subcommand("export", "Write a snapshot to a .tar.zst file");
+  auto ref = std::make_shared<std::string>();
+  auto file = std::make_shared<std::string>();
+  c->add_option("snapshot", *ref, "Snapshot id or name")->required();
+  c->add_option("file", *file, "Output file (- for stdout)")->required();
+  c->callback([&ctx, ref, file] {
+    Backend& e = ctx.backend();
+    SnapshotRecord s = e.get_snapshot(*ref);
+    write_file_with(*file, [&](int fd) { e.export_snapshot(s.id, fd); });
+  });
+}
+
+void add_snap_import_command(CLI::App* snap, Context& ctx) {
+  auto* c = snap->add_subcommand("import", "Read a snapshot written by export");
+  auto file = std::make_shared<std::string>();
+  auto name = std::make_shared<std::string>();
+  c->add_option("file", *file, "The .tar.zst file (- for stdin)")->required();
+  auto base = std::make_shared<std::string>();
+  c->add_option("--name", *name, "Name it this (default: the name it was exported with)");
+  c->add_option("--base", *base,
+                "Put it on this base image instead of the one the export names (an export "
+                "whose base is a host path, dir: or tar:, needs this)");
+  c->callback([&ctx, file, name, base] {
+    UniqueFd fd;
+    if (*file != "-") {
+      fd.reset(::open(file->c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) throw_sys(Errc::invalid_argument, "open " + *file);
+    }
+    SnapshotRecord s = ctx.backend().import_snapshot(fd ? fd.get() : 0, *name, *base);
+    if (ctx.json)
+      print_json(snapshot_json(s));
+    else
+      std::cout << s.name << std::endl;
+  });
+}
+
+void add_img_build_command(CLI::App* img, Context& ctx) {
+  auto* c = img->add_subcommand(
+      "build", "Build an image: run a document's steps (or --run commands) in a fresh box");
+  auto name = std::make_shared<std::string>();
+  auto file = std::make_shared<std::string>();
+  auto runs = std::make_shared<std::vector<std::string>>();
+  auto from = std::make_shared<std::string>("host");
+  auto env = std::make_shared<std::vector<std::string>>();
+  auto memory = std::make_shared<std::string>();
+  auto quiet = std::make_shared<bool>(false);
+  c->add_option("name", *name, "Name of the image")->required();
+  c->add_option("file", *file, "A markdown document whose code blocks are the steps");
+  c->add_option("--run", *runs, "A shell command to run (repeatable; after the document's)")
+      ->allow_extra_args(false);
+  c->add_option("--from", *from, "Base image: host (default), dir:, tar:, or another image");
+  c->add_option("--env,-e", *env, "Environment KEY=VALUE (repeatable)")->allow_extra_args(false);
+  c->add_option("--memory,-m", *memory, "Memory limit of the build box");
+  c->add_flag("--quiet,-q", *quiet, "Do not show the steps' output");
+  c->callback([&ctx, name, file, runs, from, env, memory, quiet] {
+    BoxSpec spec;
+    spec.image = *from;
+    spec.env = parse_env_list(*env);
+    spec.limits = parse_limits("", *memory, "", "");
+    if (*name == "host" || !valid_box_name(*name))
+      throw_invalid("invalid image name '" + *name +
+                    "': use up to 63 letters, digits, '_', '.' or '-', starting with a letter "
+                    "or digit");
+    build_image(ctx, *name, *file, *runs, spec, *quiet);
+  });
+}
+
+void add_img_ls_command(CLI::App* img, Context& ctx) {
+  auto* c = img->add_subcommand("ls", "List images")->alias("list");
+  auto quiet = std::make_shared<bool>(false);
+  c->add_flag("--quiet,-q", *quiet, "Print only names");
+  c->callback(
+      [&ctx, quiet] { print_snapshots(ctx, ctx.backend().list_snapshots("image"), *quiet); });
+}
+
+void add_img_inspect_command(CLI::App* img, Context& ctx) {
+  auto* c = img->add_subcommand("inspect", "Show an image in detail")->alias("show");
+  auto ref = std::make_shared<std::string>();
+  c->add_option("image", *ref, "Image name")->required();
+  c->callback([&ctx, ref] {
+    SnapshotRecord s = ctx.backend().get_snapshot(*ref);
+    if (s.kind != "image") throw Error(Errc::not_found, "no such image: " + *ref);
+    if (ctx.json)
+      print_json(snapshot_json(s));
+    else
+      print_snapshot_human(s);
+  });
+}
+
+void add_img_rm_command(CLI::App* img, Context& ctx) {
+  auto* c =
+      img->add_subcommand("rm", "Remove images (refused while a box uses one)")->alias("remove");
+  auto refs = std::make_shared<std::vector<std::string>>();
+  c->add_option("image", *refs, "Image names")->required();
+  c->callback([&ctx, refs] {
+    std::vector<SnapshotRecord> all;
+    for (const auto& r : *refs) {
+      SnapshotRecord s = ctx.backend().get_snapshot(r);
+      if (s.kind != "image") throw Error(Errc::not_found, "no such image: " + r);
+      all.push_back(s);
+    }
+    for (const auto& s : all) {
+      ctx.backend().remove_snapshot(s.id);
+      if (!ctx.json) std::cout << s.name << std::endl;
+    }
+  });
+}
+
+}  // namespace
+
 void add_snapshot_commands(CLI::App& app, Context& ctx) {
   auto* snap = app.add_subcommand("snapshot", "Snapshots: a box's files and settings, saved")
                    ->require_subcommand(1);
-  {
-    auto* c = snap->add_subcommand(
-        "create", "Snapshot a box, running (frozen for the moment of capture) or stopped");
-    auto box = std::make_shared<std::string>();
-    auto name = std::make_shared<std::string>();
-    auto labels = std::make_shared<std::vector<std::string>>();
-    c->add_option("box", *box, "Box id or name")->required();
-    c->add_option("--name", *name, "Name of the snapshot (default: generated)");
-    c->add_option("--label,-l", *labels, "Label key=value (repeatable)")->allow_extra_args(false);
-    c->callback([&ctx, box, name, labels] {
-      SnapshotOptions o;
-      o.name = *name;
-      o.labels = parse_labels(*labels);
-      SnapshotRecord s = ctx.backend().snapshot_box(*box, o);
-      if (ctx.json)
-        print_json(snapshot_json(s));
-      else
-        std::cout << s.name << std::endl;
-    });
-  }
-  {
-    auto* c = snap->add_subcommand("ls", "List snapshots (and images)")->alias("list");
-    auto quiet = std::make_shared<bool>(false);
-    auto kind = std::make_shared<std::string>();
-    c->add_flag("--quiet,-q", *quiet, "Print only names");
-    c->add_option("--kind", *kind, "Only snapshots or only images")
-        ->check(CLI::IsMember({"snapshot", "image"}));
-    c->callback(
-        [&ctx, quiet, kind] { print_snapshots(ctx, ctx.backend().list_snapshots(*kind), *quiet); });
-  }
-  {
-    auto* c = snap->add_subcommand("inspect", "Show a snapshot in detail")->alias("show");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    c->add_option("snapshot", *refs, "Snapshot id, id prefix or name")->required();
-    c->callback([&ctx, refs] {
-      json arr = json::array();
-      for (const auto& r : *refs) {
-        SnapshotRecord s = ctx.backend().get_snapshot(r);
-        if (ctx.json)
-          arr.push_back(snapshot_json(s));
-        else
-          print_snapshot_human(s);
-      }
-      if (ctx.json) print_json(refs->size() == 1 ? arr[0] : arr);
-    });
-  }
-  {
-    auto* c =
-        snap->add_subcommand("rm", "Remove snapshots (refused while a box made from one exists)")
-            ->alias("remove");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    c->add_option("snapshot", *refs, "Snapshot ids or names")->required();
-    c->callback([&ctx, refs] {
-      std::vector<SnapshotRecord> all;
-      for (const auto& r : *refs) all.push_back(ctx.backend().get_snapshot(r));
-      for (const auto& s : all) {
-        ctx.backend().remove_snapshot(s.id);
-        if (!ctx.json) std::cout << s.name << std::endl;
-      }
-    });
-  }
-  {
-    auto* c = snap->add_subcommand("export", "Write a snapshot to a .tar.zst file");
-    auto ref = std::make_shared<std::string>();
-    auto file = std::make_shared<std::string>();
-    c->add_option("snapshot", *ref, "Snapshot id or name")->required();
-    c->add_option("file", *file, "Output file (- for stdout)")->required();
-    c->callback([&ctx, ref, file] {
-      Backend& e = ctx.backend();
-      SnapshotRecord s = e.get_snapshot(*ref);
-      write_file_with(*file, [&](int fd) { e.export_snapshot(s.id, fd); });
-    });
-  }
-  {
-    auto* c = snap->add_subcommand("import", "Read a snapshot written by export");
-    auto file = std::make_shared<std::string>();
-    auto name = std::make_shared<std::string>();
-    c->add_option("file", *file, "The .tar.zst file (- for stdin)")->required();
-    auto base = std::make_shared<std::string>();
-    c->add_option("--name", *name, "Name it this (default: the name it was exported with)");
-    c->add_option("--base", *base,
-                  "Put it on this base image instead of the one the export names (an export "
-                  "whose base is a host path, dir: or tar:, needs this)");
-    c->callback([&ctx, file, name, base] {
-      UniqueFd fd;
-      if (*file != "-") {
-        fd.reset(::open(file->c_str(), O_RDONLY | O_CLOEXEC));
-        if (!fd) throw_sys(Errc::invalid_argument, "open " + *file);
-      }
-      SnapshotRecord s = ctx.backend().import_snapshot(fd ? fd.get() : 0, *name, *base);
-      if (ctx.json)
-        print_json(snapshot_json(s));
-      else
-        std::cout << s.name << std::endl;
-    });
-  }
+  add_snap_create_command(snap, ctx);
+  add_snap_ls_command(snap, ctx);
+  add_snap_inspect_command(snap, ctx);
+  add_snap_rm_command(snap, ctx);
+  add_snap_export_command(snap, ctx);
+  add_snap_import_command(snap, ctx);
 
   auto* img = app.add_subcommand("image", "Images: snapshots built from steps, usable by name")
                   ->require_subcommand(1);
-  {
-    auto* c = img->add_subcommand(
-        "build", "Build an image: run a document's steps (or --run commands) in a fresh box");
-    auto name = std::make_shared<std::string>();
-    auto file = std::make_shared<std::string>();
-    auto runs = std::make_shared<std::vector<std::string>>();
-    auto from = std::make_shared<std::string>("host");
-    auto env = std::make_shared<std::vector<std::string>>();
-    auto memory = std::make_shared<std::string>();
-    auto quiet = std::make_shared<bool>(false);
-    c->add_option("name", *name, "Name of the image")->required();
-    c->add_option("file", *file, "A markdown document whose code blocks are the steps");
-    c->add_option("--run", *runs, "A shell command to run (repeatable; after the document's)")
-        ->allow_extra_args(false);
-    c->add_option("--from", *from, "Base image: host (default), dir:, tar:, or another image");
-    c->add_option("--env,-e", *env, "Environment KEY=VALUE (repeatable)")->allow_extra_args(false);
-    c->add_option("--memory,-m", *memory, "Memory limit of the build box");
-    c->add_flag("--quiet,-q", *quiet, "Do not show the steps' output");
-    c->callback([&ctx, name, file, runs, from, env, memory, quiet] {
-      BoxSpec spec;
-      spec.image = *from;
-      spec.env = parse_env_list(*env);
-      spec.limits = parse_limits("", *memory, "", "");
-      if (*name == "host" || !valid_box_name(*name))
-        throw_invalid("invalid image name '" + *name +
-                      "': use up to 63 letters, digits, '_', '.' or '-', starting with a letter "
-                      "or digit");
-      build_image(ctx, *name, *file, *runs, spec, *quiet);
-    });
-  }
-  {
-    auto* c = img->add_subcommand("ls", "List images")->alias("list");
-    auto quiet = std::make_shared<bool>(false);
-    c->add_flag("--quiet,-q", *quiet, "Print only names");
-    c->callback(
-        [&ctx, quiet] { print_snapshots(ctx, ctx.backend().list_snapshots("image"), *quiet); });
-  }
-  {
-    auto* c = img->add_subcommand("inspect", "Show an image in detail")->alias("show");
-    auto ref = std::make_shared<std::string>();
-    c->add_option("image", *ref, "Image name")->required();
-    c->callback([&ctx, ref] {
-      SnapshotRecord s = ctx.backend().get_snapshot(*ref);
-      if (s.kind != "image") throw Error(Errc::not_found, "no such image: " + *ref);
-      if (ctx.json)
-        print_json(snapshot_json(s));
-      else
-        print_snapshot_human(s);
-    });
-  }
-  {
-    auto* c =
-        img->add_subcommand("rm", "Remove images (refused while a box uses one)")->alias("remove");
-    auto refs = std::make_shared<std::vector<std::string>>();
-    c->add_option("image", *refs, "Image names")->required();
-    c->callback([&ctx, refs] {
-      std::vector<SnapshotRecord> all;
-      for (const auto& r : *refs) {
-        SnapshotRecord s = ctx.backend().get_snapshot(r);
-        if (s.kind != "image") throw Error(Errc::not_found, "no such image: " + r);
-        all.push_back(s);
-      }
-      for (const auto& s : all) {
-        ctx.backend().remove_snapshot(s.id);
-        if (!ctx.json) std::cout << s.name << std::endl;
-      }
-    });
-  }
+  add_img_build_command(img, ctx);
+  add_img_ls_command(img, ctx);
+  add_img_inspect_command(img, ctx);
+  add_img_rm_command(img, ctx);
 }
 
 }  // namespace upstream::cli

@@ -57,8 +57,8 @@ Libnftables& libnftables() {
     void* h = ::dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!h) {
       if (log_enabled(LogLevel::debug))
-        log(LogLevel::debug,
-            std::string("libnftables not loaded (") + ::dlerror() + "); rulesets go through nft -f");
+        log(LogLevel::debug, std::string("libnftables not loaded (") + ::dlerror() +
+                                 "); rulesets go through nft -f");
       return l;
     }
     l->loaded = bind(h, "nft_ctx_new", l->ctx_new) && bind(h, "nft_ctx_free", l->ctx_free) &&
