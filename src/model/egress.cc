@@ -78,7 +78,21 @@ Cidr cidr(const std::string& normalised) {
 }
 
 std::string normalise_host(std::string host) {
-  if (!host.empty() && host[0] == '[') return host;  // an IPv6 literal: never a policy name
+  if (!host.empty() && host[0] == '[') {
+    // An IPv6 literal (never a policy name), with or without a port; anything else is no host.
+    size_t close = host.find(']');
+    if (close == std::string::npos || close == 1 ||
+        host.find_first_not_of("0123456789abcdefABCDEF:.", 1) != close)
+      return "";
+    std::string rest = host.substr(close + 1);
+    if (!rest.empty() &&
+        (rest[0] != ':' || rest.find_first_not_of("0123456789", 1) != std::string::npos))
+      return "";
+    host.resize(close + 1);
+    std::transform(host.begin(), host.end(), host.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return host;
+  }
   auto cut_dots = [&] {
     while (!host.empty() && host.back() == '.') host.pop_back();
   };

@@ -494,52 +494,61 @@ void Api::handle_snapshots(Call& c, const std::vector<std::string>& seg) {
 }
 
 void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
+  if (seg.size() == 2) return handle_box_collection(c);
+  BoxRecord box = tenant_box(c, seg[2]);
+  handle_box(c, box, seg);
+}
+
+// /v1/boxes: create (one or several) and list.
+void Api::handle_box_collection(Call& c) {
   Request& r = c.req;
   const std::string& m = r.method;
-  if (seg.size() == 2) {
-    if (m == "POST") {
-      Body b(r.body, {"name", "image", "labels", "env", "limits", "user", "workdir", "network",
-                      "egress", "count", "policy"});
-      BoxSpec spec = box_spec_from(c, b);
-      auto count = b.uint("count");
-      if (count && (*count < 1 || *count > 1000)) bad("count must be between 1 and 1000");
-      check_box_quota(c, count.value_or(1));
-      validate_box_spec(spec);
-      if (count) {
-        json boxes = json::array();
-        for (const auto& box : engine_.create_boxes(spec, *count)) boxes.push_back(box_json(box));
-        c.json_reply(201, {{"boxes", boxes}});
-        return;
-      }
-      BoxRecord box = engine_.create_box(spec);
-      c.json_reply(201, box_json(box));
-      return;
-    }
-    if (m == "GET") {
-      store::BoxFilter f;
-      for (auto [it, end] = r.query.equal_range("label"); it != end; ++it) {
-        auto [k, v] = parse_label(it->second);
-        f.labels[k] = v;
-      }
-      for (const auto& [k, v] : r.query)
-        if (k != "label" && k != "state" && k != "limit" && k != "after")
-          bad("unknown query parameter '" + k + "' (known: label, state, limit, after)");
-      if (!c.tenant.empty()) f.labels[kTenantLabel] = c.tenant;
-      if (auto s = qparam(r, "state")) f.state = *s;
-      f.limit = uint_param(r, "limit", 100, 1000);
-      if (f.limit == 0) bad("query parameter 'limit' must be at least 1");
-      if (auto a = qparam(r, "after")) f.after_id = *a;
+  if (m == "POST") {
+    Body b(r.body, {"name", "image", "labels", "env", "limits", "user", "workdir", "network",
+                    "egress", "count", "policy"});
+    BoxSpec spec = box_spec_from(c, b);
+    auto count = b.uint("count");
+    if (count && (*count < 1 || *count > 1000)) bad("count must be between 1 and 1000");
+    check_box_quota(c, count.value_or(1));
+    validate_box_spec(spec);
+    if (count) {
       json boxes = json::array();
-      auto list = engine_.list_boxes(f);
-      for (const auto& b : list) boxes.push_back(box_json(b));
-      json next = list.size() == f.limit ? json(list.back().id) : json(nullptr);
-      c.json_reply(200, {{"boxes", boxes}, {"next", next}});
+      for (const auto& box : engine_.create_boxes(spec, *count)) boxes.push_back(box_json(box));
+      c.json_reply(201, {{"boxes", boxes}});
       return;
     }
-    throw ApiError(405, "method_not_allowed", "use GET or POST " + r.path);
+    BoxRecord box = engine_.create_box(spec);
+    c.json_reply(201, box_json(box));
+    return;
   }
+  if (m == "GET") {
+    store::BoxFilter f;
+    for (auto [it, end] = r.query.equal_range("label"); it != end; ++it) {
+      auto [k, v] = parse_label(it->second);
+      f.labels[k] = v;
+    }
+    for (const auto& [k, v] : r.query)
+      if (k != "label" && k != "state" && k != "limit" && k != "after")
+        bad("unknown query parameter '" + k + "' (known: label, state, limit, after)");
+    if (!c.tenant.empty()) f.labels[kTenantLabel] = c.tenant;
+    if (auto s = qparam(r, "state")) f.state = *s;
+    f.limit = uint_param(r, "limit", 100, 1000);
+    if (f.limit == 0) bad("query parameter 'limit' must be at least 1");
+    if (auto a = qparam(r, "after")) f.after_id = *a;
+    json boxes = json::array();
+    auto list = engine_.list_boxes(f);
+    for (const auto& b : list) boxes.push_back(box_json(b));
+    json next = list.size() == f.limit ? json(list.back().id) : json(nullptr);
+    c.json_reply(200, {{"boxes", boxes}, {"next", next}});
+    return;
+  }
+  throw ApiError(405, "method_not_allowed", "use GET or POST " + r.path);
+}
 
-  BoxRecord box = tenant_box(c, seg[2]);
+// /v1/boxes/{box} and what is below it.
+void Api::handle_box(Call& c, const BoxRecord& box, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  const std::string& m = r.method;
   if (seg.size() == 3) {
     if (m == "GET") {
       BoxUsage u = engine_.usage(box.id);
@@ -667,11 +676,11 @@ void Api::handle_boxes(Call& c, const std::vector<std::string>& seg) {
   not_found("no route for " + m + " " + r.path);
 }
 
-void Api::handle_exec_create(Call& c, const BoxRecord& box) {
-  Request& r = c.req;
-  Body b(r.body, {"cmd", "shell", "env", "cwd", "user", "timeout_ms", "background", "stdin",
-                  "stdin_stream", "stream"});
-  ExecSpec spec;
+ExecRequest parse_exec_request(const std::string& body, const std::string& accept) {
+  Body b(body, {"cmd", "shell", "env", "cwd", "user", "timeout_ms", "background", "stdin",
+                "stdin_stream", "stream"});
+  ExecRequest q;
+  ExecSpec& spec = q.spec;
   spec.argv = b.string_list("cmd");
   if (auto s = b.str("shell")) spec.shell = *s;
   if (spec.argv.empty() == spec.shell.empty())
@@ -685,48 +694,52 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
   if (auto v = b.str("user")) spec.user = *v;
   if (auto v = b.uint("timeout_ms")) spec.timeout_ms = *v;
   spec.background = b.boolean("background").value_or(false);
-  std::optional<std::string> stdin_data = b.str("stdin");
-  bool stdin_stream = b.boolean("stdin_stream").value_or(false);
-  bool stream = b.boolean("stream").value_or(false) ||
-                r.accept.find("text/event-stream") != std::string::npos ||
-                r.accept.find("application/x-ndjson") != std::string::npos;
-  bool sse = r.accept.find("text/event-stream") != std::string::npos;
-  if (spec.background && (stdin_data || stdin_stream || stream))
+  q.stdin_data = b.str("stdin");
+  q.stdin_stream = b.boolean("stdin_stream").value_or(false);
+  q.sse = accept.find("text/event-stream") != std::string::npos;
+  q.stream = b.boolean("stream").value_or(false) || q.sse ||
+             accept.find("application/x-ndjson") != std::string::npos;
+  if (spec.background && (q.stdin_data || q.stdin_stream || q.stream))
     bad("a background exec takes no stdin and is not streamed; read its output from "
         "/execs/{exec}/logs");
-  if (stdin_stream && !stream) bad("'stdin_stream' needs a streamed exec ('stream': true)");
-  if (stdin_data && stdin_stream) bad("give either 'stdin' (the data) or 'stdin_stream', not both");
-  spec.stdin = stdin_data.has_value() || stdin_stream;
+  if (q.stdin_stream && !q.stream) bad("'stdin_stream' needs a streamed exec ('stream': true)");
+  if (q.stdin_data && q.stdin_stream)
+    bad("give either 'stdin' (the data) or 'stdin_stream', not both");
+  spec.stdin = q.stdin_data.has_value() || q.stdin_stream;
   validate_exec_spec(spec);
+  return q;
+}
 
-  // Concurrency limit of the tenant.
+std::shared_ptr<void> Api::hold_exec_slot(const std::string& tenant) {
   uint64_t max_execs = 0;
-  if (!c.tenant.empty()) {
+  if (!tenant.empty()) {
     Tenant t;
     {
       std::lock_guard g(keys_mu_);
-      t = keys_.tenant(c.tenant);
+      t = keys_.tenant(tenant);
     }
     auto mx = t.limits.max_execs ? t.limits.max_execs : opts_.default_max_execs;
     max_execs = mx.value_or(0);
   }
   {
     std::lock_guard g(execs_mu_);
-    auto& n = tenant_execs_[c.tenant];
+    auto& n = tenant_execs_[tenant];
     if (max_execs && n >= max_execs)
       throw ApiError(
           429, "resource_exhausted",
-          "tenant " + c.tenant + " already runs " + std::to_string(n) + " execs, its limit");
+          "tenant " + tenant + " already runs " + std::to_string(n) + " execs, its limit");
     n++;
   }
-  struct Release {
-    Api* api;
-    std::string tenant;
-    ~Release() {
-      std::lock_guard g(api->execs_mu_);
-      api->tenant_execs_[tenant]--;
-    }
-  } release{this, c.tenant};
+  return std::shared_ptr<void>(nullptr, [this, tenant](void*) {
+    std::lock_guard g(execs_mu_);
+    tenant_execs_[tenant]--;
+  });
+}
+
+void Api::handle_exec_create(Call& c, const BoxRecord& box) {
+  ExecRequest q = parse_exec_request(c.req.body, c.req.accept);
+  const ExecSpec& spec = q.spec;
+  std::shared_ptr<void> slot = hold_exec_slot(c.tenant);
 
   int64_t t0 = mono_us();
   std::unique_ptr<ExecSession> s;
@@ -755,9 +768,9 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
   if (spec.stdin) {
     Pipe p = make_pipe(O_CLOEXEC);
     stdin_read = std::move(p.read);
-    if (stdin_data) {
+    if (q.stdin_data) {
       int wfd = p.write.release();
-      feeder = std::thread([wfd, data = std::move(*stdin_data)] {
+      feeder = std::thread([wfd, data = std::move(*q.stdin_data)] {
         (void)write_with_timeout(wfd, data, 3600 * 1000);
         ::close(wfd);
       });
@@ -785,33 +798,42 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
     }
   } unregister{this, live, {box.id, s->seq()}, &feeder};
 
-  if (!stream) {
-    std::string out, err;
-    bool out_cut = false, err_cut = false;
-    size_t cap = opts_.max_output;
-    auto sink = [&](Stream st, std::string_view d) {
-      std::string& dst = st == Stream::stdout_ ? out : err;
-      bool& cut = st == Stream::stdout_ ? out_cut : err_cut;
-      if (dst.size() + d.size() > cap) {
-        dst.append(d.substr(0, cap - dst.size()));
-        cut = true;
-      } else {
-        dst.append(d);
-      }
-    };
-    err = early_err;
-    ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1);
-    metrics_.exec_done(static_cast<double>(mono_us() - t0) / 1e6);
-    json j = exec_json(rec);
-    j["stdout"] = out;
-    j["stderr"] = err;
-    j["stdout_truncated"] = out_cut;
-    j["stderr_truncated"] = err_cut;
-    c.json_reply(200, j);
-    return;
-  }
+  int stdin_fd = stdin_read ? stdin_read.get() : -1;
+  if (q.stream)
+    reply_exec_streamed(c, *s, q.sse, stdin_fd, early_err, t0);
+  else
+    reply_exec_waited(c, *s, stdin_fd, early_err, t0);
+}
 
-  // Streamed: one event per piece of output, flushed as it comes.
+void Api::reply_exec_waited(Call& c, ExecSession& s, int stdin_fd, const std::string& early_err,
+                            int64_t t0) {
+  std::string out, err = early_err;
+  bool out_cut = false, err_cut = false;
+  size_t cap = opts_.max_output;
+  auto sink = [&](Stream st, std::string_view d) {
+    std::string& dst = st == Stream::stdout_ ? out : err;
+    bool& cut = st == Stream::stdout_ ? out_cut : err_cut;
+    if (dst.size() + d.size() > cap) {
+      dst.append(d.substr(0, cap - dst.size()));
+      cut = true;
+    } else {
+      dst.append(d);
+    }
+  };
+  ExecRecord rec = s.wait(sink, stdin_fd);
+  metrics_.exec_done(static_cast<double>(mono_us() - t0) / 1e6);
+  json j = exec_json(rec);
+  j["stdout"] = out;
+  j["stderr"] = err;
+  j["stdout_truncated"] = out_cut;
+  j["stderr_truncated"] = err_cut;
+  c.json_reply(200, j);
+}
+
+// Streamed: one event per piece of output, flushed as it comes.
+void Api::reply_exec_streamed(Call& c, ExecSession& s, bool sse, int stdin_fd,
+                              const std::string& early_err, int64_t t0) {
+  Request& r = c.req;
   const char* ctype = sse ? "text/event-stream" : "application/x-ndjson";
   bool client_gone = false;
   auto emit = [&](const std::string& type, const json& j) {
@@ -821,11 +843,11 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
         sse ? c.res.chunk("event: " + type + "\ndata: " + line + "\n\n") : c.res.chunk(line + "\n");
     if (!ok) {
       client_gone = true;
-      s->signal(SIGKILL);
+      s.signal(SIGKILL);
     }
   };
   c.res.begin(200, ctype);
-  emit("start", {{"type", "start"}, {"box_id", box.id}, {"exec", s->seq()}, {"pid", s->pid()}});
+  emit("start", {{"type", "start"}, {"box_id", s.box_id()}, {"exec", s.seq()}, {"pid", s.pid()}});
   // Output is text (UTF-8, never split inside a character) or, when it is not, base64 bytes.
   auto output = [&](const char* type, const std::string& bytes) {
     if (bytes.empty()) return;
@@ -845,14 +867,14 @@ void Api::handle_exec_create(Call& c, const BoxRecord& box) {
     char b;
     ssize_t n = ::recv(r.socket_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-      if (!client_gone) s->signal(SIGKILL);
+      if (!client_gone) s.signal(SIGKILL);
       client_gone = true;
       ::usleep(2000);
     } else {
       ::usleep(20000);  // the client sent more (a pipelined request): look again later
     }
   };
-  ExecRecord rec = s->wait(sink, stdin_read ? stdin_read.get() : -1, r.socket_fd, on_event);
+  ExecRecord rec = s.wait(sink, stdin_fd, r.socket_fd, on_event);
   metrics_.exec_done(static_cast<double>(mono_us() - t0) / 1e6);
   output("stdout", jo.rest());
   output("stderr", je.rest());

@@ -74,6 +74,18 @@ struct ApiOptions {
 void stream_from_producer(Responder& res, const std::string& content_type,
                           const std::function<void(int fd)>& produce);
 
+// A request to start an exec (POST /v1/boxes/{box}/execs), parsed and checked: what the engine
+// is asked to run, and how the client wants its output.
+struct ExecRequest {
+  ExecSpec spec;
+  std::optional<std::string> stdin_data;  // "stdin": the data, fed through a pipe
+  bool stdin_stream = false;              // stdin sent by later requests
+  bool stream = false;                    // output as events (NDJSON, or SSE when sse)
+  bool sse = false;
+};
+// Throws ApiError (400) naming what is wrong.
+ExecRequest parse_exec_request(const std::string& body, const std::string& accept);
+
 class Api {
  public:
   Api(Engine& engine, store::Db& keys_db, ApiOptions opts);
@@ -106,7 +118,15 @@ class Api {
   struct LiveExec;
   void dispatch(Call& c);
   void handle_boxes(Call& c, const std::vector<std::string>& seg);
+  void handle_box_collection(Call& c);
+  void handle_box(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   void handle_exec_create(Call& c, const BoxRecord& box);
+  // Counts an exec against its tenant's concurrency limit (429 past it) until the guard goes.
+  std::shared_ptr<void> hold_exec_slot(const std::string& tenant);
+  void reply_exec_waited(Call& c, ExecSession& s, int stdin_fd, const std::string& early_err,
+                         int64_t t0);
+  void reply_exec_streamed(Call& c, ExecSession& s, bool sse, int stdin_fd,
+                           const std::string& early_err, int64_t t0);
   void handle_execs(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   void handle_files(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   BoxRecord tenant_box(Call& c, const std::string& ref);

@@ -45,8 +45,8 @@ void check_dns(std::string_view input) {
   }
   // Any response: an address it gives is never missed by the blocked-address check.
   if (msg.size() >= 2) {
-    uint16_t id = static_cast<uint16_t>((static_cast<uint8_t>(msg[0]) << 8) |
-                                        static_cast<uint8_t>(msg[1]));
+    uint16_t id =
+        static_cast<uint16_t>((static_cast<uint8_t>(msg[0]) << 8) | static_cast<uint8_t>(msg[1]));
     auto r = dns::parse_response(msg, id);
     if (r && !r->addrs.empty())
       require(dns::carries_blocked_address(msg, [](uint32_t) { return true; }),

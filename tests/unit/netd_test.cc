@@ -43,6 +43,9 @@ TEST(Egress, DomainPatterns) {
   EXPECT_EQ(egress::normalise_host("allowed.com:evil"), "");
   EXPECT_EQ(egress::normalise_host(". allowed.com"), "");
   EXPECT_EQ(egress::normalise_host("allowed.com\r"), "");
+  EXPECT_EQ(egress::normalise_host("[::1]:8080"), "[::1]");
+  EXPECT_EQ(egress::normalise_host("[)P/1.1"), "");
+  EXPECT_EQ(egress::normalise_host("[::1]x"), "");
   for (std::string h : {"a.:1.", "A.b.:80", "x:.", "a:1:2", "[::1]:80", "..", ":"})
     EXPECT_EQ(egress::normalise_host(egress::normalise_host(h)), egress::normalise_host(h)) << h;
 }

@@ -11,6 +11,7 @@
 #include "common/time.h"
 #include "engine/host_tree.h"
 #include "engine/wire.h"
+#include "server/api.h"
 #include "server/keys.h"
 #include "server/metrics.h"
 #include "server/request_guard.h"
@@ -310,4 +311,34 @@ TEST(RequestGuard, RefusesOtherSitesAndUnsafeBodies) {
   EXPECT_TRUE(check(r));
   r.method = "PUT";  // never sent cross-site without a preflight
   EXPECT_FALSE(check(r));
+}
+
+// An exec request is parsed and checked without an engine: every refusal names the field.
+TEST(ExecRequest, ParsedAndCheckedWithoutAnEngine) {
+  ExecRequest q = parse_exec_request(
+      R"({"cmd": ["sh", "-c", "echo hi"], "env": {"A": "1"}, "timeout_ms": 500, "stream": true,
+          "stdin_stream": true})",
+      "application/json");
+  EXPECT_EQ(q.spec.argv, (std::vector<std::string>{"sh", "-c", "echo hi"}));
+  EXPECT_EQ(q.spec.env, (std::vector<std::string>{"A=1"}));
+  EXPECT_EQ(q.spec.timeout_ms, 500u);
+  EXPECT_TRUE(q.stream && q.stdin_stream && q.spec.stdin && !q.sse);
+  EXPECT_TRUE(parse_exec_request(R"({"shell": "true"})", "text/event-stream").sse);
+  auto refused = [](const std::string& body) -> std::string {
+    try {
+      parse_exec_request(body, "");
+    } catch (const std::exception& e) {
+      EXPECT_EQ(Api::error_body(e).first, 400) << body;
+      return e.what();
+    }
+    return "accepted";
+  };
+  EXPECT_NE(refused(R"({"cmd": ["a"], "shell": "b"})").find("exactly one of"), std::string::npos);
+  EXPECT_NE(refused(R"({"cmd": ["a"], "env": {"1X": "v"}})").find("'1X'"), std::string::npos);
+  EXPECT_NE(refused(R"({"cmd": ["a"], "background": true, "stdin": "x"})").find("background"),
+            std::string::npos);
+  EXPECT_NE(refused(R"({"cmd": ["a"], "stdin_stream": true})").find("stdin_stream"),
+            std::string::npos);
+  EXPECT_NE(refused(R"({"cmd": ["a"], "frobnicate": 1})").find("frobnicate"), std::string::npos);
+  EXPECT_NE(refused(R"({"cmd": "a"})").find("cmd"), std::string::npos);
 }
