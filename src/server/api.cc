@@ -278,23 +278,7 @@ void Api::dispatch(Call& c) {
   }
 
   // Everything else needs a key once any key exists.
-  if (auth_required()) {
-    // The scheme is case-insensitive (RFC 9110).
-    std::string token;
-    if (r.authorization.size() > 7 && strncasecmp(r.authorization.c_str(), "bearer ", 7) == 0)
-      token = trim(r.authorization.substr(7));
-    if (token.empty())
-      throw ApiError(401, "unauthenticated",
-                     "an API key is required: send 'Authorization: Bearer <key>'");
-    std::optional<ApiKey> key;
-    {
-      std::lock_guard g(keys_mu_);
-      key = keys_.authenticate(token);
-    }
-    if (!key) throw ApiError(401, "unauthenticated", "the API key is not valid or was revoked");
-    c.tenant = key->tenant;
-    c.authed = true;
-  }
+  authenticate(c);
 
   if (r.path == "/metrics") {
     if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
@@ -324,22 +308,7 @@ void Api::dispatch(Call& c) {
     return;
   }
   if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "usage") {
-    // Metered usage over a period; a tenant sees its own boxes and snapshots only.
-    if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
-    for (const auto& [k, v] : r.query)
-      if (k != "since" && k != "until" && k != "by" && k != "label")
-        bad("unknown query parameter '" + k + "' (known: since, until, by, label)");
-    int64_t now = now_ms();
-    Engine::UsageQuery q;
-    q.since = parse_when(qparam(r, "since").value_or("30d"), now, "query parameter 'since'");
-    q.until = parse_when(qparam(r, "until").value_or("now"), now, "query parameter 'until'");
-    q.by = qparam(r, "by").value_or("tenant");
-    for (auto [it, end] = r.query.equal_range("label"); it != end; ++it) {
-      auto [k, v] = parse_label(it->second);
-      q.labels[k] = v;
-    }
-    if (!c.tenant.empty()) q.labels[kTenantLabel] = c.tenant;
-    c.json_reply(200, usage_report_json(engine_.usage_report(q)));
+    handle_usage(c);
     return;
   }
   if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "info") {
@@ -354,6 +323,47 @@ void Api::dispatch(Call& c) {
     return;
   }
   not_found("no route for " + r.method + " " + r.path);
+}
+
+// Everything but the health check and the OpenAPI document needs a key once any key exists.
+void Api::authenticate(Call& c) {
+  Request& r = c.req;
+  if (!auth_required()) return;
+  // The scheme is case-insensitive (RFC 9110).
+  std::string token;
+  if (r.authorization.size() > 7 && strncasecmp(r.authorization.c_str(), "bearer ", 7) == 0)
+    token = trim(r.authorization.substr(7));
+  if (token.empty())
+    throw ApiError(401, "unauthenticated",
+                   "an API key is required: send 'Authorization: Bearer <key>'");
+  std::optional<ApiKey> key;
+  {
+    std::lock_guard g(keys_mu_);
+    key = keys_.authenticate(token);
+  }
+  if (!key) throw ApiError(401, "unauthenticated", "the API key is not valid or was revoked");
+  c.tenant = key->tenant;
+  c.authed = true;
+}
+
+// GET /v1/usage: metered usage over a period; a tenant sees its own boxes and snapshots only.
+void Api::handle_usage(Call& c) {
+  Request& r = c.req;
+  if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
+  for (const auto& [k, v] : r.query)
+    if (k != "since" && k != "until" && k != "by" && k != "label")
+      bad("unknown query parameter '" + k + "' (known: since, until, by, label)");
+  int64_t now = now_ms();
+  Engine::UsageQuery q;
+  q.since = parse_when(qparam(r, "since").value_or("30d"), now, "query parameter 'since'");
+  q.until = parse_when(qparam(r, "until").value_or("now"), now, "query parameter 'until'");
+  q.by = qparam(r, "by").value_or("tenant");
+  for (auto [it, end] = r.query.equal_range("label"); it != end; ++it) {
+    auto [k, v] = parse_label(it->second);
+    q.labels[k] = v;
+  }
+  if (!c.tenant.empty()) q.labels[kTenantLabel] = c.tenant;
+  c.json_reply(200, usage_report_json(engine_.usage_report(q)));
 }
 
 BoxRecord Api::tenant_box(Call& c, const std::string& ref) {
@@ -605,54 +615,16 @@ void Api::handle_box(Call& c, const BoxRecord& box, const std::vector<std::strin
                                                    egress::from_json(e), keep_headers)));
     return;
   }
-  if ((seg.size() == 4 || seg.size() == 5) && what == "expose") {
-    if (seg.size() == 4 && m == "POST") {
-      Body b(r.body, {"port", "auth"});
-      auto port = b.uint("port");
-      if (!port) bad("field 'port' is required (1 to 65535)");
-      std::string auth = b.str("auth").value_or("bearer");
-      c.json_reply(201, exposure_json(engine_.expose(
-                            box.id, static_cast<int>(std::min<uint64_t>(*port, 70000)), auth)));
-      return;
-    }
-    if (seg.size() == 4 && m == "GET") {
-      json arr = json::array();
-      for (const auto& e : engine_.exposures(box.id)) arr.push_back(exposure_json(e));
-      c.json_reply(200, {{"exposures", arr}});
-      return;
-    }
-    if (seg.size() == 5 && m == "DELETE") {
-      engine_.unexpose(box.id, seg[4]);
-      c.json_reply(200, {{"removed", seg[4]}});
-      return;
-    }
-    throw ApiError(405, "method_not_allowed",
-                   "use POST or GET /v1/boxes/{box}/expose, DELETE /v1/boxes/{box}/expose/{id}");
-  }
+  if ((seg.size() == 4 || seg.size() == 5) && what == "expose")
+    return handle_box_expose(c, box, seg);
   if (seg.size() == 4 && what == "traffic") {
     if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
     c.json_reply(200, engine_.net_stats(box.id));
     return;
   }
   if (seg.size() == 4 && (what == "stop" || what == "start" || what == "pause" ||
-                          what == "resume" || what == "archive")) {
-    if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
-    if (what == "pause" || what == "resume" || what == "archive") {
-      Body b(r.body, {});
-      c.json_reply(200, box_json(what == "pause"    ? engine_.pause_box(box.id)
-                                 : what == "resume" ? engine_.resume_box(box.id)
-                                                    : engine_.archive_box(box.id)));
-    } else if (what == "stop") {
-      Body b(r.body, {"grace_ms"});
-      auto grace = b.uint("grace_ms").value_or(10000);
-      if (grace > 3600000) bad("grace_ms must be at most 3600000");
-      c.json_reply(200, box_json(engine_.stop_box(box.id, static_cast<int64_t>(grace))));
-    } else {
-      Body b(r.body, {});
-      c.json_reply(200, box_json(engine_.start_box(box.id)));
-    }
-    return;
-  }
+                          what == "resume" || what == "archive"))
+    return handle_box_lifecycle(c, box, what);
   if (what == "execs") {
     if (seg.size() == 4 && m == "POST") {
       handle_exec_create(c, box);
@@ -674,6 +646,55 @@ void Api::handle_box(Call& c, const BoxRecord& box, const std::vector<std::strin
     return;
   }
   not_found("no route for " + m + " " + r.path);
+}
+
+// /v1/boxes/{box}/expose[/{id}]: expose a port, list, revoke.
+void Api::handle_box_expose(Call& c, const BoxRecord& box, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  const std::string& m = r.method;
+  if (seg.size() == 4 && m == "POST") {
+    Body b(r.body, {"port", "auth"});
+    auto port = b.uint("port");
+    if (!port) bad("field 'port' is required (1 to 65535)");
+    std::string auth = b.str("auth").value_or("bearer");
+    c.json_reply(201, exposure_json(engine_.expose(
+                          box.id, static_cast<int>(std::min<uint64_t>(*port, 70000)), auth)));
+    return;
+  }
+  if (seg.size() == 4 && m == "GET") {
+    json arr = json::array();
+    for (const auto& e : engine_.exposures(box.id)) arr.push_back(exposure_json(e));
+    c.json_reply(200, {{"exposures", arr}});
+    return;
+  }
+  if (seg.size() == 5 && m == "DELETE") {
+    engine_.unexpose(box.id, seg[4]);
+    c.json_reply(200, {{"removed", seg[4]}});
+    return;
+  }
+  throw ApiError(405, "method_not_allowed",
+                 "use POST or GET /v1/boxes/{box}/expose, DELETE /v1/boxes/{box}/expose/{id}");
+}
+
+// /v1/boxes/{box}/{stop,start,pause,resume,archive}.
+void Api::handle_box_lifecycle(Call& c, const BoxRecord& box, const std::string& what) {
+  Request& r = c.req;
+  const std::string& m = r.method;
+  if (m != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+  if (what == "pause" || what == "resume" || what == "archive") {
+    Body b(r.body, {});
+    c.json_reply(200, box_json(what == "pause"    ? engine_.pause_box(box.id)
+                               : what == "resume" ? engine_.resume_box(box.id)
+                                                  : engine_.archive_box(box.id)));
+  } else if (what == "stop") {
+    Body b(r.body, {"grace_ms"});
+    auto grace = b.uint("grace_ms").value_or(10000);
+    if (grace > 3600000) bad("grace_ms must be at most 3600000");
+    c.json_reply(200, box_json(engine_.stop_box(box.id, static_cast<int64_t>(grace))));
+  } else {
+    Body b(r.body, {});
+    c.json_reply(200, box_json(engine_.start_box(box.id)));
+  }
 }
 
 ExecRequest parse_exec_request(const std::string& body, const std::string& accept) {
@@ -994,45 +1015,7 @@ void Api::handle_files(Call& c, const BoxRecord& box, const std::vector<std::str
   auto fs = [&] { return engine_.files(box.id, qparam(r, "user").value_or("")); };
   auto abs = [&](const std::string& p) { return box_path(p, box.spec.workdir); };
 
-  if (op.empty()) {
-    if (m == "GET") {
-      std::string path = abs(need_param(r, "path"));
-      auto f = fs();
-      FileInfo info = f->stat(path, true);
-      if (info.type == "dir")
-        bad(path + " is a directory; download directories as tar from /files/archive");
-      if (info.type != "file") bad(path + " is not a regular file (it is a " + info.type + ")");
-      stream_from_producer(c.res, "application/octet-stream",
-                           [&](int w) { f->read_to_fd(path, w); });
-      return;
-    }
-    if (m == "PUT") {
-      std::string path = abs(need_param(r, "path"));
-      auto f = fs();
-      UniqueFd mem;
-      int src = r.body_fd;
-      if (src < 0) {
-        // A body that was not spooled (the server spools uploads): copy it to a memory file.
-        mem = UniqueFd(::memfd_create("upload", MFD_CLOEXEC));
-        if (!mem) throw_sys("memfd_create");
-        write_all(mem.get(), r.body);
-        ::lseek(mem.get(), 0, SEEK_SET);
-        src = mem.get();
-      }
-      uint64_t n = f->write_from_fd(path, src, mode_param(r), bool_param(r, "mkdirs", false));
-      json j = file_json(f->stat(path), abs(path));
-      j["written"] = n;
-      c.json_reply(200, j);
-      return;
-    }
-    if (m == "DELETE") {
-      std::string path = abs(need_param(r, "path"));
-      fs()->remove(path, bool_param(r, "recursive", false));
-      c.json_reply(200, {{"path", path}, {"removed", true}});
-      return;
-    }
-    throw ApiError(405, "method_not_allowed", "use GET, PUT or DELETE " + r.path);
-  }
+  if (op.empty()) return handle_file(c, box);
   if (op == "list" || op == "stat") {
     if (m != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
     std::string path = abs(need_param(r, "path"));
@@ -1095,6 +1078,50 @@ void Api::handle_files(Call& c, const BoxRecord& box, const std::vector<std::str
     throw ApiError(405, "method_not_allowed", "use GET or PUT " + r.path);
   }
   not_found("no route for " + m + " " + r.path);
+}
+
+// /v1/boxes/{box}/files?path=: download, upload (the body, spooled by the server), remove.
+void Api::handle_file(Call& c, const BoxRecord& box) {
+  Request& r = c.req;
+  const std::string& m = r.method;
+  auto fs = [&] { return engine_.files(box.id, qparam(r, "user").value_or("")); };
+  auto abs = [&](const std::string& p) { return box_path(p, box.spec.workdir); };
+  if (m == "GET") {
+    std::string path = abs(need_param(r, "path"));
+    auto f = fs();
+    FileInfo info = f->stat(path, true);
+    if (info.type == "dir")
+      bad(path + " is a directory; download directories as tar from /files/archive");
+    if (info.type != "file") bad(path + " is not a regular file (it is a " + info.type + ")");
+    stream_from_producer(c.res, "application/octet-stream", [&](int w) { f->read_to_fd(path, w); });
+    return;
+  }
+  if (m == "PUT") {
+    std::string path = abs(need_param(r, "path"));
+    auto f = fs();
+    UniqueFd mem;
+    int src = r.body_fd;
+    if (src < 0) {
+      // A body that was not spooled (the server spools uploads): copy it to a memory file.
+      mem = UniqueFd(::memfd_create("upload", MFD_CLOEXEC));
+      if (!mem) throw_sys("memfd_create");
+      write_all(mem.get(), r.body);
+      ::lseek(mem.get(), 0, SEEK_SET);
+      src = mem.get();
+    }
+    uint64_t n = f->write_from_fd(path, src, mode_param(r), bool_param(r, "mkdirs", false));
+    json j = file_json(f->stat(path), abs(path));
+    j["written"] = n;
+    c.json_reply(200, j);
+    return;
+  }
+  if (m == "DELETE") {
+    std::string path = abs(need_param(r, "path"));
+    fs()->remove(path, bool_param(r, "recursive", false));
+    c.json_reply(200, {{"path", path}, {"removed", true}});
+    return;
+  }
+  throw ApiError(405, "method_not_allowed", "use GET, PUT or DELETE " + r.path);
 }
 
 }  // namespace upstream::server

@@ -117,9 +117,13 @@ class Api {
   };
   struct LiveExec;
   void dispatch(Call& c);
+  void authenticate(Call& c);
+  void handle_usage(Call& c);
   void handle_boxes(Call& c, const std::vector<std::string>& seg);
   void handle_box_collection(Call& c);
   void handle_box(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
+  void handle_box_expose(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
+  void handle_box_lifecycle(Call& c, const BoxRecord& box, const std::string& what);
   void handle_exec_create(Call& c, const BoxRecord& box);
   // Counts an exec against its tenant's concurrency limit (429 past it) until the guard goes.
   std::shared_ptr<void> hold_exec_slot(const std::string& tenant);
@@ -129,6 +133,7 @@ class Api {
                            const std::string& early_err, int64_t t0);
   void handle_execs(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
   void handle_files(Call& c, const BoxRecord& box, const std::vector<std::string>& seg);
+  void handle_file(Call& c, const BoxRecord& box);
   BoxRecord tenant_box(Call& c, const std::string& ref);
   SnapshotRecord tenant_snapshot(Call& c, const std::string& ref);
   void handle_snapshots(Call& c, const std::vector<std::string>& seg);
@@ -136,6 +141,15 @@ class Api {
   // 429 if the tenant would exceed its box limit with `adding` more.
   void check_box_quota(Call& c, size_t adding);
   void handle_pipelines(Call& c, const std::vector<std::string>& seg);
+  struct PipelineRun {  // POST /v1/pipelines, checked (the document parses, the session is the
+                        // tenant's)
+    std::string document, name;
+    bool verbose = false, stream = false;
+    std::optional<std::string> session, shown_session;  // as stored, and as the client named it
+  };
+  PipelineRun pipeline_request(Call& c);
+  nlohmann::json pipeline_outcome(const PipelineRun& q, int code, const std::string& progress,
+                                  const std::string& errors, const std::string& dir);
   void handle_sessions(Call& c, const std::vector<std::string>& seg);
   // A session's name in the context store: the tenant's sessions are "TENANT_NAME".
   std::string tenant_session(const Call& c, const std::string& name) const;

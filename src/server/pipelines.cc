@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <regex>
 
 #include "common/error.h"
@@ -92,33 +93,143 @@ std::string Api::tenant_session(const Call& c, const std::string& name) const {
   return full;
 }
 
-void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
+namespace {
+
+// Reads the child's stdout (0) and stderr (1) to their ends, each chunk to `lines`. While
+// `watch_fd` >= 0 it is the client's socket: when the client goes away (or pipelines another
+// request) the run is interrupted with SIGTERM and writes what it has.
+void pump_run_output(Child& child, int watch_fd, bool& client_gone,
+                     const std::function<void(int, std::string_view)>& lines) {
+  char buf[65536];
+  bool signalled = false;
+  while (child.out || child.err) {
+    std::vector<pollfd> fds;
+    if (child.out) fds.push_back({child.out.get(), POLLIN, 0});
+    if (child.err) fds.push_back({child.err.get(), POLLIN, 0});
+    if (watch_fd >= 0 && !signalled) fds.push_back({watch_fd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      throw_sys("poll");
+    }
+    for (const auto& p : fds) {
+      if (!p.revents) continue;
+      if (p.fd == watch_fd) {
+        char b;
+        ssize_t n = ::recv(watch_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) client_gone = true;
+        if (client_gone || n > 0) {
+          // The client went away (or pipelines another request): the turn is interrupted, and
+          // writes what it has.
+          if (client_gone) ::kill(child.pid, SIGTERM);
+          signalled = true;
+        }
+        continue;
+      }
+      UniqueFd& fd = p.fd == child.out.get() ? child.out : child.err;
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        fd.reset();
+        continue;
+      }
+      lines(&fd == &child.out ? 0 : 1, std::string_view(buf, static_cast<size_t>(n)));
+    }
+  }
+}
+
+}  // namespace
+
+Api::PipelineRun Api::pipeline_request(Call& c) {
   Request& r = c.req;
-  if (seg.size() != 2) throw ApiError(404, "not_found", "no route for " + r.method + " " + r.path);
-  if (r.method != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+  PipelineRun q;
   Body b(r.body, {"document", "session", "name", "stream", "verbose"});
-  std::string document = b.str("document").value_or("");
-  if (document.empty()) bad("field 'document' (the markdown text) is required");
-  std::string name = b.str("name").value_or("document.md");
+  q.document = b.str("document").value_or("");
+  if (q.document.empty()) bad("field 'document' (the markdown text) is required");
+  q.name = b.str("name").value_or("document.md");
+  const std::string& name = q.name;
   if (name.empty() || name.size() > 200 || name[0] == '.' ||
       name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
           std::string::npos)
     bad("field 'name' must be a file name such as analysis.md (letters, digits, '.', '_', '-')");
-  bool verbose = b.boolean("verbose").value_or(false);
-  std::optional<std::string> session, shown_session = b.str("session");
-  if (shown_session) session = tenant_session(c, *shown_session);
+  q.verbose = b.boolean("verbose").value_or(false);
+  q.shown_session = b.str("session");
+  if (q.shown_session) q.session = tenant_session(c, *q.shown_session);
   // Checked here first: a bad document is refused before anything starts, and a session named in
   // its front matter is the tenant's (passed on with --session, which overrides the document's).
-  pipeline::Document parsed = pipeline::parse_document(document, name);
+  pipeline::Document parsed = pipeline::parse_document(q.document, q.name);
   if (parsed.steps.empty())
-    bad(name + ": has no steps (fenced code blocks marked bash, sh, python, python3, node or js)");
-  if (!session && parsed.meta.session) {
-    shown_session = *parsed.meta.session;
-    session = tenant_session(c, *shown_session);
+    bad(q.name +
+        ": has no steps (fenced code blocks marked bash, sh, python, python3, node or js)");
+  if (!q.session && parsed.meta.session) {
+    q.shown_session = *parsed.meta.session;
+    q.session = tenant_session(c, *q.shown_session);
   }
-  bool stream = b.boolean("stream").value_or(false) ||
-                r.accept.find("application/x-ndjson") != std::string::npos;
+  q.stream = b.boolean("stream").value_or(false) ||
+             r.accept.find("application/x-ndjson") != std::string::npos;
 
+  return q;
+}
+
+// The end of a run: its exit, progress and errors, the run and turn it made, and the report
+// (the document as written back into `dir`, or next to it when it was changed meanwhile).
+nlohmann::json Api::pipeline_outcome(const PipelineRun& q, int code, const std::string& progress,
+                                     const std::string& errors, const std::string& dir) {
+  const auto& session = q.session;
+  const auto& shown_session = q.shown_session;
+  const std::string& name = q.name;
+  std::string path = dir + "/" + name;
+  json result = {{"type", "end"},
+                 {"exit_code", code},
+                 {"status", status_of_exit(code)},
+                 {"session", shown_session ? json(*shown_session) : json(nullptr)},
+                 {"progress", progress},
+                 {"errors", errors}};
+  std::smatch m;
+  static const std::regex run_re(R"(\(run ([0-9a-z]+)\)\s*$)");
+  std::string run_id;
+  for (const auto& line : split(progress, '\n'))
+    if (std::regex_search(line, m, run_re)) run_id = m[1];
+  result["run_id"] = run_id.empty() ? json(nullptr) : json(run_id);
+  result["turn"] = nullptr;
+  if (!run_id.empty()) {
+    const std::string& home = engine_.options().home;
+    auto store =
+        session ? pipeline::ContextStore::sessions(home) : pipeline::ContextStore::runs(home);
+    for (const auto& t : store.turns(session ? *session : run_id))
+      if (t.run_id == run_id) {
+        result["turn"] = t.turn;
+        result["box_id"] = t.box;
+      }
+  }
+  // The report is the document as written back (or, when it was changed meanwhile, next to it).
+  std::string report_path = path;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename() != name && !run_id.empty() &&
+        e.path().filename().string().find(run_id) != std::string::npos)
+      report_path = e.path();
+  std::string report;
+  if (code != pipeline::kRunBadDocument) {
+    UniqueFd fd(::open(report_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd) report = read_all(fd.get());
+    if (session && *session != *shown_session)
+      for (size_t at = 0; (at = report.find("`" + *session + "`", at)) != std::string::npos;
+           at += shown_session->size() + 2)
+        report.replace(at, session->size() + 2, "`" + *shown_session + "`");
+  }
+  result["report"] = report;
+  return result;
+}
+
+void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  if (seg.size() != 2) throw ApiError(404, "not_found", "no route for " + r.method + " " + r.path);
+  if (r.method != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+  PipelineRun q = pipeline_request(c);
+  const std::string& document = q.document;
+  const std::string& name = q.name;
+  const auto& session = q.session;
+  const auto& shown_session = q.shown_session;
+  bool stream = q.stream, verbose = q.verbose;
   // The document gets a directory of its own; the report is written back into it.
   std::string dir = engine_.options().home + "/spool/pipelines/" + random_hex(16);
   std::filesystem::create_directories(dir);
@@ -185,41 +296,7 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
         emit({{"type", which == 0 ? "progress" : "error"}, {"line", line}});
     }
   };
-  char buf[65536];
-  bool signalled = false;
-  while (child.out || child.err) {
-    std::vector<pollfd> fds;
-    if (child.out) fds.push_back({child.out.get(), POLLIN, 0});
-    if (child.err) fds.push_back({child.err.get(), POLLIN, 0});
-    if (stream && !signalled) fds.push_back({r.socket_fd, POLLIN, 0});
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
-      if (errno == EINTR) continue;
-      throw_sys("poll");
-    }
-    for (const auto& p : fds) {
-      if (!p.revents) continue;
-      if (p.fd == r.socket_fd) {
-        char b;
-        ssize_t n = ::recv(r.socket_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) client_gone = true;
-        if (client_gone || n > 0) {
-          // The client went away (or pipelines another request): the turn is interrupted, and
-          // writes what it has.
-          if (client_gone) ::kill(child.pid, SIGTERM);
-          signalled = true;
-        }
-        continue;
-      }
-      UniqueFd& fd = p.fd == child.out.get() ? child.out : child.err;
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        fd.reset();
-        continue;
-      }
-      lines(&fd == &child.out ? 0 : 1, std::string_view(buf, static_cast<size_t>(n)));
-    }
-  }
+  pump_run_output(child, stream ? r.socket_fd : -1, client_gone, lines);
   for (int w : {0, 1})
     if (!pending[w].empty()) lines(w, "\n");
   int st = 0;
@@ -228,45 +305,7 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
   child.pid = -1;
   int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 
-  json result = {{"type", "end"},
-                 {"exit_code", code},
-                 {"status", status_of_exit(code)},
-                 {"session", shown_session ? json(*shown_session) : json(nullptr)},
-                 {"progress", progress},
-                 {"errors", errors}};
-  std::smatch m;
-  static const std::regex run_re(R"(\(run ([0-9a-z]+)\)\s*$)");
-  std::string run_id;
-  for (const auto& line : split(progress, '\n'))
-    if (std::regex_search(line, m, run_re)) run_id = m[1];
-  result["run_id"] = run_id.empty() ? json(nullptr) : json(run_id);
-  result["turn"] = nullptr;
-  if (!run_id.empty()) {
-    const std::string& home = engine_.options().home;
-    auto store =
-        session ? pipeline::ContextStore::sessions(home) : pipeline::ContextStore::runs(home);
-    for (const auto& t : store.turns(session ? *session : run_id))
-      if (t.run_id == run_id) {
-        result["turn"] = t.turn;
-        result["box_id"] = t.box;
-      }
-  }
-  // The report is the document as written back (or, when it was changed meanwhile, next to it).
-  std::string report_path = path;
-  for (const auto& e : std::filesystem::directory_iterator(dir))
-    if (e.path().filename() != name && !run_id.empty() &&
-        e.path().filename().string().find(run_id) != std::string::npos)
-      report_path = e.path();
-  std::string report;
-  if (code != pipeline::kRunBadDocument) {
-    UniqueFd fd(::open(report_path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd) report = read_all(fd.get());
-    if (session && *session != *shown_session)
-      for (size_t at = 0; (at = report.find("`" + *session + "`", at)) != std::string::npos;
-           at += shown_session->size() + 2)
-        report.replace(at, session->size() + 2, "`" + *shown_session + "`");
-  }
-  result["report"] = report;
+  json result = pipeline_outcome(q, code, progress, errors, dir);
   if (stream) {
     emit(result);
     if (client_gone) throw ApiError(0, "aborted", "the client went away");

@@ -494,44 +494,52 @@ void accept_loop(Server& srv, Acceptor& acc) {
 
 }  // namespace
 
+// The TCP listener of --listen HOST:PORT, accepting; its port (the one chosen for port 0).
+uint16_t listen_tcp(Server& srv, const ServeOptions& opts,
+                    std::optional<net::ip::tcp::acceptor>& tcp) {
+  auto [host, p] = parse_listen(opts.listen);
+  net::ip::tcp::endpoint ep(net::ip::make_address(host), p);
+  tcp.emplace(srv.ioc_);
+  boost::system::error_code ec;
+  tcp->open(ep.protocol(), ec);
+  if (!ec) tcp->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) tcp->bind(ep, ec);
+  if (!ec) tcp->listen(1024, ec);
+  if (ec) throw Error(Errc::unavailable, "cannot listen on " + opts.listen + ": " + ec.message());
+  ::fcntl(tcp->native_handle(), F_SETFD, FD_CLOEXEC);
+  accept_loop(srv, *tcp);
+  return tcp->local_endpoint().port();
+}
+
+// The unix socket of --socket PATH (mode 0600), accepting.
+void listen_unix(Server& srv, const ServeOptions& opts,
+                 std::optional<net::local::stream_protocol::acceptor>& unix_acc) {
+  // A stale socket file from an earlier run is replaced; anything else there is not.
+  struct stat st {};
+  if (::lstat(opts.socket.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      throw_invalid("--socket " + opts.socket + " exists and is not a socket");
+    ::unlink(opts.socket.c_str());
+  }
+  unix_acc.emplace(srv.ioc_);
+  boost::system::error_code ec;
+  net::local::stream_protocol::endpoint ep(opts.socket);
+  unix_acc->open(ep.protocol(), ec);
+  if (!ec) unix_acc->bind(ep, ec);
+  if (!ec) unix_acc->listen(1024, ec);
+  if (ec) throw Error(Errc::unavailable, "cannot listen on " + opts.socket + ": " + ec.message());
+  ::fcntl(unix_acc->native_handle(), F_SETFD, FD_CLOEXEC);
+  ::chmod(opts.socket.c_str(), 0600);
+  accept_loop(srv, *unix_acc);
+}
+
 void serve(Api& api, const ServeOptions& opts, const std::function<void(uint16_t)>& on_ready) {
   Server srv(api, opts);
   std::optional<net::ip::tcp::acceptor> tcp;
   std::optional<net::local::stream_protocol::acceptor> unix_acc;
   uint16_t port = 0;
-  if (!opts.listen.empty()) {
-    auto [host, p] = parse_listen(opts.listen);
-    net::ip::tcp::endpoint ep(net::ip::make_address(host), p);
-    tcp.emplace(srv.ioc_);
-    boost::system::error_code ec;
-    tcp->open(ep.protocol(), ec);
-    if (!ec) tcp->set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) tcp->bind(ep, ec);
-    if (!ec) tcp->listen(1024, ec);
-    if (ec) throw Error(Errc::unavailable, "cannot listen on " + opts.listen + ": " + ec.message());
-    ::fcntl(tcp->native_handle(), F_SETFD, FD_CLOEXEC);
-    port = tcp->local_endpoint().port();
-    accept_loop(srv, *tcp);
-  }
-  if (!opts.socket.empty()) {
-    // A stale socket file from an earlier run is replaced; anything else there is not.
-    struct stat st {};
-    if (::lstat(opts.socket.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode))
-        throw_invalid("--socket " + opts.socket + " exists and is not a socket");
-      ::unlink(opts.socket.c_str());
-    }
-    unix_acc.emplace(srv.ioc_);
-    boost::system::error_code ec;
-    net::local::stream_protocol::endpoint ep(opts.socket);
-    unix_acc->open(ep.protocol(), ec);
-    if (!ec) unix_acc->bind(ep, ec);
-    if (!ec) unix_acc->listen(1024, ec);
-    if (ec) throw Error(Errc::unavailable, "cannot listen on " + opts.socket + ": " + ec.message());
-    ::fcntl(unix_acc->native_handle(), F_SETFD, FD_CLOEXEC);
-    ::chmod(opts.socket.c_str(), 0600);
-    accept_loop(srv, *unix_acc);
-  }
+  if (!opts.listen.empty()) port = listen_tcp(srv, opts, tcp);
+  if (!opts.socket.empty()) listen_unix(srv, opts, unix_acc);
 
   net::signal_set signals(srv.ioc_, SIGTERM, SIGINT);
   signals.async_wait([&](beast::error_code ec, int sig) {
