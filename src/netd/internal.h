@@ -15,7 +15,10 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/fd.h"
@@ -24,6 +27,14 @@
 #include "model/egress.h"
 
 namespace upstream::netd {
+
+// The names every netd source uses.
+using nlohmann::json;
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
 
 // The daemon's state: retired once a newer netd took over (listeners close, connections under
 // way are served to their end); what is being served, bounded.

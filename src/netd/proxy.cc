@@ -1,63 +1,24 @@
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <ifaddrs.h>
-#include <linux/close_range.h>
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sched.h>
-#include <signal.h>
-#include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <openssl/crypto.h>
 #include <algorithm>
-#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <limits>
-#include <map>
-#include <mutex>
-#include <thread>
 
-#include "common/digest.h"
-#include "common/error.h"
 #include "common/fd.h"
-#include "common/fs.h"
-#include "common/ipc.h"
 #include "common/log.h"
-#include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
 #include "model/egress.h"
 #include "netd/ca.h"
 #include "netd/dns.h"
-#include "netd/http_relay.h"
 #include "netd/internal.h"
 #include "netd/netd.h"
-#include "runtime/net.h"
 
 namespace upstream::netd {
-
-using nlohmann::json;
-namespace asio = boost::asio;
-namespace ssl = boost::asio::ssl;
-namespace beast = boost::beast;
-namespace http = boost::beast::http;
-using tcp = boost::asio::ip::tcp;
 
 // --- the proxy -------------------------------------------------------------------------------
 
