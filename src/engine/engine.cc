@@ -305,9 +305,8 @@ BoxRecord Engine::set_network(const std::string& ref, NetworkMode mode, Egress e
                               bool keep_headers) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = I.check_alive(*I.store.find_id(b.id));
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   BoxSpec spec = b.spec;
   spec.network = mode;
   if (keep_headers && mode != NetworkMode::none) egress.headers = b.spec.egress.headers;
@@ -378,19 +377,30 @@ BoxRecord Engine::Impl::check_alive(const BoxRecord& b) {
   if (process_matches(b.init_pid, b.init_start)) return b;
   auto lock = lock_box(b.id);
   auto fresh = store.find_id(b.id);
-  if (!fresh || !box_state::alive(fresh->state) ||
-      process_matches(fresh->init_pid, fresh->init_start))
-    return fresh ? *fresh : b;
+  return fresh ? check_alive_locked(*fresh) : b;
+}
+
+BoxRecord Engine::Impl::check_alive_locked(const BoxRecord& b) {
+  if (!box_state::alive(b.state) || process_matches(b.init_pid, b.init_start)) return b;
   runtime::BoxCgroup cg = cgroup(b.id);
   runtime::CgroupUsage u = cg.usage();
   cg.destroy(5000);
   ::unlink(layout.socket(b.id).c_str());
-  if (fresh->slot && fresh->spec.network != NetworkMode::none) net_down(*fresh->slot, fresh->spec);
-  refresh_execs(*fresh);
+  if (b.slot && b.spec.network != NetworkMode::none) net_down(*b.slot, b.spec);
+  refresh_execs(b);
   std::string reason =
       store.meta("boot_id") != boot_id() ? "host restarted" : "box init exited unexpectedly";
   store.mark_stopped(b.id, reason, u.cpu_us, u.memory_peak, u.oom_kills);
   return *store.find_id(b.id);
+}
+
+Engine::Impl::HeldBox Engine::Impl::hold_box(const std::string& ref) {
+  BoxRecord b = check_alive(store.resolve(ref));
+  HeldBox held{b, lock_box(b.id)};
+  auto fresh = store.find_id(b.id);
+  if (!fresh) throw Error(Errc::not_found, "box " + b.name + " was removed meanwhile");
+  held.box = check_alive_locked(*fresh);
+  return held;
 }
 
 void Engine::Impl::cleanup_failed_create(const std::string& id) {
@@ -407,7 +417,9 @@ void Engine::Impl::cleanup_failed_create(const std::string& id) {
 BoxRecord Engine::Impl::wake(const BoxRecord& b, const std::string& why) {
   if (b.state != box_state::paused) return b;
   auto lock = lock_box(b.id);
-  BoxRecord fresh = check_alive(*store.find_id(b.id));
+  auto now = store.find_id(b.id);
+  if (!now) throw Error(Errc::not_found, "box " + b.name + " was removed meanwhile");
+  BoxRecord fresh = check_alive_locked(*now);
   if (fresh.state != box_state::paused) return fresh;
   thaw(fresh, why);
   return *store.find_id(b.id);
@@ -528,9 +540,8 @@ std::vector<BoxRecord> Engine::list_boxes(const store::BoxFilter& filter) {
 BoxRecord Engine::start_box(const std::string& ref) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = *I.store.find_id(b.id);
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   if (b.state == box_state::running) return b;
   if (b.state == box_state::paused) {
     I.thaw(b, "resumed by start");
@@ -554,9 +565,8 @@ BoxRecord Engine::start_box(const std::string& ref) {
 BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms, const std::string& reason) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = *I.store.find_id(b.id);
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   if (b.state == box_state::stopped || b.state == box_state::archived) return b;
   if (!box_state::alive(b.state) && b.state != box_state::stopping)
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state);
@@ -571,9 +581,8 @@ BoxRecord Engine::stop_box(const std::string& ref, int64_t grace_ms, const std::
 void Engine::remove_box(const std::string& ref, bool force) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = *I.store.find_id(b.id);
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   if (box_state::alive(b.state) && !force)
     throw Error(Errc::failed_precondition,
                 "box " + b.name + " is " + b.state + "; stop it first or remove it with --force");
@@ -601,9 +610,8 @@ void Engine::remove_box(const std::string& ref, bool force) {
 BoxRecord Engine::pause_box(const std::string& ref, const std::string& reason) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = I.check_alive(*I.store.find_id(b.id));
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   if (b.state == box_state::paused) return b;
   if (b.state != box_state::running)
     throw Error(Errc::failed_precondition,
@@ -690,9 +698,8 @@ BoxRecord Engine::archive_box(const std::string& ref, const std::string& reason)
 BoxRecord Engine::resume_box(const std::string& ref) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = I.check_alive(*I.store.find_id(b.id));
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   if (b.state == box_state::running) return b;
   if (b.state != box_state::paused)
     throw Error(Errc::failed_precondition,

@@ -128,7 +128,18 @@ struct Engine::Impl {
   // cgroups and socket. Returns the usage of the run that ended.
   runtime::CgroupUsage stop_init(const BoxRecord& b, int64_t grace_ms);
   // If the record says running but the init is gone, records the stop. Returns the fresh record.
+  // check_alive takes the box lock to record it; check_alive_locked is for a caller holding it
+  // (the lock is a flock on a file opened anew: taking it twice would wait for itself).
   BoxRecord check_alive(const BoxRecord& b);
+  BoxRecord check_alive_locked(const BoxRecord& b);
+  // The prologue of every change to one box: the reference resolved, the box's lock taken and
+  // its record read again under it (a box whose init died is recorded as stopped; a box removed
+  // meanwhile is not found). The caller holds the engine's mutex.
+  struct HeldBox {
+    BoxRecord box;
+    FileLock lock;
+  };
+  HeldBox hold_box(const std::string& ref);
   void finish_exec_from_status(ExecRecord e, const BoxRecord& box);
   void refresh_execs(const BoxRecord& box);
   void cleanup_failed_create(const std::string& id);

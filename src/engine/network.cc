@@ -302,9 +302,8 @@ Engine::Exposure Engine::expose(const std::string& ref, int port, const std::str
                   "': use bearer (a generated token) or basic (a "
                   "generated user name and password)");
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = I.check_alive(*I.store.find_id(b.id));
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   if (b.spec.network == NetworkMode::none)
     throw Error(Errc::failed_precondition,
                 "box " + b.name + " has no network: give it one first (upstream box network " +
@@ -363,9 +362,8 @@ std::vector<Engine::Exposure> Engine::exposures(const std::string& ref) {
 void Engine::unexpose(const std::string& ref, const std::string& which) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  BoxRecord b = I.check_alive(I.store.resolve(ref));
-  auto lock = I.lock_box(b.id);
-  b = I.check_alive(*I.store.find_id(b.id));
+  auto held = I.hold_box(ref);
+  BoxRecord& b = held.box;
   auto list = I.load_exposures(b.id);
   auto it = std::find_if(list.begin(), list.end(), [&](const egress::Exposure& e) {
     return e.id == which || std::to_string(e.port) == which;

@@ -93,12 +93,11 @@ SnapshotRecord Engine::snapshot_box(const std::string& box_ref, const SnapshotOp
   std::string staging;
   {
     std::lock_guard g(I.mu);
-    BoxRecord b = I.check_alive(I.store.resolve(box_ref));
+    auto held = I.hold_box(box_ref);
+    BoxRecord& b = held.box;
     if (I.store.snapshot_name_taken(r.name))
       throw Error(Errc::already_exists,
                   "a snapshot or image named '" + r.name + "' already exists");
-    auto lock = I.lock_box(b.id);
-    b = I.check_alive(*I.store.find_id(b.id));
     if (b.state == box_state::archived) b = I.unarchive(b, "unarchived for a snapshot");
     if (b.state != box_state::running && b.state != box_state::paused &&
         b.state != box_state::stopped)

@@ -3,7 +3,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <future>
+#include <thread>
+
 #include "common/error.h"
+#include "common/fs.h"
+#include "common/proc.h"
 #include "common/strings.h"
 #include "harness.h"
 #include "runtime/cgroup.h"
@@ -189,6 +195,37 @@ TEST(Lifecycle, UsageIsAccounted) {
   ASSERT_GE(ev.size(), 3u);
   EXPECT_EQ(ev.front().state, "creating");
   EXPECT_EQ(ev.back().state, "stopped");
+}
+
+// A box whose init dies while a change waits for the box's lock: the change finds it stopped
+// (recorded so) instead of waiting for a lock it holds itself.
+TEST(Lifecycle, InitDyingWhileAChangeWaitsForTheLock) {
+  for (int which = 0; which < 2; which++) {
+    ScopedBox box;
+    std::optional<FileLock> held;
+    held.emplace(home() + "/locks/box-" + box.id() + ".lock", 5000);
+    std::string id = box.id();
+    auto change = std::async(std::launch::async, [&, which] {
+      return which == 0 ? engine().pause_box(id) : engine().resume_box(id);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // it waits for the lock now
+    ASSERT_EQ(::kill(box.rec.init_pid, SIGKILL), 0);
+    for (int i = 0; i < 500 && process_matches(box.rec.init_pid, box.rec.init_start); i++)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    held.reset();
+    ASSERT_EQ(change.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+        << "the change waited for its own lock";
+    try {
+      change.get();
+      FAIL() << "changed a box whose init is gone";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::failed_precondition) << e.what();
+      EXPECT_NE(std::string(e.what()).find("stopped"), std::string::npos) << e.what();
+    }
+    BoxRecord now = engine().get_box(id);
+    EXPECT_EQ(now.state, "stopped");
+    EXPECT_EQ(now.state_reason, "box init exited unexpectedly");
+  }
 }
 
 }  // namespace
