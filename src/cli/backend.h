@@ -9,8 +9,24 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "pipeline/context.h"
+#include "pipeline/runner.h"
 
 namespace upstream::cli {
+
+// A session of `upstream run` (or a standalone run, by its id) as the commands show it.
+struct SessionView {
+  std::string name, box_id, cwd;
+  std::string context;  // where its turns are kept: a directory, or the server's URL for them
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<pipeline::TurnRecord> turns;
+};
+
+struct SessionSummary {
+  std::string name, box_id, last_status;
+  size_t turns = 0;
+  int64_t updated_at = 0;
+};
 
 class Backend {
  public:
@@ -72,23 +88,20 @@ class Backend {
   virtual void export_snapshot(const std::string& ref, int out_fd) = 0;
   virtual SnapshotRecord import_snapshot(int in_fd, const std::string& name,
                                          const std::string& base) = 0;
+
+  // `upstream run`: the exit code of the run (the report written back here either way).
+  virtual int run_document(const pipeline::RunOptions& opts) = 0;
+  // Sessions; a session or run that does not exist is not_found.
+  virtual std::vector<SessionSummary> list_sessions() = 0;
+  virtual SessionView get_session(const std::string& name) = 0;
+  virtual nlohmann::json session_manifest(const std::string& name) = 0;
+  virtual void remove_session(const std::string& name) = 0;
+  // The context of every turn as a tar archive, written to fd.
+  virtual void export_session(const std::string& name, int fd) = 0;
 };
 
 std::unique_ptr<Backend> make_local_backend(const std::function<Engine&()>& engine);
 // url: http://HOST:PORT; key may be empty.
 std::unique_ptr<Backend> make_remote_backend(const std::string& url, const std::string& key);
-
-// `upstream run` through the server: the document is sent, progress printed as it comes, and
-// the report written back here. Returns the exit code of the run.
-int run_remote(const std::string& url, const std::string& key, const std::string& path,
-               const std::optional<std::string>& session, const std::optional<std::string>& output,
-               bool verbose);
-
-// Plain calls to the server named by UPSTREAM_URL (with UPSTREAM_API_KEY), for commands that
-// have no Backend method. Error replies are thrown as errors.
-nlohmann::json remote_json(const std::string& method, const std::string& target);
-void remote_download(const std::string& target, int fd);
-// A path segment, percent-encoded.
-std::string url_segment(const std::string& text);
 
 }  // namespace upstream::cli

@@ -4,10 +4,13 @@
 #include "cli/backend.h"
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/strings.h"
 
 namespace upstream::cli {
 
 namespace {
+
+using pipeline::ContextStore;
 
 class LocalBackend : public Backend {
  public:
@@ -138,7 +141,64 @@ class LocalBackend : public Backend {
 
   SystemInfo system_info() override { return e().system_info(); }
 
+  int run_document(const pipeline::RunOptions& opts) override {
+    return pipeline::run_document(engine_, opts);
+  }
+  std::vector<SessionSummary> list_sessions() override {
+    std::vector<SessionSummary> out;
+    ContextStore store = ContextStore::sessions(e().options().home);
+    for (const auto& name : store.names()) {
+      auto st = store.state(name);
+      auto turns = store.turns(name);
+      out.push_back({name, st ? st->box_id : "", turns.empty() ? "" : turns.back().status,
+                     turns.size(), st ? st->updated_at : 0});
+    }
+    return out;
+  }
+  SessionView get_session(const std::string& name) override {
+    Found f = find(name);
+    SessionView v;
+    v.name = f.name;
+    v.context = f.store.dir(f.name);
+    if (auto st = f.store.state(f.name)) {
+      v.box_id = st->box_id;
+      v.cwd = st->cwd;
+      v.env = st->env;
+    }
+    v.turns = f.store.turns(f.name);
+    return v;
+  }
+  nlohmann::json session_manifest(const std::string& name) override {
+    Found f = find(name);
+    return f.store.manifest(f.name);
+  }
+  void remove_session(const std::string& name) override {
+    if (!ContextStore::sessions(e().options().home).exists(name))
+      throw Error(Errc::not_found, "no session '" + name + "'");
+    pipeline::remove_session(e(), name);
+  }
+  void export_session(const std::string& name, int fd) override {
+    Found f = find(name);
+    pipeline::export_context(f.store, f.name, fd);
+  }
+
  private:
+  // A session by name, or else a standalone run by its id.
+  struct Found {
+    ContextStore store;
+    std::string name;
+  };
+  Found find(const std::string& name) {
+    if (!valid_box_name(name))
+      throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
+    const std::string& home = e().options().home;
+    ContextStore sessions = ContextStore::sessions(home);
+    if (sessions.exists(name)) return {sessions, name};
+    ContextStore runs = ContextStore::runs(home);
+    if (!runs.turns(name).empty()) return {runs, name};
+    throw Error(Errc::not_found, "no session or run '" + name + "' (see `upstream session ls`)");
+  }
+
   Engine& e() { return engine_(); }
   std::function<Engine&()> engine_;
 };

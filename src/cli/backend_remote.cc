@@ -6,14 +6,12 @@
 
 #include <utility>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <limits>
 
 #include "cli/backend.h"
+#include "client/http.h"
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/strings.h"
@@ -28,171 +26,12 @@ namespace upstream::cli {
 
 namespace {
 
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = net::ip::tcp;
 using nlohmann::json;
 
 // One path segment, or a query value.
 std::string seg(const std::string& s) { return url_encode(s); }
 
-// "?k=v&..." of the pairs whose value is not empty ("" if none).
-std::string query(std::initializer_list<std::pair<std::string, std::string>> params) {
-  std::string out;
-  for (const auto& [k, v] : params)
-    if (!v.empty()) out += (out.empty() ? "?" : "&") + k + "=" + seg(v);
-  return out;
-}
-
-// One HTTP connection to the server.
-struct Conn {
-  net::io_context ioc;
-  tcp::socket sock{ioc};
-  beast::flat_buffer buf;
-  std::optional<http::response_parser<http::buffer_body>> parser;
-  int status = 0;
-};
-
-class Http {
- public:
-  Http(const std::string& url, std::string key) : key_(std::move(key)) {
-    if (!starts_with(url, "http://"))
-      throw_invalid("UPSTREAM_URL '" + url + "' must be http://HOST:PORT");
-    std::string rest = url.substr(7);
-    while (!rest.empty() && rest.back() == '/') rest.pop_back();
-    if (rest.find('/') != std::string::npos)
-      throw_invalid("UPSTREAM_URL '" + url + "' must be http://HOST:PORT, without a path");
-    auto colon = rest.rfind(':');
-    host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
-    port_ = colon == std::string::npos ? "80" : rest.substr(colon + 1);
-    if (port_.empty() || port_.size() > 5 ||
-        port_.find_first_not_of("0123456789") != std::string::npos)
-      throw_invalid("UPSTREAM_URL '" + url + "': '" + port_ + "' is not a port number");
-    if (host_.size() > 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
-    if (host_.empty()) throw_invalid("UPSTREAM_URL '" + url + "' has no host");
-    url_ = url;
-  }
-
-  // Sends a request and reads the response header; the body is read from the returned
-  // connection. Error statuses are thrown as errors with the server's message.
-  std::unique_ptr<Conn> open(http::verb verb, const std::string& target, const std::string& body,
-                             const std::string& content_type, int body_fd = -1) {
-    auto c = std::make_unique<Conn>();
-    beast::error_code ec;
-    // Addresses are used as they are; names go through the resolver (which, in this static
-    // binary, needs the host's own glibc NSS modules: fine on the machine it was built for).
-    auto addr = net::ip::make_address(host_ == "localhost" ? "127.0.0.1" : host_, ec);
-    if (!ec) {
-      c->sock.connect(tcp::endpoint(addr, static_cast<uint16_t>(std::stoul(port_))), ec);
-    } else {
-      ec.clear();
-      tcp::resolver res(c->ioc);
-      auto eps = res.resolve(host_, port_, ec);
-      if (!ec) net::connect(c->sock, eps, ec);
-    }
-    if (ec)
-      throw Error(Errc::unavailable,
-                  "cannot reach the upstream server at " + url_ + ": " + ec.message());
-    c->sock.set_option(tcp::no_delay(true), ec);
-    ::fcntl(c->sock.native_handle(), F_SETFD, FD_CLOEXEC);
-    auto prepare = [&](auto& req) {
-      req.set(http::field::host, host_);
-      req.set(http::field::user_agent, "upstream-cli/" UPSTREAM_VERSION);
-      if (!key_.empty()) req.set(http::field::authorization, "Bearer " + key_);
-      if (!content_type.empty()) req.set(http::field::content_type, content_type);
-      req.keep_alive(false);
-    };
-    if (body_fd >= 0) {
-      http::request<http::file_body> req{verb, target, 11};
-      prepare(req);
-      beast::file f;
-      f.native_handle(::fcntl(body_fd, F_DUPFD_CLOEXEC, 3));
-      req.body().reset(std::move(f), ec);
-      req.prepare_payload();
-      http::write(c->sock, req, ec);
-    } else {
-      http::request<http::string_body> req{verb, target, 11};
-      prepare(req);
-      req.body() = body;
-      req.prepare_payload();
-      http::write(c->sock, req, ec);
-    }
-    // A server that answers before reading the whole body (413) may reset the connection while
-    // we write: read its answer anyway.
-    beast::error_code wec = ec;
-    c->parser.emplace();
-    c->parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-    http::read_header(c->sock, c->buf, *c->parser, ec);
-    if (ec)
-      throw Error(Errc::unavailable, "the upstream server at " + url_ + " did not answer: " +
-                                         (wec ? wec.message() : ec.message()));
-    c->status = c->parser->get().result_int();
-    if (c->status >= 400) {
-      std::string text = read_all(*c);
-      std::string code = "internal",
-                  message = text.empty() ? "HTTP " + std::to_string(c->status) : text;
-      try {
-        json j = json::parse(text);
-        code = j.value("code", code);
-        message = j.value("message", message);
-      } catch (const json::exception&) {
-      }
-      Errc kind = code == "unauthenticated" ? Errc::failed_precondition : errc_from_name(code);
-      if (c->status == 404) kind = Errc::not_found;
-      if (c->status == 400 || c->status == 413) kind = Errc::invalid_argument;
-      throw Error(kind, message);
-    }
-    return c;
-  }
-
-  // Reads up to `cap` bytes of body; 0 at the end.
-  static size_t read_some(Conn& c, char* dst, size_t cap) {
-    auto& p = *c.parser;
-    while (!p.is_done()) {
-      p.get().body().data = dst;
-      p.get().body().size = cap;
-      beast::error_code ec;
-      http::read_some(c.sock, c.buf, p, ec);
-      if (ec && ec != http::error::need_buffer)
-        throw Error(Errc::unavailable, "the upstream server went away: " + ec.message());
-      size_t got = cap - p.get().body().size;
-      if (got) return got;
-    }
-    return 0;
-  }
-
-  static std::string read_all(Conn& c) {
-    std::string out;
-    char buf[65536];
-    for (size_t n; (n = read_some(c, buf, sizeof buf)) > 0;) out.append(buf, n);
-    return out;
-  }
-
-  static uint64_t copy_to(Conn& c, int fd) {
-    char buf[65536];
-    uint64_t total = 0;
-    for (size_t n; (n = read_some(c, buf, sizeof buf)) > 0; total += n) write_all(fd, buf, n);
-    return total;
-  }
-
-  json call(http::verb verb, const std::string& target, const json* body = nullptr) {
-    auto c = open(verb, target, body ? body->dump() : "", body ? "application/json" : "");
-    std::string text = read_all(*c);
-    try {
-      return text.empty() ? json() : json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(Errc::internal, std::string("unexpected reply from the server: ") + e.what());
-    }
-  }
-  json get(const std::string& t) { return call(http::verb::get, t); }
-  json post(const std::string& t, const json& b) { return call(http::verb::post, t, &b); }
-
-  const std::string& url() const { return url_; }
-
- private:
-  std::string host_, port_, url_, key_;
-};
+using client::query;
 
 UniqueFd temp_file() {
   UniqueFd fd(::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
@@ -202,11 +41,12 @@ UniqueFd temp_file() {
 
 class RemoteExec : public ExecSession {
  public:
-  RemoteExec(Http& http, std::string box, std::unique_ptr<Conn> conn, bool stdin_stream)
+  RemoteExec(client::Client& http, std::string box, std::unique_ptr<client::Reply> conn,
+             bool stdin_stream)
       : http_(http), box_(std::move(box)), conn_(std::move(conn)), stdin_stream_(stdin_stream) {
     // The first event says which exec this is.
     for (;;) {
-      auto ev = next_event();
+      auto ev = conn_->next_event();
       if (!ev) throw Error(Errc::unavailable, "the server ended the exec's stream early");
       if (ev->value("type", "") == "start") {
         seq_ = ev->value("exec", uint64_t{0});
@@ -216,7 +56,7 @@ class RemoteExec : public ExecSession {
       }
     }
   }
-  RemoteExec(Http& http, const json& rec) : http_(http) {
+  RemoteExec(client::Client& http, const json& rec) : http_(http) {
     bg_ = exec_from_json(rec);
     seq_ = bg_.seq;
     pid_ = bg_.pid;
@@ -248,11 +88,10 @@ class RemoteExec : public ExecSession {
                   const std::function<void()>& on_event) override {
     if (background_) return bg_;
     bool stdin_open = stdin_source >= 0 && stdin_stream_;
-    int sock = conn_->sock.native_handle();
+    int sock = conn_->fd();
     for (;;) {
       // Whole events already received come first.
-      parse_buffered();
-      while (auto ev = pop_event()) {
+      while (auto ev = conn_->buffered_event()) {
         if (auto rec = handle(*ev, sink)) return *rec;
       }
       std::vector<pollfd> fds{{sock, POLLIN, 0}};
@@ -276,7 +115,7 @@ class RemoteExec : public ExecSession {
             send_stdin("", true);
           }
         } else if (p.fd == sock) {
-          if (!receive())
+          if (!conn_->receive())
             throw Error(Errc::unavailable, "the server ended the exec's stream early");
         }
       }
@@ -305,83 +144,94 @@ class RemoteExec : public ExecSession {
   void send_stdin(const std::string& data, bool eof) {
     if (!stdin_stream_ || stdin_closed_) return;
     try {
-      auto c = http_.open(http::verb::post,
+      auto c = http_.open("POST",
                           "/v1/boxes/" + seg(box_id_) + "/execs/" + std::to_string(seq_) +
                               "/stdin" + (eof ? "?eof=true" : ""),
                           data, "application/octet-stream");
-      Http::read_all(*c);
+      c->read_all();
     } catch (const Error&) {
       stdin_closed_ = true;  // the command stopped reading (or ended): like a closed pipe
     }
     if (eof) stdin_closed_ = true;
   }
 
-  // A whole NDJSON line received so far, if any.
-  std::optional<json> pop_event() {
-    for (;;) {
-      auto nl = lines_.find('\n');
-      if (nl == std::string::npos) return std::nullopt;
-      std::string line = lines_.substr(0, nl);
-      lines_.erase(0, nl + 1);
-      if (trim(line).empty()) continue;
-      try {
-        return json::parse(line);
-      } catch (const json::exception& e) {
-        throw Error(Errc::internal, std::string("unexpected event from the server: ") + e.what());
-      }
-    }
-  }
-
-  // Reads what the socket has (one read, which blocks only if it has nothing) and parses it into
-  // lines_. False at the end of the stream.
-  bool receive() {
-    auto& p = *conn_->parser;
-    if (p.is_done()) return false;
-    beast::error_code ec;
-    size_t n = conn_->sock.read_some(conn_->buf.prepare(65536), ec);
-    if (ec == net::error::eof || n == 0) return false;
-    if (ec) throw Error(Errc::unavailable, "the upstream server went away: " + ec.message());
-    conn_->buf.commit(n);
-    parse_buffered();
-    return true;
-  }
-
-  // Parses what was received but not parsed yet (also what arrived with the header).
-  void parse_buffered() {
-    auto& p = *conn_->parser;
-    beast::error_code ec;
-    char body[65536];
-    while (conn_->buf.size() > 0 && !p.is_done()) {
-      p.get().body().data = body;
-      p.get().body().size = sizeof body;
-      size_t used = p.put(conn_->buf.data(), ec);
-      conn_->buf.consume(used);
-      lines_.append(body, sizeof body - p.get().body().size);
-      if (ec == http::error::need_more) break;
-      if (ec && ec != http::error::need_buffer)
-        throw Error(Errc::unavailable, "malformed reply from the upstream server: " + ec.message());
-      if (used == 0 && p.get().body().size == sizeof body) break;
-    }
-  }
-
-  // The next event, reading as long as it takes.
-  std::optional<json> next_event() {
-    parse_buffered();
-    for (;;) {
-      if (auto ev = pop_event()) return ev;
-      if (!receive()) return std::nullopt;
-    }
-  }
-
-  Http& http_;
+  client::Client& http_;
   std::string box_, box_id_;
-  std::unique_ptr<Conn> conn_;
+  std::unique_ptr<client::Reply> conn_;
   bool stdin_stream_ = false, stdin_closed_ = false, background_ = false;
   uint64_t seq_ = 0;
   pid_t pid_ = 0;
   ExecRecord bg_;
-  std::string lines_;
 };
+
+// `upstream run` through the server: the document is sent, progress printed as it comes, and
+// the report written back here.
+int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
+  if (!opts.labels.empty() || opts.keep || opts.head_lines || opts.tail_lines)
+    throw Error(Errc::invalid_argument,
+                "--label, --keep, --head and --tail are not available over HTTP yet");
+  const std::string& path = opts.path;
+  // Checked here as it would be locally: a bad document exits 2 with the file untouched.
+  pipeline::Document doc = pipeline::load_document(path);
+  if (doc.steps.empty())
+    throw Error(Errc::invalid_argument,
+                path +
+                    ": has no steps (fenced code blocks marked bash, sh, python, python3, "
+                    "node or js)");
+  const std::string& source = doc.source;
+  std::string base = path.substr(path.find_last_of('/') + 1), name;
+  for (char ch : base)
+    name += std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' ? ch : '_';
+  if (name.empty() || name[0] == '.') name = "document.md";
+  json body = {{"document", source}, {"name", name}, {"stream", true}, {"verbose", opts.verbose}};
+  if (opts.session) body["session"] = *opts.session;
+  auto c = http.open("POST", "/v1/pipelines", body.dump(), "application/json");
+  std::optional<json> end;
+  bool hold = false;
+  std::vector<std::string> held;
+  while (!end) {
+    auto ev = c->next_event();
+    if (!ev) break;
+    std::string type = ev->value("type", "");
+    std::string line = ev->value("line", "");
+    if (type == "progress") {
+      // Where the report went on the server is not where it goes here: that line is said
+      // below, in its place, once the report is written here.
+      if (starts_with(line, "Report written to ") ||
+          line.find(" changed while the run went on") != std::string::npos) {
+        hold = true;
+        continue;
+      }
+      if (hold)
+        held.push_back(line);
+      else
+        std::cout << line << std::endl;
+    } else if (type == "error") {
+      std::cerr << line << std::endl;
+    } else if (type == "end") {
+      end = std::move(ev);
+    }
+  }
+  if (!end) throw Error(Errc::unavailable, "the server ended the run's stream early");
+  int code = end->value("exit_code", pipeline::kRunEngineError);
+  std::string report = end->value("report", "");
+  if (!report.empty()) {
+    // Written as a local run writes it.
+    pipeline::RunOptions where;
+    where.path = path;
+    where.output = opts.output;
+    bool diverted = false;
+    std::string target = pipeline::write_report(where, doc, report,
+                                                end->value("run_id", std::string("run")), diverted);
+    if (diverted)
+      std::cout << path << " changed while the run went on; it was left alone and the report is in "
+                << target << std::endl;
+    else
+      std::cout << "Report written to " << target << std::endl;
+  }
+  for (const auto& line : held) std::cout << line << std::endl;
+  return code;
+}
 
 class RemoteBackend : public Backend {
  public:
@@ -446,7 +296,7 @@ class RemoteBackend : public Backend {
     return out;
   }
   void unexpose(const std::string& ref, const std::string& which) override {
-    http_.call(http::verb::delete_, box(ref) + "/expose/" + seg(which));
+    http_.del(box(ref) + "/expose/" + seg(which));
   }
   Engine::UsageReport usage_report(const Engine::UsageQuery& q) override {
     std::string path = "/v1/usage?since=" + seg(format_time(q.since)) +
@@ -460,12 +310,10 @@ class RemoteBackend : public Backend {
     for (const auto& s : reply.at("snapshots")) out.push_back(snapshot_from_json(s));
     return out;
   }
-  void remove_snapshot(const std::string& ref) override {
-    http_.call(http::verb::delete_, "/v1/snapshots/" + seg(ref));
-  }
+  void remove_snapshot(const std::string& ref) override { http_.del("/v1/snapshots/" + seg(ref)); }
   void export_snapshot(const std::string& ref, int out_fd) override {
-    auto c = http_.open(http::verb::get, "/v1/snapshots/" + seg(ref) + "/export", "", "");
-    Http::copy_to(*c, out_fd);
+    auto c = http_.open("GET", "/v1/snapshots/" + seg(ref) + "/export");
+    c->copy_to(out_fd);
   }
   SnapshotRecord import_snapshot(int in_fd, const std::string& name,
                                  const std::string& base) override {
@@ -486,10 +334,9 @@ class RemoteBackend : public Backend {
       ::lseek(tmp.get(), 0, SEEK_SET);
       fd = tmp.get();
     }
-    auto c = http_.open(http::verb::put,
-                        "/v1/snapshots/import" + query({{"name", name}, {"base", base}}), "",
+    auto c = http_.open("PUT", "/v1/snapshots/import" + query({{"name", name}, {"base", base}}), "",
                         "application/zstd", fd);
-    std::string text = Http::read_all(*c);
+    std::string text = c->read_all();
     return snapshot_from_json(json::parse(text));
   }
 
@@ -528,7 +375,7 @@ class RemoteBackend : public Backend {
     return box_from_json(http_.post(box(ref) + "/stop", {{"grace_ms", grace_ms}}));
   }
   void remove_box(const std::string& ref, bool force) override {
-    http_.call(http::verb::delete_, box(ref) + (force ? "?force=true" : ""));
+    http_.del(box(ref) + (force ? "?force=true" : ""));
   }
   BoxRecord inspect(const std::string& ref, BoxUsage& usage,
                     std::vector<BoxEvent>& events) override {
@@ -567,7 +414,7 @@ class RemoteBackend : public Backend {
     }
     body["stream"] = true;
     if (spec.stdin) body["stdin_stream"] = true;
-    auto conn = http_.open(http::verb::post, box(ref) + "/execs", body.dump(), "application/json");
+    auto conn = http_.open("POST", box(ref) + "/execs", body.dump(), "application/json");
     return std::make_unique<RemoteExec>(http_, ref, std::move(conn), spec.stdin);
   }
   std::optional<ExecRecord> get_exec(const std::string& ref, uint64_t seq) override {
@@ -600,12 +447,12 @@ class RemoteBackend : public Backend {
   }
   uint64_t copy_log(const std::string& ref, uint64_t seq, Stream which, uint64_t offset,
                     int out_fd) override {
-    auto c = http_.open(http::verb::get,
+    auto c = http_.open("GET",
                         box(ref) + "/execs/" + std::to_string(seq) +
                             "/logs?stream=" + (which == Stream::stdout_ ? "stdout" : "stderr") +
                             "&offset=" + std::to_string(offset),
                         "", "");
-    return Http::copy_to(*c, out_fd);
+    return c->copy_to(out_fd);
   }
 
   void copy_out(const std::string& ref, const std::string& box_path, const std::string& host_path,
@@ -638,9 +485,8 @@ class RemoteBackend : public Backend {
   }
   void download_tar(const std::string& ref, const std::string& box_path, int out_fd,
                     const std::string& user) override {
-    auto c = http_.open(http::verb::get,
-                        box(ref) + "/files/archive?path=" + seg(box_path) + uq(user), "", "");
-    Http::copy_to(*c, out_fd);
+    auto c = http_.open("GET", box(ref) + "/files/archive?path=" + seg(box_path) + uq(user));
+    c->copy_to(out_fd);
   }
   void upload_tar(const std::string& ref, const std::string& box_dir, int in_fd,
                   const std::string& user) override {
@@ -674,142 +520,56 @@ class RemoteBackend : public Backend {
     return s;
   }
 
+  int run_document(const pipeline::RunOptions& opts) override {
+    if (opts.dry_run) return pipeline::run_document({}, opts);  // nothing runs: nothing to send
+    return run_remote(http_, opts);
+  }
+  std::vector<SessionSummary> list_sessions() override {
+    std::vector<SessionSummary> out;
+    json listed = http_.get("/v1/sessions");
+    for (const auto& x : listed.at("sessions"))
+      out.push_back({x.value("name", ""), x.value("box_id", ""), x.value("last_status", ""),
+                     x.value("turns", size_t{0}), parse_time(x.value("updated_at", ""))});
+    return out;
+  }
+  SessionView get_session(const std::string& name) override {
+    json j = http_.get(session(name));
+    SessionView v;
+    v.name = name;
+    v.box_id = j.value("box_id", "");
+    v.cwd = j.value("cwd", "");
+    v.context = http_.url() + session(name);
+    if (j.contains("env") && j["env"].is_object())
+      for (auto it = j["env"].begin(); it != j["env"].end(); ++it)
+        v.env.emplace_back(it.key(), it.value().get<std::string>());
+    for (const auto& t : j.at("turns")) v.turns.push_back(pipeline::turn_from_json(t));
+    return v;
+  }
+  json session_manifest(const std::string& name) override {
+    return http_.get(session(name) + "/context");
+  }
+  void remove_session(const std::string& name) override { http_.del(session(name)); }
+  void export_session(const std::string& name, int fd) override {
+    http_.get(session(name));  // a clear error before anything is written
+    http_.open("GET", session(name) + "/export")->copy_to(fd);
+  }
+
  private:
+  static std::string session(const std::string& name) { return "/v1/sessions/" + seg(name); }
   std::string box(const std::string& ref) { return "/v1/boxes/" + seg(ref); }
   static std::string uq(const std::string& user) {
     return user.empty() ? "" : "&user=" + seg(user);
   }
   void put_tar(const std::string& ref, const std::string& dir, int fd, const std::string& user) {
-    auto c = http_.open(http::verb::put, box(ref) + "/files/archive?path=" + seg(dir) + uq(user),
-                        "", "application/x-tar", fd);
-    Http::read_all(*c);
+    auto c = http_.open("PUT", box(ref) + "/files/archive?path=" + seg(dir) + uq(user), "",
+                        "application/x-tar", fd);
+    c->read_all();
   }
 
-  Http http_;
+  client::Client http_;
 };
 
 }  // namespace
-
-int run_remote(const std::string& url, const std::string& key, const std::string& path,
-               const std::optional<std::string>& session, const std::optional<std::string>& output,
-               bool verbose) {
-  // Checked here as it would be locally: a bad document exits 2 with the file untouched.
-  pipeline::Document doc = pipeline::load_document(path);
-  if (doc.steps.empty())
-    throw Error(Errc::invalid_argument,
-                path +
-                    ": has no steps (fenced code blocks marked bash, sh, python, python3, "
-                    "node or js)");
-  std::string source;
-  {
-    UniqueFd fd = open_or_throw(path, O_RDONLY | O_CLOEXEC);
-    source = read_all(fd.get());
-  }
-  std::string base = path.substr(path.find_last_of('/') + 1), name;
-  for (char ch : base)
-    name += std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' ? ch : '_';
-  if (name.empty() || name[0] == '.') name = "document.md";
-  json body = {{"document", source}, {"name", name}, {"stream", true}, {"verbose", verbose}};
-  if (session) body["session"] = *session;
-  Http http(url, key);
-  auto c = http.open(http::verb::post, "/v1/pipelines", body.dump(), "application/json");
-  std::string lines;
-  char buf[65536];
-  std::optional<json> end;
-  bool hold = false;
-  std::vector<std::string> held;
-  while (!end) {
-    size_t n = Http::read_some(*c, buf, sizeof buf);
-    if (n == 0) break;
-    lines.append(buf, n);
-    size_t nl;
-    while ((nl = lines.find('\n')) != std::string::npos) {
-      json ev;
-      try {
-        ev = json::parse(lines.substr(0, nl));
-      } catch (const json::exception& e) {
-        throw Error(Errc::internal, std::string("unexpected event from the server: ") + e.what());
-      }
-      lines.erase(0, nl + 1);
-      std::string type = ev.value("type", "");
-      std::string line = ev.value("line", "");
-      if (type == "progress") {
-        // Where the report went on the server is not where it goes here: that line is said
-        // below, in its place, once the report is written here.
-        if (starts_with(line, "Report written to ") ||
-            line.find(" changed while the run went on") != std::string::npos) {
-          hold = true;
-          continue;
-        }
-        if (hold)
-          held.push_back(line);
-        else
-          std::cout << line << std::endl;
-      } else if (type == "error") {
-        std::cerr << line << std::endl;
-      } else if (type == "end") {
-        end = ev;
-      }
-    }
-  }
-  if (!end) throw Error(Errc::unavailable, "the server ended the run's stream early");
-  int code = end->value("exit_code", pipeline::kRunEngineError);
-  std::string report = end->value("report", "");
-  if (!report.empty()) {
-    // Written like a local run: atomically, and beside the document if it changed meanwhile.
-    std::string target = output ? *output : path;
-    bool diverted = false;
-    if (!output) {
-      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!fd || read_all(fd.get()) != source) {
-        std::string stem = path.ends_with(".md") ? path.substr(0, path.size() - 3) : path;
-        target = stem + "." + end->value("run_id", std::string("run")) + ".md";
-        diverted = true;
-      }
-    }
-    std::string tmp = target + ".tmp-" + random_hex(6);
-    {
-      UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      write_all(fd.get(), report);
-      if (::fsync(fd.get()) != 0) throw_sys("fsync " + tmp);
-    }
-    struct stat st;
-    if (::stat(target.c_str(), &st) == 0) ::chmod(tmp.c_str(), st.st_mode & 07777);
-    if (::rename(tmp.c_str(), target.c_str()) != 0) {
-      int err = errno;
-      ::unlink(tmp.c_str());
-      throw_sys("write the report to " + target, err);
-    }
-    if (diverted)
-      std::cout << path << " changed while the run went on; it was left alone and the report is in "
-                << target << std::endl;
-    else
-      std::cout << "Report written to " << target << std::endl;
-  }
-  for (const auto& line : held) std::cout << line << std::endl;
-  return code;
-}
-
-namespace {
-Http env_http() {
-  const char* url = std::getenv("UPSTREAM_URL");
-  const char* key = std::getenv("UPSTREAM_API_KEY");
-  return Http(url ? url : "", key ? key : "");
-}
-}  // namespace
-
-json remote_json(const std::string& method, const std::string& target) {
-  Http h = env_http();
-  return h.call(http::string_to_verb(method), target);
-}
-
-void remote_download(const std::string& target, int fd) {
-  Http h = env_http();
-  auto c = h.open(http::verb::get, target, "", "");
-  Http::copy_to(*c, fd);
-}
-
-std::string url_segment(const std::string& text) { return seg(text); }
 
 std::unique_ptr<Backend> make_remote_backend(const std::string& url, const std::string& key) {
   return std::make_unique<RemoteBackend>(url, key);

@@ -16,66 +16,8 @@
 namespace upstream::cli {
 
 using nlohmann::json;
-using pipeline::ContextStore;
 
 namespace {
-
-// A session by name, or else a standalone run by its id.
-struct Found {
-  ContextStore store;
-  std::string name;
-  bool session;
-};
-
-Found find_context(const std::string& home, const std::string& name) {
-  if (!valid_box_name(name))
-    throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
-  ContextStore sessions = ContextStore::sessions(home);
-  if (sessions.exists(name)) return {sessions, name, true};
-  ContextStore runs = ContextStore::runs(home);
-  if (!runs.turns(name).empty()) return {runs, name, false};
-  throw Error(Errc::not_found, "no session or run '" + name + "' (see `upstream session ls`)");
-}
-
-// A session (or a standalone run) as the commands show it: from the local context store, or from
-// the server when UPSTREAM_URL is set.
-struct SessionView {
-  std::string name, box_id, cwd, context;
-  std::vector<std::pair<std::string, std::string>> env;
-  std::vector<pipeline::TurnRecord> turns;
-};
-
-SessionView load_session(Context& ctx, const std::string& name) {
-  SessionView v;
-  v.name = name;
-  if (ctx.remote) {
-    json j = remote_json("GET", "/v1/sessions/" + url_segment(name));
-    v.box_id = j.value("box_id", "");
-    v.cwd = j.value("cwd", "");
-    v.context = std::string(std::getenv("UPSTREAM_URL")) + "/v1/sessions/" + url_segment(name);
-    if (j.contains("env") && j["env"].is_object())
-      for (auto it = j["env"].begin(); it != j["env"].end(); ++it)
-        v.env.emplace_back(it.key(), it.value().get<std::string>());
-    for (const auto& t : j.at("turns")) v.turns.push_back(pipeline::turn_from_json(t));
-    return v;
-  }
-  Found f = find_context(ctx.engine().options().home, name);
-  v.name = f.name;
-  v.context = f.store.dir(f.name);
-  if (auto st = f.store.state(f.name)) {
-    v.box_id = st->box_id;
-    v.cwd = st->cwd;
-    v.env = st->env;
-  }
-  v.turns = f.store.turns(f.name);
-  return v;
-}
-
-json manifest_of(Context& ctx, const std::string& name) {
-  if (ctx.remote) return remote_json("GET", "/v1/sessions/" + url_segment(name) + "/context");
-  Found f = find_context(ctx.engine().options().home, name);
-  return f.store.manifest(f.name);
-}
 
 std::string steps_text(const pipeline::TurnRecord& t) {
   int ok = 0;
@@ -127,17 +69,7 @@ void add_run_command(CLI::App& app, Context& ctx) {
     int code;
     try {
       opts->labels = parse_labels(*labels);
-      if (ctx.remote && !opts->dry_run) {
-        if (!opts->labels.empty() || opts->keep || opts->head_lines || opts->tail_lines)
-          throw Error(Errc::invalid_argument,
-                      "--label, --keep, --head and --tail are not available over HTTP yet");
-        const char* url = std::getenv("UPSTREAM_URL");
-        const char* key = std::getenv("UPSTREAM_API_KEY");
-        code =
-            run_remote(url, key ? key : "", opts->path, opts->session, opts->output, opts->verbose);
-      } else {
-        code = pipeline::run_document(ctx.engine, *opts);
-      }
+      code = ctx.backend().run_document(*opts);
     } catch (const Error& e) {
       std::cerr << "upstream: error: " << e.what() << std::endl;
       throw ExitCode{e.code() == Errc::invalid_argument || e.code() == Errc::not_found
@@ -164,20 +96,8 @@ void add_sess_ls_command(CLI::App* sess, Context& ctx) {
       rows.push_back({name, std::to_string(turns), last.empty() ? "-" : last,
                       updated ? format_ago(updated, now) : "-", box});
     };
-    if (ctx.remote) {
-      json listed = remote_json("GET", "/v1/sessions");
-      for (const auto& x : listed.at("sessions"))
-        add(x.value("name", ""), x.value("box_id", ""), x.value("turns", size_t{0}),
-            x.value("last_status", ""), parse_time(x.value("updated_at", "")));
-    } else {
-      ContextStore store = ContextStore::sessions(ctx.engine().options().home);
-      for (const auto& name : store.names()) {
-        auto st = store.state(name);
-        auto turns = store.turns(name);
-        add(name, st ? st->box_id : "", turns.size(), turns.empty() ? "" : turns.back().status,
-            st ? st->updated_at : 0);
-      }
-    }
+    for (const auto& x : ctx.backend().list_sessions())
+      add(x.name, x.box_id, x.turns, x.last_status, x.updated_at);
     if (ctx.json)
       print_json(out);
     else
@@ -190,7 +110,7 @@ void add_sess_show_command(CLI::App* sess, Context& ctx) {
   auto name = std::make_shared<std::string>();
   c->add_option("name", *name, "Session")->required();
   c->callback([&ctx, name] {
-    SessionView v = load_session(ctx, *name);
+    SessionView v = ctx.backend().get_session(*name);
     std::string box_state = "-";
     if (!v.box_id.empty()) {
       try {
@@ -241,20 +161,10 @@ void add_sess_rm_command(CLI::App* sess, Context& ctx) {
   auto names = std::make_shared<std::vector<std::string>>();
   c->add_option("name", *names, "Sessions")->required();
   c->callback([&ctx, names] {
-    if (ctx.remote) {
-      for (const auto& n : *names) remote_json("GET", "/v1/sessions/" + url_segment(n));
-      for (const auto& n : *names) {
-        remote_json("DELETE", "/v1/sessions/" + url_segment(n));
-        std::cout << n << std::endl;
-      }
-      return;
-    }
-    Engine& engine = ctx.engine();
-    ContextStore store = ContextStore::sessions(engine.options().home);
-    for (const auto& n : *names)
-      if (!store.exists(n)) throw Error(Errc::not_found, "no session '" + n + "'");
+    // Every name checked before anything is removed.
+    for (const auto& n : *names) ctx.backend().get_session(n);
     for (const auto& n : *names) {
-      pipeline::remove_session(engine, n);
+      ctx.backend().remove_session(n);
       std::cout << n << std::endl;
     }
   });
@@ -267,10 +177,10 @@ void add_context_show_command(CLI::App* context, Context& ctx) {
   c->add_option("name", *name, "Session name or run id")->required();
   c->add_option("--turn", *turn, "Only this turn");
   c->callback([&ctx, name, turn] {
-    SessionView v = load_session(ctx, *name);
+    SessionView v = ctx.backend().get_session(*name);
     if (*turn == 0) {
       if (ctx.json) {
-        print_json(manifest_of(ctx, *name));
+        print_json(ctx.backend().session_manifest(*name));
         return;
       }
       for (const auto& t : v.turns) {
@@ -323,16 +233,8 @@ void add_context_export_command(CLI::App* context, Context& ctx) {
   c->add_option("name", *name, "Session name or run id")->required();
   c->add_option("-o,--output", *out, "The tar file to write ('-': standard output)")->required();
   c->callback([&ctx, name, out] {
-    std::function<void(int)> write_tar;
-    if (ctx.remote) {
-      remote_json("GET", "/v1/sessions/" + url_segment(*name));  // a clear error first
-      write_tar = [name](int fd) {
-        remote_download("/v1/sessions/" + url_segment(*name) + "/export", fd);
-      };
-    } else {
-      Found f = find_context(ctx.engine().options().home, *name);
-      write_tar = [f](int fd) { pipeline::export_context(f.store, f.name, fd); };
-    }
+    ctx.backend().get_session(*name);  // a clear error before anything is written
+    auto write_tar = [&ctx, name](int fd) { ctx.backend().export_session(*name, fd); };
     if (*out == "-") {
       if (::isatty(1))
         throw Error(Errc::invalid_argument, "refusing to write a tar archive to a terminal");

@@ -328,8 +328,8 @@ std::vector<std::string> step_argv(const Step& s) {
   return {"node", script};
 }
 
-// Writes the report: into the document unless it changed on disk meanwhile (then next to it).
-// Returns where it went.
+}  // namespace
+
 std::string write_report(const RunOptions& opts, const Document& doc, const std::string& report,
                          const std::string& run_id, bool& diverted) {
   diverted = false;  // set when the document changed on disk during the run
@@ -363,8 +363,6 @@ std::string write_report(const RunOptions& opts, const Document& doc, const std:
   write_file_atomic(target, report, mode);
   return target;
 }
-
-}  // namespace
 
 std::string apply_step_state(std::string_view state,
                              std::vector<std::pair<std::string, std::string>>& env) {

@@ -48,6 +48,13 @@ int run_document(const std::function<Engine&()>& engine, const RunOptions& opts)
 // binary), then parses it.
 Document load_document(const std::string& path);
 
+// Writes a run's report atomically: to opts.output when that is set, else into the document
+// (keeping its permissions) unless the document changed on disk during the run or the report
+// would not parse back the same, in which case beside it as STEM.RUN_ID.EXT. Returns where it
+// went; `diverted` says the document had changed. Local and remote runs both write through it.
+std::string write_report(const RunOptions& opts, const Document& doc, const std::string& report,
+                         const std::string& run_id, bool& diverted);
+
 // Removes a session: its box (if it still exists) and its context, under the session's lock (so
 // not while a turn runs).
 void remove_session(Engine& engine, const std::string& name);

@@ -241,8 +241,12 @@ def test_standalone_box_is_removed_unless_kept(up, tmp_path):
     up.rm(kept[0]["id"])
 
 
-def test_document_changed_during_the_run_gets_a_sibling_report(up, tmp_path):
-    p = doc(tmp_path, "```bash\nsleep 2\necho done-sleeping\n```\n")
+@pytest.mark.parametrize("name", ["doc.md", "notes.markdown"])
+def test_document_changed_during_the_run_gets_a_sibling_report(up, tmp_path, name):
+    # Over HTTP too, the report is written by the same write-back as a local run's: the same
+    # sibling name (stem.RUN.ext), the document's mode kept.
+    p = doc(tmp_path, "```bash\nsleep 2\necho done-sleeping\n```\n", name)
+    p.chmod(0o640)
     proc = subprocess.Popen([up.binary, "run", "--progress", "plain", str(p)], env=up.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.8)
@@ -251,8 +255,11 @@ def test_document_changed_during_the_run_gets_a_sibling_report(up, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert p.read_text() == edited
-    siblings = [f for f in tmp_path.iterdir() if re.fullmatch(r"doc\.r[0-9a-f]{11}\.md", f.name)]
-    assert len(siblings) == 1
+    stem, ext = name.split(".")
+    siblings = [f for f in tmp_path.iterdir()
+                if re.fullmatch(stem + r"\.r[0-9a-f]{11}\." + ext, f.name)]
+    assert len(siblings) == 1, sorted(f.name for f in tmp_path.iterdir())
+    assert siblings[0].stat().st_mode & 0o777 == 0o640
     assert "done-sleeping" in siblings[0].read_text()
     assert "changed while the run went on" in out.decode()
 
