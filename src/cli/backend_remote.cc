@@ -10,6 +10,7 @@
 #include <iostream>
 #include <limits>
 
+#include "api/routes.h"
 #include "cli/backend.h"
 #include "client/http.h"
 #include "common/error.h"
@@ -555,8 +556,10 @@ class RemoteBackend : public Backend {
   }
 
  private:
-  static std::string session(const std::string& name) { return "/v1/sessions/" + seg(name); }
-  std::string box(const std::string& ref) { return "/v1/boxes/" + seg(ref); }
+  static std::string session(const std::string& name) {
+    return api::path("/v1/sessions/{session}", {name});
+  }
+  static std::string box(const std::string& ref) { return api::path("/v1/boxes/{box}", {ref}); }
   static std::string uq(const std::string& user) {
     return user.empty() ? "" : "&user=" + seg(user);
   }

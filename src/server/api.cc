@@ -218,20 +218,6 @@ std::pair<int, std::string> Api::error_body(const std::exception& e) {
   return {status, dump({{"code", code}, {"message", e.what()}})};
 }
 
-std::string Api::route_of(const std::string& method, const std::string& path) const {
-  (void)method;
-  auto seg = split(path, '/');
-  if (!seg.empty() && seg.front().empty()) seg.erase(seg.begin());
-  if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "sessions") seg[2] = "{session}";
-  if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "boxes") {
-    seg[2] = "{box}";
-    if (seg.size() >= 5 && seg[3] == "execs") seg[4] = "{exec}";
-    if (seg.size() >= 5 && seg[3] == "expose") seg[4] = "{exposure}";
-  }
-  if (seg.size() > 6) seg.resize(6);
-  return "/" + join(seg, "/");
-}
-
 void Api::handle(Request& req, Responder& res) {
   Call c{req, res};
   try {

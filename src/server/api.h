@@ -94,8 +94,6 @@ class Api {
   // Answers one request. Never throws.
   void handle(Request& req, Responder& res);
   Engine& engine() { return engine_; }
-  // The route template of a request, for metrics and logs ("/v1/boxes/{box}/execs").
-  std::string route_of(const std::string& method, const std::string& path) const;
   Metrics& metrics() { return metrics_; }
   std::atomic<uint64_t> inflight{0};  // requests being handled, kept by the server
   bool auth_required();

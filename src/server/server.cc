@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "api/routes.h"
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
@@ -389,7 +390,7 @@ class Conn : public std::enable_shared_from_this<Conn<Protocol>> {
       if (!path || path->empty() || (*path)[0] != '/')
         throw ApiError(400, "bad_request", "the request target is not a valid path");
       req.path = *path;
-      route = srv_.api_.route_of(method_, req.path);
+      route = api::route_label(method_, req.path);
       if (q != std::string::npos) {
         for (const auto& kv : split(std::string_view(target_).substr(q + 1), '&')) {
           if (kv.empty()) continue;

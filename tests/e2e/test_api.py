@@ -357,12 +357,18 @@ def test_garbage_and_slow_clients_do_not_stop_the_server(api, server):
 
 def test_metrics(api, abox):
     api("POST", f"/v1/boxes/{abox['id']}/execs", {"cmd": ["true"]})
+    # Ids and unknown paths never become labels: the series stay bounded.
+    api.raw("GET", "/v1/snapshots/5eed5eed5eed")
+    api.raw("GET", "/v1/nothing/7a11ab1e")
     status, ctype, body = api.raw("GET", "/metrics")
     text = body.decode()
     assert status == 200 and ctype.startswith("text/plain")
     assert 'upstream_boxes{state="running"}' in text
     assert 'upstream_http_requests_total{route="/v1/boxes/{box}/execs",method="POST",status="200"}' in text
     assert "upstream_exec_duration_seconds_bucket" in text
+    assert 'route="/v1/snapshots/{snapshot}",method="GET",status="404"' in text
+    assert 'route="unmatched",method="GET",status="404"' in text
+    assert "5eed5eed5eed" not in text and "7a11ab1e" not in text and abox["id"] not in text
     assert 'upstream_errors_total{code="invalid_argument"}' in text
 
 
