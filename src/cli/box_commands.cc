@@ -804,6 +804,25 @@ void add_box_cp_command(CLI::App* box, Context& ctx) {
   });
 }
 
+// A command on several boxes: every name is resolved first (a typo changes nothing), then `op`
+// runs for each box, going on past a failure (each reported with the box's name, as docker
+// does); the command exits 1 if any failed.
+void for_each_box(Context& ctx, const std::vector<std::string>& refs,
+                  const std::function<void(const BoxRecord&)>& op) {
+  std::vector<BoxRecord> boxes;
+  for (const auto& r : refs) boxes.push_back(ctx.backend().get_box(r));
+  bool failed = false;
+  for (const auto& b : boxes) {
+    try {
+      op(b);
+    } catch (const Error& e) {
+      std::cerr << "upstream: error: box " << b.name << ": " << e.what() << std::endl;
+      failed = true;
+    }
+  }
+  if (failed) throw ExitCode{kExitError};
+}
+
 void add_box_stop_command(CLI::App* box, Context& ctx) {
   auto* c = box->add_subcommand("stop", "Stop boxes: their processes end, their files stay");
   auto refs = std::make_shared<std::vector<std::string>>();
@@ -812,10 +831,10 @@ void add_box_stop_command(CLI::App* box, Context& ctx) {
   c->add_option("--time,-t", *grace, "How long processes get to exit after SIGTERM (default 10s)");
   c->callback([&ctx, refs, grace] {
     uint64_t ms = parse_duration_ms(*grace, "stop timeout");
-    for (const auto& r : *refs) {
-      BoxRecord b = ctx.backend().stop_box(r, static_cast<int64_t>(ms));
+    for_each_box(ctx, *refs, [&](const BoxRecord& box) {
+      BoxRecord b = ctx.backend().stop_box(box.id, static_cast<int64_t>(ms));
       if (!ctx.json) std::cout << b.id << std::endl;
-    }
+    });
   });
 }
 
@@ -826,18 +845,18 @@ void add_box_rm_command(CLI::App* box, Context& ctx) {
   c->add_option("box", *refs, "Box ids or names")->required();
   c->add_flag("--force,-f", *force, "Remove running boxes too (their processes are killed)");
   c->callback([&ctx, refs, force] {
-    // Every name is checked first, so a typo in the list removes nothing.
-    std::vector<BoxRecord> boxes;
-    for (const auto& r : *refs) boxes.push_back(ctx.backend().get_box(r));
+    // Without --force a running box in the list removes nothing.
     if (!*force)
-      for (const auto& b : boxes)
+      for (const auto& r : *refs) {
+        BoxRecord b = ctx.backend().get_box(r);
         if (box_state::alive(b.state))
           throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state +
                                                      "; stop it first or remove it with --force");
-    for (const auto& b : boxes) {
+      }
+    for_each_box(ctx, *refs, [&](const BoxRecord& b) {
       ctx.backend().remove_box(b.id, *force);
       if (!ctx.json) std::cout << b.id << std::endl;
-    }
+    });
   });
 }
 
@@ -898,13 +917,13 @@ void add_box_commands(CLI::App& app, Context& ctx) {
     auto refs = std::make_shared<std::vector<std::string>>();
     c->add_option("box", *refs, "Box ids or names")->required();
     c->callback([&ctx, refs, op] {
-      for (const auto& r : *refs) {
-        BoxRecord b = (ctx.backend().*op)(r);
+      for_each_box(ctx, *refs, [&](const BoxRecord& box) {
+        BoxRecord b = (ctx.backend().*op)(box.id);
         if (ctx.json)
           print_json(box_json(b));
         else
           std::cout << b.id << std::endl;
-      }
+      });
     });
   };
   transition("start", "Start stopped (or archived) boxes with the files they had",

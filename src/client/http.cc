@@ -208,8 +208,8 @@ std::unique_ptr<Reply> Client::open(const std::string& method, const std::string
   s->parser->body_limit(std::numeric_limits<std::uint64_t>::max());
   http::read_header(s->sock, s->buf, *s->parser, ec);
   if (ec)
-    throw Error(Errc::unavailable, "the upstream server at " + url_ + " did not answer: " +
-                                       (wec ? wec.message() : ec.message()));
+    throw Error(Errc::unavailable, "the upstream server at " + url_ +
+                                       " did not answer: " + (wec ? wec.message() : ec.message()));
   s->status = s->parser->get().result_int();
   auto reply = std::make_unique<Reply>(std::move(s));
   if (reply->status() >= 400) throw_reply(reply->status(), reply->read_all());

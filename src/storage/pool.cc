@@ -18,6 +18,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "common/error.h"
@@ -198,11 +199,19 @@ void limit_subvolume(const std::string& root, const std::string& path,
 }
 
 // Deletes a subvolume by name in its parent; false if it is not a subvolume.
-bool delete_subvolume(const std::string& parent, const std::string& name) {
+// False when `name` is no subvolume (a directory left by an interrupted create). A delete the
+// quota refuses (it writes to the parent, which may be a full box) runs `lift` and is tried
+// once more.
+bool delete_subvolume(const std::string& parent, const std::string& name,
+                      const std::function<void()>& lift = {}) {
   UniqueFd dir = open_or_throw(parent, O_RDONLY | O_DIRECTORY);
   btrfs_ioctl_vol_args_v2 a{};
   std::strncpy(a.name, name.c_str(), sizeof a.name - 1);
   if (::ioctl(dir.get(), BTRFS_IOC_SNAP_DESTROY_V2, &a) == 0) return true;
+  if (errno == EDQUOT && lift) {
+    lift();
+    if (::ioctl(dir.get(), BTRFS_IOC_SNAP_DESTROY_V2, &a) == 0) return true;
+  }
   if (errno == ENOTDIR || errno == EINVAL || errno == EPERM) return false;
   throw_sys("remove volume " + parent + "/" + name);
 }
@@ -247,12 +256,23 @@ void Pool::destroy_volume(const std::string& id) {
     remove_tree(volume_path(id));
     return;
   }
-  // A subvolume cannot be deleted while it holds another; the logs go first.
+  // A subvolume cannot be deleted while it holds another; the logs go first. A box that filled
+  // its disk loses its limits first: the delete writes to it, and nothing is kept of it anyway.
+  auto lift = [&] {
+    for (const std::string& v : {volume_path(id), volume_path(id) + "/logs"}) {
+      try {
+        limit_subvolume(root_, v, std::nullopt);
+      } catch (const Error&) {
+        // not a subvolume (any more): nothing limits it
+      }
+    }
+  };
   struct stat st;
   if (::lstat((volume_path(id) + "/logs").c_str(), &st) == 0 &&
-      !delete_subvolume(volume_path(id), "logs"))
+      !delete_subvolume(volume_path(id), "logs", lift))
     remove_tree(volume_path(id) + "/logs");
-  if (!delete_subvolume(root_, id)) remove_tree(volume_path(id));  // left by an interrupted create
+  // A plain directory here was left by an interrupted create.
+  if (!delete_subvolume(root_, id, lift)) remove_tree(volume_path(id));
 }
 
 void Pool::copy_volume(const std::string& id, const std::string& dest) const {

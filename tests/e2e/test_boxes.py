@@ -279,3 +279,32 @@ def test_limits_are_enforced(up):
         assert up.ok("box", "exec", name, "--", "echo", "alive") == "alive\n"
     finally:
         up.rm(box_id)
+
+
+def test_a_command_on_several_boxes_goes_on_past_a_failure(up):
+    a, _ = up.create()
+    b, b_name = up.create()
+    c, _ = up.create()
+    try:
+        up.ok("box", "stop", "-t", "0", b)
+        rc, out, err = up("box", "pause", a, b, c)
+        assert rc == 1, (out, err)
+        assert out.split() == [a, c]  # the box after the failure was paused too
+        assert f"box {b_name}: " in err and "only a running box can be paused" in err
+        assert up.inspect(a)["state"] == "paused" and up.inspect(c)["state"] == "paused"
+        # A name that is no box changes nothing, wherever it is in the list.
+        rc, _, err = up("box", "resume", a, "no-such-box-" + b_name, c)
+        assert rc == 1 and "no-such-box-" in err
+        assert up.inspect(a)["state"] == "paused" and up.inspect(c)["state"] == "paused"
+    finally:
+        for x in (a, b, c):
+            up.rm(x)
+
+
+def test_a_box_that_filled_its_disk_is_removed(up):
+    box, _ = up.create("--disk", "64m")
+    up("box", "exec", box, "--", "sh", "-c", "dd if=/dev/zero of=/home/user/fill bs=1M count=128; sync")
+    rc, _, err = up("box", "exec", box, "--", "sh", "-c", "echo x > /home/user/more")
+    assert rc != 0 and "Disk quota exceeded" in err
+    up.ok("box", "rm", "-f", box)
+    assert all(b["id"] != box for b in up.ls_json())

@@ -1,5 +1,6 @@
 #include <sys/statvfs.h>
 
+#include "common/error.h"
 #include "common/strings.h"
 #include "harness.h"
 
@@ -75,6 +76,20 @@ TEST(Limits, DiskFillStopsAtTheLimit) {
   EXPECT_EQ(
       sh(box.id(), "dd if=/dev/zero of=/home/user/again bs=1M count=16 2>/dev/null && echo ok"),
       "ok\n");
+}
+
+// A box that filled its disk is still removed: deleting its nested logs volume writes to the
+// full one, which the quota refused.
+TEST(Limits, AFullBoxIsRemoved) {
+  BoxSpec s;
+  s.limits.disk = 64ull << 20;
+  BoxRecord b = engine().create_box(s);
+  run(b.id, {"sh", "-c", "dd if=/dev/zero of=/home/user/fill bs=1M count=256; sync"});
+  EXPECT_NE(run(b.id, {"sh", "-c", "echo x > /home/user/more"}).err.find("Disk quota exceeded"),
+            std::string::npos);
+  engine().remove_box(b.id, true);
+  EXPECT_FALSE(path_exists(home() + "/pool/boxes/" + b.id));
+  EXPECT_THROW(engine().get_box(b.id), Error);
 }
 
 TEST(Limits, CpuQuotaThrottles) {
