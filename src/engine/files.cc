@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <locale.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -30,6 +31,28 @@ using nlohmann::json;
 namespace {
 
 constexpr size_t kChunk = 256 * 1024;
+
+// libarchive converts names through the calling thread's locale. Under the C locale a name
+// that is not ASCII cannot be converted, and the entry is marked hdrcharset=BINARY, which GNU
+// tar warns about. For an archive's life the thread uses C.UTF-8, so such names are stored as
+// the UTF-8 that pax defines; a name that is not valid UTF-8 is still stored as its bytes.
+class Utf8Names {
+ public:
+  Utf8Names() : locale_(::newlocale(LC_CTYPE_MASK, "C.UTF-8", nullptr)) {
+    if (locale_) previous_ = ::uselocale(locale_);
+  }
+  ~Utf8Names() {
+    if (!locale_) return;
+    ::uselocale(previous_);
+    ::freelocale(locale_);
+  }
+  Utf8Names(const Utf8Names&) = delete;
+  Utf8Names& operator=(const Utf8Names&) = delete;
+
+ private:
+  locale_t locale_;
+  locale_t previous_ = nullptr;
+};
 
 FileInfo info_from(const json& j) {
   FileInfo f;
@@ -245,10 +268,10 @@ class RemoteFiles : public FileSession {
   }
 
   uint64_t download_tar(const std::string& path, int out_fd) override {
+    // ustar headers, and pax ones only where a name is too long or not ASCII.
+    Utf8Names utf8;
     archive* a = archive_write_new();
     archive_write_set_format_pax_restricted(a);
-    // Names are bytes in Linux: store them as they are, whatever the locale.
-    archive_write_set_options(a, "hdrcharset=BINARY");
     if (archive_write_open_fd(a, out_fd) != ARCHIVE_OK) {
       std::string e = archive_error_string(a);
       archive_write_free(a);
@@ -259,7 +282,8 @@ class RemoteFiles : public FileSession {
       walk(path, [&](const json& e) {
         archive_entry* ent = archive_entry_new();
         entry_to_archive(e, ent);
-        if (archive_write_header(a, ent) != ARCHIVE_OK) {
+        // A warning means a name was stored as its bytes (not UTF-8): the entry is written.
+        if (archive_write_header(a, ent) < ARCHIVE_WARN) {
           std::string msg = archive_error_string(a);
           archive_entry_free(ent);
           throw Error("tar: " + msg);

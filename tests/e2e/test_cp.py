@@ -3,6 +3,7 @@
 import hashlib
 import io
 import os
+import subprocess
 import tarfile
 
 import pytest
@@ -170,6 +171,27 @@ def test_tar_stream_out_utf8_names(up, mbox):
     assert rc == 0, err
     with tarfile.open(fileobj=io.BytesIO(out)) as tf:
         assert sorted(tf.getnames()) == ["top", "top/caf\u00e9", "top/\u00fc.txt"]
+
+
+def test_tar_stream_out_is_read_silently_by_gnu_tar(up, mbox, tmp_path):
+    """ASCII, long and UTF-8 names: GNU tar lists and unpacks the stream without one warning."""
+    long_name = "l" * 150
+    up.ok("box", "exec", mbox, "--", "sh", "-c",
+          "rm -rf /tmp/gt && mkdir -p /tmp/gt/sub && echo a > /tmp/gt/plain.txt "
+          f"&& echo l > /tmp/gt/sub/{long_name} && echo u > /tmp/gt/\u00fcber.txt")
+    rc, out, err = up("box", "cp", f"{mbox}:/tmp/gt", "-", text=False)
+    assert rc == 0, err
+    env = dict(os.environ, LC_ALL="C.UTF-8")
+    listed = subprocess.run(["tar", "-tf", "-"], input=out, capture_output=True, env=env)
+    assert listed.returncode == 0 and listed.stderr == b"", listed.stderr
+    names = sorted(n.rstrip("/") for n in listed.stdout.decode().splitlines())
+    assert names == ["gt", "gt/plain.txt", "gt/sub", f"gt/sub/{long_name}", "gt/\u00fcber.txt"]
+    dest = tmp_path / "x"
+    dest.mkdir()
+    unpacked = subprocess.run(["tar", "-xf", "-", "-C", str(dest)], input=out, capture_output=True, env=env)
+    assert unpacked.returncode == 0 and unpacked.stderr == b"", unpacked.stderr
+    assert (dest / "gt" / "\u00fcber.txt").read_text() == "u\n"
+    assert (dest / "gt" / "sub" / long_name).read_text() == "l\n"
 
 
 def test_utf8_names_copy_out_to_directory(up, mbox, tmp_path):
