@@ -180,10 +180,13 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
                     ": has no steps (fenced code blocks marked bash, sh, python, python3, "
                     "node or js)");
   const std::string& source = doc.source;
+  // Progress goes where the report does not.
+  std::ostream& say = opts.report_to_stdout() ? std::cerr : std::cout;
   std::string base = path.substr(path.find_last_of('/') + 1), name;
   for (char ch : base)
     name += std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' ? ch : '_';
-  if (name.empty() || name[0] == '.') name = "document.md";
+  if (name.empty() || name[0] == '.' || path == "-")
+    name = path == "-" ? "stdin.md" : "document.md";
   json body = {{"document", source}, {"name", name}, {"stream", true}, {"verbose", opts.verbose}};
   if (opts.session) body["session"] = *opts.session;
   auto c = http.open("POST", "/v1/pipelines", body.dump(), "application/json");
@@ -206,7 +209,7 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
       if (hold)
         held.push_back(line);
       else
-        std::cout << line << std::endl;
+        say << line << std::endl;
     } else if (type == "error") {
       std::cerr << line << std::endl;
     } else if (type == "end") {
@@ -225,12 +228,12 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
     std::string target = pipeline::write_report(where, doc, report,
                                                 end->value("run_id", std::string("run")), diverted);
     if (diverted)
-      std::cout << path << " changed while the run went on; it was left alone and the report is in "
-                << target << std::endl;
-    else
-      std::cout << "Report written to " << target << std::endl;
+      say << path << " changed while the run went on; it was left alone and the report is in "
+          << target << std::endl;
+    else if (!target.empty())
+      say << "Report written to " << target << std::endl;
   }
-  for (const auto& line : held) std::cout << line << std::endl;
+  for (const auto& line : held) say << line << std::endl;
   return code;
 }
 

@@ -46,13 +46,17 @@ void add_run_command(CLI::App& app, Context& ctx) {
   auto session = std::make_shared<std::string>();
   auto output = std::make_shared<std::string>();
   auto head = std::make_shared<int>(-1), tail = std::make_shared<int>(-1);
-  c->add_option("document", opts->path, "The markdown document")->required();
+  c->add_option("document", opts->path,
+                "The markdown document ('-': read it from standard input and write the report "
+                "to standard output)")
+      ->required();
   c->add_option("-s,--session", *session,
                 "Run as the next turn of this session (overrides the front matter)");
   c->add_flag("--keep", opts->keep, "Keep the box of a run without a session");
   c->add_flag("-v,--verbose", opts->verbose, "Stream each step's output live");
   c->add_option("-o,--output", *output,
-                "Write the report to this file instead of into the document");
+                "Write the report to this file instead of into the document ('-': standard "
+                "output, with progress on standard error)");
   c->add_flag("--dry-run", opts->dry_run, "List the steps; run nothing");
   c->add_option("--head", *head, "Output lines kept at the start of a long output (default 40)");
   c->add_option("--tail", *tail, "Output lines kept at its end (default 40)");

@@ -193,11 +193,14 @@ class OutputCollector {
 
 class Progress {
  public:
-  Progress(const std::string& mode, bool verbose, size_t label_width)
-      : verbose_(verbose), width_(std::min<size_t>(label_width + 3, 64)) {
+  // Lines go to standard error when standard output carries the report.
+  Progress(const std::string& mode, bool verbose, size_t label_width, bool to_stderr)
+      : out_(to_stderr ? std::cerr : std::cout),
+        verbose_(verbose),
+        width_(std::min<size_t>(label_width + 3, 64)) {
     if (mode == "none")
       mode_ = Mode::none;
-    else if (mode == "plain" || !::isatty(1) || verbose)
+    else if (mode == "plain" || !::isatty(to_stderr ? 2 : 1) || verbose)
       mode_ = Mode::plain;
     else
       mode_ = Mode::tty;
@@ -207,7 +210,7 @@ class Progress {
   void message(const std::string& text) {
     if (mode_ == Mode::none) return;
     clear();
-    std::cout << text << std::endl;
+    out_ << text << std::endl;
   }
 
   void start(const Step& s) {
@@ -217,7 +220,7 @@ class Progress {
     if (mode_ == Mode::tty) {
       draw();
     } else if (verbose_ && mode_ == Mode::plain) {
-      std::cout << "== " << label_ << std::endl;
+      out_ << "== " << label_ << std::endl;
     }
   }
   void tick() {
@@ -227,7 +230,7 @@ class Progress {
     if (mode_ == Mode::none) return;
     std::string label = "Step " + std::to_string(s.index) + ": " + s.name;
     clear();
-    std::cout << dotted(label) << ' ' << outcome << std::endl;
+    out_ << dotted(label) << ' ' << outcome << std::endl;
   }
 
  private:
@@ -239,15 +242,16 @@ class Progress {
   }
   void draw() {
     static const char* frames[] = {"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"};
-    std::cout << "\r\033[K" << frames[frame_++ % 10] << ' ' << label_ << "  "
-              << seconds_text(mono_ms() - started_) << std::flush;
+    out_ << "\r\033[K" << frames[frame_++ % 10] << ' ' << label_ << "  "
+         << seconds_text(mono_ms() - started_) << std::flush;
     drawn_ = true;
   }
   void clear() {
-    if (drawn_) std::cout << "\r\033[K" << std::flush;
+    if (drawn_) out_ << "\r\033[K" << std::flush;
     drawn_ = false;
   }
 
+  std::ostream& out_;
   Mode mode_ = Mode::plain;
   bool verbose_;
   size_t width_;
@@ -333,6 +337,10 @@ std::vector<std::string> step_argv(const Step& s) {
 std::string write_report(const RunOptions& opts, const Document& doc, const std::string& report,
                          const std::string& run_id, bool& diverted) {
   diverted = false;  // set when the document changed on disk during the run
+  if (opts.report_to_stdout()) {
+    write_all(STDOUT_FILENO, report.data(), report.size());
+    return "";
+  }
   if (opts.output) {
     write_file_atomic(*opts.output, report);
     return *opts.output;
@@ -387,6 +395,14 @@ std::string apply_step_state(std::string_view state,
 }
 
 Document load_document(const std::string& path) {
+  if (path == "-") {
+    std::string text = read_all(STDIN_FILENO, kMaxDocumentBytes + 1);
+    if (text.size() > kMaxDocumentBytes)
+      throw Error(Errc::invalid_argument, "<stdin>: is more than " +
+                                              format_bytes(kMaxDocumentBytes) +
+                                              "; documents are limited to that");
+    return parse_document(text, "<stdin>");
+  }
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     int err = errno;
@@ -652,7 +668,7 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
       out.add(st, d);
       if (opts_.verbose) {
         try {
-          write_all(st == Stream::stdout_ ? 1 : 2, d.data(), d.size());
+          write_all(st == Stream::stdout_ && !opts_.report_to_stdout() ? 1 : 2, d.data(), d.size());
         } catch (const Error&) {
         }
       }
@@ -799,7 +815,8 @@ int TurnRunner::run() {
   size_t width = 0;
   for (const auto& s : doc_.steps)
     width = std::max(width, ("Step " + std::to_string(s.index) + ": " + s.name).size());
-  progress_ = std::make_unique<Progress>(opts_.progress, opts_.verbose, width);
+  progress_ =
+      std::make_unique<Progress>(opts_.progress, opts_.verbose, width, opts_.report_to_stdout());
   events_ = std::make_unique<RunEvents>(progress_->spinning());
 
   FileLock lock = store_->lock(store_name_);

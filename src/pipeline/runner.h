@@ -22,7 +22,7 @@ constexpr int kRunEngineError = 125;
 constexpr int kRunInterrupted = 130;  // 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM
 
 struct RunOptions {
-  std::string path;                    // the document
+  std::string path;                    // the document; "-" reads it from standard input
   std::optional<std::string> session;  // overrides the front matter's
   bool keep = false;                   // keep a standalone run's box
   bool verbose = false;                // stream each step's output live
@@ -32,6 +32,10 @@ struct RunOptions {
   // Progress display: "auto" (a spinner on a terminal, plain lines otherwise), "plain", "none".
   std::string progress = "auto";
   std::map<std::string, std::string> labels;  // put on the box when a turn creates one
+
+  // The report goes to standard output for `-o -`, and for a document read from standard input
+  // without -o; progress then goes to standard error, so standard output is the report alone.
+  bool report_to_stdout() const { return output ? *output == "-" : path == "-"; }
 };
 
 // Where in the box a turn's files are.
@@ -44,11 +48,12 @@ inline constexpr const char* kBoxContextDir = "/var/tmp/upstream/context";
 // with the document are reported before anything runs (exit 2) and leave the file untouched.
 int run_document(const std::function<Engine&()>& engine, const RunOptions& opts);
 
-// Reads a document file with clear errors for what is not one (missing, a directory, too large,
-// binary), then parses it.
+// Reads a document file ("-": standard input, named <stdin> in messages) with clear errors for
+// what is not one (missing, a directory, too large, binary), then parses it.
 Document load_document(const std::string& path);
 
-// Writes a run's report atomically: to opts.output when that is set, else into the document
+// Writes a run's report: to standard output when opts.report_to_stdout() (returning ""), else
+// atomically to opts.output when that is set, else into the document
 // (keeping its permissions) unless the document changed on disk during the run or the report
 // would not parse back the same, in which case beside it as STEM.RUN_ID.EXT. Returns where it
 // went; `diverted` says the document had changed. Local and remote runs both write through it.

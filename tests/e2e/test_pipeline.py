@@ -24,8 +24,8 @@ def doc(tmp_path, text, name="doc.md"):
     return p
 
 
-def run(up, path, *args, check=None, timeout=120):
-    return up("run", "--progress", "plain", *args, str(path), check=check, timeout=timeout)
+def run(up, path, *args, check=None, timeout=120, cwd=None):
+    return up("run", "--progress", "plain", *args, str(path), check=check, timeout=timeout, cwd=cwd)
 
 
 def results(text):
@@ -226,6 +226,35 @@ def test_output_option_leaves_the_document_alone(up, tmp_path):
     run(up, p, "-o", str(report), check=0)
     assert p.read_bytes() == before
     assert "elsewhere" in report.read_text()
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["plain", "verbose"])
+def test_dash_output_is_the_report_on_stdout_alone(up, tmp_path, verbose):
+    p = doc(tmp_path, "```bash\necho to-the-report\n```\n")
+    before = p.read_bytes()
+    code, out, err = run(up, p, "-o", "-", *(["-v"] if verbose else []), cwd=tmp_path)
+    assert code == 0, err
+    assert not (tmp_path / "-").exists()
+    assert p.read_bytes() == before
+    # Standard output is the written-back document and nothing else; progress went to stderr.
+    assert out.startswith("<!-- upstream:summary -->") and out.endswith("```\n<!-- /upstream:result -->\n")
+    assert results(out) and "to-the-report" in results(out)[0]
+    assert "Succeeded: 1 of 1" in err and "Succeeded" not in out
+
+
+def test_dash_document_is_read_from_stdin(up, tmp_path):
+    text = "```bash\necho from-stdin\n```\n"
+    code, out, err = up("run", "--progress", "plain", "-", input=text, cwd=tmp_path)
+    assert code == 0, err
+    assert "from-stdin" in results(out)[0] and "Succeeded" in err
+    assert os.listdir(tmp_path) == []
+    # With -o the report goes to that file instead.
+    code, out, err = up("run", "-", "-o", "r.md", input=text, cwd=tmp_path)
+    assert code == 0 and "Report written to r.md" in out, (out, err)
+    assert "from-stdin" in (tmp_path / "r.md").read_text()
+    # A bad document from stdin is named as such.
+    code, _, err = up("run", "-", input="```bash\ntrue\n", cwd=tmp_path)
+    assert code == 2 and "<stdin>:1:1:" in err
 
 
 def test_standalone_box_is_removed_unless_kept(up, tmp_path):
