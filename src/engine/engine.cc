@@ -458,6 +458,15 @@ void Engine::Impl::apply_default_limits(BoxSpec& spec) {
                 "disk limits need the btrfs storage pool (" + pool.unavailable_reason() + ")");
 }
 
+void Engine::check_image(const std::string& image,
+                         const std::map<std::string, std::string>& labels) {
+  Impl& I = *impl_;
+  std::lock_guard g(I.mu);
+  I.check_tenant_image(tenant_of(labels), image);
+  storage::ImageRef ref = storage::parse_image(image);
+  if (ref.kind == "snapshot") I.store.resolve_snapshot(ref.path);
+}
+
 BoxRecord Engine::create_box(BoxSpec spec) {
   Impl& I = *impl_;
   validate_box_spec(spec);

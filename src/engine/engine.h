@@ -143,6 +143,10 @@ class Engine {
   ~Engine();
 
   BoxRecord create_box(BoxSpec spec);
+  // Whether a create with this image and these labels (their tenant) would find the image,
+  // checked without preparing or importing anything: throws what create_box would (an unknown
+  // image, a snapshot that does not exist, an image the tenant may not name).
+  void check_image(const std::string& image, const std::map<std::string, std::string>& labels);
   BoxRecord get_box(const std::string& ref);
   std::vector<BoxRecord> list_boxes(const store::BoxFilter& filter = {});
   BoxRecord start_box(const std::string& ref);

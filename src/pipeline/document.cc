@@ -192,6 +192,9 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
     std::string key = k.IsScalar() ? k.Scalar() : "";
     if (key == "image") {
       fm.image = scalar(v, w, key);
+      auto m = v.Mark();
+      fm.image_line = w.first_line + static_cast<size_t>(std::max(m.line, 0));
+      fm.image_column = static_cast<size_t>(std::max(m.column, 0)) + 1;
     } else if (key == "workdir") {
       std::string d = scalar(v, w, key);
       if (d.empty() || d[0] != '/') w.at(v, "'workdir' must be an absolute path");

@@ -20,6 +20,7 @@ namespace upstream::pipeline {
 
 struct FrontMatter {
   std::optional<std::string> image;
+  size_t image_line = 0, image_column = 0;  // where its value is in the file (1-based)
   std::optional<std::string> workdir;
   std::optional<std::string> session;
   std::optional<std::string> user;

@@ -431,6 +431,7 @@ class TurnRunner {
   int run();
 
  private:
+  void check_image();
   void prepare_box();
   void load_context_into_box();
   void run_step(const Step& s, StepReport& rep, StepRecord& rec);
@@ -472,6 +473,34 @@ void TurnRunner::dry_run(const Document& doc_, const RunOptions& opts_) {
       std::cout << ", timeout " << format_duration_ms(t);
     if (s.user) std::cout << ", user " << *s.user;
     std::cout << "]" << std::endl;
+  }
+}
+
+// The front matter's image, when this turn creates a box, is checked before anything is run or
+// written: one the engine does not know is an error of the document (exit 2, file untouched).
+void TurnRunner::check_image() {
+  const auto& m = doc_.meta;
+  if (!m.image) return;
+  if (!session_.empty()) {
+    auto state = store_->state(session_);
+    if (state && !state->box_id.empty()) {
+      try {
+        engine_.get_box(state->box_id);
+        return;  // the session's box is kept, whatever the document names
+      } catch (const Error& e) {
+        if (e.code() != Errc::not_found) throw;
+      }
+    }
+  }
+  try {
+    engine_.check_image(*m.image, opts_.labels);
+  } catch (const Error& e) {
+    if (e.code() != Errc::invalid_argument && e.code() != Errc::not_found &&
+        e.code() != Errc::permission_denied)
+      throw;
+    throw Error(Errc::invalid_argument, doc_.path + ":" + std::to_string(m.image_line) + ":" +
+                                            std::to_string(m.image_column) +
+                                            ": front matter: " + e.what());
   }
 }
 
@@ -819,6 +848,7 @@ int TurnRunner::run() {
       std::make_unique<Progress>(opts_.progress, opts_.verbose, width, opts_.report_to_stdout());
   events_ = std::make_unique<RunEvents>(progress_->spinning());
 
+  check_image();
   FileLock lock = store_->lock(store_name_);
   if (!session_.empty()) {
     auto turns = store_->turns(session_);

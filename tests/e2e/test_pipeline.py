@@ -189,6 +189,10 @@ def test_large_output_streams_to_disk(up, tmp_path):
     ("# x\n```bash {name=\"a\" retries=3}\ntrue\n```\n", "doc.md:2:19: unknown step attribute 'retries'"),
     ("```bash\ntrue\n", "doc.md:1:1: the bash block starting here has no closing fence"),
     ("# nothing to run\n\n```text\nhi\n```\n", "has no steps"),
+    ("---\nimage: python:3.12\n---\n```bash\ntrue\n```\n",
+     "doc.md:2:8: front matter: unknown image 'python:3.12'"),
+    ("---\nenv:\n  A: b\nimage:   no-such-snapshot\n---\n```bash\ntrue\n```\n",
+     "doc.md:4:10: front matter: no such snapshot or image: no-such-snapshot"),
 ])
 def test_bad_documents_are_refused_and_left_untouched(up, tmp_path, text, where):
     p = doc(tmp_path, text)

@@ -281,3 +281,13 @@ TEST(DocumentTest, StepStateCarriesExportedVariables) {
   EXPECT_EQ(apply_step_state(std::string("relative\0+A=2\0", 14), untouched), "");
   EXPECT_EQ(untouched[0].second, "1");
 }
+
+TEST(DocumentTest, TheImageValueKeepsItsPosition) {
+  // A checked image the engine does not know is reported where its value is written.
+  Document d =
+      parse_document("---\nenv:\n  A: b\nimage:   snap-1\n---\n```bash\ntrue\n```\n", "d.md");
+  ASSERT_TRUE(d.meta.image);
+  EXPECT_EQ(*d.meta.image, "snap-1");
+  EXPECT_EQ(d.meta.image_line, 4u);
+  EXPECT_EQ(d.meta.image_column, 10u);
+}
