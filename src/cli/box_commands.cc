@@ -157,6 +157,18 @@ void add_exec_options(CLI::App* c, ExecOpts& o) {
                 "Run this shell command line (bash -c) instead of a command");
 }
 
+// Options given after the box (parsed into `late` by `parsed`) over those given before it.
+void merge_exec_options(ExecOpts& o, const ExecOpts& late, const CLI::App& parsed) {
+  o.interactive = o.interactive || late.interactive;
+  o.tty = o.tty || late.tty;
+  o.detach = o.detach || late.detach;
+  o.env.insert(o.env.end(), late.env.begin(), late.env.end());
+  if (parsed.count("--cwd")) o.cwd = late.cwd;
+  if (parsed.count("--user")) o.user = late.user;
+  if (parsed.count("--timeout")) o.timeout = late.timeout;
+  if (parsed.count("--shell")) o.shell = late.shell;
+}
+
 ExecSpec exec_spec_from(const ExecOpts& o, std::vector<std::string> argv) {
   ExecSpec s;
   s.argv = argv;
@@ -332,6 +344,11 @@ namespace {
 
 void add_box_create_command(CLI::App* box, Context& ctx) {
   auto* c = box->add_subcommand("create", "Create a box and start it; prints its id");
+  c->footer(
+      "Examples:\n"
+      "  upstream box create --name py --memory 1g --disk 2g\n"
+      "  upstream box create --name web --network allow-all --label team=ml\n"
+      "  upstream box create --image prepared -n 4 --name worker   # four boxes from a snapshot");
   auto o = std::make_shared<CreateOpts>();
   auto count = std::make_shared<size_t>(0);
   add_create_options(c, *o);
@@ -380,6 +397,12 @@ void add_box_fork_command(CLI::App* box, Context& ctx) {
 void add_box_run_command(CLI::App* box, Context& ctx) {
   auto* c =
       box->add_subcommand("run", "Create a box, run one command in it (and remove it with --rm)");
+  set_usage(c, "[OPTIONS] [-- COMMAND [ARG...]]");
+  c->footer(
+      "Examples:\n"
+      "  upstream box run --rm -- python3 -c 'print(6 * 7)'\n"
+      "  upstream box run --rm -it -- bash\n"
+      "  upstream box run --name job --timeout 10m -c 'make test'");
   auto o = std::make_shared<CreateOpts>();
   auto x = std::make_shared<ExecOpts>();
   auto rm = std::make_shared<bool>(false);
@@ -633,6 +656,13 @@ void add_box_usage_command(CLI::App* box, Context& ctx) {
 void add_box_exec_command(CLI::App* box, Context& ctx) {
   auto* c = box->add_subcommand(
       "exec", "Run a command in a running box: exec [options] BOX -- COMMAND [ARGS...]");
+  set_usage(c, "[OPTIONS] BOX [OPTIONS] -- COMMAND [ARG...]");
+  c->footer(
+      "Examples:\n"
+      "  upstream box exec py -- python3 -V\n"
+      "  upstream box exec py --timeout 30s -e MODE=fast -- ./train.sh\n"
+      "  upstream box exec -it py -- bash\n"
+      "  upstream box exec py -c 'cd /work && ls | wc -l'");
   auto x = std::make_shared<ExecOpts>();
   add_exec_options(c, *x);
   c->prefix_command();
@@ -643,6 +673,19 @@ void add_box_exec_command(CLI::App* box, Context& ctx) {
     // `exec BOX -c 'line'` reads naturally too (unless `--` made -c the command's name).
     bool shell_after_box = rest.size() == 3 && (rest[1] == "-c" || rest[1] == "--shell") &&
                            x->shell.empty() && !(ctx.dashes && !ctx.after_dashes.empty());
+    if (ctx.dashes && rest.size() > 1 && starts_with(rest[1], "-") && !shell_after_box) {
+      // `exec BOX --timeout 1s -- COMMAND`: before `--`, what follows the box is upstream's
+      // options (an unknown one is refused by name), as kubectl reads them.
+      std::vector<std::string> more(rest.rbegin(), rest.rend() - 1);  // reversed, for parse()
+      rest.resize(1);
+      ExecOpts late;
+      CLI::App options{"", "upstream box exec " + rest[0]};
+      add_exec_options(&options, late);
+      options.parse(more);
+      merge_exec_options(*x, late, options);
+    } else if (ctx.dashes && rest.size() > 1) {
+      rest.push_back("--");  // `exec BOX grep -- -x`: the `--` belongs to the command
+    }
     if (ctx.dashes) rest.insert(rest.end(), ctx.after_dashes.begin(), ctx.after_dashes.end());
     if (rest.empty())
       throw_invalid("no box given: upstream box exec [options] BOX -- COMMAND [ARGS...]");
@@ -774,6 +817,11 @@ void add_box_kill_command(CLI::App* box, Context& ctx) {
 void add_box_cp_command(CLI::App* box, Context& ctx) {
   auto* c = box->add_subcommand(
       "cp", "Copy files: cp BOX:PATH LOCAL, cp LOCAL BOX:PATH ('-' is a tar stream)");
+  c->footer(
+      "Examples:\n"
+      "  upstream box cp ./src py:/home/user/src\n"
+      "  upstream box cp py:/home/user/out.csv .\n"
+      "  upstream box cp py:/home/user/results - | tar -tv");
   auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
   auto user = std::make_shared<std::string>();
   c->add_option("source", *src, "BOX:PATH or a local path")->required();

@@ -53,6 +53,15 @@ std::vector<std::string> parse_env_list(const std::vector<std::string>& items);
 std::map<std::string, std::string> parse_labels(const std::vector<std::string>& items);
 using upstream::parse_signal;
 
+// Help pages and parse errors (usage.cc). The formatter shows positionals in capitals and a
+// command's usage as set_usage gave it ("[OPTIONS] BOX -- COMMAND [ARG...]"). A parse error is
+// said in the user's words, with the closest command or flag; returns the exit code (a group
+// command given alone prints its help and exits 0).
+std::shared_ptr<CLI::FormatterBase> make_formatter();
+void set_usage(CLI::App* c, const std::string& args);
+int report_parse_error(const CLI::App& app, const CLI::ParseError& e,
+                       const std::vector<std::string>& args, int error_code);
+
 // Output.
 using upstream::box_json;
 using upstream::exec_json;

@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   CLI::App app{"upstream: sandboxes for AI agents that remember", "upstream"};
+  app.formatter(cli::make_formatter());  // before the commands: they take their parent's
   app.require_subcommand(1);
   app.fallthrough();
   cli::Context ctx;
@@ -139,8 +140,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "upstream: error: " << e.what() << " (see `upstream help`)" << std::endl;
-    return exec_like(app) ? cli::kExitExecError : cli::kExitError;
+    return cli::report_parse_error(app, e, std::vector<std::string>(head.begin(), head.end()),
+                                   exec_like(app) ? cli::kExitExecError : cli::kExitError);
   } catch (const cli::ExitCode& e) {
     return e.code;
   } catch (const Error& e) {

@@ -42,6 +42,11 @@ namespace {
 void add_run_command(CLI::App& app, Context& ctx) {
   auto* c = app.add_subcommand(
       "run", "Run a markdown document's code blocks as steps and write the results back");
+  c->footer(
+      "Examples:\n"
+      "  upstream run analysis.md\n"
+      "  upstream run --session research day2.md   # builds on the session's earlier turns\n"
+      "  upstream run -o - analysis.md > report.md");
   auto opts = std::make_shared<pipeline::RunOptions>();
   auto session = std::make_shared<std::string>();
   auto output = std::make_shared<std::string>();

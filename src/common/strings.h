@@ -31,6 +31,12 @@ bool valid_box_name(std::string_view name);
 std::vector<std::string> split(std::string_view s, char sep);
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
 std::string trim(std::string_view s);
+// The candidate a mistyped word most likely meant ("craete" -> "create"): the one fewest edits
+// away (an insertion, deletion, substitution or swap of neighbours counts one), within a third of
+// the word's length (at least one edit, at most three); or one the word is a prefix of. nullopt
+// when none is close; the earlier candidate on a tie.
+std::optional<std::string> closest_match(std::string_view word,
+                                         const std::vector<std::string>& candidates);
 bool starts_with(std::string_view s, std::string_view prefix);
 
 // Lower-case hex from the kernel's CSPRNG.

@@ -152,5 +152,17 @@ TEST(Time, ParseWhen) {
   }
 }
 
+TEST(Strings, ClosestMatchNamesWhatAMistypedWordMeant) {
+  std::vector<std::string> cmds = {"create", "exec", "ls", "rm", "cp", "snapshot", "inspect"};
+  EXPECT_EQ(closest_match("craete", cmds), "create");  // a swap of neighbours is one edit
+  EXPECT_EQ(closest_match("exce", cmds), "exec");
+  EXPECT_EQ(closest_match("inspcet", cmds), "inspect");
+  EXPECT_EQ(closest_match("snap", cmds), "snapshot");  // a prefix
+  EXPECT_EQ(closest_match("lss", cmds), "ls");
+  EXPECT_EQ(closest_match("deploy", cmds), std::nullopt);
+  EXPECT_EQ(closest_match("", cmds), std::nullopt);
+  EXPECT_EQ(closest_match("--tiemout", {"--timeout", "--tty", "--cwd"}), "--timeout");
+}
+
 }  // namespace
 }  // namespace upstream
