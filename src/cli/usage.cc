@@ -54,7 +54,8 @@ std::string path_of(const CLI::App* a) {
 
 std::vector<std::string> command_names(const CLI::App* a) {
   std::vector<std::string> out;
-  for (const auto* s : a->get_subcommands([](const CLI::App* s) { return !s->get_group().empty(); }))
+  for (const auto* s :
+       a->get_subcommands([](const CLI::App* s) { return !s->get_group().empty(); }))
     out.push_back(s->get_name());
   return out;
 }
@@ -153,8 +154,9 @@ int report_parse_error(const CLI::App& app, const CLI::ParseError& e,
       }
     if (starts_with(word, "-"))
       return say("unknown flag \"" + word + "\" for \"" + where + "\"" +
-                 (starts_with(word, "--") ? suggestion(word.substr(0, word.find('=')), flag_names(at))
-                                          : ""));
+                 (starts_with(word, "--")
+                      ? suggestion(word.substr(0, word.find('=')), flag_names(at))
+                      : ""));
     if (!command_names(at).empty())
       return say("unknown command \"" + word + "\" for \"" + where + "\"" +
                  suggestion(word, command_names(at)));
@@ -179,8 +181,8 @@ int report_parse_error(const CLI::App& app, const CLI::ParseError& e,
     auto in = rest.find(" not in {");
     if (in != std::string::npos && rest.back() == '}') {
       std::string choices = rest.substr(in + 9, rest.size() - in - 10);
-      return say("invalid value \"" + rest.substr(0, in) + "\" for " + name +
-                 ": expected one of " + join(split(choices, ','), ", "));
+      return say("invalid value \"" + rest.substr(0, in) + "\" for " + name + ": expected one of " +
+                 join(split(choices, ','), ", "));
     }
     auto range = rest.find(" not in range ");
     if (range != std::string::npos && starts_with(rest, "Value "))
