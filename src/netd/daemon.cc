@@ -304,7 +304,6 @@ int serve(const std::string& dir, bool take_over) {
       }).detach();
     }
   }).detach();
-  resolver.reset();
   // Retiring: stop listening (the successor has bound the same ports, or holds the resolver's
   // socket), give up the lock, serve what is under way (for at most 10 minutes), then leave.
   // Asked by a successor over the hand-over socket, or by SIGUSR2.
@@ -345,6 +344,8 @@ int serve(const std::string& dir, bool take_over) {
     log(LogLevel::info, "took over from netd " + std::to_string(predecessor->ports.pid) +
                             " (protocol " + std::to_string(predecessor->protocol) + ")");
   }
+  // A later hand-over sends the resolver's socket from the hand-over thread, which holds it now.
+  resolver.reset();
   while (true) {
     int c = ::accept4(proxy.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) {

@@ -116,6 +116,10 @@ def test_newer_netd_takes_over_without_a_gap(eup, lab):
         while Path(f"/proc/{old}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not Path(f"/proc/{old}").exists()
+        # It handed its resolver's socket over and retired; it did not die on the way.
+        log = (NETD_JSON.parent / "netd.log").read_text()
+        assert f"netd[{old}] info: handed over to a newer netd" in log, log[-2000:]
+        assert f"netd[{new}] info: took over from netd {old}" in log, log[-2000:]
         # And this build, older now, uses the newer one rather than replacing it.
         eup.ok("box", "exec", b, "--", "true")
         assert netd_pid() == new
