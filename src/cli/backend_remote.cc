@@ -222,11 +222,12 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
   if (!report.empty()) {
     // Written as a local run writes it.
     pipeline::RunOptions where;
+    auto id = end->find("run_id");  // null when the run never started
+    std::string run_id = id != end->end() && id->is_string() ? id->get<std::string>() : "run";
     where.path = path;
     where.output = opts.output;
     bool diverted = false;
-    std::string target = pipeline::write_report(where, doc, report,
-                                                end->value("run_id", std::string("run")), diverted);
+    std::string target = pipeline::write_report(where, doc, report, run_id, diverted);
     if (diverted)
       say << path << " changed while the run went on; it was left alone and the report is in "
           << target << std::endl;

@@ -416,6 +416,7 @@ Document parse_document(const std::string& source, const std::string& path) {
 
   std::string heading;
   bool heading_used = true;
+  std::vector<Document::OtherBlock> others;
   cmark_iter* it = cmark_iter_new(root.get());
   std::unique_ptr<cmark_iter, decltype(&cmark_iter_free)> iter(it, cmark_iter_free);
   cmark_event_type ev;
@@ -448,7 +449,10 @@ Document parse_document(const std::string& source, const std::string& path) {
     while (p < info.size() && info[p] != ' ' && info[p] != '\t' && info[p] != '{')
       lang += info[p++];
     std::string runner = runner_for(lang);
-    if (runner.empty()) continue;  // not a step: left alone
+    if (runner.empty()) {  // not a step: left alone
+      others.push_back({file_line(cmark_node_get_start_line(n)), lang});
+      continue;
+    }
 
     Step s;
     s.index = static_cast<int>(doc.steps.size()) + 1;
@@ -568,6 +572,13 @@ Document parse_document(const std::string& source, const std::string& path) {
     kept.push_back(std::move(s));
   }
   doc.steps = std::move(kept);
+  for (auto& o : others) {
+    size_t at = lines.start[o.line - 1];
+    bool in_ours = doc.summary_end && at >= doc.summary_at && at < *doc.summary_end;
+    for (const auto& st : doc.steps)
+      in_ours = in_ours || (st.replace_end && at >= st.insert_at && at < *st.replace_end);
+    if (!in_ours) doc.other_blocks.push_back(std::move(o));
+  }
 
   // The document's own line ending is used for everything we insert: the more common one among
   // the lines that are not in our sections (so that writing sections cannot change it).

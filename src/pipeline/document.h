@@ -58,6 +58,13 @@ struct Document {
   size_t summary_at = 0;  // where the summary section is (or goes)
   std::optional<size_t> summary_end;
   std::vector<Step> steps;
+  // Fenced blocks in a language that is not a step's (```ruby, ```json): left alone, and listed
+  // by --dry-run. Blocks inside our own sections (written-back output) are not among them.
+  struct OtherBlock {
+    size_t line = 0;
+    std::string lang;
+  };
+  std::vector<OtherBlock> other_blocks;
 };
 
 // Throws Error(invalid_argument) with "PATH:LINE:COL: what is wrong" for malformed input

@@ -37,6 +37,7 @@ constexpr size_t kMaxShownResult = 400;        // structured results shown inlin
 constexpr size_t kMaxArtifacts = 10000;
 constexpr uint64_t kMaxArtifactBytes = 1ull << 30;  // per turn: the context store is host disk
 constexpr int kDefaultHead = 40, kDefaultTail = 40;
+constexpr size_t kFailureLines = 10;  // a failed step's last lines shown on the terminal
 
 // Bash steps are sourced by this wrapper. It runs them with `set -eo pipefail` (as CI runners
 // do), and its exit trap reports the working directory and the exported variables the step
@@ -232,6 +233,14 @@ class Progress {
     clear();
     out_ << dotted(label) << ' ' << outcome << std::endl;
   }
+  // Lines shown under a step's outcome (a failed step's last output, when -v did not show it).
+  void detail(const std::vector<std::string>& lines) {
+    if (mode_ == Mode::none) return;
+    clear();
+    for (const auto& l : lines) out_ << "    " << l << '\n';
+    out_ << std::flush;
+  }
+  bool verbose() const { return verbose_; }
 
  private:
   enum class Mode { tty, plain, none };
@@ -437,6 +446,7 @@ class TurnRunner {
   void run_step(const Step& s, StepReport& rep, StepRecord& rec);
   void read_step_files(const Step& s, StepRecord& rec, StepReport& rep);
   void collect_artifacts();
+  void show_failure(const StepReport& rep);
 
   Engine& engine_;
   const RunOptions& opts_;
@@ -474,6 +484,13 @@ void TurnRunner::dry_run(const Document& doc_, const RunOptions& opts_) {
     if (s.user) std::cout << ", user " << *s.user;
     std::cout << "]" << std::endl;
   }
+  for (const auto& o : doc_.other_blocks)
+    std::cout << "Skipped: the " << o.lang << " block at line " << o.line
+              << " (not a step's language)" << std::endl;
+  if (!doc_.other_blocks.empty())
+    std::cout << "Steps are bash, sh, python, python3, node, js or javascript blocks; other "
+                 "blocks are left as they are."
+              << std::endl;
 }
 
 // The front matter's image, when this turn creates a box, is checked before anything is run or
@@ -768,12 +785,30 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
   if (rec.status != "ok" && rec.status != "interrupted" && s.continue_on_error)
     outcome += ", allowed to fail";
   progress_->end(s, outcome);
+  if (rec.status == "failed" || rec.status == "timed out") show_failure(rep);
+}
+
+// Without -v nothing of a failed step's output was on the terminal: its last lines of standard
+// error (or of its output, when it wrote no errors) are shown under its outcome.
+void TurnRunner::show_failure(const StepReport& rep) {
+  if (progress_->verbose()) return;
+  std::vector<std::string> err, any;
+  for (const auto& l : rep.lines) {
+    any.push_back(l);
+    if (starts_with(l, "! ")) err.push_back(l.substr(2));
+  }
+  std::vector<std::string>& from = err.empty() ? any : err;
+  if (from.size() > kFailureLines) from.erase(from.begin(), from.end() - kFailureLines);
+  if (from.empty()) return;
+  if (!rep.cut_note.empty()) from.push_back("(the whole output is in " + rep.cut_note + ")");
+  progress_->detail(from);
 }
 
 void TurnRunner::collect_artifacts() {
   std::string dest = staging_ + "/artifacts";
   // One exec lists the regular files to keep: everything in $UPSTREAM_ARTIFACTS, and what the
-  // front matter's globs match from the directory the turn started in. Symlinks are not kept.
+  // front matter's globs match from the directory the turn started in (and the globs that match
+  // nothing, to warn of). Symlinks are not kept.
   ExecSpec spec;
   spec.argv = {"bash",
                "--noprofile",
@@ -782,8 +817,10 @@ void TurnRunner::collect_artifacts() {
                "art=$1; wd=$2; shift 2; shopt -s globstar nullglob dotglob; IFS=\n"
                "if cd -- \"$art\" 2>/dev/null; then for f in **; do [[ -f $f && ! -L $f ]] && "
                "printf 'A%s\\0' \"$f\"; done; fi\n"
-               "if cd -- \"$wd\" 2>/dev/null; then for g in \"$@\"; do for f in $g; do\n"
-               "  [[ -f $f && ! -L $f ]] && printf 'G%s\\0' \"$f\"; done; done; fi\nexit 0",
+               "cd -- \"$wd\" 2>/dev/null && ok=1 || ok=0\n"
+               "for g in \"$@\"; do n=0; ((ok)) && for f in $g; do\n"
+               "  [[ -f $f && ! -L $f ]] && { printf 'G%s\\0' \"$f\"; n=1; }; done\n"
+               "  ((n)) || printf 'N%s\\0' \"$g\"; done\nexit 0",
                "upstream-artifacts",
                kBoxArtifactsDir,
                start_cwd_};
@@ -802,6 +839,11 @@ void TurnRunner::collect_artifacts() {
   for (const auto& entry : split(listing, '\0')) {
     if (entry.size() < 2) continue;
     std::string rel = entry.substr(1);
+    if (entry[0] == 'N') {
+      progress_->message("Warning: artifact pattern '" + rel + "' matched no file in " +
+                         start_cwd_);
+      continue;
+    }
     std::string from = (entry[0] == 'A' ? std::string(kBoxArtifactsDir) : start_cwd_) + "/" + rel;
     if (!plain_relative_path(rel) || !seen.insert(rel).second) continue;
     if (++count > kMaxArtifacts) {
@@ -939,9 +981,14 @@ int TurnRunner::run() {
   sum.duration_ms = turn.duration_ms;
   sum.status = turn.status;
   sum.steps = static_cast<int>(doc_.steps.size());
+  std::string failed_steps;  // named in the last line
   for (const auto& r : turn.steps) {
     if (r.status == "ok") sum.ok++;
-    if (r.status == "failed" || r.status == "timed out") sum.failed++;
+    if (r.status == "failed" || r.status == "timed out") {
+      sum.failed++;
+      failed_steps += std::string(failed_steps.empty() ? "" : ", ") + "step " +
+                      std::to_string(r.index) + " (" + r.name + ")";
+    }
     if (r.status == "interrupted") sum.interrupted++;
     if (r.status == "skipped") sum.skipped++;
   }
@@ -984,7 +1031,7 @@ int TurnRunner::run() {
                                                                 : "Failed") +
                      ": " + std::to_string(sum.ok) + " of " + std::to_string(sum.steps) +
                      " steps succeeded in " + seconds_text(turn.duration_ms) + " (run " + run_id_ +
-                     ")");
+                     ")" + (failed_steps.empty() ? "" : "; failed: " + failed_steps));
 
   files_.reset();
   if (session_.empty() && box_created_) {

@@ -185,10 +185,12 @@ nlohmann::json Api::pipeline_outcome(const PipelineRun& q, int code, const std::
                  {"progress", progress},
                  {"errors", errors}};
   std::smatch m;
-  static const std::regex run_re(R"(\(run ([0-9a-z]+)\)\s*$)");
+  // The run's last line: "Failed: 1 of 2 steps succeeded in 0.3s (run r0123abcd); failed: …".
+  static const std::regex run_re(
+      R"(^(Succeeded|Failed|Interrupted): \d+ of \d+ steps succeeded in \S+ \(run ([0-9a-z]+)\))");
   std::string run_id;
   for (const auto& line : split(progress, '\n'))
-    if (std::regex_search(line, m, run_re)) run_id = m[1];
+    if (std::regex_search(line, m, run_re)) run_id = m[2];
   result["run_id"] = run_id.empty() ? json(nullptr) : json(run_id);
   result["turn"] = nullptr;
   if (!run_id.empty()) {

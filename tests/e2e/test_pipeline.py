@@ -115,6 +115,32 @@ def test_failure_stops_and_later_steps_are_not_run(up, tmp_path):
     assert "**failed**" in p.read_text()
 
 
+def test_failed_step_shows_its_last_errors_and_the_summary_names_it(up, tmp_path):
+    p = doc(tmp_path, "```bash\necho fine\n```\n"
+            "```bash {name=\"noisy\"}\nfor i in $(seq 1 20); do echo \"err line $i\" >&2; done\n"
+            "echo \"out line\"\nexit 3\n```\n")
+    code, out, _ = run(up, p)
+    assert code == 1
+    # Without -v the failed step's last ten lines of standard error are shown under its outcome.
+    assert re.search(r"^Step 2: noisy \.+ failed \(exit 3, .*\n    err line 11\n", out, re.M), out
+    assert "    err line 20\n" in out and "err line 10\n" not in out and "out line" not in out, out
+    assert re.search(r"^Failed: 1 of 2 steps succeeded in .*; failed: step 2 \(noisy\)$", out, re.M), out
+    # A failed step with no stderr shows its last output lines instead; -v shows them only once.
+    q = doc(tmp_path, "```bash\necho only out\nfalse\n```\n", name="quiet.md")
+    code, out, _ = run(up, q)
+    assert code == 1 and "\n    only out\n" in out, out
+    code, out, _ = run(up, q, "-v")
+    assert code == 1 and "\nonly out\n" in out and "    only out" not in out, out
+
+
+def test_artifact_pattern_matching_nothing_is_warned_of(up, tmp_path):
+    p = doc(tmp_path, "---\nartifacts: ['*.csv', 'report.txt']\n---\n```bash\ncd /tmp && echo x > report.txt\n```\n")
+    code, out, err = run(up, p)
+    assert code == 0, err
+    assert re.search(r"Warning: artifact pattern '\*\.csv' matched no file in /\S+", out + err), out + err
+    assert "'report.txt' matched no file" in out + err  # it was written elsewhere (/tmp), not where the turn started
+
+
 def test_on_error_continue_runs_the_rest_but_fails(up, tmp_path):
     p = doc(tmp_path, "---\non_error: continue\n---\n```bash\nexit 4\n```\n```bash\necho still\n```\n")
     code, _, _ = run(up, p)
@@ -221,6 +247,13 @@ def test_dry_run_runs_nothing(up, tmp_path):
     assert "Step 1: touch /tmp/x  [bash, line 1, timeout 5.0s]" in out
     assert "skipped" in out
     assert p.read_bytes() == before
+    # Blocks in other languages are listed as skipped; the written-back output blocks are not.
+    q = doc(tmp_path, "```bash\necho hi\n```\n\n```ruby\nputs 1\n```\n", name="other.md")
+    up.ok("run", str(q))
+    out = up.ok("run", "--dry-run", str(q))
+    line = q.read_text().splitlines().index("```ruby") + 1
+    assert line > 5 and f"Skipped: the ruby block at line {line} (not a step's language)" in out, out
+    assert "text block" not in out, out
 
 
 def test_output_option_leaves_the_document_alone(up, tmp_path):

@@ -291,3 +291,20 @@ TEST(DocumentTest, TheImageValueKeepsItsPosition) {
   EXPECT_EQ(d.meta.image_line, 4u);
   EXPECT_EQ(d.meta.image_column, 10u);
 }
+
+TEST(DocumentTest, OtherBlocksAreListedButNotOurOwnOutput) {
+  // A ruby block is no step: listed with its line. The written-back output (```text) is not.
+  std::string src = "# T\n\n```bash\necho hi\n```\n\n```ruby\nputs 1\n```\n~~~json\n{}\n~~~\n";
+  Document d = parse_document(src, "d.md");
+  ASSERT_EQ(d.other_blocks.size(), 2u);
+  EXPECT_EQ(d.other_blocks[0].lang, "ruby");
+  EXPECT_EQ(d.other_blocks[0].line, 7u);
+  EXPECT_EQ(d.other_blocks[1].lang, "json");
+  EXPECT_EQ(d.other_blocks[1].line, 10u);
+  std::string out = write_back(d, fake_reports(d), fake_summary());
+  Document again = parse_document(out, "d.md");
+  ASSERT_EQ(again.other_blocks.size(), 2u);
+  EXPECT_EQ(again.other_blocks[0].lang, "ruby");
+  size_t line = 1 + std::count(out.begin(), out.begin() + out.find("```ruby"), '\n');
+  EXPECT_EQ(again.other_blocks[0].line, line);
+}
