@@ -6,8 +6,10 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "cli/cli.h"
@@ -15,6 +17,7 @@
 #include "common/fd.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "model/egress.h"
 #include "runtime/net.h"
 
 namespace upstream::cli {
@@ -320,6 +323,21 @@ void print_box_human(const BoxRecord& b, const BoxUsage& u, const std::vector<Bo
                               *b.slot < egress::kMaxNetSlots
                           ? " (address " + egress::net_addrs(*b.slot).box_ip + ")"
                           : ""));
+  {
+    // The egress policy: what a custom network lets out, and the hosts headers are added for
+    // (by name only: their values are secrets).
+    const Egress& g = b.spec.egress;
+    if (!g.allow_domains.empty()) row("Domains", join(g.allow_domains, " "));
+    if (!g.allow_cidrs.empty()) row("CIDRs", join(g.allow_cidrs, " "));
+    if (!g.deny_cidrs.empty()) row("Denied", join(g.deny_cidrs, " "));
+    std::vector<std::string> h;
+    for (const auto& [host, headers] : g.headers) {
+      std::vector<std::string> names;
+      for (const auto& [name, value] : headers) names.push_back(name);
+      h.push_back(host + " (" + join(names, ", ") + ")");
+    }
+    if (!h.empty()) row("Headers", join(h, " "));
+  }
   if (!b.spec.labels.empty()) {
     std::vector<std::string> l;
     for (const auto& [k, v] : b.spec.labels) l.push_back(k + "=" + v);
@@ -460,11 +478,21 @@ void add_box_ls_command(CLI::App* box, Context& ctx) {
       for (const auto& b : boxes) std::cout << b.id << "\n";
       return;
     }
+    // Newest first, as docker lists containers; the JSON keeps the store's order.
+    std::stable_sort(boxes.begin(), boxes.end(), [](const BoxRecord& a, const BoxRecord& b) {
+      return a.created_at > b.created_at;
+    });
+    std::map<std::string, std::vector<std::string>> ports;  // box id -> its exposed ports
+    for (const auto& e : ctx.backend().exposures(""))
+      ports[e.box_id].push_back(std::to_string(e.port));
     int64_t now = now_ms();
     std::vector<std::vector<std::string>> rows;
-    for (const auto& b : boxes)
-      rows.push_back({b.id, b.name, b.spec.image, b.state, format_ago(b.created_at, now)});
-    print_table({"ID", "NAME", "IMAGE", "STATE", "CREATED"}, rows);
+    for (const auto& b : boxes) {
+      auto p = ports.find(b.id);
+      rows.push_back({b.id, b.name, b.spec.image, b.state, to_string(b.spec.network),
+                      p == ports.end() ? "" : join(p->second, ","), format_ago(b.created_at, now)});
+    }
+    print_table({"ID", "NAME", "IMAGE", "STATE", "NETWORK", "PORTS", "CREATED"}, rows);
   });
 }
 
@@ -488,23 +516,99 @@ void add_box_inspect_command(CLI::App* box, Context& ctx) {
   });
 }
 
+// Adds `add` to `list` and removes `rm` from it; a removal of what is not there is refused by
+// name (nothing is changed then).
+void edit_list(std::vector<std::string>& list, const std::vector<std::string>& add,
+               const std::vector<std::string>& rm, const std::string& what,
+               const std::string& box) {
+  for (const auto& r : rm) {
+    auto it = std::find(list.begin(), list.end(), r);
+    if (it == list.end())
+      throw_invalid("box " + box + " does not allow " + what + " '" + r + "'" +
+                    (list.empty() ? "" : " (it allows " + join(list, ", ") + ")"));
+    list.erase(it);
+  }
+  for (const auto& a : add)
+    if (std::find(list.begin(), list.end(), a) == list.end()) list.push_back(a);
+}
+
 void add_box_network_command(CLI::App* box, Context& ctx) {
   auto* c = box->add_subcommand(
       "network",
-      "Change a box's network mode and egress policy (a running box at once); the headers "
-      "stay unless --header or --clear-headers is given");
+      "Change a box's network mode and egress policy (a running box at once): --allow-* replace "
+      "the policy, --add-*/--rm-* edit it; the headers stay unless --header or --clear-headers "
+      "is given");
   auto ref = std::make_shared<std::string>();
   auto mode = std::make_shared<std::string>();
   auto eo = std::make_shared<EgressOpts>();
   auto clear = std::make_shared<bool>(false);
+  auto add_d = std::make_shared<std::vector<std::string>>();
+  auto rm_d = std::make_shared<std::vector<std::string>>();
+  auto add_c = std::make_shared<std::vector<std::string>>();
+  auto rm_c = std::make_shared<std::vector<std::string>>();
   c->add_option("box", *ref, "Box id, id prefix or name")->required();
-  c->add_option("mode", *mode, "none, allow-all or custom")->required();
+  c->add_option("mode", *mode, "none, allow-all or custom (with --add-*/--rm-*: the box's own)");
   add_egress_options(c, *eo);
+  c->add_option("--add-domain", *add_d, "custom: add a name to the box's allowed domains")
+      ->allow_extra_args(false);
+  c->add_option("--rm-domain", *rm_d, "custom: remove a name from the box's allowed domains")
+      ->allow_extra_args(false);
+  c->add_option("--add-cidr", *add_c, "custom: add a range to the box's allowed CIDRs")
+      ->allow_extra_args(false);
+  c->add_option("--rm-cidr", *rm_c, "custom: remove a range from the box's allowed CIDRs")
+      ->allow_extra_args(false);
   c->add_flag("--clear-headers", *clear, "Remove the box's headers");
-  c->callback([&ctx, ref, mode, eo, clear] {
+  c->callback([&ctx, ref, mode, eo, clear, add_d, rm_d, add_c, rm_c] {
     Egress e = egress_from(*eo);
-    BoxRecord b = ctx.backend().set_network(*ref, parse_network_mode(*mode), e,
-                                            eo->headers.empty() && !*clear);
+    bool edit = !add_d->empty() || !rm_d->empty() || !add_c->empty() || !rm_c->empty();
+    BoxUsage u;
+    std::vector<BoxEvent> ev;
+    BoxRecord cur = ctx.backend().inspect(*ref, u, ev);
+    NetworkMode m = mode->empty() ? cur.spec.network : parse_network_mode(*mode);
+    if (edit) {
+      if (!e.allow_domains.empty() || !e.allow_cidrs.empty())
+        throw_invalid(
+            "--allow-domain/--allow-cidr replace the policy and --add-*/--rm-* edit it: use one "
+            "or the other");
+      if (m != NetworkMode::custom)
+        throw_invalid("--add-*/--rm-* edit a custom network's policy; box " + cur.name + " is " +
+                      to_string(m) + " (give the mode custom to start one)");
+      e.allow_domains = cur.spec.egress.allow_domains;
+      e.allow_cidrs = cur.spec.egress.allow_cidrs;
+      if (e.deny_cidrs.empty()) e.deny_cidrs = cur.spec.egress.deny_cidrs;
+      // Compared as the policy stores them (lower case; an address as its /32).
+      auto norm = [](std::vector<std::string> v, auto parse, const char* what) {
+        for (auto& x : v) x = parse(x, what);
+        return v;
+      };
+      auto dom = [](const std::string& t, const char* w) {
+        return egress::parse_domain_pattern(t, w);
+      };
+      auto net = [](const std::string& t, const char* w) { return egress::parse_cidr(t, w); };
+      edit_list(e.allow_domains, norm(*add_d, dom, "domain to add"),
+                norm(*rm_d, dom, "domain to remove"), "the domain", cur.name);
+      edit_list(e.allow_cidrs, norm(*add_c, net, "CIDR to add"), norm(*rm_c, net, "CIDR to remove"),
+                "the range", cur.name);
+    } else if (mode->empty()) {
+      throw_invalid(
+          "give the network mode (none, allow-all or custom), or --add-*/--rm-* to "
+          "edit the box's policy");
+    }
+    BoxRecord b = ctx.backend().set_network(*ref, m, e, eo->headers.empty() && !*clear);
+    // A replacement that drops what the box allowed says so (an edit says nothing).
+    const Egress& was = cur.spec.egress;
+    std::vector<std::string> dropped;
+    for (const auto& d : was.allow_domains)
+      if (std::find(b.spec.egress.allow_domains.begin(), b.spec.egress.allow_domains.end(), d) ==
+          b.spec.egress.allow_domains.end())
+        dropped.push_back(d);
+    for (const auto& r : was.allow_cidrs)
+      if (std::find(b.spec.egress.allow_cidrs.begin(), b.spec.egress.allow_cidrs.end(), r) ==
+          b.spec.egress.allow_cidrs.end())
+        dropped.push_back(r);
+    if (!edit && !dropped.empty() && !ctx.json)
+      std::cerr << "The policy of " << cur.name << " was replaced; it no longer allows "
+                << join(dropped, ", ") << " (--add-domain/--add-cidr add to a policy)\n";
     print_box_ids(ctx, {b});
   });
 }

@@ -146,7 +146,7 @@ void add_pool_ls_command(CLI::App* pool, Context& ctx) {
     }
     std::cout << "IMAGE                LIMITS                                   READY/SIZE\n";
     for (const auto& s : states) {
-      std::string lim = limits_to_json(s.shape.limits).dump();
+      std::string lim = limits_text(s.shape.limits);
       std::printf("%-20s %-40s %zu/%zu%s\n", s.shape.image.c_str(), lim.c_str(), s.ready,
                   s.shape.size, s.error.empty() ? "" : ("  (" + s.error + ")").c_str());
     }

@@ -236,7 +236,18 @@ json box_json(const BoxRecord& b, const BoxUsage* usage, const std::vector<BoxEv
 BoxRecord box_from_json(const json& j, BoxUsage* usage, std::vector<BoxEvent>* events) {
   try {
     BoxRecord b;
-    b.spec = spec_from_json(j, "", kRecordFields);
+    // A record names its headers without their values (box_json): read back, each value is
+    // empty (what a request sends is read strictly, values and all).
+    json in = j;
+    if (auto g = in.find("egress"); g != in.end() && g->is_object())
+      if (auto h = g->find("headers"); h != g->end() && h->is_object())
+        for (auto& [host, names] : h->items())
+          if (names.is_array()) {
+            json values = json::object();
+            for (const auto& n : names) values[n.get<std::string>()] = "";
+            names = std::move(values);
+          }
+    b.spec = spec_from_json(in, "", kRecordFields);
     b.id = j.at("id").get<std::string>();
     b.name = b.spec.name;
     b.state = j.at("state").get<std::string>();

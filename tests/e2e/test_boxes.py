@@ -113,8 +113,11 @@ def test_ls_json_quiet_and_label_filter(up):
 
         table = up.ok("box", "ls", "--label", "suite=ls")
         lines = table.splitlines()
-        assert lines[0].split() == ["ID", "NAME", "IMAGE", "STATE", "CREATED"]
+        assert lines[0].split() == ["ID", "NAME", "IMAGE", "STATE", "NETWORK", "PORTS", "CREATED"]
         assert len(lines) == 3 and a in table and b in table and c not in table
+        # Newest first.
+        assert lines[1].split()[:5] == [b_id, b, "host", "running", "none"], table
+        assert lines[2].split()[:2] == [a_id, a], table
     finally:
         for i in (a_id, b_id, c_id):
             up.rm(i)

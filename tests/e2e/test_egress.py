@@ -295,6 +295,36 @@ def test_bad_policy_change_changes_nothing(up):
         up.rm(b)
 
 
+def test_policy_edits_add_and_remove_and_a_replacement_says_what_it_dropped(eup, lab):
+    b = custom(eup, "--allow-domain", "allowed.upt.test")
+    try:
+        eup.ok("box", "network", b, "--add-domain", "other.upt.test", "--add-cidr", lab.inet_ip)
+        g = eup.inspect(b)["egress"]
+        assert g["allow_domains"] == ["allowed.upt.test", "other.upt.test"], g
+        assert g["allow_cidrs"] == [lab.inet_ip + "/32"], g
+        assert curl(eup, b, "http://other.upt.test/whoami")[1] == lab.other_ip + "\n"
+        assert curl(eup, b, f"http://{lab.inet_ip}:8080/whoami")[1] == lab.inet_ip + "\n"
+        eup.ok("box", "network", b, "--rm-domain", "allowed.upt.test", "--rm-cidr", lab.inet_ip)
+        assert eup.inspect(b)["egress"]["allow_domains"] == ["other.upt.test"]
+        assert eup.inspect(b)["egress"]["allow_cidrs"] == []
+        assert "not allowed" in curl(eup, b, "--resolve", f"allowed.upt.test:80:{lab.inet_ip}",
+                                     "http://allowed.upt.test/whoami")[1]
+        # Removing what is not there, or editing a box that is not custom, is refused by name.
+        before = eup.inspect(b)["egress"]
+        rc, _, err = eup("box", "network", b, "--rm-domain", "nope.upt.test")
+        assert rc == 1 and "does not allow the domain 'nope.upt.test' (it allows other.upt.test)" in err, err
+        rc, _, err = eup("box", "network", b, "--add-domain", "x.upt.test", "--allow-domain", "y.upt.test")
+        assert rc == 1 and "use one or the other" in err, err
+        rc, _, err = eup("box", "network", b, "allow-all", "--add-domain", "x.upt.test")
+        assert rc == 1 and "edit a custom network's policy" in err, err
+        assert eup.inspect(b)["egress"] == before
+        # A replacement names what the box no longer allows.
+        rc, _, err = eup("box", "network", b, "custom", "--allow-domain", "allowed.upt.test")
+        assert rc == 0 and "no longer allows other.upt.test" in err, err
+    finally:
+        eup.rm(b)
+
+
 def test_network_daemon_killed_comes_back(eup, lab):
     b = custom(eup, "--allow-domain", "allowed.upt.test")
     try:

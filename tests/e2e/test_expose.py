@@ -125,3 +125,18 @@ def test_bad_exposures_change_nothing(up):
     finally:
         up.rm(plain)
         up.rm(b)
+
+
+def test_ls_shows_network_and_ports_and_inspect_the_egress_policy(up):
+    _, b = up.create("--network", "custom", "--allow-domain", "api.example.test", "--allow-cidr",
+                     "10.9.0.0/16", "--header", "api.example.test=Authorization: Bearer s3cr3t")
+    try:
+        up.ok("box", "expose", b, "8000")
+        up.ok("box", "expose", b, "8001")
+        row = next(l for l in up.ok("box", "ls").splitlines() if f" {b} " in l)
+        assert row.split()[4:6] == ["custom", "8000,8001"], row
+        text = up.ok("box", "inspect", b)
+        assert "api.example.test" in text and "10.9.0.0/16" in text, text
+        assert "api.example.test (Authorization)" in text and "s3cr3t" not in text, text
+    finally:
+        up.rm(b)

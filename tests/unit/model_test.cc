@@ -61,6 +61,19 @@ TEST(Model, SpecRoundTripsInItsOneEncoding) {
   EXPECT_EQ(json(NetworkMode::allow_all), "allow-all");
 }
 
+TEST(Model, ARecordWithHeadersReadsBack) {
+  // A box record names its headers only; read back (as the remote CLI does) the names stay.
+  BoxRecord r;
+  r.id = "0123456789ab";
+  r.name = "web";
+  r.state = "running";
+  r.spec = full_spec();
+  BoxRecord back = box_from_json(box_json(r));
+  EXPECT_EQ(back.spec.egress.headers.at("api.example.com").count("Authorization"), 1u);
+  EXPECT_EQ(back.spec.egress.headers.at("api.example.com").at("Authorization"), "");
+  EXPECT_EQ(back.spec.egress.allow_domains, r.spec.egress.allow_domains);
+}
+
 TEST(Model, LimitsTakeSizesAndNumbers) {
   Limits l = limits_from_json({{"cpus", "0.5"}, {"memory", "512m"}, {"disk", 1073741824}});
   EXPECT_EQ(*l.cpu_milli, 500u);
