@@ -107,7 +107,12 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<Engine> engine;
   ctx.engine = [&]() -> Engine& {
-    if (!engine) engine = Engine::open(EngineOptions::from_environment());
+    if (!engine) {
+      EngineOptions o = EngineOptions::from_environment();
+      // Long waits are said on a terminal (scripts and pipes get only what they asked for).
+      if (::isatty(2)) o.notice = [](const std::string& m) { std::cerr << m << std::endl; };
+      engine = Engine::open(o);
+    }
     return *engine;
   };
   // With UPSTREAM_URL set, box commands go to that server instead of the state directory.

@@ -142,7 +142,18 @@ storage::HostImage Engine::Impl::host_image(bool rebuild) {
   storage::HostImageOptions o;
   o.hidden = {layout.home, opts.slots_dir};
   o.max_age_ms = opts.host_image_max_age_ms;
-  return storage::ensure_host_image(layout, o, rebuild, in_use);
+  int64_t started = 0;
+  if (opts.notice)
+    o.on_build = [&](const std::string& why) {
+      started = now_ms();
+      opts.notice("Preparing the host image (" + why +
+                  "): the host's system directories are read once, a few seconds ...");
+    };
+  storage::HostImage img = storage::ensure_host_image(layout, o, rebuild, in_use);
+  if (started)
+    opts.notice("The host image is ready (" +
+                format_duration_ms(static_cast<uint64_t>(now_ms() - started)) + ")");
+  return img;
 }
 
 storage::ImagePlan Engine::Impl::plan(const BoxRecord& b) { return plan_spec(b.spec.image); }

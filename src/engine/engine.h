@@ -84,6 +84,9 @@ struct EngineOptions {
   // The configuration's "tenants": rules for every tenant, and per-tenant overrides of them.
   TenantRules tenants;
   std::map<std::string, TenantRules> tenant_overrides;
+  // Told of waits a user would otherwise sit through in silence (the host image being prepared:
+  // a few seconds on a new installation); the CLI says them on a terminal.
+  std::function<void(const std::string&)> notice;
 
   // UPSTREAM_HOME, UPSTREAM_STORAGE, UPSTREAM_POOL_SIZE, UPSTREAM_INIT, UPSTREAM_SLOTS_DIR,
   // UPSTREAM_CONFIG, and the configuration file.

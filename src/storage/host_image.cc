@@ -356,6 +356,14 @@ HostImage ensure_host_image(const Layout& layout, const HostImageOptions& opts, 
   FileLock lock(layout.lock("host-image"));
   if (!rebuild)
     if (auto cur = current_host_image(layout); cur && fresh(*cur)) return *cur;
+  if (opts.on_build) {
+    auto cur = current_host_image(layout);
+    opts.on_build(rebuild ? "a rebuild was asked for"
+                  : !cur  ? "there is none yet"
+                  : now_ms() - cur->built_at > opts.max_age_ms
+                      ? "the last one is older than a day"
+                      : "the host's packages or /etc changed");
+  }
   HostImage img = build(layout, opts);
   // Remove generations no running box uses.
   DIR* d = ::opendir(layout.host_image_dir().c_str());

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <string>
 #include <utility>
@@ -39,6 +40,8 @@ struct HostImageOptions {
   std::string host_root = "/";      // tests point this at a fake host tree
   std::vector<std::string> hidden;  // absolute host paths always hidden (our state dir)
   int64_t max_age_ms = 24ll * 3600 * 1000;
+  // Told before a generation is built (a few seconds), with why: "there is none yet", ...
+  std::function<void(const std::string& why)> on_build;
 };
 
 // Returns the current generation, building a new one when there is none, the host's packages or
