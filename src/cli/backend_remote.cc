@@ -175,10 +175,8 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
   // Checked here as it would be locally: a bad document exits 2 with the file untouched.
   pipeline::Document doc = pipeline::load_document(path);
   if (doc.steps.empty())
-    throw Error(Errc::invalid_argument,
-                path +
-                    ": has no steps (fenced code blocks marked bash, sh, python, python3, "
-                    "node or js)");
+    throw Error(Errc::invalid_argument, path + ": has no steps (fenced code blocks marked " +
+                                            pipeline::kStepLanguages + ")");
   const std::string& source = doc.source;
   // Progress goes where the report does not.
   std::ostream& say = opts.report_to_stdout() ? std::cerr : std::cout;

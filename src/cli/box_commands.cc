@@ -577,18 +577,16 @@ void add_box_network_command(CLI::App* box, Context& ctx) {
       e.allow_cidrs = cur.spec.egress.allow_cidrs;
       if (e.deny_cidrs.empty()) e.deny_cidrs = cur.spec.egress.deny_cidrs;
       // Compared as the policy stores them (lower case; an address as its /32).
-      auto norm = [](std::vector<std::string> v, auto parse, const char* what) {
+      using Parse = std::string (*)(const std::string&, const std::string&);
+      auto stored = [](std::vector<std::string> v, Parse parse, const char* what) {
         for (auto& x : v) x = parse(x, what);
         return v;
       };
-      auto dom = [](const std::string& t, const char* w) {
-        return egress::parse_domain_pattern(t, w);
-      };
-      auto net = [](const std::string& t, const char* w) { return egress::parse_cidr(t, w); };
-      edit_list(e.allow_domains, norm(*add_d, dom, "domain to add"),
-                norm(*rm_d, dom, "domain to remove"), "the domain", cur.name);
-      edit_list(e.allow_cidrs, norm(*add_c, net, "CIDR to add"), norm(*rm_c, net, "CIDR to remove"),
-                "the range", cur.name);
+      Parse dom = egress::parse_domain_pattern, net = egress::parse_cidr;
+      edit_list(e.allow_domains, stored(*add_d, dom, "allowed domain"),
+                stored(*rm_d, dom, "allowed domain"), "the domain", cur.name);
+      edit_list(e.allow_cidrs, stored(*add_c, net, "allowed CIDR"),
+                stored(*rm_c, net, "allowed CIDR"), "the range", cur.name);
     } else if (mode->empty()) {
       throw_invalid(
           "give the network mode (none, allow-all or custom), or --add-*/--rm-* to "
@@ -596,16 +594,14 @@ void add_box_network_command(CLI::App* box, Context& ctx) {
     }
     BoxRecord b = ctx.backend().set_network(*ref, m, e, eo->headers.empty() && !*clear);
     // A replacement that drops what the box allowed says so (an edit says nothing).
-    const Egress& was = cur.spec.egress;
     std::vector<std::string> dropped;
-    for (const auto& d : was.allow_domains)
-      if (std::find(b.spec.egress.allow_domains.begin(), b.spec.egress.allow_domains.end(), d) ==
-          b.spec.egress.allow_domains.end())
-        dropped.push_back(d);
-    for (const auto& r : was.allow_cidrs)
-      if (std::find(b.spec.egress.allow_cidrs.begin(), b.spec.egress.allow_cidrs.end(), r) ==
-          b.spec.egress.allow_cidrs.end())
-        dropped.push_back(r);
+    auto gone = [&dropped](const std::vector<std::string>& was,
+                           const std::vector<std::string>& now) {
+      for (const auto& x : was)
+        if (std::find(now.begin(), now.end(), x) == now.end()) dropped.push_back(x);
+    };
+    gone(cur.spec.egress.allow_domains, b.spec.egress.allow_domains);
+    gone(cur.spec.egress.allow_cidrs, b.spec.egress.allow_cidrs);
     if (!edit && !dropped.empty() && !ctx.json)
       std::cerr << "The policy of " << cur.name << " was replaced; it no longer allows "
                 << join(dropped, ", ") << " (--add-domain/--add-cidr add to a policy)\n";

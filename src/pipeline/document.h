@@ -67,6 +67,9 @@ struct Document {
   std::vector<OtherBlock> other_blocks;
 };
 
+// The languages of blocks that are steps (runner_for knows them), as messages name them.
+inline constexpr const char* kStepLanguages = "bash, sh, python, python3, node, js or javascript";
+
 // Throws Error(invalid_argument) with "PATH:LINE:COL: what is wrong" for malformed input
 // (front matter, attributes, unclosed step fences, damaged result sections, binary files).
 Document parse_document(const std::string& source, const std::string& path);

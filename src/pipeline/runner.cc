@@ -488,8 +488,7 @@ void TurnRunner::dry_run(const Document& doc_, const RunOptions& opts_) {
     std::cout << "Skipped: the " << o.lang << " block at line " << o.line
               << " (not a step's language)" << std::endl;
   if (!doc_.other_blocks.empty())
-    std::cout << "Steps are bash, sh, python, python3, node, js or javascript blocks; other "
-                 "blocks are left as they are."
+    std::cout << "Steps are " << kStepLanguages << " blocks; other blocks are left as they are."
               << std::endl;
 }
 
@@ -792,12 +791,10 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
 // error (or of its output, when it wrote no errors) are shown under its outcome.
 void TurnRunner::show_failure(const StepReport& rep) {
   if (progress_->verbose()) return;
-  std::vector<std::string> err, any;
-  for (const auto& l : rep.lines) {
-    any.push_back(l);
+  std::vector<std::string> err;
+  for (const auto& l : rep.lines)
     if (starts_with(l, "! ")) err.push_back(l.substr(2));
-  }
-  std::vector<std::string>& from = err.empty() ? any : err;
+  std::vector<std::string> from = err.empty() ? rep.lines : std::move(err);
   if (from.size() > kFailureLines) from.erase(from.begin(), from.end() - kFailureLines);
   if (from.empty()) return;
   if (!rep.cut_note.empty()) from.push_back("(the whole output is in " + rep.cut_note + ")");
@@ -1070,10 +1067,8 @@ void remove_session(Engine& engine, const std::string& name) {
 int run_document(const std::function<Engine&()>& engine, const RunOptions& opts) {
   Document doc = load_document(opts.path);
   if (doc.steps.empty())
-    throw Error(
-        Errc::invalid_argument,
-        opts.path +
-            ": has no steps (fenced code blocks marked bash, sh, python, python3, node or js)");
+    throw Error(Errc::invalid_argument,
+                opts.path + ": has no steps (fenced code blocks marked " + kStepLanguages + ")");
   if (opts.session && !valid_box_name(*opts.session))
     throw Error(Errc::invalid_argument,
                 "invalid session name '" + *opts.session + "' (letters, digits, '_', '.', '-')");

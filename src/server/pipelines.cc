@@ -158,8 +158,7 @@ Api::PipelineRun Api::pipeline_request(Call& c) {
   // its front matter is the tenant's (passed on with --session, which overrides the document's).
   pipeline::Document parsed = pipeline::parse_document(q.document, q.name);
   if (parsed.steps.empty())
-    bad(q.name +
-        ": has no steps (fenced code blocks marked bash, sh, python, python3, node or js)");
+    bad(q.name + ": has no steps (fenced code blocks marked " + pipeline::kStepLanguages + ")");
   if (!q.session && parsed.meta.session) {
     q.shown_session = *parsed.meta.session;
     q.session = tenant_session(c, *q.shown_session);

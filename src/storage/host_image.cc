@@ -341,29 +341,30 @@ std::optional<HostImage> current_host_image(const Layout& layout) {
 HostImage ensure_host_image(const Layout& layout, const HostImageOptions& opts, bool rebuild,
                             const std::set<std::string>& in_use) {
   make_dirs(layout.host_image_dir(), 0700);
-  auto fresh = [&](const HostImage& img) {
-    if (now_ms() - img.built_at > opts.max_age_ms) return false;
+  // Why `cur` must be rebuilt; empty when it is fresh.
+  auto stale = [&](const std::optional<HostImage>& cur) -> std::string {
+    if (rebuild) return "a rebuild was asked for";
+    if (!cur) return "there is none yet";
+    if (now_ms() - cur->built_at > opts.max_age_ms)
+      return "the last one is older than " +
+             format_duration_ms(static_cast<uint64_t>(opts.max_age_ms));
     try {
-      json m = json::parse(read_file(img.dir + "/manifest.json"));
-      return m.value("fingerprint", "") == fingerprint(opts.host_root) &&
-             m.value("host_root", "") == opts.host_root;
+      json m = json::parse(read_file(cur->dir + "/manifest.json"));
+      if (m.value("fingerprint", "") == fingerprint(opts.host_root) &&
+          m.value("host_root", "") == opts.host_root)
+        return "";
     } catch (const std::exception&) {
-      return false;
+      return "the last one's manifest does not read";
     }
+    return "the host's packages or /etc changed";
   };
-  if (!rebuild)
-    if (auto cur = current_host_image(layout); cur && fresh(*cur)) return *cur;
+  std::optional<HostImage> cur = current_host_image(layout);
+  if (stale(cur).empty()) return *cur;
   FileLock lock(layout.lock("host-image"));
-  if (!rebuild)
-    if (auto cur = current_host_image(layout); cur && fresh(*cur)) return *cur;
-  if (opts.on_build) {
-    auto cur = current_host_image(layout);
-    opts.on_build(rebuild ? "a rebuild was asked for"
-                  : !cur  ? "there is none yet"
-                  : now_ms() - cur->built_at > opts.max_age_ms
-                      ? "the last one is older than a day"
-                      : "the host's packages or /etc changed");
-  }
+  cur = current_host_image(layout);  // another process may have built it meanwhile
+  std::string why = stale(cur);
+  if (why.empty()) return *cur;
+  if (opts.on_build) opts.on_build(why);
   HostImage img = build(layout, opts);
   // Remove generations no running box uses.
   DIR* d = ::opendir(layout.host_image_dir().c_str());

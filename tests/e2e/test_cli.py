@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+from upstream_e2e import on_a_terminal
+
 
 def test_version(up):
     rc, out, err = up("version")
@@ -122,42 +124,12 @@ def test_exec_options_after_the_box_are_upstreams(up, mbox):
     assert up.ok("box", "exec", mbox, "echo", "--", "-x") == "-- -x\n"
 
 
-def _on_a_terminal(argv, env, timeout=120):
-    """Runs argv with its stdin, stdout and stderr on a pseudo-terminal; returns (rc, output)."""
-    import os
-    import pty
-    import select
-    import subprocess
-    import time
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    out, deadline = b"", time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not chunk:
-                break
-            out += chunk
-        return proc.wait(timeout=30), out.decode(errors="replace")
-    finally:
-        os.close(master)
-
-
 def test_the_first_command_says_it_prepares_the_host_image(own_up):
-    rc, out = _on_a_terminal([own_up.binary, "box", "run", "--rm", "--", "echo", "ran"], own_up.env)
+    rc, out = on_a_terminal([own_up.binary, "box", "run", "--rm", "--", "echo", "ran"], own_up.env, timeout=120)
     assert rc == 0, out
     assert "Preparing the host image (there is none yet)" in out, out
     assert re.search(r"The host image is ready \(\d", out), out
     assert out.index("Preparing") < out.index("ran")
     # Once prepared, it is not said again.
-    rc, out = _on_a_terminal([own_up.binary, "box", "run", "--rm", "--", "echo", "ran"], own_up.env)
+    rc, out = on_a_terminal([own_up.binary, "box", "run", "--rm", "--", "echo", "ran"], own_up.env, timeout=120)
     assert rc == 0 and "host image" not in out, out

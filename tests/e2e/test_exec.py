@@ -1,15 +1,11 @@
 """box exec (foreground and background), ps, logs, kill."""
 
-import os
-import pty
 import re
-import select
-import subprocess
 import time
 
 import pytest
 
-from upstream_e2e import wait_until
+from upstream_e2e import on_a_terminal, wait_until
 
 
 # --- foreground -------------------------------------------------------------------------------
@@ -281,38 +277,10 @@ def test_tty_option_gives_a_terminal(up, mbox):
         assert rc == 125 and "terminals (-t) are not available over HTTP" in err
         assert up("box", "exec", mbox, "--", "test", "-e", "/tmp/tty-ran")[0] == 1
         return
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [up.binary, "box", "exec", "-t", mbox, "--", "sh", "-c", "tty; test -t 0 && echo stdin-is-tty"],
-            stdin=slave, stdout=slave, stderr=slave, env=up.env,
-        )
-        os.close(slave)
-        slave = -1
-        out = b""
-        deadline = time.monotonic() + 20
-        for _ in range(2000):
-            if time.monotonic() > deadline:
-                break
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the pty
-                break
-            if not chunk:
-                break
-            out += chunk
-        rc = proc.wait(timeout=20)
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
-    assert rc == 0, out
-    text = out.decode(errors="replace")
+    rc, text = on_a_terminal(
+        [up.binary, "box", "exec", "-t", mbox, "--", "sh", "-c", "tty; test -t 0 && echo stdin-is-tty"],
+        up.env)
+    assert rc == 0, text
     assert "/dev/pts/" in text and "stdin-is-tty" in text, text
     # Without -t there is no terminal.
     rc, out, err = up("box", "exec", mbox, "--", "sh", "-c", "test -t 1 && echo tty || echo no-tty")

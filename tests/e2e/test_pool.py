@@ -2,6 +2,7 @@
 for exactly that shape, refilled in the background by `upstream serve`, never reused."""
 
 import json
+import re
 import os
 import signal
 import time
@@ -56,6 +57,9 @@ def test_pooled_boxes_are_nobodys(own_up, server):
     assert own_up.json("system", "info")["pooled"] == 3
     names = [b["name"] for b in own_up.ls_json()]
     assert not any(n.startswith("box-") for n in names), names
+    # The human listing gives the limits in units.
+    table = own_up.ok("pool", "ls")
+    assert re.search(r"^host\s+memory=256 MiB pids=512\s+\d/2", table, re.M), table
 
 
 def test_matching_create_takes_a_ready_box_and_it_is_refilled(own_up, server):

@@ -109,6 +109,38 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
+def on_a_terminal(argv, env, timeout=20):
+    """Runs argv with stdin, stdout and stderr on a pseudo-terminal, reading what it writes for
+    at most `timeout` seconds; returns (exit code, output as text)."""
+    import os
+    import pty
+    import select
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        slave = -1
+        out, deadline = b"", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        return proc.wait(timeout=20), out.decode(errors="replace")
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+
+
 class Server:
     """`upstream serve` on an ephemeral loopback port, over the given CLI's state directory."""
 
