@@ -23,6 +23,8 @@ packages=(
   btrfs-progs util-linux e2fsprogs iproute2 procps psmisc tar zstd
   # end-to-end tests and tooling
   python3 python3-pytest python3-jsonschema busybox-static curl
+  # what boxes on the host image install packages with (pip, venv)
+  python3-pip python3-venv
   # the test internet of the network tests: its CA and certificates
   openssl
   # the HTTP load generator of bench/

@@ -1,6 +1,7 @@
 #include "storage/host_image.h"
 
 #include <dirent.h>
+#include <glob.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -26,6 +27,25 @@ using nlohmann::json;
 
 const char* kCandidateSystemDirs[] = {"usr",  "etc", "var",   "opt",   "bin",
                                       "sbin", "lib", "lib32", "lib64", "libx32"};
+// What a generation holds changes with upstream itself: a generation made by an older format is
+// rebuilt (2: package managers' "externally managed" markers removed).
+constexpr int kFormat = 2;
+
+// Markers by which the host's package manager keeps other installers out of its directories
+// (PEP 668: Debian's pip refuses to install without --break-system-packages). In a box the system
+// is the box's own writable layer, as in the official python images, so they are hidden; relative
+// to the system directory they are found in.
+std::vector<std::string> installer_markers(const std::string& sysdir_path) {
+  std::vector<std::string> out;
+  glob_t g{};
+  std::string pattern = sysdir_path + "/lib/python3*/EXTERNALLY-MANAGED";
+  if (::glob(pattern.c_str(), GLOB_NOSORT, nullptr, &g) == 0)
+    for (size_t i = 0; i < g.gl_pathc; i++)
+      out.push_back(std::string(g.gl_pathv[i]).substr(sysdir_path.size() + 1));
+  ::globfree(&g);
+  return out;
+}
+
 const char* kFreshTopDirs[] = {"proc", "sys",  "dev", "run", "tmp",
                                "home", "root", "mnt", "srv", "media"};
 
@@ -225,6 +245,7 @@ HostImage build(const Layout& layout, const HostImageOptions& opts) {
       struct stat hs;
       if (::lstat(h.c_str(), &hs) == 0) w.hidden.push_back(rel);
     }
+    for (const auto& rel : installer_markers(host_dir)) w.hidden.push_back(rel);
     for (const auto& rel : w.hidden) {
       ensure_mask_parents(host_dir, mask_dir, rel);
       whiteout(mask_dir + "/" + rel);
@@ -273,7 +294,8 @@ HostImage build(const Layout& layout, const HostImageOptions& opts) {
     if (::access((hr + "/var/tmp").c_str(), F_OK) == 0) opaque_dir(var + "/tmp", 01777);
   }
 
-  json manifest = {{"built_at", now_ms()},
+  json manifest = {{"format", kFormat},
+                   {"built_at", now_ms()},
                    {"system_dirs", sysdirs},
                    {"masked", masked},
                    {"fingerprint", fingerprint(hr)},
@@ -350,6 +372,7 @@ HostImage ensure_host_image(const Layout& layout, const HostImageOptions& opts, 
              format_duration_ms(static_cast<uint64_t>(opts.max_age_ms));
     try {
       json m = json::parse(read_file(cur->dir + "/manifest.json"));
+      if (m.value("format", 1) != kFormat) return "the last one was made by an older upstream";
       if (m.value("fingerprint", "") == fingerprint(opts.host_root) &&
           m.value("host_root", "") == opts.host_root)
         return "";

@@ -52,9 +52,10 @@ class HostImageBuild : public ::testing::Test {
     host_ = base_ + "/host";
     home_ = base_ + "/home";
     for (const char* d : {"usr/bin", "usr/share", "etc/ssl/private", "etc/skel", "var/log",
-                          "var/tmp", "var/lib/app", "var/lib/upstream", "opt/tool"})
+                          "var/tmp", "var/lib/app", "var/lib/upstream", "opt/tool", "usr/lib/python3.11"})
       make_dirs(host_ + "/" + d);
     put("usr/bin/ls", "elf", 0755);
+    put("usr/lib/python3.11/EXTERNALLY-MANAGED", "[externally-managed]\n", 0644);
     put("usr/share/secret", "s", 0600);
     put("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
         0644);
@@ -92,12 +93,16 @@ class HostImageBuild : public ::testing::Test {
 TEST_F(HostImageBuild, MaskHidesWhatUsersCannotRead) {
   Layout layout(home_);
   HostImage img = ensure_host_image(layout, opts(), false, {});
+  struct stat st;
   EXPECT_EQ(img.system_dirs, (std::vector<std::string>{"usr", "etc", "var", "opt"}));
   EXPECT_TRUE(is_whiteout(img.mask("usr") + "/share/secret"));
   EXPECT_TRUE(is_whiteout(img.mask("etc") + "/ssl/private"));
   EXPECT_TRUE(is_whiteout(img.mask("var") + "/lib/upstream"));
   EXPECT_FALSE(is_whiteout(img.mask("var") + "/lib/app"));
-  struct stat st;
+  // pip installs into the box's own layer, as in the official python images (PEP 668's marker
+  // is the host's).
+  EXPECT_TRUE(is_whiteout(img.mask("usr") + "/lib/python3.11/EXTERNALLY-MANAGED"));
+  ASSERT_EQ(::stat((img.mask("usr") + "/lib/python3.11").c_str(), &st), 0);
   ASSERT_EQ(::stat((img.mask("etc") + "/ssl").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0775u);
   // Accounts are generated; no host hash survives.
@@ -119,7 +124,8 @@ TEST_F(HostImageBuild, MaskHidesWhatUsersCannotRead) {
   EXPECT_EQ(st.st_uid, 1000u);
   ASSERT_EQ(::stat((img.skel() + "/tmp").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 01777u);
-  EXPECT_EQ(img.masked, 4u);  // secret, shadow (then regenerated), ssl/private, our state
+  // secret, shadow (then regenerated), ssl/private, our state, the PEP 668 marker
+  EXPECT_EQ(img.masked, 5u);
 }
 
 TEST_F(HostImageBuild, ReusedUntilTheHostChanges) {
@@ -139,6 +145,25 @@ TEST_F(HostImageBuild, ReusedUntilTheHostChanges) {
   HostImage d = ensure_host_image(layout, opts(), true, {c.generation});
   EXPECT_EQ(::stat(c.dir.c_str(), &st), 0);
   EXPECT_EQ(current_host_image(layout)->generation, d.generation);
+}
+
+TEST_F(HostImageBuild, AGenerationOfAnOlderFormatIsRebuilt) {
+  Layout layout(home_);
+  HostImage a = ensure_host_image(layout, opts(), false, {});
+  std::string manifest = read_file(a.dir + "/manifest.json");
+  auto at = manifest.find("\"format\"");
+  ASSERT_NE(at, std::string::npos);
+  manifest.replace(at, 8, "\"old_fmt\"");  // as an older upstream wrote it: no format
+  write_file_atomic(a.dir + "/manifest.json", manifest, 0644);
+  std::string why;
+  HostImageOptions o = opts();
+  o.on_build = [&](const std::string& w) { why = w; };
+  HostImage b = ensure_host_image(layout, o, false, {});
+  EXPECT_NE(b.generation, a.generation);
+  EXPECT_EQ(why, "the last one was made by an older upstream");
+  why.clear();
+  EXPECT_EQ(ensure_host_image(layout, o, false, {}).generation, b.generation);
+  EXPECT_EQ(why, "");
 }
 
 }  // namespace
