@@ -126,7 +126,9 @@ schemas = {
    "name": {"type": "string", "description": "Its file name, shown in progress and errors (default document.md)"},
    "session": {"type": "string", "description": "Run as the next turn of this session (overrides the document's front matter)"},
    "stream": {"type": "boolean", "description": "Stream progress as NDJSON events (also with Accept: application/x-ndjson)"},
-   "verbose": {"type": "boolean", "description": "Also stream each step's output"}}},
+   "verbose": {"type": "boolean", "description": "Also stream each step's output"},
+   "network": {"type": "string", "enum": ["none", "allow-all", "custom"], "description": "The box's network (over the front matter's `network:`); a session's box keeps it"},
+   "egress": {"allOf": [ref("Egress")], "description": "For network custom: allow_domains, allow_cidrs, deny_cidrs (no headers)"}}},
  "PipelineResult": {"type": "object", "required": ["exit_code", "status", "report", "progress", "errors", "run_id", "session", "turn"], "properties": {
    "type": {"const": "end"},
    "exit_code": {"type": "integer", "description": "As `upstream run`: 0 succeeded, 1 a step failed, 2 invalid document, 125 error, 130/143 interrupted"},

@@ -187,6 +187,10 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
     name = path == "-" ? "stdin.md" : "document.md";
   json body = {{"document", source}, {"name", name}, {"stream", true}, {"verbose", opts.verbose}};
   if (opts.session) body["session"] = *opts.session;
+  if (opts.network) {
+    body["network"] = opts.network->mode;
+    body["egress"] = egress::to_json(opts.network->egress, false);
+  }
   auto c = http.open("POST", "/v1/pipelines", body.dump(), "application/json");
   std::optional<json> end;
   bool hold = false;

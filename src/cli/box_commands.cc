@@ -26,46 +26,6 @@ using nlohmann::json;
 
 namespace {
 
-// The egress policy and the headers to inject, as options of create and network.
-struct EgressOpts {
-  std::vector<std::string> allow_domains, allow_cidrs, deny_cidrs, headers;
-};
-
-void add_egress_options(CLI::App* c, EgressOpts& o) {
-  c->add_option("--allow-domain", o.allow_domains,
-                "custom: a name the box may reach over HTTP(S) and resolve, e.g. pypi.org or "
-                "*.example.com (repeatable)")
-      ->allow_extra_args(false);
-  c->add_option("--allow-cidr", o.allow_cidrs,
-                "custom: an IPv4 range the box may reach on any port (repeatable)")
-      ->allow_extra_args(false);
-  c->add_option("--deny-cidr", o.deny_cidrs,
-                "custom: an IPv4 range the box never reaches, whatever else allows it (repeatable)")
-      ->allow_extra_args(false);
-  c->add_option("--header", o.headers,
-                "'HOST=Name: value': a header the host proxy adds to the box's HTTPS requests to "
-                "HOST (or *.domain); the value never enters the box (repeatable)")
-      ->allow_extra_args(false);
-}
-
-Egress egress_from(const EgressOpts& o) {
-  Egress e;
-  e.allow_domains = o.allow_domains;
-  e.allow_cidrs = o.allow_cidrs;
-  e.deny_cidrs = o.deny_cidrs;
-  for (const auto& h : o.headers) {
-    auto eq = h.find('=');
-    auto colon = eq == std::string::npos ? std::string::npos : h.find(':', eq);
-    if (eq == std::string::npos || eq == 0 || colon == std::string::npos)
-      throw_invalid("invalid --header '" + h +
-                    "': use HOST=Name: value, e.g. "
-                    "'api.example.com=Authorization: Bearer TOKEN'");
-    std::string name = trim(h.substr(eq + 1, colon - eq - 1));
-    e.headers[h.substr(0, eq)][name] = trim(h.substr(colon + 1));
-  }
-  return e;
-}
-
 struct CreateOpts {
   std::string name, image = "host", cpus, memory, pids, disk, user, workdir, auto_pause, auto_stop,
                     auto_archive, network;

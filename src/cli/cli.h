@@ -14,6 +14,7 @@
 #include "cli/backend.h"
 #include "engine/engine.h"
 #include "engine/wire.h"
+#include "pipeline/document.h"
 
 namespace upstream::cli {
 
@@ -52,6 +53,18 @@ Limits parse_limits(const std::string& cpus, const std::string& memory, const st
 std::vector<std::string> parse_env_list(const std::vector<std::string>& items);
 std::map<std::string, std::string> parse_labels(const std::vector<std::string>& items);
 using upstream::parse_signal;
+
+// The egress policy and the headers to inject, as options of box create and box network (and,
+// without headers, of run and image build).
+struct EgressOpts {
+  std::vector<std::string> allow_domains, allow_cidrs, deny_cidrs, headers;
+};
+void add_egress_options(CLI::App* c, EgressOpts& o, bool headers = true);
+// Throws invalid_argument for a malformed --header.
+Egress egress_from(const EgressOpts& o);
+// --network MODE with --allow-*/--deny-cidr (no headers) of run and image build, checked as a box
+// spec's; nullopt when neither was given.
+std::optional<pipeline::RunNetwork> network_options(const std::string& mode, const EgressOpts& o);
 
 // Help pages and parse errors (usage.cc). The formatter shows positionals in capitals and a
 // command's usage as set_usage gave it ("[OPTIONS] BOX -- COMMAND [ARG...]"). A parse error is

@@ -70,7 +70,13 @@ void add_run_command(CLI::App& app, Context& ctx) {
       ->allow_extra_args(false);
   c->add_option("--progress", opts->progress, "auto (spinner on a terminal), plain or none")
       ->check(CLI::IsMember({"auto", "plain", "none"}));
-  c->callback([&ctx, opts, session, output, head, tail, labels] {
+  auto network = std::make_shared<std::string>();
+  auto egress = std::make_shared<EgressOpts>();
+  c->add_option("--network", *network,
+                "The box's network, over the front matter's: none, allow-all or custom (with "
+                "--allow-domain/--allow-cidr); a session's box keeps it");
+  add_egress_options(c, *egress, false);
+  c->callback([&ctx, opts, session, output, head, tail, labels, network, egress] {
     if (!session->empty()) opts->session = *session;
     if (!output->empty()) opts->output = *output;
     if (*head >= 0) opts->head_lines = *head;
@@ -78,6 +84,7 @@ void add_run_command(CLI::App& app, Context& ctx) {
     int code;
     try {
       opts->labels = parse_labels(*labels);
+      opts->network = network_options(*network, *egress);
       code = ctx.backend().run_document(*opts);
     } catch (const Error& e) {
       std::cerr << "upstream: error: " << e.what() << std::endl;

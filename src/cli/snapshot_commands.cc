@@ -79,7 +79,8 @@ struct Step {
 // `image build`: the steps of a document, or the --run commands, in a fresh box; the box is
 // saved as an image when every step succeeded, and removed either way.
 void build_image(Context& ctx, const std::string& name, const std::string& file,
-                 const std::vector<std::string>& commands, BoxSpec spec, bool quiet) {
+                 const std::vector<std::string>& commands, BoxSpec spec,
+                 const std::optional<pipeline::RunNetwork>& network, bool quiet) {
   std::vector<Step> steps;
   if (!file.empty()) {
     std::string text;
@@ -94,6 +95,10 @@ void build_image(Context& ctx, const std::string& name, const std::string& file,
     if (fm.workdir) spec.workdir = *fm.workdir;
     if (fm.user) spec.user = *fm.user;
     for (const auto& [k, v] : fm.env) spec.env.push_back(k + "=" + v);
+    if (fm.network && !network) {
+      spec.network = fm.network->mode;
+      spec.egress = fm.network->egress;
+    }
     for (const auto& s : doc.steps) {
       std::vector<std::string> argv;
       if (s.runner == "bash")
@@ -107,6 +112,10 @@ void build_image(Context& ctx, const std::string& name, const std::string& file,
   }
   for (const auto& c : commands) steps.push_back({c, {"bash", "-c", c}});
   if (steps.empty()) throw_invalid("image build needs a document with steps or --run commands");
+  if (network) {
+    spec.network = network->mode;
+    spec.egress = network->egress;
+  }
   validate_box_spec(spec);
   Backend& e = ctx.backend();
   // Refused before any work when the name is taken.
@@ -279,7 +288,13 @@ void add_img_build_command(CLI::App* img, Context& ctx) {
   c->add_option("--env,-e", *env, "Environment KEY=VALUE (repeatable)")->allow_extra_args(false);
   c->add_option("--memory,-m", *memory, "Memory limit of the build box");
   c->add_flag("--quiet,-q", *quiet, "Do not show the steps' output");
-  c->callback([&ctx, name, file, runs, from, env, memory, quiet] {
+  auto network = std::make_shared<std::string>();
+  auto egress = std::make_shared<EgressOpts>();
+  c->add_option("--network", *network,
+                "The build box's network, over the document's: none (default), allow-all or "
+                "custom (with --allow-domain/--allow-cidr); the image keeps none of it");
+  add_egress_options(c, *egress, false);
+  c->callback([&ctx, name, file, runs, from, env, memory, quiet, network, egress] {
     BoxSpec spec;
     spec.image = *from;
     spec.env = parse_env_list(*env);
@@ -288,7 +303,7 @@ void add_img_build_command(CLI::App* img, Context& ctx) {
       throw_invalid("invalid image name '" + *name +
                     "': use up to 63 letters, digits, '_', '.' or '-', starting with a letter "
                     "or digit");
-    build_image(ctx, *name, *file, *runs, spec, *quiet);
+    build_image(ctx, *name, *file, *runs, spec, network_options(*network, *egress), *quiet);
   });
 }
 

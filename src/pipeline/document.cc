@@ -12,8 +12,20 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "model/egress.h"
 
 namespace upstream::pipeline {
+
+std::string describe(const RunNetwork& n) {
+  std::string out = to_string(n.mode);
+  const Egress& e = n.egress;
+  if (n.mode != NetworkMode::custom) return out;
+  std::vector<std::string> allowed = e.allow_domains;
+  allowed.insert(allowed.end(), e.allow_cidrs.begin(), e.allow_cidrs.end());
+  out += " (" + (allowed.empty() ? std::string("nothing allowed") : join(allowed, ", "));
+  if (!e.deny_cidrs.empty()) out += "; denied " + join(e.deny_cidrs, ", ");
+  return out + ")";
+}
 
 namespace {
 
@@ -175,6 +187,53 @@ void apply_limit(Limits& l, const std::string& key, const YAML::Node& v, const Y
   }
 }
 
+// `network: allow-all`, or a map whose lists make it custom:
+//   network: {allow_domains: [pypi.org, "*.pythonhosted.org"], allow_cidrs: [10.0.0.0/8]}
+RunNetwork parse_network(const YAML::Node& v, const YamlWhere& w) {
+  RunNetwork n;
+  auto mode = [&](const YAML::Node& m) {
+    try {
+      n.mode = parse_network_mode(scalar(m, w, "network"));
+    } catch (const Error& e) {
+      w.at(m, e.what());
+    }
+  };
+  if (v.IsScalar()) {
+    mode(v);
+  } else if (v.IsMap()) {
+    n.mode = NetworkMode::custom;
+    for (auto e = v.begin(); e != v.end(); ++e) {
+      std::string k = e->first.IsScalar() ? e->first.Scalar() : "";
+      YAML::Node val = e->second;
+      std::vector<std::string>* list = k == "allow_domains" ? &n.egress.allow_domains
+                                       : k == "allow_cidrs" ? &n.egress.allow_cidrs
+                                       : k == "deny_cidrs"  ? &n.egress.deny_cidrs
+                                                            : nullptr;
+      if (k == "mode") {
+        mode(val);
+      } else if (!list) {
+        w.at(e->first, "unknown network setting '" + k +
+                           "' (mode, allow_domains, allow_cidrs, deny_cidrs; headers are given "
+                           "to a box, never in a document)");
+      } else if (val.IsSequence()) {
+        for (const auto& x : val) list->push_back(scalar(x, w, k));
+      } else {
+        list->push_back(scalar(val, w, k));
+      }
+    }
+  } else {
+    w.at(v,
+         "'network' must be none, allow-all or custom, or map allow_domains, allow_cidrs and "
+         "deny_cidrs to lists");
+  }
+  try {
+    egress::validate(n.mode, n.egress);
+  } catch (const Error& e) {
+    w.at(v, "network: " + std::string(e.what()));
+  }
+  return n;
+}
+
 FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
   FrontMatter fm;
   YAML::Node root;
@@ -239,6 +298,8 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
         if (g.empty() || g[0] == '/' || g.find("..") != std::string::npos)
           w.at(v,
                "artifact glob '" + g + "' must be relative and stay inside the working directory");
+    } else if (key == "network") {
+      fm.network = parse_network(v, w);
     } else if (key == "cpus" || key == "memory" || key == "pids" || key == "disk") {
       apply_limit(fm.limits, key, v, w);
     } else if (key == "limits") {
@@ -263,8 +324,7 @@ FrontMatter parse_front_matter(const std::string& yaml, const YamlWhere& w) {
     } else {
       w.at(k, "unknown key '" + key +
                   "' (known: image, env, workdir, timeout, session, artifacts, on_error, user, "
-                  "cpus, memory, "
-                  "pids, disk, limits, output)");
+                  "network, cpus, memory, pids, disk, limits, output)");
     }
   }
   return fm;

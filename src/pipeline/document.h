@@ -18,6 +18,17 @@
 
 namespace upstream::pipeline {
 
+// The network of a run's box (front matter `network:`, `upstream run --network`), as box create's
+// --network and --allow-* give it: the egress lists apply to mode custom. Checked and
+// normalised as a box spec's are.
+struct RunNetwork {
+  NetworkMode mode = NetworkMode::none;
+  Egress egress;  // allow_domains, allow_cidrs, deny_cidrs (no headers: a document holds no keys)
+  bool operator==(const RunNetwork&) const = default;
+};
+// "allow-all", or "custom (pypi.org, 10.0.0.0/8; denied 10.1.0.0/16)", for messages.
+std::string describe(const RunNetwork& n);
+
 struct FrontMatter {
   std::optional<std::string> image;
   size_t image_line = 0, image_column = 0;  // where its value is in the file (1-based)
@@ -29,6 +40,7 @@ struct FrontMatter {
   std::vector<std::string> artifacts;                    // globs, relative to the working directory
   std::string on_error = "stop";                         // stop | continue
   Limits limits;
+  std::optional<RunNetwork> network;
   std::optional<int> head_lines;  // output lines kept at the start of a long output
   std::optional<int> tail_lines;  // ... and at its end
 };

@@ -474,6 +474,7 @@ void TurnRunner::dry_run(const Document& doc_, const RunOptions& opts_) {
             << (doc_.steps.size() == 1 ? "" : "s");
   std::string session = opts_.session.value_or(doc_.meta.session.value_or(""));
   if (!session.empty()) std::cout << " (session " << session << ")";
+  if (auto n = opts_.network_for(doc_)) std::cout << " (network " << describe(*n) << ")";
   std::cout << "; nothing is run (--dry-run)" << std::endl;
   for (const auto& s : doc_.steps) {
     std::cout << "Step " << s.index << ": " << s.name << "  [" << s.lang << ", line " << s.line;
@@ -522,6 +523,7 @@ void TurnRunner::check_image() {
 
 void TurnRunner::prepare_box() {
   const auto& m = doc_.meta;
+  const std::optional<RunNetwork> network = opts_.network_for(doc_);
   std::optional<SessionState> state;
   if (!session_.empty()) state = store_->state(session_);
   if (state && !state->box_id.empty()) {
@@ -532,6 +534,14 @@ void TurnRunner::prepare_box() {
         progress_->message("Note: session " + session_ + " runs in its box with image " +
                            box_.spec.image + "; the document's image " + *m.image +
                            " applies to a new session");
+      // A network the turn asks for is the session box's from now on.
+      RunNetwork had{box_.spec.network, box_.spec.egress};
+      had.egress.headers.clear();
+      if (network && !(*network == had)) {
+        box_ = engine_.set_network(box_.id, network->mode, network->egress, true);
+        progress_->message("Note: the box of session " + session_ + " now has network " +
+                           describe(*network) + " (it had " + describe(had) + ")");
+      }
     } catch (const Error& e) {
       if (e.code() != Errc::not_found) throw;
       progress_->message(
@@ -545,6 +555,10 @@ void TurnRunner::prepare_box() {
     spec.image = m.image.value_or("host");
     spec.limits = m.limits;
     if (m.workdir) spec.workdir = *m.workdir;
+    if (network) {
+      spec.network = network->mode;
+      spec.egress = network->egress;
+    }
     std::string name = session_.empty() ? "run-" + run_id_ : "session-" + session_;
     spec.name = valid_box_name(name) ? name : "";
     spec.labels = opts_.labels;

@@ -32,9 +32,15 @@ struct RunOptions {
   // Progress display: "auto" (a spinner on a terminal, plain lines otherwise), "plain", "none".
   std::string progress = "auto";
   std::map<std::string, std::string> labels;  // put on the box when a turn creates one
+  std::optional<RunNetwork> network;          // overrides the front matter's
 
   // The report goes to standard output for `-o -`, and for a document read from standard input
   // without -o; progress then goes to standard error, so standard output is the report alone.
+  // The network the run's box gets: --network, else the front matter's (nullopt: none, or what
+  // a session's box has).
+  std::optional<RunNetwork> network_for(const Document& doc) const {
+    return network ? network : doc.meta.network;
+  }
   bool report_to_stdout() const { return output ? *output == "-" : path == "-"; }
 };
 

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+#include "pipeline/document.h"
 #include "server/keys.h"
 #include "server/metrics.h"
 #include "server/request_guard.h"
@@ -144,6 +145,7 @@ class Api {
     std::string document, name;
     bool verbose = false, stream = false;
     std::optional<std::string> session, shown_session;  // as stored, and as the client named it
+    std::optional<pipeline::RunNetwork> network;          // "network" and "egress", as for a box
   };
   PipelineRun pipeline_request(Call& c);
   nlohmann::json pipeline_outcome(const PipelineRun& q, int code, const std::string& progress,

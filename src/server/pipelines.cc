@@ -18,6 +18,7 @@
 #include "common/fd.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "model/egress.h"
 #include "pipeline/context.h"
 #include "pipeline/runner.h"
 #include "server/api.h"
@@ -142,7 +143,7 @@ void pump_run_output(Child& child, int watch_fd, bool& client_gone,
 Api::PipelineRun Api::pipeline_request(Call& c) {
   Request& r = c.req;
   PipelineRun q;
-  Body b(r.body, {"document", "session", "name", "stream", "verbose"});
+  Body b(r.body, {"document", "session", "name", "stream", "verbose", "network", "egress"});
   q.document = b.str("document").value_or("");
   if (q.document.empty()) bad("field 'document' (the markdown text) is required");
   q.name = b.str("name").value_or("document.md");
@@ -162,6 +163,20 @@ Api::PipelineRun Api::pipeline_request(Call& c) {
   if (!q.session && parsed.meta.session) {
     q.shown_session = *parsed.meta.session;
     q.session = tenant_session(c, *q.shown_session);
+  }
+  // The box's network, over the front matter's: as POST /v1/boxes gives it, without headers (a
+  // document's box gets no secrets this way).
+  std::optional<std::string> mode = b.str("network");
+  const json* eg = b.get("egress");
+  if (mode || eg) {
+    pipeline::RunNetwork n;
+    if (mode) n.mode = parse_network_mode(*mode);
+    if (eg) n.egress = egress::from_json(*eg);
+    if (!n.egress.headers.empty())
+      bad("field 'egress': a pipeline's box takes no headers (give them to a box with POST "
+          "/v1/boxes)");
+    egress::validate(n.mode, n.egress);
+    q.network = n;
   }
   q.stream = b.boolean("stream").value_or(false) ||
              r.accept.find("application/x-ndjson") != std::string::npos;
@@ -249,6 +264,14 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
   std::vector<std::string> argv{self_exe_, "run", "--progress", "plain", name};
   if (session) argv.insert(argv.end(), {"--session", *session});
   if (verbose) argv.push_back("-v");
+  if (q.network) {
+    argv.insert(argv.end(), {"--network", to_string(q.network->mode)});
+    const Egress& e = q.network->egress;
+    for (const auto& [flag, list] : {std::pair{"--allow-domain", &e.allow_domains},
+                                     {"--allow-cidr", &e.allow_cidrs},
+                                     {"--deny-cidr", &e.deny_cidrs}})
+      for (const auto& x : *list) argv.insert(argv.end(), {flag, x});
+  }
   if (!c.tenant.empty())
     argv.insert(argv.end(), {"--label", std::string(kTenantLabel) + "=" + c.tenant});
   Child child = spawn_run(argv, dir);

@@ -1,8 +1,8 @@
 #include "storage/host_image.h"
 
 #include <dirent.h>
-#include <glob.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -294,12 +294,8 @@ HostImage build(const Layout& layout, const HostImageOptions& opts) {
     if (::access((hr + "/var/tmp").c_str(), F_OK) == 0) opaque_dir(var + "/tmp", 01777);
   }
 
-  json manifest = {{"format", kFormat},
-                   {"built_at", now_ms()},
-                   {"system_dirs", sysdirs},
-                   {"masked", masked},
-                   {"fingerprint", fingerprint(hr)},
-                   {"host_root", hr}};
+  json manifest = {{"format", kFormat}, {"built_at", now_ms()},           {"system_dirs", sysdirs},
+                   {"masked", masked},  {"fingerprint", fingerprint(hr)}, {"host_root", hr}};
   write_file(tmp + "/manifest.json", manifest.dump(2), 0644);
   if (::rename(tmp.c_str(), dir.c_str()) != 0) throw_sys("rename " + tmp);
   // Point "current" at the new generation atomically.

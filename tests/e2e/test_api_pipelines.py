@@ -90,6 +90,20 @@ def test_bad_documents(api):
     assert s == 400 and "session" in e["message"]
     s, e = api("POST", "/v1/pipelines", {"doc": "x"})
     assert s == 400 and "unknown field 'doc'" in e["message"]
+    # The box's network as for POST /v1/boxes, but never headers (a document's box gets no keys).
+    one = "```bash\ntrue\n```\n"
+    for body, message in [
+        ({"network": "open"}, "invalid network mode 'open'"),
+        ({"network": "custom", "egress": {"headers": {"api.test": {"Authorization": "x"}}}},
+         "a pipeline's box takes no headers"),
+        ({"egress": {"allow_domains": ["pypi.org"]}}, "apply to network mode custom, not none"),
+        ({"network": "custom", "egress": {"allow_cidrs": ["10.0.0.0/33"]}}, "invalid allowed CIDR"),
+    ]:
+        s, e = api("POST", "/v1/pipelines", {"document": one, **body})
+        assert s == 400 and message in e["message"], (body, e)
+    s, r = api("POST", "/v1/pipelines", {"document": "```bash\nip -o link | grep -c eth0\n```\n",
+                                         "network": "allow-all"})
+    assert s == 200 and r["exit_code"] == 0 and "\n1\n" in r["report"], r
     s, e = api("GET", "/v1/sessions/never-was")
     assert s == 404
 

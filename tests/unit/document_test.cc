@@ -227,7 +227,7 @@ TEST(DocumentTest, BadInputNamesFileLineAndColumn) {
   EXPECT_EQ(parse_error("---\nimage: host\nbogus: 1\n---\n```bash\ntrue\n```\n"),
             "doc.md:3:1: front matter: unknown key 'bogus' (known: image, env, workdir, timeout, "
             "session, artifacts, "
-            "on_error, user, cpus, memory, pids, disk, limits, output)");
+            "on_error, user, network, cpus, memory, pids, disk, limits, output)");
   EXPECT_EQ(parse_error("---\ntimeout: soon\n---\n"),
             "doc.md:2:10: front matter: invalid timeout 'soon': expected a number with an optional "
             "unit (ms, s, m, h), e.g. "
@@ -254,6 +254,33 @@ TEST(DocumentTest, BadInputNamesFileLineAndColumn) {
                 "```bash\ntrue\n```\n<!-- upstream:result -->\n**Result:** exit 0\n\n# lost end\n")
                 .find("has no end marker"),
             std::string::npos);
+}
+
+TEST(DocumentTest, NetworkInTheFrontMatter) {
+  auto net = [](const std::string& fm) {
+    return parse_document("---\n" + fm + "---\n```bash\ntrue\n```\n", "doc.md").meta.network;
+  };
+  EXPECT_FALSE(net("image: host\n").has_value());
+  EXPECT_EQ(net("network: allow-all\n")->mode, NetworkMode::allow_all);
+  EXPECT_EQ(describe(*net("network: none\n")), "none");
+  // Lists make it custom, normalised as a box spec's are.
+  auto n = net("network:\n  allow_domains: [PyPI.org, \"*.pythonhosted.org\"]\n"
+               "  allow_cidrs: 10.1.2.3/8\n  deny_cidrs: [10.9.0.0/16]\n");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->mode, NetworkMode::custom);
+  EXPECT_EQ(n->egress.allow_domains, (std::vector<std::string>{"pypi.org", "*.pythonhosted.org"}));
+  EXPECT_EQ(n->egress.allow_cidrs, (std::vector<std::string>{"10.0.0.0/8"}));
+  EXPECT_EQ(describe(*n), "custom (pypi.org, *.pythonhosted.org, 10.0.0.0/8; denied 10.9.0.0/16)");
+  EXPECT_EQ(describe(*net("network: custom\n")), "custom (nothing allowed)");
+  EXPECT_EQ(parse_error("---\nnetwork: open\n---\n").substr(0, 60),
+            "doc.md:2:10: front matter: invalid network mode 'open': use ");
+  EXPECT_EQ(parse_error("---\nnetwork:\n  mode: none\n  allow_cidrs: [10.0.0.0/8]\n---\n"),
+            "doc.md:3:3: front matter: network: allowed domains and allowed or denied CIDRs apply "
+            "to network mode custom, not none");
+  EXPECT_EQ(parse_error("---\nnetwork:\n  headers: {a: b}\n---\n").substr(0, 63),
+            "doc.md:3:3: front matter: unknown network setting 'headers' (mo");
+  EXPECT_EQ(parse_error("---\nnetwork:\n  allow_domains: [{a: b}]\n---\n"),
+            "doc.md:3:19: front matter: 'allow_domains' must be a single value");
 }
 
 TEST(DocumentTest, CleanOutputLine) {

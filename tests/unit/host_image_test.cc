@@ -51,8 +51,9 @@ class HostImageBuild : public ::testing::Test {
     base_ = "/tmp/upstream-hostimg-" + std::to_string(::getpid());
     host_ = base_ + "/host";
     home_ = base_ + "/home";
-    for (const char* d : {"usr/bin", "usr/share", "etc/ssl/private", "etc/skel", "var/log",
-                          "var/tmp", "var/lib/app", "var/lib/upstream", "opt/tool", "usr/lib/python3.11"})
+    for (const char* d :
+         {"usr/bin", "usr/share", "etc/ssl/private", "etc/skel", "var/log", "var/tmp",
+          "var/lib/app", "var/lib/upstream", "opt/tool", "usr/lib/python3.11"})
       make_dirs(host_ + "/" + d);
     put("usr/bin/ls", "elf", 0755);
     put("usr/lib/python3.11/EXTERNALLY-MANAGED", "[externally-managed]\n", 0644);
