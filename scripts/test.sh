@@ -49,6 +49,6 @@ step "end-to-end tests again, with the CLI going over HTTP (UPSTREAM_URL set)"
 UPSTREAM_E2E_REMOTE=1 UPSTREAM_BIN="$PWD/$build/upstream" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
   tests/e2e/test_exec.py tests/e2e/test_boxes.py tests/e2e/test_cp.py tests/e2e/test_errors.py tests/e2e/test_cli.py \
   tests/e2e/test_pipeline.py tests/e2e/test_pause.py tests/e2e/test_snapshots.py tests/e2e/test_usage.py \
-  tests/e2e/test_egress.py tests/e2e/test_expose.py
+  tests/e2e/test_egress.py tests/e2e/test_expose.py tests/e2e/test_pipeline_network.py
 
 printf '\nall tests passed in %ss\n' $(( $(date +%s) - started ))

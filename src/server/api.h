@@ -145,7 +145,7 @@ class Api {
     std::string document, name;
     bool verbose = false, stream = false;
     std::optional<std::string> session, shown_session;  // as stored, and as the client named it
-    std::optional<pipeline::RunNetwork> network;          // "network" and "egress", as for a box
+    std::optional<pipeline::RunNetwork> network;        // "network" and "egress", as for a box
   };
   PipelineRun pipeline_request(Call& c);
   nlohmann::json pipeline_outcome(const PipelineRun& q, int code, const std::string& progress,

@@ -264,8 +264,9 @@ TEST(DocumentTest, NetworkInTheFrontMatter) {
   EXPECT_EQ(net("network: allow-all\n")->mode, NetworkMode::allow_all);
   EXPECT_EQ(describe(*net("network: none\n")), "none");
   // Lists make it custom, normalised as a box spec's are.
-  auto n = net("network:\n  allow_domains: [PyPI.org, \"*.pythonhosted.org\"]\n"
-               "  allow_cidrs: 10.1.2.3/8\n  deny_cidrs: [10.9.0.0/16]\n");
+  auto n =
+      net("network:\n  allow_domains: [PyPI.org, \"*.pythonhosted.org\"]\n"
+          "  allow_cidrs: 10.1.2.3/8\n  deny_cidrs: [10.9.0.0/16]\n");
   ASSERT_TRUE(n);
   EXPECT_EQ(n->mode, NetworkMode::custom);
   EXPECT_EQ(n->egress.allow_domains, (std::vector<std::string>{"pypi.org", "*.pythonhosted.org"}));
