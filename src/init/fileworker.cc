@@ -183,16 +183,37 @@ uint64_t receive_data_to(int sink) {
   return total;
 }
 
+// What a file worker running as root creates belongs to the owner of the directory it is made
+// in, so that files copied into /home/user are user's, as if user had made them (and those copied
+// into /etc stay root's). A worker running as another user makes its own files, as any process.
+bool inherit_owner() { return ::geteuid() == 0; }
+
+// Gives `name` (below dirfd) the owner of dirfd's directory; symlinks themselves, not their
+// targets. Best effort: the entry exists either way.
+void take_parent_owner(int dirfd, const char* name) {
+  if (!inherit_owner()) return;
+  struct stat parent;
+  if (::fstat(dirfd, &parent) != 0) return;
+  (void)!::fchownat(dirfd, name, parent.st_uid, parent.st_gid, AT_SYMLINK_NOFOLLOW);
+}
+
 void mkdir_p(const std::string& path, mode_t mode) {
   std::string cur = path[0] == '/' ? "/" : "";
+  struct stat parent;
+  bool have_parent = ::stat(cur.empty() ? "." : cur.c_str(), &parent) == 0;
   for (const auto& c : split(path, '/')) {
     if (c.empty()) continue;
     if (!cur.empty() && cur.back() != '/') cur += '/';
     cur += c;
-    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) fail("mkdir", cur);
+    bool made = ::mkdir(cur.c_str(), mode) == 0;
+    if (!made && errno != EEXIST) fail("mkdir", cur);
+    if (made && have_parent && inherit_owner())
+      (void)!::lchown(cur.c_str(), parent.st_uid, parent.st_gid);
     struct stat st;
     if (::stat(cur.c_str(), &st) != 0) fail("stat", cur);
     if (!S_ISDIR(st.st_mode)) fail("mkdir", cur, ENOTDIR);
+    parent = st;
+    have_parent = true;
   }
 }
 
@@ -346,7 +367,12 @@ json op_write(const json& req) {
   if (err) throw Error(errc_for(err), what, err);
   // Atomic replace: readers see the old file or the new one, never a partial one.
   // A replaced file keeps its owner when we are allowed to give it back (we are, as root).
-  if (replacing) (void)!::fchown(out.get(), old.st_uid, old.st_gid);
+  if (replacing) {
+    (void)!::fchown(out.get(), old.st_uid, old.st_gid);
+  } else if (inherit_owner()) {
+    struct stat d;
+    if (::stat(dir.c_str(), &d) == 0) (void)!::fchown(out.get(), d.st_uid, d.st_gid);
+  }
   if (::fchmod(out.get(), mode) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
@@ -362,6 +388,9 @@ json op_mkdir(const json& req) {
     mkdir_p(path, mode);
   } else if (::mkdir(path.c_str(), mode) != 0) {
     fail("mkdir", path);
+  } else {
+    UniqueFd parent(::open(parent_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (parent) take_parent_owner(parent.get(), base_name(path).c_str());
   }
   return {{"ok", true}};
 }
@@ -489,7 +518,11 @@ json op_put(const json& req) {
     }
     if (type == "file") {
       UniqueFd out;
+      struct stat was;  // a file replaced keeps its owner
+      bool replacing = false;
       if (!err) {
+        replacing = ::fstatat(pdir.get(), leaf.c_str(), &was, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    S_ISREG(was.st_mode);
         ::unlinkat(pdir.get(), leaf.c_str(), 0);
         out.reset(::openat(pdir.get(), leaf.c_str(),
                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
@@ -508,6 +541,11 @@ json op_put(const json& req) {
         }
       }
       if (out) {
+        // Before the mode: chown clears set-id bits.
+        if (replacing && inherit_owner())
+          (void)!::fchown(out.get(), was.st_uid, was.st_gid);
+        else
+          take_parent_owner(pdir.get(), leaf.c_str());
         ::fchmod(out.get(), mode);
         if (e.contains("mtime_ms")) {
           int64_t ms = e["mtime_ms"];
@@ -516,7 +554,9 @@ json op_put(const json& req) {
         }
       }
     } else if (!err && type == "dir") {
-      if (::mkdirat(pdir.get(), leaf.c_str(), mode) != 0 && errno != EEXIST) {
+      if (::mkdirat(pdir.get(), leaf.c_str(), mode) == 0) {
+        take_parent_owner(pdir.get(), leaf.c_str());
+      } else if (errno != EEXIST) {
         err = errno;
         what = "upload " + rel + ": " + errno_string(err);
       }
@@ -526,6 +566,8 @@ json op_put(const json& req) {
       if (::symlinkat(target.c_str(), pdir.get(), leaf.c_str()) != 0) {
         err = errno;
         what = "upload " + rel + ": " + errno_string(err);
+      } else {
+        take_parent_owner(pdir.get(), leaf.c_str());
       }
     } else if (!err && type == "hardlink") {
       std::string target = e.value("target", std::string());

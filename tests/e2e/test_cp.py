@@ -413,3 +413,31 @@ def test_cp_user_option(up, mbox, tmp_path):
     up.ok("box", "cp", "-u", "user", src, f"{mbox}:/home/user/")
     assert up.ok("box", "exec", mbox, "--", "stat", "-c", "%U", "/home/user/mine.txt") == "user\n"
 
+
+
+def owners(up, box, path):
+    out = up.ok("box", "exec", box, "--", "find", path, "-printf", "%P %u:%g\\n")
+    return dict(line.rsplit(" ", 1) for line in out.splitlines())
+
+
+def test_what_a_copy_creates_belongs_to_the_destinations_owner(up, mbox, tmp_path):
+    """As root (the default), copies and writes into /home/user are user's, as if user had made
+    them; into root's directories they stay root's; a replaced file keeps its owner."""
+    tree = make_tree(tmp_path / "proj")
+    up.ok("box", "cp", tree, f"{mbox}:/home/user/")
+    got = owners(up, mbox, "/home/user/proj")
+    assert got and set(got.values()) == {"user:user"}, got
+    # A tar stream in, and the parents it makes.
+    tar = subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "proj"], capture_output=True, check=True).stdout
+    up("box", "cp", "-", f"{mbox}:/home/user/t/deeper", input=tar, text=False, check=True)
+    got = owners(up, mbox, "/home/user/t")
+    assert "deeper/proj/a.txt" in got and set(got.values()) == {"user:user"}, got
+    # Into a root-owned directory: root's.
+    up.ok("box", "cp", tree, f"{mbox}:/opt/")
+    assert set(owners(up, mbox, "/opt/proj").values()) == {"root:root"}
+    # A file replaced keeps its owner, whoever owns the directory.
+    up.ok("box", "exec", mbox, "--", "sh", "-c", "echo old > /home/user/kept && chown daemon:daemon /home/user/kept")
+    up.ok("box", "cp", tree / "a.txt", f"{mbox}:/home/user/kept")
+    assert up.ok("box", "exec", mbox, "--", "stat", "-c", "%U:%G", "/home/user/kept") == "daemon:daemon\n"
+    # Modes stay as they were given.
+    assert up.ok("box", "exec", mbox, "--", "stat", "-c", "%a", "/home/user/proj/run.sh") == "755\n"
