@@ -136,8 +136,16 @@ schemas = {
    "report": {"type": "string", "description": "The document with every step's result written back"},
    "progress": {"type": "string"}, "errors": {"type": "string"},
    "run_id": {"type": ["string", "null"]}, "session": {"type": ["string", "null"]}, "turn": {"type": ["integer", "null"]}, "box_id": {"type": "string"}}},
- "PipelineEvent": {"oneOf": [
+ "PipelineEvent": {"description": "One line of the stream. An event with a `line` carries the human line `upstream run` shows for it (printing every line is the plain view)", "oneOf": [
    {"type": "object", "required": ["type", "line"], "properties": {"type": {"enum": ["progress", "error"]}, "line": {"type": "string"}}},
+   {"type": "object", "required": ["type", "index", "name", "lang"], "properties": {"type": {"const": "step_start"}, "index": {"type": "integer", "description": "1-based, in document order"}, "name": {"type": "string"}, "lang": {"type": "string"}, "line": {"type": "string", "description": "With verbose only"}}},
+   {"type": "object", "required": ["type", "index", "stream", "data"], "properties": {"type": {"const": "output"}, "index": {"type": "integer"}, "stream": {"enum": ["stdout", "stderr"]}, "data": {"type": "string", "description": "The step's output as it came (verbose only)"}}},
+   {"type": "object", "required": ["type", "index", "name", "status", "line"], "properties": {"type": {"const": "step_end"}, "index": {"type": "integer"}, "name": {"type": "string"},
+     "status": {"enum": ["ok", "failed", "timed out", "interrupted", "skipped"]}, "exit_code": {"type": ["integer", "null"]}, "signal": {"type": "integer"}, "duration_ms": {"type": "integer"}, "allowed_to_fail": {"type": "boolean"}, "line": {"type": "string"}}},
+   {"type": "object", "required": ["type", "status", "steps", "succeeded", "failed", "duration_ms", "run_id", "turn", "line"], "properties": {"type": {"const": "summary"},
+     "status": {"enum": ["succeeded", "failed", "interrupted"]}, "steps": {"type": "integer"}, "succeeded": {"type": "integer"},
+     "failed": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "name": {"type": "string"}}}},
+     "duration_ms": {"type": "integer"}, "run_id": {"type": "string"}, "session": {"type": ["string", "null"]}, "turn": {"type": "integer"}, "line": {"type": "string"}}},
    ref("PipelineResult")]},
  "ExecList": {"type": "object", "required": ["execs"], "properties": {"execs": {"type": "array", "items": ref("Exec")}}},
  "FileInfo": {"type": "object", "required": ["name", "path", "type", "mode", "size", "mtime", "uid", "gid"], "properties": {

@@ -194,28 +194,39 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
   auto c = http.open("POST", "/v1/pipelines", body.dump(), "application/json");
   std::optional<json> end;
   bool hold = false;
-  std::vector<std::string> held;
+  const bool as_json = opts.progress == "json", quiet = opts.progress == "none";
+  // A line in the view asked for: the human line, or the event as it came.
+  auto show = [&](const json& ev, const std::string& line) {
+    if (as_json)
+      say << ev.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
+    else if (!quiet)
+      say << line << std::endl;
+  };
+  std::vector<std::pair<json, std::string>> held;
   while (!end) {
     auto ev = c->next_event();
     if (!ev) break;
     std::string type = ev->value("type", "");
     std::string line = ev->value("line", "");
-    if (type == "progress") {
-      // Where the report went on the server is not where it goes here: that line is said
-      // below, in its place, once the report is written here.
-      if (starts_with(line, "Report written to ") ||
-          line.find(" changed while the run went on") != std::string::npos) {
-        hold = true;
-        continue;
-      }
-      if (hold)
-        held.push_back(line);
-      else
-        say << line << std::endl;
+    if (type == "end") {
+      end = std::move(ev);
     } else if (type == "error") {
       std::cerr << line << std::endl;
-    } else if (type == "end") {
-      end = std::move(ev);
+    } else if (type == "output" && !as_json) {
+      std::string data = ev->value("data", "");
+      bool out = ev->value("stream", "") == "stdout" && !opts.report_to_stdout();
+      write_all(out ? 1 : 2, data.data(), data.size());
+    } else if (type == "progress" && (starts_with(line, "Report written to ") ||
+                                      line.find(" changed while the run went on") !=
+                                          std::string::npos)) {
+      // Where the report went on the server is not where it goes here: that line is said
+      // below, in its place, once the report is written here.
+      hold = true;
+    } else if (ev->contains("line") || as_json) {
+      if (hold)
+        held.emplace_back(*ev, line);
+      else
+        show(*ev, line);
     }
   }
   if (!end) throw Error(Errc::unavailable, "the server ended the run's stream early");
@@ -230,13 +241,14 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
     where.output = opts.output;
     bool diverted = false;
     std::string target = pipeline::write_report(where, doc, report, run_id, diverted);
-    if (diverted)
-      say << path << " changed while the run went on; it was left alone and the report is in "
-          << target << std::endl;
-    else if (!target.empty())
-      say << "Report written to " << target << std::endl;
+    std::string line =
+        diverted ? path + " changed while the run went on; it was left alone and the report is in " +
+                       target
+        : target.empty() ? std::string()
+                         : "Report written to " + target;
+    if (!line.empty()) show({{"type", "progress"}, {"line", line}}, line);
   }
-  for (const auto& line : held) say << line << std::endl;
+  for (const auto& [ev, line] : held) show(ev, line);
   return code;
 }
 

@@ -68,8 +68,10 @@ void add_run_command(CLI::App& app, Context& ctx) {
   auto labels = std::make_shared<std::vector<std::string>>();
   c->add_option("--label,-l", *labels, "Label key=value for the box the run creates (repeatable)")
       ->allow_extra_args(false);
-  c->add_option("--progress", opts->progress, "auto (spinner on a terminal), plain or none")
-      ->check(CLI::IsMember({"auto", "plain", "none"}));
+  c->add_option("--progress", opts->progress,
+                "auto (spinner on a terminal), plain, none, or json (one event per line: "
+                "step_start, output with -v, step_end, progress, summary)")
+      ->check(CLI::IsMember({"auto", "plain", "none", "json"}));
   auto network = std::make_shared<std::string>();
   auto egress = std::make_shared<EgressOpts>();
   c->add_option("--network", *network,

@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "common/utf8.h"
 #include "model/egress.h"
 
 namespace upstream::pipeline {
@@ -69,21 +70,6 @@ struct Lines {
     return std::string_view(s).substr(start[line - 1], end[line - 1] - start[line - 1]);
   }
 };
-
-// Index of the first invalid byte, or npos.
-size_t invalid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return i;
-    for (size_t k = 1; k < n; k++)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return i;
-    if (n == 2 && c < 0xc2) return i;  // overlong
-    i += n;
-  }
-  return std::string::npos;
-}
 
 bool is_blank(std::string_view line) {
   for (char c : line)
@@ -409,7 +395,7 @@ Document parse_document(const std::string& source, const std::string& path) {
   doc.source = source;
   if (source.find('\0') != std::string::npos)
     throw Error(Errc::invalid_argument, path + ": is a binary file, not markdown");
-  if (size_t bad = invalid_utf8(source); bad != std::string::npos) {
+  if (size_t bad = first_invalid_utf8(source); bad != std::string::npos) {
     size_t line = 1 + static_cast<size_t>(std::count(
                           source.begin(), source.begin() + static_cast<long>(bad), '\n'));
     throw Error(Errc::invalid_argument,
@@ -700,7 +686,7 @@ std::string clean_output_line(std::string_view raw) {
       i++;
       continue;
     }
-    size_t bad = invalid_utf8(raw.substr(i, std::min<size_t>(4, raw.size() - i)));
+    size_t bad = first_invalid_utf8(raw.substr(i, std::min<size_t>(4, raw.size() - i)));
     size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
     if (n == 0 || bad == 0 || (bad != std::string::npos && bad < n)) {
       out += "\xef\xbf\xbd";

@@ -20,6 +20,7 @@
 #include "common/fd.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "common/utf8.h"
 #include "pipeline/context.h"
 #include "storage/layout.h"
 
@@ -192,6 +193,10 @@ class OutputCollector {
 
 // --- progress ----------------------------------------------------------------------------------
 
+// What a run shows as it goes. On a terminal a spinner, else plain lines; with --progress json
+// one JSON event per line (what POST /v1/pipelines streams): step_start, output (with -v),
+// step_end, progress (every other line) and summary. An event carries the human line the plain
+// display shows as "line" (when it shows one), so printing every line field is the plain view.
 class Progress {
  public:
   // Lines go to standard error when standard output carries the report.
@@ -201,6 +206,8 @@ class Progress {
         width_(std::min<size_t>(label_width + 3, 64)) {
     if (mode == "none")
       mode_ = Mode::none;
+    else if (mode == "json")
+      mode_ = Mode::json;
     else if (mode == "plain" || !::isatty(to_stderr ? 2 : 1) || verbose)
       mode_ = Mode::plain;
     else
@@ -209,16 +216,28 @@ class Progress {
   bool spinning() const { return mode_ == Mode::tty; }
 
   void message(const std::string& text) {
+    if (mode_ == Mode::json) return emit({{"type", "progress"}, {"line", text}});
     if (mode_ == Mode::none) return;
     clear();
     out_ << text << std::endl;
+  }
+  // The run's last line, with its figures for the json view.
+  void summary(const std::string& text, json fields) {
+    if (mode_ != Mode::json) return message(text);
+    fields["type"] = "summary";
+    fields["line"] = text;
+    emit(fields);
   }
 
   void start(const Step& s) {
     label_ = "Step " + std::to_string(s.index) + ": " + s.name;
     started_ = mono_ms();
     frame_ = 0;
-    if (mode_ == Mode::tty) {
+    if (mode_ == Mode::json) {
+      json ev = {{"type", "step_start"}, {"index", s.index}, {"name", s.name}, {"lang", s.lang}};
+      if (verbose_) ev["line"] = "== " + label_;
+      emit(ev);
+    } else if (mode_ == Mode::tty) {
       draw();
     } else if (verbose_ && mode_ == Mode::plain) {
       out_ << "== " << label_ << std::endl;
@@ -227,14 +246,43 @@ class Progress {
   void tick() {
     if (mode_ == Mode::tty) draw();
   }
-  void end(const Step& s, const std::string& outcome) {
-    if (mode_ == Mode::none) return;
+  // A step's output as it comes, with -v: to the terminal as it is (standard output, unless
+  // that carries the report), or as output events.
+  void output(const Step& s, Stream st, std::string_view data, bool report_to_stdout) {
+    if (mode_ != Mode::json) {
+      try {
+        write_all(st == Stream::stdout_ && !report_to_stdout ? 1 : 2, data.data(), data.size());
+      } catch (const Error&) {
+      }
+      return;
+    }
+    Utf8Joiner& j = st == Stream::stdout_ ? joiners_[0] : joiners_[1];
+    std::string text = j.take(data);
+    if (!text.empty()) emit_output(s, st, text);
+  }
+  // `fields`: status, exit_code, signal, duration_ms (for the json view).
+  void end(const Step& s, const std::string& outcome, json fields = json::object()) {
     std::string label = "Step " + std::to_string(s.index) + ": " + s.name;
+    if (mode_ == Mode::json) {
+      for (int i : {0, 1})
+        if (std::string rest = joiners_[i].rest(); !rest.empty())
+          emit_output(s, i == 0 ? Stream::stdout_ : Stream::stderr_, rest);
+      fields["type"] = "step_end";
+      fields["index"] = s.index;
+      fields["name"] = s.name;
+      fields["line"] = dotted(label) + ' ' + outcome;
+      return emit(fields);
+    }
+    if (mode_ == Mode::none) return;
     clear();
     out_ << dotted(label) << ' ' << outcome << std::endl;
   }
   // Lines shown under a step's outcome (a failed step's last output, when -v did not show it).
   void detail(const std::vector<std::string>& lines) {
+    if (mode_ == Mode::json) {
+      for (const auto& l : lines) message("    " + l);
+      return;
+    }
     if (mode_ == Mode::none) return;
     clear();
     for (const auto& l : lines) out_ << "    " << l << '\n';
@@ -243,7 +291,17 @@ class Progress {
   bool verbose() const { return verbose_; }
 
  private:
-  enum class Mode { tty, plain, none };
+  enum class Mode { tty, plain, none, json };
+  void emit(const json& ev) {
+    // Names and lines come from the document and the box: not always UTF-8.
+    out_ << ev.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
+  }
+  void emit_output(const Step& s, Stream st, const std::string& text) {
+    emit({{"type", "output"},
+          {"index", s.index},
+          {"stream", st == Stream::stdout_ ? "stdout" : "stderr"},
+          {"data", text}});
+  }
   std::string dotted(const std::string& label) const {
     size_t cols = label.size();  // bytes; names are mostly ASCII
     size_t dots = cols + 3 <= width_ ? width_ - cols : 2;
@@ -268,6 +326,7 @@ class Progress {
   int64_t started_ = 0;
   unsigned frame_ = 0;
   bool drawn_ = false;
+  Utf8Joiner joiners_[2];
 };
 
 // Signals that end the run (the running step is killed first), and a timer for the spinner, on
@@ -725,12 +784,7 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
     started = true;
     auto sink = [&](Stream st, std::string_view d) {
       out.add(st, d);
-      if (opts_.verbose) {
-        try {
-          write_all(st == Stream::stdout_ && !opts_.report_to_stdout() ? 1 : 2, d.data(), d.size());
-        } catch (const Error&) {
-        }
-      }
+      if (opts_.verbose) progress_->output(s, st, d, opts_.report_to_stdout());
     };
     auto on_event = [&] {
       bool ticked = false;
@@ -797,7 +851,11 @@ void TurnRunner::run_step(const Step& s, StepReport& rep, StepRecord& rec) {
     outcome = "failed (did not start)";
   if (rec.status != "ok" && rec.status != "interrupted" && s.continue_on_error)
     outcome += ", allowed to fail";
-  progress_->end(s, outcome);
+  json fields = {{"status", rec.status}, {"duration_ms", rec.duration_ms}};
+  fields["exit_code"] = r.exit_code ? json(*r.exit_code) : json(nullptr);
+  if (r.signal) fields["signal"] = r.signal;
+  if (s.continue_on_error) fields["allowed_to_fail"] = true;
+  progress_->end(s, outcome, fields);
   if (rec.status == "failed" || rec.status == "timed out") show_failure(rep);
 }
 
@@ -961,7 +1019,7 @@ int TurnRunner::run() {
                                 : not_run_reason;
     } else if (s.skip) {
       rep.status = rec.status = "skipped";
-      progress_->end(s, "skipped");
+      progress_->end(s, "skipped", {{"status", "skipped"}});
     } else {
       run_step(s, rep, rec);
       if (rec.status == "failed" || rec.status == "timed out") {
@@ -993,9 +1051,11 @@ int TurnRunner::run() {
   sum.status = turn.status;
   sum.steps = static_cast<int>(doc_.steps.size());
   std::string failed_steps;  // named in the last line
+  json failed_list = json::array();
   for (const auto& r : turn.steps) {
     if (r.status == "ok") sum.ok++;
     if (r.status == "failed" || r.status == "timed out") {
+      failed_list.push_back({{"index", r.index}, {"name", r.name}});
       sum.failed++;
       failed_steps += std::string(failed_steps.empty() ? "" : ", ") + "step " +
                       std::to_string(r.index) + " (" + r.name + ")";
@@ -1037,12 +1097,20 @@ int TurnRunner::run() {
                        written);
   else if (!written.empty())
     progress_->message("Report written to " + written);
-  progress_->message(std::string(turn.status == "succeeded"     ? "Succeeded"
+  progress_->summary(std::string(turn.status == "succeeded"     ? "Succeeded"
                                  : turn.status == "interrupted" ? "Interrupted"
                                                                 : "Failed") +
-                     ": " + std::to_string(sum.ok) + " of " + std::to_string(sum.steps) +
-                     " steps succeeded in " + seconds_text(turn.duration_ms) + " (run " + run_id_ +
-                     ")" + (failed_steps.empty() ? "" : "; failed: " + failed_steps));
+                         ": " + std::to_string(sum.ok) + " of " + std::to_string(sum.steps) +
+                         " steps succeeded in " + seconds_text(turn.duration_ms) + " (run " +
+                         run_id_ + ")" + (failed_steps.empty() ? "" : "; failed: " + failed_steps),
+                     {{"status", turn.status},
+                      {"steps", sum.steps},
+                      {"succeeded", sum.ok},
+                      {"failed", failed_list},
+                      {"duration_ms", turn.duration_ms},
+                      {"run_id", run_id_},
+                      {"session", session_.empty() ? json(nullptr) : json(session_)},
+                      {"turn", turn_}});
 
   files_.reset();
   if (session_.empty() && box_created_) {

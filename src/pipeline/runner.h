@@ -29,7 +29,8 @@ struct RunOptions {
   std::optional<std::string> output;   // write the report here, not into the document
   bool dry_run = false;
   std::optional<int> head_lines, tail_lines;
-  // Progress display: "auto" (a spinner on a terminal, plain lines otherwise), "plain", "none".
+  // Progress display: "auto" (a spinner on a terminal, plain lines otherwise), "plain", "none",
+  // "json" (NDJSON events, as POST /v1/pipelines streams them).
   std::string progress = "auto";
   std::map<std::string, std::string> labels;  // put on the box when a turn creates one
   std::optional<RunNetwork> network;          // overrides the front matter's

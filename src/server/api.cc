@@ -20,7 +20,7 @@
 #include "engine/wire.h"
 #include "model/egress.h"
 #include "server/json_body.h"
-#include "server/utf8.h"
+#include "common/utf8.h"
 
 extern "C" const char upstream_openapi_start[];
 extern "C" const char upstream_openapi_end[];

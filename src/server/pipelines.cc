@@ -261,7 +261,7 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
     UniqueFd fd = open_or_throw(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     write_all(fd.get(), document);
   }
-  std::vector<std::string> argv{self_exe_, "run", "--progress", "plain", name};
+  std::vector<std::string> argv{self_exe_, "run", "--progress", "json", name};
   if (session) argv.insert(argv.end(), {"--session", *session});
   if (verbose) argv.push_back("-v");
   if (q.network) {
@@ -308,16 +308,28 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
     }
     return line;
   };
+  // The run's standard output is its events (`--progress json`), each passed on with its human
+  // line in the client's view; its standard error is error lines.
   auto lines = [&](int which, std::string_view data) {
     std::string& buf = pending[which];
     buf.append(data);
     size_t nl;
     while ((nl = buf.find('\n')) != std::string::npos) {
-      std::string line = client_view(buf.substr(0, nl));
+      std::string text = buf.substr(0, nl);
       buf.erase(0, nl + 1);
-      (which == 0 ? progress : errors) += line + "\n";
-      if (progress.size() + errors.size() < (16u << 20) || which == 1)
-        emit({{"type", which == 0 ? "progress" : "error"}, {"line", line}});
+      json ev;
+      if (which == 0) ev = json::parse(text, nullptr, false);
+      if (which == 1 || !ev.is_object() || !ev.contains("type")) {
+        ev = {{"type", which == 0 ? "progress" : "error"}, {"line", text}};
+      }
+      if (ev.contains("line") && ev["line"].is_string()) {
+        std::string line = client_view(ev["line"].get<std::string>());
+        ev["line"] = line;
+        (which == 0 ? progress : errors) += line + "\n";
+      }
+      if (ev.value("type", "") == "summary" && ev.contains("session") && shown_session)
+        ev["session"] = *shown_session;
+      if (progress.size() + errors.size() < (16u << 20) || which == 1) emit(ev);
     }
   };
   pump_run_output(child, stream ? r.socket_fd : -1, client_gone, lines);

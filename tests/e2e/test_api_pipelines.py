@@ -45,10 +45,26 @@ def test_failed_step_and_stream(api):
     assert resp.status == 200 and resp.getheader("Content-Type") == "application/x-ndjson"
     events = [json.loads(line) for line in resp]
     c.close()
-    assert all(e["type"] in ("progress", "error", "end") for e in events)
+    # Every event is one the API describes; steps come as structured events with their lines.
+    import jsonschema
+    from openapi_check import SPEC
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/PipelineEvent", "components": SPEC["components"]})
+    for e in events:
+        validator.validate(e)
+    types = [e["type"] for e in events]
+    assert types.count("step_start") == 2 and types.count("step_end") == 2 and types.count("summary") == 1, types
+    ends = [e for e in events if e["type"] == "step_end"]
+    assert (ends[0]["status"], ends[0]["exit_code"]) == ("ok", 0)
+    assert (ends[1]["status"], ends[1]["exit_code"], ends[1]["index"]) == ("failed", 3, 2)
+    assert isinstance(ends[1]["duration_ms"], int)
+    outputs = [(e["index"], e["stream"], e["data"]) for e in events if e["type"] == "output"]
+    assert (1, "stdout", "one\n") in outputs and (2, "stderr", "two\n") in outputs, outputs
+    summary = next(e for e in events if e["type"] == "summary")
+    assert summary["steps"] == 2 and summary["succeeded"] == 1 and summary["failed"] == [{"index": 2, "name": "echo two >&2; exit 3"}], summary
+    assert summary["line"].startswith("Failed: 1 of 2 steps succeeded")
     end = events[-1]
     assert end["type"] == "end" and end["exit_code"] == 1 and end["status"] == "failed"
-    lines = [e["line"] for e in events if e["type"] == "progress"]
+    lines = [e["line"] for e in events if "line" in e and e["type"] != "end"]
     assert any(line.startswith("Step 2: ") and "failed (exit 3" in line for line in lines), lines
     assert "**Result:** exit 3" in end["report"]
 

@@ -203,7 +203,7 @@ def test_pipelines(sdk, client):
     assert r1.ok and r1.turn == 1 and "turn 1" in r1.report
     events = list(sdk.stream_pipeline(doc, session=name, client=client))
     assert events[-1]["type"] == "end" and events[-1]["turn"] == 2
-    assert any(e["type"] == "progress" and e["line"].startswith("Step 1:") for e in events)
+    assert any(e["type"] == "step_end" and e["index"] == 1 and e["line"].startswith("Step 1:") for e in events)
     assert [s["turns"] for s in sdk.sessions(client=client) if s["name"] == name] == [2]
     assert len(sdk.session(name, client=client)["turns"]) == 2
     bad = None

@@ -16,7 +16,7 @@
 #include "server/metrics.h"
 #include "server/request_guard.h"
 #include "server/server.h"
-#include "server/utf8.h"
+#include "common/utf8.h"
 #include "store/db.h"
 
 using namespace upstream;

@@ -252,7 +252,13 @@ export interface PipelineOptions {
   client?: Client;
 }
 
-export type PipelineEvent = { type: "progress" | "error"; line: string } | { type: "end"; result: PipelineResult };
+export type PipelineEvent =
+  | { type: "progress" | "error"; line: string }
+  | { type: "step_start"; index: number; name: string; lang: string; line?: string }
+  | { type: "output"; index: number; stream: "stdout" | "stderr"; data: string }
+  | { type: "step_end"; index: number; name: string; status: string; exit_code?: number | null; signal?: number; duration_ms?: number; allowed_to_fail?: boolean; line: string }
+  | { type: "summary"; status: string; steps: number; succeeded: number; failed: { index: number; name: string }[]; duration_ms: number; run_id: string; session: string | null; turn: number; line: string }
+  | { type: "end"; result: PipelineResult };
 
 export function runPipeline(document: string, options?: PipelineOptions, client?: Client): Promise<PipelineResult>;
 export function streamPipeline(document: string, options?: PipelineOptions, client?: Client): AsyncGenerator<PipelineEvent>;

@@ -169,7 +169,7 @@ test("pipelines and sessions", async () => {
   for await (const ev of streamPipeline(doc, { session: name })) events.push(ev);
   assert.equal(events.at(-1).type, "end");
   assert.equal(events.at(-1).result.turn, 2);
-  assert.ok(events.some((e) => e.type === "progress" && e.line.startsWith("Step 1:")));
+  assert.ok(events.some((e) => e.type === "step_end" && e.index === 1 && e.line.startsWith("Step 1:")));
   assert.deepEqual((await sessions()).filter((s) => s.name === name).map((s) => s.turns), [2]);
   assert.equal((await session(name)).turns.length, 2);
   await assert.rejects(runPipeline("---\nnope: 1\n---\n```bash\ntrue\n```\n"), (e) => e instanceof InvalidArgumentError && /document.md:2:1/.test(e.message));

@@ -44,8 +44,10 @@ def run_pipeline(document: str, *, session: Optional[str] = None, name: Optional
 
 def stream_pipeline(document: str, *, session: Optional[str] = None, name: Optional[str] = None,
                     verbose: bool = False, client: Optional[Client] = None) -> Iterator[Dict[str, Any]]:
-    """Runs a document, yielding {"type": "progress"|"error", "line": ...} events as they come and
-    finally {"type": "end", ...} with the result."""
+    """Runs a document, yielding its events as they come: step_start {index, name}, output
+    {index, stream, data} (verbose), step_end {index, status, exit_code, duration_ms}, progress and
+    error lines, summary; each event with a "line" carries the human line `upstream run` shows.
+    Finally {"type": "end", ...} with the result."""
     c = client or default_client()
     body: Dict[str, Any] = {"document": document, "stream": True, "verbose": verbose}
     if session is not None:

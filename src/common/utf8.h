@@ -5,10 +5,12 @@
 #include <string_view>
 #include <utility>
 
-namespace upstream::server {
+namespace upstream {
 
 // Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF.
 bool valid_utf8(std::string_view s);
+// The offset of the first byte that does not start a valid sequence, or npos.
+size_t first_invalid_utf8(std::string_view s);
 
 // Keeps UTF-8 sequences whole across chunks of a stream, so that no event carries half a
 // character (which JSON could only show as a replacement character).
@@ -22,4 +24,4 @@ class Utf8Joiner {
   std::string held_;
 };
 
-}  // namespace upstream::server
+}  // namespace upstream
