@@ -216,9 +216,9 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
       std::string data = ev->value("data", "");
       bool out = ev->value("stream", "") == "stdout" && !opts.report_to_stdout();
       write_all(out ? 1 : 2, data.data(), data.size());
-    } else if (type == "progress" && (starts_with(line, "Report written to ") ||
-                                      line.find(" changed while the run went on") !=
-                                          std::string::npos)) {
+    } else if (type == "progress" &&
+               (starts_with(line, "Report written to ") ||
+                line.find(" changed while the run went on") != std::string::npos)) {
       // Where the report went on the server is not where it goes here: that line is said
       // below, in its place, once the report is written here.
       hold = true;
@@ -242,8 +242,9 @@ int run_remote(client::Client& http, const pipeline::RunOptions& opts) {
     bool diverted = false;
     std::string target = pipeline::write_report(where, doc, report, run_id, diverted);
     std::string line =
-        diverted ? path + " changed while the run went on; it was left alone and the report is in " +
-                       target
+        diverted
+            ? path + " changed while the run went on; it was left alone and the report is in " +
+                  target
         : target.empty() ? std::string()
                          : "Report written to " + target;
     if (!line.empty()) show({{"type", "progress"}, {"line", line}}, line);

@@ -189,12 +189,18 @@ uint64_t receive_data_to(int sink) {
 bool inherit_owner() { return ::geteuid() == 0; }
 
 // Gives `name` (below dirfd) the owner of dirfd's directory; symlinks themselves, not their
-// targets. Best effort: the entry exists either way.
+// targets. Best effort: the entry exists either way. (Files are given theirs through their open
+// descriptor, so a name swapped meanwhile changes nothing else.)
 void take_parent_owner(int dirfd, const char* name) {
   if (!inherit_owner()) return;
   struct stat parent;
   if (::fstat(dirfd, &parent) != 0) return;
   (void)!::fchownat(dirfd, name, parent.st_uid, parent.st_gid, AT_SYMLINK_NOFOLLOW);
+}
+void take_parent_owner_fd(int dirfd, int fd) {
+  if (!inherit_owner()) return;
+  struct stat parent;
+  if (::fstat(dirfd, &parent) == 0) (void)!::fchown(fd, parent.st_uid, parent.st_gid);
 }
 
 void mkdir_p(const std::string& path, mode_t mode) {
@@ -545,7 +551,7 @@ json op_put(const json& req) {
         if (replacing && inherit_owner())
           (void)!::fchown(out.get(), was.st_uid, was.st_gid);
         else
-          take_parent_owner(pdir.get(), leaf.c_str());
+          take_parent_owner_fd(pdir.get(), out.get());
         ::fchmod(out.get(), mode);
         if (e.contains("mtime_ms")) {
           int64_t ms = e["mtime_ms"];

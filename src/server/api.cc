@@ -17,10 +17,10 @@
 #include "common/fd.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "common/utf8.h"
 #include "engine/wire.h"
 #include "model/egress.h"
 #include "server/json_body.h"
-#include "common/utf8.h"
 
 extern "C" const char upstream_openapi_start[];
 extern "C" const char upstream_openapi_end[];

@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/time.h"
+#include "common/utf8.h"
 #include "engine/host_tree.h"
 #include "engine/wire.h"
 #include "server/api.h"
@@ -16,7 +17,6 @@
 #include "server/metrics.h"
 #include "server/request_guard.h"
 #include "server/server.h"
-#include "common/utf8.h"
 #include "store/db.h"
 
 using namespace upstream;
