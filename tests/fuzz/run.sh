@@ -28,8 +28,9 @@ fi
 declare -A sources seeds runs defines
 targets=(document dns peek http_head frame export)
 main=tests/fuzz/fuzz_main.cc
-common_src="src/common/strings.cc src/common/error.cc src/common/time.cc src/common/fd.cc"
-sources[document]="tests/fuzz/document_check.cc src/pipeline/document.cc $common_src
+common_src="src/common/strings.cc src/common/error.cc src/common/time.cc src/common/fd.cc src/common/utf8.cc"
+sources[document]="tests/fuzz/document_check.cc src/pipeline/document.cc src/model/egress.cc
+  src/model/box.cc src/model/fields.cc $common_src
   /usr/lib/x86_64-linux-gnu/libcmark.a /usr/lib/x86_64-linux-gnu/libyaml-cpp.a"
 seeds[document]="tests/golden examples"
 runs[document]=120000
