@@ -88,7 +88,7 @@ def test_a_group_command_alone_prints_its_usage(up, argv, title):
     (["box", "ls", "--lable", "a=b"], 'unknown flag "--lable" for "upstream box ls"; did you mean --label?'),
     (["box", "ls", "stray"], 'unexpected argument "stray" for "upstream box ls"'),
     (["run", "--head", "abc", "d.md"], 'invalid value "abc" for --head: expected a whole number'),
-    (["run", "--progress", "loud", "d.md"], 'invalid value "loud" for --progress: expected one of auto, plain, none'),
+    (["run", "--progress", "loud", "d.md"], 'invalid value "loud" for --progress: expected one of auto, plain, none, json'),
     (["box", "create", "-n", "0"], 'invalid value "0" for --count: expected a value from 1 to 1000'),
     (["box", "create", "--label"], "--label needs a value"),
     (["run"], "missing DOCUMENT"),
