@@ -330,6 +330,8 @@ void Api::authenticate(Call& c) {
   if (!key) throw ApiError(401, "unauthenticated", "the API key is not valid or was revoked");
   c.tenant = key->tenant;
   c.authed = true;
+  r.key_id = key->id;
+  r.key_tenant = key->tenant;
 }
 
 // GET /v1/usage: metered usage over a period; a tenant sees its own boxes and snapshots only.

@@ -423,15 +423,19 @@ class Conn : public std::enable_shared_from_this<Conn<Protocol>> {
     api_inflight(-1);
     double secs = static_cast<double>(mono_us() - started_us_) / 1e6;
     srv_.api_.metrics().request(route, method_, res.status(), secs);
-    srv_.log({{"time", format_time(now_ms())},
-              {"remote", remote_},
-              {"method", method_},
-              {"path", req.path.empty() ? target_.substr(0, q) : req.path},
-              {"route", route},
-              {"status", res.status()},
-              {"ms", static_cast<double>(static_cast<int64_t>(secs * 1e5)) / 100.0},
-              {"bytes", res.bytes()},
-              {"aborted", aborted}});
+    json entry = {{"time", format_time(now_ms())},
+                  {"remote", remote_},
+                  {"method", method_},
+                  {"path", req.path.empty() ? target_.substr(0, q) : req.path},
+                  {"route", route},
+                  {"status", res.status()},
+                  {"ms", static_cast<double>(static_cast<int64_t>(secs * 1e5)) / 100.0},
+                  {"bytes", res.bytes()},
+                  {"aborted", aborted}};
+    // Who called: the key's public id and its tenant (never the secret).
+    if (!req.key_id.empty()) entry["key"] = req.key_id;
+    if (!req.key_tenant.empty()) entry["tenant"] = req.key_tenant;
+    srv_.log(entry);
     fp_.reset();
     sp_.reset();
     hp_.reset();

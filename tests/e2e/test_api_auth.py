@@ -62,6 +62,25 @@ def test_keys_are_required(server, keys):
     assert s == 200 and info["tenant"] == "acme" and info["auth"] is True
 
 
+def test_access_log_names_the_key_and_its_tenant(server, keys):
+    acme = Api(server.url, keys["acme"]["key"])
+    assert acme("GET", "/v1/boxes/acme-log")[0] == 404
+    assert Api(server.url)("GET", "/v1/boxes/anon-log")[0] == 401
+
+    def entry(mark):
+        for line in server.log().splitlines():
+            if line.startswith("{") and mark in line:
+                return json.loads(line)
+        return None
+    wait_until(lambda: entry("acme-log") and entry("anon-log"), timeout=5)
+    mine = entry("acme-log")
+    assert mine["key"] == keys["acme"]["id"] and mine["tenant"] == "acme" and mine["status"] == 404
+    anon = entry("anon-log")
+    assert anon["status"] == 401 and "key" not in anon and "tenant" not in anon
+    # The public id only: no part of the secret reaches the log.
+    assert keys["acme"]["key"].split("_")[2] not in server.log()
+
+
 def test_tenants_cannot_see_each_other(server, keys):
     acme = Api(server.url, keys["acme"]["key"])
     globex = Api(server.url, keys["globex"]["key"])
