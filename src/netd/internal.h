@@ -63,6 +63,8 @@ struct BoxStats {
   std::map<std::pair<std::string, std::string>, Denied> denied;
   uint64_t dns_queries = 0, dns_refused = 0;
   bool dirty = false;
+  int64_t refusal_window_us = 0;  // refusals that wrote the file themselves, this second
+  int refusal_writes = 0;
 };
 
 class Counters {
@@ -88,11 +90,17 @@ class Counters {
     f(it->second);
     it->second.dirty = true;
   }
+  // Counts a refusal and writes the box's file before returning (up to 50 times a second a box;
+  // beyond that, a flood, the periodic flush), so that what the box was refused is there to
+  // read as soon as the refusal reaches it.
   void deny(const egress::BoxPolicy& p, const std::string& dest, const std::string& reason);
   // Writes what changed; forgets boxes whose stats file's directory is gone (removed boxes).
   void flush();
 
  private:
+  // Writes the files of `paths` (all dirty ones when empty) from one snapshot each.
+  void write(const std::string* only);
+  std::mutex write_mu_;  // held across a write: a later write always carries newer counts
   std::mutex mu_;
   std::map<std::string, BoxStats> boxes_;
 };

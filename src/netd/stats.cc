@@ -67,19 +67,30 @@ Counters counters;
 
 void Counters::deny(const egress::BoxPolicy& p, const std::string& dest,
                     const std::string& reason) {
+  bool now = false;
   update(p, [&](BoxStats& s) {
     auto& d = s.denied[{dest, reason}];
     d.count++;
     d.last_at = now_ms();
+    int64_t t = mono_us();
+    if (t - s.refusal_window_us >= 1'000'000) {
+      s.refusal_window_us = t;
+      s.refusal_writes = 0;
+    }
+    now = ++s.refusal_writes <= 50;
   });
+  if (now) write(&p.stats_path);
 }
 
-void Counters::flush() {
+void Counters::flush() { write(nullptr); }
+
+void Counters::write(const std::string* only) {
+  std::lock_guard w(write_mu_);
   std::map<std::string, json> out;
   {
     std::lock_guard g(mu_);
     for (auto& [path, s] : boxes_)
-      if (s.dirty) {
+      if (s.dirty && (!only || path == *only)) {
         out[path] = stats_json(s);
         s.dirty = false;
       }
@@ -93,7 +104,9 @@ void Counters::flush() {
       continue;
     }
     try {
-      write_file_atomic(path, j.dump() + "\n", 0600);
+      // Counters, not state: no sync (a crash loses at most the last quarter second).
+      write_file_atomic_with(
+          path, 0600, [&](int fd) { write_all(fd, j.dump() + "\n"); }, false);
     } catch (const std::exception& e) {
       log(LogLevel::warning, "cannot write the counters " + path + ": " + e.what());
     }

@@ -153,6 +153,9 @@ def test_counters_per_destination_and_denied_attempts(eup, lab):
             assert curl(eup, b, "http://allowed.upt.test/bytes/100000")[0] == 0
         curl(eup, b, "--resolve", f"other.upt.test:80:{lab.other_ip}", "http://other.upt.test/")
         eup("box", "exec", b, "--", "getent", "hosts", "other.upt.test")
+        # Refusals are there as soon as the box has been refused: read at once, not polled.
+        reasons = {x["reason"] for x in traffic(eup, b)["denied"]}
+        assert {"domain other.upt.test is not allowed", "domain other.upt.test is not allowed (DNS)"} <= reasons
 
         def counted():
             t = traffic(eup, b)
