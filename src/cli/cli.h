@@ -83,4 +83,24 @@ void print_table(const std::vector<std::string>& headers,
                  const std::vector<std::vector<std::string>>& rows);
 void print_json(const nlohmann::json& j);
 
+// A status line for a long operation on a terminal's stderr: from half a second in, `status()`
+// is shown and redrawn in place five times a second, with the time taken so far; the line is
+// cleared when the object goes. Nothing at all when stderr is not a terminal (scripts and pipes
+// get only what they asked for).
+class TerminalProgress {
+ public:
+  explicit TerminalProgress(std::function<std::string()> status);
+  ~TerminalProgress();
+  TerminalProgress(const TerminalProgress&) = delete;
+  TerminalProgress& operator=(const TerminalProgress&) = delete;
+  // Milliseconds since it began.
+  uint64_t elapsed_ms() const;
+  // Whether stderr is a terminal: the one-line results of long commands are said there.
+  static bool on_terminal();
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
 }  // namespace upstream::cli

@@ -1,7 +1,11 @@
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
+#include <thread>
 
 #include "cli/cli.h"
 #include "common/strings.h"
@@ -44,5 +48,57 @@ void print_table(const std::vector<std::string>& headers,
 }
 
 void print_json(const json& j) { std::cout << j.dump(2) << std::endl; }
+
+struct TerminalProgress::State {
+  std::function<std::string()> status;
+  int64_t started_us = mono_us();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread ticker;
+};
+
+bool TerminalProgress::on_terminal() { return ::isatty(2) == 1; }
+
+TerminalProgress::TerminalProgress(std::function<std::string()> status)
+    : state_(std::make_shared<State>()) {
+  state_->status = std::move(status);
+  if (!on_terminal()) return;
+  state_->ticker = std::thread([st = state_] {
+    std::unique_lock lk(st->mu);
+    bool shown = false;
+    auto wait = std::chrono::milliseconds(500);
+    while (!st->cv.wait_for(lk, wait, [&] { return st->done; })) {
+      wait = std::chrono::milliseconds(200);
+      std::string line;
+      try {
+        line = st->status();
+      } catch (const std::exception&) {
+        continue;
+      }
+      line += ", " + format_duration_ms(static_cast<uint64_t>(mono_us() - st->started_us) / 1000);
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      std::fflush(stderr);
+      shown = true;
+    }
+    if (shown) {
+      std::fputs("\r\033[K", stderr);
+      std::fflush(stderr);
+    }
+  });
+}
+
+TerminalProgress::~TerminalProgress() {
+  {
+    std::lock_guard g(state_->mu);
+    state_->done = true;
+  }
+  state_->cv.notify_all();
+  if (state_->ticker.joinable()) state_->ticker.join();
+}
+
+uint64_t TerminalProgress::elapsed_ms() const {
+  return static_cast<uint64_t>(mono_us() - state_->started_us) / 1000;
+}
 
 }  // namespace upstream::cli

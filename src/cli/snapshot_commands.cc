@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <iostream>
+#include <optional>
 
 #include "cli/cli.h"
 #include "common/error.h"
@@ -181,11 +183,27 @@ void add_snap_create_command(CLI::App* snap, Context& ctx) {
     SnapshotOptions o;
     o.name = *name;
     o.labels = parse_labels(*labels);
-    SnapshotRecord s = ctx.backend().snapshot_box(*box, o);
-    if (ctx.json)
+    std::optional<SnapshotRecord> made;
+    uint64_t ms = 0;
+    {
+      TerminalProgress p([&] { return "snapshotting box " + *box; });
+      made = ctx.backend().snapshot_box(*box, o);
+      ms = p.elapsed_ms();
+    }
+    const SnapshotRecord& s = *made;
+    if (ctx.json) {
       print_json(snapshot_json(s));
-    else
-      std::cout << s.name << std::endl;
+      return;
+    }
+    std::cout << s.name << std::endl;
+    if (TerminalProgress::on_terminal()) {
+      std::string frozen =
+          s.frozen_us > 0
+              ? ", the box frozen " + format_duration_ms(static_cast<uint64_t>(s.frozen_us) / 1000)
+              : "";
+      std::cerr << "snapshot " << s.name << " of box " << *box << " (" << format_bytes(s.bytes)
+                << " of its own" << frozen << ") in " << format_duration_ms(ms) << std::endl;
+    }
   });
 }
 
@@ -240,9 +258,46 @@ void add_snap_export_command(CLI::App* snap, Context& ctx) {
   c->add_option("snapshot", *ref, "Snapshot id or name")->required();
   c->add_option("file", *file, "Output file (- for stdout)")->required();
   c->callback([&ctx, ref, file] {
+    if (*file == "-" && ::isatty(1))
+      throw Error(Errc::invalid_argument,
+                  "refusing to write an archive to a terminal: name a file, or redirect the "
+                  "standard output");
     Backend& e = ctx.backend();
     SnapshotRecord s = e.get_snapshot(*ref);
-    write_file_with(*file, [&](int fd) { e.export_snapshot(s.id, fd); });
+    std::atomic<int> out{-1};
+    // What has been written so far, when the output is a file.
+    auto written = [&]() -> std::optional<uint64_t> {
+      struct stat st;
+      int fd = out.load();
+      if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+      return static_cast<uint64_t>(st.st_size);
+    };
+    std::optional<uint64_t> size;
+    uint64_t ms = 0;
+    {
+      TerminalProgress p([&] {
+        std::string line = "exporting " + s.name + " (" + format_bytes(s.total_bytes) + ")";
+        if (auto n = written()) line += ": " + format_bytes(*n) + " written";
+        return line;
+      });
+      write_file_with(*file, [&](int fd) {
+        out = fd;
+        e.export_snapshot(s.id, fd);
+        size = written();
+        out = -1;
+      });
+      ms = p.elapsed_ms();
+    }
+    std::string to = *file == "-" ? "the standard output" : *file;
+    if (ctx.json && *file != "-") {
+      json j = {{"snapshot", s.name}, {"id", s.id}, {"file", *file}, {"duration_ms", ms}};
+      if (size) j["bytes"] = *size;
+      print_json(j);
+    } else if (TerminalProgress::on_terminal()) {
+      std::cerr << "exported " << s.name << " (" << format_bytes(s.total_bytes) << ") to " << to
+                << (size ? " (" + format_bytes(*size) + ")" : "") << " in "
+                << format_duration_ms(ms) << std::endl;
+    }
   });
 }
 
@@ -262,11 +317,35 @@ void add_snap_import_command(CLI::App* snap, Context& ctx) {
       fd.reset(::open(file->c_str(), O_RDONLY | O_CLOEXEC));
       if (!fd) throw_sys(Errc::invalid_argument, "open " + *file);
     }
-    SnapshotRecord s = ctx.backend().import_snapshot(fd ? fd.get() : 0, *name, *base);
-    if (ctx.json)
+    int in = fd ? fd.get() : 0;
+    struct stat st;
+    uint64_t size =
+        ::fstat(in, &st) == 0 && S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
+    std::string from = *file == "-" ? "the standard input" : *file;
+    std::optional<SnapshotRecord> made;
+    uint64_t ms = 0;
+    {
+      TerminalProgress p([&] {
+        std::string line = "importing " + from;
+        off_t at = ::lseek(in, 0, SEEK_CUR);
+        if (at > 0 && size > 0)
+          line += ": " + format_bytes(static_cast<uint64_t>(at)) + " of " + format_bytes(size) +
+                  " (" + std::to_string(static_cast<uint64_t>(at) * 100 / size) + "%)";
+        return line;
+      });
+      made = ctx.backend().import_snapshot(in, *name, *base);
+      ms = p.elapsed_ms();
+    }
+    const SnapshotRecord& s = *made;
+    if (ctx.json) {
       print_json(snapshot_json(s));
-    else
-      std::cout << s.name << std::endl;
+      return;
+    }
+    std::cout << s.name << std::endl;
+    if (TerminalProgress::on_terminal())
+      std::cerr << "imported " << s.name << " (" << format_bytes(s.total_bytes) << ", "
+                << s.layers.size() << (s.layers.size() == 1 ? " layer" : " layers") << ") from "
+                << from << " in " << format_duration_ms(ms) << std::endl;
   });
 }
 

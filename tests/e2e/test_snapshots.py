@@ -4,12 +4,13 @@ removal and layer sharing, fork, export and import, images, crashes and bad inpu
 import glob
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from upstream_e2e import ID_RE, Upstream, unique_name, wait_until
+from upstream_e2e import ID_RE, Upstream, on_a_terminal, unique_name, wait_until
 
 
 def snaps(up):
@@ -542,3 +543,32 @@ def test_kill_during_fan_out_leaves_only_whole_boxes(up, cleanup):
     ids = {x["id"] for x in up.ls_json()}
     vols = {d.name for d in (Path(up.home) / "pool" / "boxes").iterdir()}
     assert vols <= ids, vols - ids
+
+
+def test_long_snapshot_commands_say_what_they_did_on_a_terminal(up, own_up, cleanup, tmp_path):
+    boxes, snapshots = cleanup
+    _, a = up.create()
+    boxes.append(a)
+    sh(up, a, "head -c 8000000 /dev/urandom > /home/user/blob")
+    name = unique_name("term")
+    rc, out = on_a_terminal([up.binary, "snapshot", "create", a, "--name", name], up.env)
+    snapshots.append(name)
+    assert rc == 0, out
+    assert re.search(rf"snapshot {name} of box {a} \(\d+(\.\d)? MiB of its own, the box frozen \d+ms\) in \d", out), out
+    f = tmp_path / "t.tar.zst"
+    rc, out = on_a_terminal([up.binary, "snapshot", "export", name, str(f)], up.env)
+    assert rc == 0, out
+    assert re.search(rf"exported {name} \(\S+ \S+\) to {f} \(\d+(\.\d)? MiB\) in \d", out), out
+    # An archive is never written to a terminal, and nothing is left for trying.
+    rc, out = on_a_terminal([up.binary, "snapshot", "export", name, "-"], up.env)
+    assert rc == 1 and "refusing to write an archive to a terminal" in out, out
+    rc, out = on_a_terminal([own_up.binary, "snapshot", "import", str(f)], own_up.env)
+    assert rc == 0, out
+    assert re.search(rf"imported {name} \(\S+ \S+, \d+ layers?\) from {f} in \d", out), out
+    own_up.ok("snapshot", "rm", name)
+    # Not on a terminal: only what was asked for (nothing for an export; --json says it all).
+    rc, out, err = up("snapshot", "export", name, str(tmp_path / "quiet.tar.zst"))
+    assert rc == 0 and out == "" and err == "", (out, err)
+    j = up.json("snapshot", "export", name, str(tmp_path / "j.tar.zst"))
+    assert j["snapshot"] == name and j["file"] == str(tmp_path / "j.tar.zst")
+    assert j["bytes"] == (tmp_path / "j.tar.zst").stat().st_size and j["duration_ms"] >= 0
