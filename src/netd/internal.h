@@ -63,7 +63,8 @@ struct BoxStats {
   std::map<std::pair<std::string, std::string>, Denied> denied;
   uint64_t dns_queries = 0, dns_refused = 0;
   bool dirty = false;
-  int64_t refusal_window_us = 0;  // refusals that wrote the file themselves, this second
+  // Refusals that wrote the file themselves in the second that began at refusal_window_us.
+  int64_t refusal_window_us = 0;
   int refusal_writes = 0;
 };
 
@@ -98,7 +99,7 @@ class Counters {
   void flush();
 
  private:
-  // Writes the files of `paths` (all dirty ones when empty) from one snapshot each.
+  // Writes the file of the box at `only` (every changed box's when null), each from one snapshot.
   void write(const std::string* only);
   std::mutex write_mu_;  // held across a write: a later write always carries newer counts
   std::mutex mu_;

@@ -38,8 +38,8 @@ struct Request {
   int body_fd = -1;  // uploads, spooled to an unlinked file at offset 0
   std::string remote;
   int socket_fd = -1;  // readable when the client hangs up (used while streaming)
-  // Filled in once the key is checked, for the access log: the key's public id and its tenant
-  // (empty for an operator key, or when the server needs no keys).
+  // Filled in once a key is checked, for the access log: the key's public id and its tenant
+  // (the tenant empty for an operator key; both empty when no key was checked).
   std::string key_id;
   std::string key_tenant;
 };
