@@ -23,7 +23,9 @@ struct SessionView {
 };
 
 struct SessionSummary {
-  std::string name, box_id, last_status;
+  std::string name;    // as its tenant named it
+  std::string tenant;  // "" the operator's (or unrecorded)
+  std::string box_id, last_status;
   size_t turns = 0;
   int64_t updated_at = 0;
 };

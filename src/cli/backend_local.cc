@@ -148,17 +148,18 @@ class LocalBackend : public Backend {
     std::vector<SessionSummary> out;
     ContextStore store = ContextStore::sessions(e().options().home);
     for (const auto& name : store.names()) {
-      auto st = store.state(name);
+      pipeline::SessionState st = store.state(name).value_or(pipeline::SessionState{});
+      st.name = name;
       auto turns = store.turns(name);
-      out.push_back({name, st ? st->box_id : "", turns.empty() ? "" : turns.back().status,
-                     turns.size(), st ? st->updated_at : 0});
+      out.push_back({pipeline::shown_session_name(st), st.tenant.value_or(""), st.box_id,
+                     turns.empty() ? "" : turns.back().status, turns.size(), st.updated_at});
     }
     return out;
   }
   SessionView get_session(const std::string& name) override {
     Found f = find(name);
     SessionView v;
-    v.name = f.name;
+    v.name = name;
     v.context = f.store.dir(f.name);
     if (auto st = f.store.state(f.name)) {
       v.box_id = st->box_id;
@@ -173,9 +174,10 @@ class LocalBackend : public Backend {
     return f.store.manifest(f.name);
   }
   void remove_session(const std::string& name) override {
-    if (!ContextStore::sessions(e().options().home).exists(name))
+    std::string stored = pipeline::stored_session_name(name);
+    if (!ContextStore::sessions(e().options().home).exists(stored))
       throw Error(Errc::not_found, "no session '" + name + "'");
-    pipeline::remove_session(e(), name);
+    pipeline::remove_session(e(), stored);
   }
   void export_session(const std::string& name, int fd) override {
     Found f = find(name);
@@ -188,12 +190,14 @@ class LocalBackend : public Backend {
     ContextStore store;
     std::string name;
   };
+  // A tenant's session is named TENANT/NAME here.
   Found find(const std::string& name) {
-    if (!valid_box_name(name))
+    std::string stored = pipeline::stored_session_name(name);
+    if (!valid_box_name(stored))
       throw Error(Errc::invalid_argument, "invalid session name '" + name + "'");
     const std::string& home = e().options().home;
     ContextStore sessions = ContextStore::sessions(home);
-    if (sessions.exists(name)) return {sessions, name};
+    if (sessions.exists(stored)) return {sessions, stored};
     ContextStore runs = ContextStore::runs(home);
     if (!runs.turns(name).empty()) return {runs, name};
     throw Error(Errc::not_found, "no session or run '" + name + "' (see `upstream session ls`)");

@@ -548,8 +548,11 @@ class RemoteBackend : public Backend {
     std::vector<SessionSummary> out;
     json listed = http_.get("/v1/sessions");
     for (const auto& x : listed.at("sessions"))
-      out.push_back({x.value("name", ""), x.value("box_id", ""), x.value("last_status", ""),
-                     x.value("turns", size_t{0}), parse_time(x.value("updated_at", ""))});
+      out.push_back(
+          {x.value("name", ""),
+           x.contains("tenant") && x["tenant"].is_string() ? x["tenant"].get<std::string>() : "",
+           x.value("box_id", ""), x.value("last_status", ""), x.value("turns", size_t{0}),
+           parse_time(x.value("updated_at", ""))});
     return out;
   }
   SessionView get_session(const std::string& name) override {
@@ -566,17 +569,21 @@ class RemoteBackend : public Backend {
     return v;
   }
   json session_manifest(const std::string& name) override {
-    return http_.get(session(name) + "/context");
+    return http_.get(session(name, "/context"));
   }
   void remove_session(const std::string& name) override { http_.del(session(name)); }
   void export_session(const std::string& name, int fd) override {
     http_.get(session(name));  // a clear error before anything is written
-    http_.open("GET", session(name) + "/export")->copy_to(fd);
+    http_.open("GET", session(name, "/export"))->copy_to(fd);
   }
 
  private:
-  static std::string session(const std::string& name) {
-    return api::path("/v1/sessions/{session}", {name});
+  // A tenant's session, named TENANT/NAME, is the tenant's NAME for the installation's keys.
+  static std::string session(const std::string& name, const std::string& under = "") {
+    auto slash = name.find('/');
+    if (slash == std::string::npos) return api::path("/v1/sessions/{session}", {name}) + under;
+    return api::path("/v1/sessions/{session}", {name.substr(slash + 1)}) + under +
+           "?tenant=" + seg(name.substr(0, slash));
   }
   static std::string box(const std::string& ref) { return api::path("/v1/boxes/{box}", {ref}); }
   static std::string uq(const std::string& user) {

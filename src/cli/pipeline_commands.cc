@@ -2,6 +2,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <iostream>
 
@@ -104,22 +106,30 @@ void add_sess_ls_command(CLI::App* sess, Context& ctx) {
     json out = json::array();
     std::vector<std::vector<std::string>> rows;
     int64_t now = now_ms();
-    auto add = [&](const std::string& name, const std::string& box, size_t turns,
-                   const std::string& last, int64_t updated) {
-      out.push_back({{"name", name},
-                     {"box", box},
-                     {"turns", turns},
-                     {"last_status", last},
-                     {"updated_at", updated ? format_time(updated) : ""}});
-      rows.push_back({name, std::to_string(turns), last.empty() ? "-" : last,
-                      updated ? format_ago(updated, now) : "-", box});
-    };
-    for (const auto& x : ctx.backend().list_sessions())
-      add(x.name, x.box_id, x.turns, x.last_status, x.updated_at);
-    if (ctx.json)
+    auto sessions = ctx.backend().list_sessions();
+    // A TENANT column when a tenant's sessions are listed (its own names; TENANT/NAME names one).
+    bool tenants = std::any_of(sessions.begin(), sessions.end(),
+                               [](const SessionSummary& x) { return !x.tenant.empty(); });
+    for (const auto& x : sessions) {
+      out.push_back({{"name", x.name},
+                     {"tenant", x.tenant.empty() ? json(nullptr) : json(x.tenant)},
+                     {"box", x.box_id},
+                     {"turns", x.turns},
+                     {"last_status", x.last_status},
+                     {"updated_at", x.updated_at ? format_time(x.updated_at) : ""}});
+      std::vector<std::string> row{x.name};
+      if (tenants) row.push_back(x.tenant.empty() ? "-" : x.tenant);
+      row.insert(row.end(), {std::to_string(x.turns), x.last_status.empty() ? "-" : x.last_status,
+                             x.updated_at ? format_ago(x.updated_at, now) : "-", x.box_id});
+      rows.push_back(std::move(row));
+    }
+    if (ctx.json) {
       print_json(out);
-    else
+    } else if (tenants) {
+      print_table({"SESSION", "TENANT", "TURNS", "LAST", "UPDATED", "BOX"}, rows);
+    } else {
       print_table({"SESSION", "TURNS", "LAST", "UPDATED", "BOX"}, rows);
+    }
   });
 }
 

@@ -119,6 +119,29 @@ FileLock ContextStore::lock(const std::string& name) {
   return std::move(*l);
 }
 
+std::string stored_session_name(const std::string& ref) {
+  auto slash = ref.find('/');
+  if (slash == std::string::npos) return ref;
+  std::string tenant = ref.substr(0, slash), name = ref.substr(slash + 1);
+  if (tenant.empty() || name.empty() || tenant.find('_') != std::string::npos ||
+      name.find('/') != std::string::npos)
+    throw Error(Errc::invalid_argument,
+                "invalid session '" + ref + "': expected NAME or TENANT/NAME");
+  return tenant + "_" + name;
+}
+
+std::string shown_session_name(const SessionState& s) {
+  if (s.tenant && !s.tenant->empty() && s.name.starts_with(*s.tenant + "_"))
+    return s.name.substr(s.tenant->size() + 1);
+  return s.name;
+}
+
+bool session_belongs_to(const SessionState& s, const std::string& tenant) {
+  if (s.tenant) return *s.tenant == tenant;
+  // Written before sessions recorded it: a tenant's are the ones under its prefix.
+  return tenant.empty() || s.name.starts_with(tenant + "_");
+}
+
 std::optional<SessionState> ContextStore::state(const std::string& name) const {
   auto text = try_read_file(dir(name) + "/state.json");
   if (!text) return std::nullopt;
@@ -131,6 +154,7 @@ std::optional<SessionState> ContextStore::state(const std::string& name) const {
   s.created_at = j.value("created_at", int64_t{0});
   s.updated_at = j.value("updated_at", int64_t{0});
   s.cwd = j.value("cwd", "");
+  if (j.contains("tenant") && j["tenant"].is_string()) s.tenant = j["tenant"].get<std::string>();
   for (const auto& e : j.value("env", json::array()))
     if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string())
       s.env.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
@@ -147,6 +171,7 @@ void ContextStore::save_state(const SessionState& s) {
             {"updated_at", s.updated_at},
             {"env", env},
             {"cwd", s.cwd}};
+  if (s.tenant) j["tenant"] = *s.tenant;
   write_file_atomic(dir(s.name) + "/state.json", j.dump(2) + "\n", 0600);
 }
 

@@ -70,7 +70,18 @@ struct SessionState {
   int64_t updated_at = 0;
   std::vector<std::pair<std::string, std::string>> env;  // exported by earlier steps
   std::string cwd;
+  // Whose session it is: a tenant's name, "" the operator's; unset in a state written before
+  // sessions recorded it (recorded by its next turn).
+  std::optional<std::string> tenant;
 };
+
+// A tenant's sessions are stored as TENANT_NAME (tenant names have no '_'); the operator names
+// one as TENANT/NAME. Returns the stored name for either form (others unchanged).
+std::string stored_session_name(const std::string& ref);
+// The name a session is shown under: the one its tenant gave, or the stored name.
+std::string shown_session_name(const SessionState& s);
+// Whether a session is `tenant`'s ("" the operator's; an unrecorded one: by its name's prefix).
+bool session_belongs_to(const SessionState& s, const std::string& tenant);
 
 class ContextStore {
  public:

@@ -21,6 +21,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "common/utf8.h"
+#include "model/box.h"
 #include "pipeline/context.h"
 #include "storage/layout.h"
 
@@ -970,7 +971,23 @@ int TurnRunner::run() {
   SessionState state =
       session_.empty() ? SessionState{} : store_->state(session_).value_or(SessionState{});
   state.name = store_name_;
+  bool new_session = !state.created_at;
   if (!state.created_at) state.created_at = started_at;
+  if (!session_.empty()) {
+    auto t = opts_.labels.find(kTenantLabel);
+    std::string tenant = t == opts_.labels.end() ? "" : t->second;
+    if (state.tenant && *state.tenant != tenant)
+      throw Error(Errc::permission_denied,
+                  "session " + session_ + " is " +
+                      (state.tenant->empty() ? std::string("the operator's")
+                                             : "tenant " + *state.tenant + "'s") +
+                      ": its turns run for it only");
+    // Recorded from now on. A session from before that is its tenant's when it runs for it; one
+    // named like a tenant's (TENANT_NAME) stays unrecorded when the operator runs it.
+    if (!state.tenant &&
+        (new_session || !tenant.empty() || session_.find('_') == std::string::npos))
+      state.tenant = tenant;
+  }
 
   progress_->message(
       std::string("Running ") + doc_.path + ": " + std::to_string(doc_.steps.size()) + " step" +

@@ -157,6 +157,9 @@ class Api {
   void handle_sessions(Call& c, const std::vector<std::string>& seg);
   // A session's name in the context store: the tenant's sessions are "TENANT_NAME".
   std::string tenant_session(const Call& c, const std::string& name) const;
+  // The same for a request naming a session by path: the installation's keys name a tenant's
+  // session with ?tenant=TENANT.
+  std::string stored_session(const Call& c, const std::string& shown) const;
 
   Engine& engine_;
   std::string self_exe_;  // this program, which runs pipelines as `upstream run`

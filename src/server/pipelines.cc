@@ -94,6 +94,22 @@ std::string Api::tenant_session(const Call& c, const std::string& name) const {
   return full;
 }
 
+std::string Api::stored_session(const Call& c, const std::string& shown) const {
+  std::string full = tenant_session(c, shown);
+  auto it = c.req.query.find("tenant");
+  if (it == c.req.query.end()) return full;
+  const std::string* tenant = &it->second;
+  if (!c.tenant.empty())
+    bad("query parameter 'tenant' is for the installation's keys: a tenant names its own "
+        "sessions only");
+  try {
+    validate_tenant_name(*tenant);
+  } catch (const std::exception& e) {
+    bad(std::string("query parameter 'tenant': ") + e.what());
+  }
+  return *tenant + "_" + shown;
+}
+
 namespace {
 
 // Reads the child's stdout (0) and stderr (1) to their ends, each chunk to `lines`. While
@@ -358,26 +374,39 @@ void Api::handle_sessions(Call& c, const std::vector<std::string>& seg) {
   Request& r = c.req;
   const std::string& home = engine_.options().home;
   pipeline::ContextStore store = pipeline::ContextStore::sessions(home);
-  std::string prefix = c.tenant.empty() ? "" : c.tenant + "_";
   if (seg.size() == 2) {
     if (r.method != "GET") throw ApiError(405, "method_not_allowed", "use GET " + r.path);
     json out = json::array();
     for (const auto& full : store.names()) {
-      if (!starts_with(full, prefix)) continue;
-      auto st = store.state(full);
+      pipeline::SessionState st = store.state(full).value_or(pipeline::SessionState{});
+      st.name = full;
+      if (!c.tenant.empty() && !pipeline::session_belongs_to(st, c.tenant)) continue;
       auto turns = store.turns(full);
-      out.push_back({{"name", full.substr(prefix.size())},
-                     {"box_id", st ? st->box_id : ""},
-                     {"turns", turns.size()},
-                     {"last_status", turns.empty() ? "" : turns.back().status},
-                     {"updated_at", st && st->updated_at ? format_time(st->updated_at) : ""}});
+      // A tenant sees its sessions by the names it gave; the installation's view names each
+      // session's tenant (null: the operator's, or one from before sessions recorded it).
+      json item = {{"name", c.tenant.empty() ? pipeline::shown_session_name(st)
+                                             : full.substr(c.tenant.size() + 1)}};
+      if (c.tenant.empty())
+        item["tenant"] = st.tenant && !st.tenant->empty() ? json(*st.tenant) : json(nullptr);
+      item.update({{"box_id", st.box_id},
+                   {"turns", turns.size()},
+                   {"last_status", turns.empty() ? "" : turns.back().status},
+                   {"updated_at", st.updated_at ? format_time(st.updated_at) : ""}});
+      out.push_back(std::move(item));
     }
     c.json_reply(200, {{"sessions", out}});
     return;
   }
   std::string shown = seg[2];
-  std::string full = tenant_session(c, shown);
+  std::string full = stored_session(c, shown);
   if (!store.exists(full)) throw ApiError(404, "not_found", "no session '" + shown + "'");
+  {
+    pipeline::SessionState st = store.state(full).value_or(pipeline::SessionState{});
+    st.name = full;
+    // The operator's session acme_x is not tenant acme's x.
+    if (!c.tenant.empty() && !pipeline::session_belongs_to(st, c.tenant))
+      throw ApiError(404, "not_found", "no session '" + shown + "'");
+  }
   if (seg.size() == 3 && r.method == "GET") {
     auto st = store.state(full);
     json turns = json::array();

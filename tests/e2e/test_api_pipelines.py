@@ -4,6 +4,7 @@ UPSTREAM_URL set), sessions and their context stores, per tenant."""
 import io
 import json
 import shutil
+import subprocess
 import tarfile
 
 import pytest
@@ -201,5 +202,62 @@ def test_sessions_belong_to_tenants(own_up):
         assert len(theirs["turns"]) == 2
         assert b("GET", f"/v1/boxes/{theirs['box_id']}")[0] == 404
         assert a("GET", f"/v1/boxes/{theirs['box_id']}")[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_a_tenants_sessions_show_by_the_names_it_gave(own_up, tmp_path):
+    """Locally and for the installation's keys, a tenant's session is listed under the name the
+    tenant gave, with its tenant, and named TENANT/NAME; an operator session whose name looks
+    like a tenant's (pc_mine) is not that tenant's."""
+    key = json.loads(own_up.ok("--json", "keys", "create", "--tenant", "pc"))["key"]
+    operator = json.loads(own_up.ok("--json", "keys", "create", "--operator"))["key"]
+    doc = tmp_path / "doc.md"
+    doc.write_text("```bash\necho turn $UPSTREAM_TURN\n```\n")
+    own_up.ok("run", "--session", "pc_mine", str(doc))
+    srv = Server(own_up)
+    try:
+        a, op = Api(srv.url, key), Api(srv.url, operator)
+        s, r = a("POST", "/v1/pipelines", {"document": doc.read_text(), "session": "s1"})
+        assert s == 200 and r["session"] == "s1", r
+        # The tenant sees its own session only, not the operator's pc_mine.
+        s, mine = a("GET", "/v1/sessions")
+        assert [x["name"] for x in mine["sessions"]] == ["s1"] and "tenant" not in mine["sessions"][0]
+        assert a("GET", "/v1/sessions/mine")[0] == 404
+        assert a("GET", "/v1/sessions/s1?tenant=pb")[0] == 400
+        # The installation's key sees both, each with its tenant, and names the tenant's by ?tenant=.
+        s, all_ = op("GET", "/v1/sessions")
+        mine = lambda listed: sorted((x["name"], x["tenant"]) for x in listed if x["tenant"] == "pc" or x["name"] == "pc_mine")
+        assert mine(all_["sessions"]) == [("pc_mine", None), ("s1", "pc")]
+        s, one = op("GET", "/v1/sessions/s1?tenant=pc")
+        assert s == 200 and len(one["turns"]) == 1
+        assert op("GET", "/v1/sessions/s1")[0] == 404
+        assert op("GET", "/v1/sessions/s1?tenant=Bad_Name")[0] == 400
+        # The local CLI: a TENANT column, the tenant's name, and TENANT/NAME to name it.
+        listed = own_up.json("session", "ls")
+        assert mine(listed) == [("pc_mine", None), ("s1", "pc")]
+        table = own_up.ok("session", "ls").splitlines()
+        assert table[0].split()[:3] == ["SESSION", "TENANT", "TURNS"]
+        assert any(line.split()[:2] == ["s1", "pc"] for line in table[1:]), table
+        assert own_up.json("session", "show", "pc/s1")["name"] == "pc/s1"
+        assert len(own_up.json("session", "show", "pc/s1")["turns"]) == 1
+        code, _, err = own_up("session", "show", "pb/s1")
+        assert code != 0 and "no session or run 'pb/s1'" in err
+        code, _, err = own_up("session", "show", "pa/")
+        assert code != 0 and "expected NAME or TENANT/NAME" in err
+        # Over HTTP with the installation's key, the same names.
+        remote = dict(own_up.env, UPSTREAM_URL=srv.url, UPSTREAM_API_KEY=operator)
+        r = subprocess.run([own_up.binary, "--json", "session", "show", "pc/s1"], env=remote,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and len(json.loads(r.stdout)["turns"]) == 1, r.stderr
+        r = subprocess.run([own_up.binary, "session", "ls"], env=remote, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.splitlines()[0].split()[:2] == ["SESSION", "TENANT"], r
+        # A turn for another tenant's session is refused, and the session is unchanged.
+        code, _, err = own_up("run", "--session", "pc_s1", str(doc))
+        assert code != 0 and "tenant pc's" in err, err
+        assert len(own_up.json("session", "show", "pc/s1")["turns"]) == 1
+        own_up.ok("session", "rm", "pc/s1")
+        assert a("GET", "/v1/sessions")[1]["sessions"] == []
     finally:
         srv.stop()

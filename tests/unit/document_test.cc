@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "pipeline/context.h"
 #include "pipeline/document.h"
 #include "pipeline/runner.h"
 
@@ -335,4 +336,25 @@ TEST(DocumentTest, OtherBlocksAreListedButNotOurOwnOutput) {
   EXPECT_EQ(again.other_blocks[0].lang, "ruby");
   size_t line = 1 + std::count(out.begin(), out.begin() + out.find("```ruby"), '\n');
   EXPECT_EQ(again.other_blocks[0].line, line);
+}
+
+// A tenant's session is stored as TENANT_NAME, named TENANT/NAME, shown as NAME.
+TEST(SessionNames, TenantSessionsAreNamedAndShownAsTheTenantGaveThem) {
+  EXPECT_EQ(stored_session_name("s1"), "s1");
+  EXPECT_EQ(stored_session_name("acme/s1"), "acme_s1");
+  for (const char* bad : {"/s1", "acme/", "ac_me/s1", "acme/s/1"})
+    EXPECT_THROW(stored_session_name(bad), Error) << bad;
+  SessionState s;
+  s.name = "acme_s1";
+  EXPECT_EQ(shown_session_name(s), "acme_s1");  // unrecorded: the stored name
+  EXPECT_TRUE(session_belongs_to(s, "acme"));   // unrecorded: by its prefix
+  EXPECT_TRUE(session_belongs_to(s, ""));
+  s.tenant = "acme";
+  EXPECT_EQ(shown_session_name(s), "s1");
+  EXPECT_FALSE(session_belongs_to(s, ""));
+  EXPECT_FALSE(session_belongs_to(s, "other"));
+  s.tenant = "";  // the operator's, named like a tenant's
+  EXPECT_EQ(shown_session_name(s), "acme_s1");
+  EXPECT_FALSE(session_belongs_to(s, "acme"));
+  EXPECT_TRUE(session_belongs_to(s, ""));
 }
