@@ -216,7 +216,7 @@ def test_pipelines(sdk, client):
 
 
 def test_snapshots_fan_out_fork_and_export(sdk, client, tmp_path):
-    base = sdk.Sandbox.create(client=client, env={"FROM": "base"}, auto_pause_ms=0, keep_alive=True)
+    base = sdk.Sandbox.create(client=client, env={"FROM": "base"}, auto_pause=0, keep_alive=True)
     assert base.info["policy"] == {"auto_pause_ms": 0, "auto_stop_ms": 24 * 3600 * 1000,
                                    "auto_archive_ms": 7 * 24 * 3600 * 1000, "keep_alive": True}
     made = [base]
@@ -319,3 +319,63 @@ def test_egress_policy_traffic_and_exposed_ports(sdk, client):
         assert sb.exposures() == []
     finally:
         sb.delete()
+
+
+def test_durations_and_sizes_one_convention_and_readable_reprs(sdk, client):
+    """Durations are seconds or strings with a unit ("300ms", "10m"), sizes bytes or "64m", as
+    the CLI takes them; a bad one raises a ValueError naming the parameter before anything is
+    sent; the *_ms spellings still work, with a DeprecationWarning."""
+    before = len(sdk.Sandbox.list(client=client))
+    for kw, words in ((dict(memory="lots"), "memory 'lots' is not a size"),
+                      (dict(memory=1.5), "memory must be a number of bytes"),
+                      (dict(auto_pause="soon"), "auto_pause 'soon' is not a duration"),
+                      (dict(disk="1.5"), "disk '1.5' is not a size")):
+        with pytest.raises((ValueError, TypeError)) as e:
+            sdk.Sandbox.create(client=client, **kw)
+        assert words in str(e.value), (kw, str(e.value))
+    assert len(sdk.Sandbox.list(client=client)) == before
+    with pytest.raises(TypeError, match="not both"):
+        sdk.Sandbox.create(client=client, auto_pause=1, auto_pause_ms=1000)
+    with sdk.Sandbox.create(client=client, memory="64m", auto_pause="10m", auto_stop=7200) as sb:
+        assert sb.info["limits"]["memory"] == 64 << 20
+        assert sb.info["policy"]["auto_pause_ms"] == 600_000 and sb.info["policy"]["auto_stop_ms"] == 7_200_000
+        r = sb.exec("sleep 10", timeout="300ms")
+        assert r.timed_out and r.duration < 5
+        with pytest.raises(ValueError, match="timeout 'abc' is not a duration"):
+            sb.exec("true", timeout="abc")
+        assert [e["exec"] for e in sb.execs()] == [r.exec]  # the bad one was never sent
+        assert repr(r).startswith(f"ExecResult(exec={r.exec}, exit_code=") and "timed_out=True" in repr(r)
+        h = sb.exec_background("sleep 0.2")
+        assert repr(h) == f"ExecHandle(exec={h.exec}, box={sb.name!r})"
+        assert h.wait(timeout="10s", interval="20ms")["state"] != "running"
+        assert repr(sb.files) == f"Files(box={sb.name!r})"
+        assert repr(sb).startswith(f"Sandbox(id={sb.id!r}, name={sb.name!r}")
+        with pytest.warns(DeprecationWarning, match="grace_ms is deprecated"):
+            sb.stop(grace_ms=500)
+        assert sb.state == "stopped"
+        sb.start()
+        sb.stop("1s")
+        assert sb.state == "stopped"
+    assert repr(client) == f"Client(url={client.url!r}, api_key=None)"
+    assert sdk.Client(client.url, timeout="2m").timeout == 120
+
+
+def test_the_readme_lists_every_call(sdk):
+    """sdk/python/README.md names every public method and property of every class the package
+    exports, and every function."""
+    import inspect
+    import re
+    readme = (REPO / "sdk" / "python" / "README.md").read_text()
+    spans = " ".join(re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", readme, flags=re.S)))
+    missing = []
+    for export in sdk.__all__:
+        obj = getattr(sdk, export)
+        if inspect.isfunction(obj) and not re.search(rf"\b{export}\(", spans):
+            missing.append(export)
+        if inspect.isclass(obj) and not issubclass(obj, Exception):
+            for name, member in vars(obj).items():
+                if name.startswith("_") or name in ("from_json",):
+                    continue
+                if not re.search(rf"\b{name}\b", spans):
+                    missing.append(f"{export}.{name}")
+    assert not missing, f"not in the README: {missing}"

@@ -1,5 +1,6 @@
 // The HTTP transport over fetch (Node 20's built-in): JSON in and out, typed errors, streams.
 import { ServerError, errorFor } from "./errors.js";
+import { inspect, option } from "./units.js";
 
 export const DEFAULT_URL = "http://127.0.0.1:8420";
 
@@ -11,7 +12,15 @@ export class Client {
       throw new TypeError(`unsupported URL ${JSON.stringify(this.url)}: use http://HOST:PORT`);
     }
     this.apiKey = options.apiKey ?? env.UPSTREAM_API_KEY;
-    this.timeoutMs = options.timeoutMs ?? 300_000;
+    // Milliseconds per non-streamed request (or a string such as "5m"); 0: no limit.
+    this.timeoutMs = option(options, "timeout", "timeoutMs") ?? 300_000;
+  }
+
+  toString() {
+    return `Client(url=${this.url}, apiKey=${this.apiKey ? "set" : "none"})`;
+  }
+  [inspect]() {
+    return this.toString();
   }
 
   path(template, parts = [], query = {}) {

@@ -2,12 +2,19 @@
 
 export const DEFAULT_URL: string;
 
+/** A duration: milliseconds, or a string with a unit as the CLI takes it ("500ms", "30s", "2m", "1h"). */
+export type Duration = number | string;
+/** A size: bytes, or a string with a unit ("512m", "1g"; k, m, g, t are powers of 1024). */
+export type Size = number | string;
+
 export interface ClientOptions {
   /** Server URL; default $UPSTREAM_URL, else http://127.0.0.1:8420. */
   url?: string;
   /** API key; default $UPSTREAM_API_KEY. */
   apiKey?: string;
-  /** Per-request timeout of non-streamed calls (default 300000). */
+  /** Per-request timeout of non-streamed calls (default "5m"; 0: none). */
+  timeout?: Duration;
+  /** @deprecated use timeout */
   timeoutMs?: number;
 }
 
@@ -27,6 +34,9 @@ export interface ExecOptions {
   env?: Record<string, string>;
   cwd?: string;
   user?: string;
+  /** Killed past it (the result's timedOut is set). */
+  timeout?: Duration;
+  /** @deprecated use timeout */
   timeoutMs?: number;
 }
 
@@ -77,7 +87,7 @@ export class ExecHandle {
   running(): Promise<boolean>;
   logs(stream?: "stdout" | "stderr"): Promise<Uint8Array>;
   kill(signal?: string | number): Promise<unknown>;
-  wait(options?: { timeoutMs?: number; intervalMs?: number }): Promise<ExecStatus>;
+  wait(options?: { timeout?: Duration; interval?: Duration; /** @deprecated */ timeoutMs?: number; /** @deprecated */ intervalMs?: number }): Promise<ExecStatus>;
 }
 
 export interface FileInfo {
@@ -114,14 +124,18 @@ export interface SandboxOptions {
   labels?: Record<string, string>;
   env?: Record<string, string>;
   cpus?: number;
-  memory?: number | string;
+  memory?: Size;
   pids?: number;
-  disk?: number | string;
+  disk?: Size;
   user?: string;
   workdir?: string;
-  /** Idle policy, applied by the server: pause after this long idle (0: never; default 30 min). */
+  /** Idle policy, applied by the server: pause after this long idle (0: never; default "30m"). */
+  autoPause?: Duration;
+  /** Stop after this long paused (0: never; default "24h"). */
+  autoStop?: Duration;
+  /** @deprecated use autoPause */
   autoPauseMs?: number;
-  /** Stop after this long paused (0: never; default 24 h). */
+  /** @deprecated use autoStop */
   autoStopMs?: number;
   /** Never pause for being idle. */
   keepAlive?: boolean;
@@ -172,7 +186,7 @@ export class Sandbox {
   static createMany(count: number, options?: { name?: string; image?: string; labels?: Record<string, string>; env?: Record<string, string>; client?: Client }, client?: Client): Promise<Sandbox[]>;
   static list(options?: { labels?: Record<string, string>; state?: string; pageSize?: number }, client?: Client): Promise<Sandbox[]>;
   refresh(): Promise<this>;
-  stop(options?: { graceMs?: number }): Promise<void>;
+  stop(options?: { grace?: Duration; /** @deprecated use grace */ graceMs?: number }): Promise<void>;
   start(): Promise<void>;
   /** Freezes every process (memory kept, no CPU used); an exec or file call resumes the box. */
   pause(): Promise<void>;
@@ -302,3 +316,8 @@ export function usage(
   opts?: { since?: string; until?: string; by?: string; labels?: Record<string, string> },
   client?: Client,
 ): Promise<UsageReport>;
+
+/** Milliseconds of a Duration; a TypeError naming `what` for anything else. */
+export function durationMs(value: Duration, what: string): number;
+/** A Size checked as the API takes it; a TypeError naming `what` for anything else. */
+export function size(value: Size, what: string): number | string;

@@ -3,6 +3,7 @@ import { readFile, writeFile, rename, stat as fsStat } from "node:fs/promises";
 import { Client, getDefaultClient, ndjson } from "./client.js";
 import { NotFoundError, UpstreamError } from "./errors.js";
 import { Snapshot } from "./snapshots.js";
+import { inspect, option, size } from "./units.js";
 
 function command(cmd) {
   if (typeof cmd === "string") return { shell: cmd };
@@ -17,12 +18,13 @@ function execBody(cmd, opts = {}) {
   if (opts.env) body.env = { ...opts.env };
   if (opts.cwd !== undefined) body.cwd = opts.cwd;
   if (opts.user !== undefined) body.user = opts.user;
-  if (opts.timeoutMs !== undefined) body.timeout_ms = opts.timeoutMs;
+  const timeout = option(opts, "timeout", "timeoutMs");
+  if (timeout !== undefined) body.timeout_ms = timeout;
   return body;
 }
 
 function toResult(j, stdout = "", stderr = "") {
-  return {
+  const result = {
     exec: j.exec,
     exitCode: j.exit_code,
     stdout: j.stdout ?? stdout,
@@ -41,6 +43,15 @@ function toResult(j, stdout = "", stderr = "") {
     },
     raw: j,
   };
+  // Readable when printed, and not among its fields.
+  const text = function () {
+    const short = (t) => JSON.stringify(t.length <= 40 ? t : `${t.slice(0, 37)}...`);
+    const extra = (this.timedOut ? ", timedOut" : "") + (this.oomKilled ? ", oomKilled" : "");
+    return `ExecResult(exec=${this.exec}, exitCode=${this.exitCode}, state=${this.state}, ${this.durationMs} ms${extra}, stdout=${short(this.stdout)}, stderr=${short(this.stderr)})`;
+  };
+  Object.defineProperty(result, "toString", { value: text });
+  Object.defineProperty(result, inspect, { value: text });
+  return result;
 }
 
 function toFileInfo(j) {
@@ -54,6 +65,13 @@ export class ExecStream {
     this.events = events;
     this.exec = first.exec;
     this.result = undefined;
+  }
+
+  toString() {
+    return `ExecStream(exec=${this.exec}, box=${this.box.name}${this.result ? `, exitCode=${this.result.exitCode}` : ""})`;
+  }
+  [inspect]() {
+    return this.toString();
   }
 
   async *[Symbol.asyncIterator]() {
@@ -99,6 +117,12 @@ export class ExecHandle {
     this.box = box;
     this.exec = exec;
   }
+  toString() {
+    return `ExecHandle(exec=${this.exec}, box=${this.box.name})`;
+  }
+  [inspect]() {
+    return this.toString();
+  }
   status() {
     const c = this.box.client;
     return c.json("GET", c.path("/v1/boxes/{}/execs/{}", [this.box.id, this.exec]));
@@ -113,7 +137,10 @@ export class ExecHandle {
   kill(signal = "KILL") {
     return this.box.kill(this.exec, signal);
   }
-  async wait({ timeoutMs = 300_000, intervalMs = 50 } = {}) {
+  // Polls until the command ends (timeout and interval: milliseconds, or strings such as "30s").
+  async wait(options = {}) {
+    const timeoutMs = option(options, "timeout", "timeoutMs") ?? 300_000;
+    const intervalMs = option(options, "interval", "intervalMs") ?? 50;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const s = await this.status();
@@ -128,27 +155,34 @@ export class Files {
   constructor(box) {
     this.box = box;
   }
-  p(template, query) {
+  toString() {
+    return `Files(box=${this.box.name})`;
+  }
+  [inspect]() {
+    return this.toString();
+  }
+  // A path of this box (private).
+  #p(template, query) {
     return this.box.client.path(template, [this.box.id], query);
   }
   async write(path, data, { mode, mkdirs = false } = {}) {
     const raw = typeof data === "string" ? new TextEncoder().encode(data) : data;
     const q = { path, mode: mode === undefined ? undefined : mode.toString(8).padStart(4, "0"), mkdirs: mkdirs || undefined };
-    const res = await this.box.client.fetch("PUT", this.p("/v1/boxes/{}/files", q), { raw });
+    const res = await this.box.client.fetch("PUT", this.#p("/v1/boxes/{}/files", q), { raw });
     return toFileInfo(await res.json());
   }
   read(path) {
-    return this.box.client.bytes("GET", this.p("/v1/boxes/{}/files", { path }));
+    return this.box.client.bytes("GET", this.#p("/v1/boxes/{}/files", { path }));
   }
   async readText(path) {
     return new TextDecoder().decode(await this.read(path));
   }
   async list(path = ".") {
-    const j = await this.box.client.json("GET", this.p("/v1/boxes/{}/files/list", { path }));
+    const j = await this.box.client.json("GET", this.#p("/v1/boxes/{}/files/list", { path }));
     return j.entries.map(toFileInfo);
   }
   async stat(path, { follow = false } = {}) {
-    return toFileInfo(await this.box.client.json("GET", this.p("/v1/boxes/{}/files/stat", { path, follow: follow || undefined })));
+    return toFileInfo(await this.box.client.json("GET", this.#p("/v1/boxes/{}/files/stat", { path, follow: follow || undefined })));
   }
   async exists(path) {
     try {
@@ -161,20 +195,20 @@ export class Files {
   }
   async mkdir(path, { parents = true, mode = 0o755 } = {}) {
     const body = { path, parents, mode: mode.toString(8).padStart(4, "0") };
-    return toFileInfo(await this.box.client.json("POST", this.p("/v1/boxes/{}/files/mkdir"), body));
+    return toFileInfo(await this.box.client.json("POST", this.#p("/v1/boxes/{}/files/mkdir"), body));
   }
   async remove(path, { recursive = false } = {}) {
-    await this.box.client.json("DELETE", this.p("/v1/boxes/{}/files", { path, recursive: recursive || undefined }));
+    await this.box.client.json("DELETE", this.#p("/v1/boxes/{}/files", { path, recursive: recursive || undefined }));
   }
   async move(from, to, { overwrite = true } = {}) {
-    return toFileInfo(await this.box.client.json("POST", this.p("/v1/boxes/{}/files/move"), { from, to, overwrite }));
+    return toFileInfo(await this.box.client.json("POST", this.#p("/v1/boxes/{}/files/move"), { from, to, overwrite }));
   }
   // A file or directory tree of the box as a tar archive, and the extraction of one into a directory.
   downloadTar(path) {
-    return this.box.client.bytes("GET", this.p("/v1/boxes/{}/files/archive", { path }));
+    return this.box.client.bytes("GET", this.#p("/v1/boxes/{}/files/archive", { path }));
   }
   async uploadTar(dir, tar) {
-    const res = await this.box.client.fetch("PUT", this.p("/v1/boxes/{}/files/archive", { path: dir }), { raw: tar, contentType: "application/x-tar" });
+    const res = await this.box.client.fetch("PUT", this.#p("/v1/boxes/{}/files/archive", { path: dir }), { raw: tar, contentType: "application/x-tar" });
     return res.json();
   }
   // Copies a local file into the box, and a file of the box to a local path (atomically).
@@ -215,6 +249,12 @@ export class Sandbox {
   get state() {
     return this.info.state;
   }
+  toString() {
+    return `Sandbox(id=${this.id}, name=${this.name}, state=${this.state})`;
+  }
+  [inspect]() {
+    return this.toString();
+  }
 
   static async create(options = {}, client) {
     const c = client ?? options.client ?? getDefaultClient();
@@ -223,11 +263,14 @@ export class Sandbox {
     if (options.labels) body.labels = { ...options.labels };
     if (options.env) body.env = { ...options.env };
     const limits = {};
-    for (const k of ["cpus", "memory", "pids", "disk"]) if (options[k] !== undefined) limits[k] = options[k];
+    for (const k of ["cpus", "pids"]) if (options[k] !== undefined) limits[k] = options[k];
+    for (const k of ["memory", "disk"]) if (options[k] !== undefined) limits[k] = size(options[k], k);
     if (Object.keys(limits).length) body.limits = limits;
     const policy = {};
-    if (options.autoPauseMs !== undefined) policy.auto_pause_ms = options.autoPauseMs;
-    if (options.autoStopMs !== undefined) policy.auto_stop_ms = options.autoStopMs;
+    const autoPause = option(options, "autoPause", "autoPauseMs");
+    const autoStop = option(options, "autoStop", "autoStopMs");
+    if (autoPause !== undefined) policy.auto_pause_ms = autoPause;
+    if (autoStop !== undefined) policy.auto_stop_ms = autoStop;
     if (options.keepAlive !== undefined) policy.keep_alive = options.keepAlive;
     if (Object.keys(policy).length) body.policy = policy;
     const egress = egressOf(options);
@@ -268,8 +311,10 @@ export class Sandbox {
     this.info = await this.client.json("GET", this.client.path("/v1/boxes/{}", [this.id]));
     return this;
   }
-  async stop({ graceMs } = {}) {
-    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/stop", [this.id]), graceMs === undefined ? {} : { grace_ms: graceMs });
+  // SIGTERM to the box's processes, SIGKILL after `grace` (milliseconds or a string such as "5s").
+  async stop(options = {}) {
+    const grace = option(options, "grace", "graceMs");
+    this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/stop", [this.id]), grace === undefined ? {} : { grace_ms: grace });
   }
   async start() {
     this.info = await this.client.json("POST", this.client.path("/v1/boxes/{}/start", [this.id]), {});

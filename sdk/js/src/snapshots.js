@@ -1,6 +1,7 @@
 // Snapshots: a box's files and settings, saved. Boxes made from one share its layers.
 import { readFile, writeFile, rename } from "node:fs/promises";
 import { getDefaultClient } from "./client.js";
+import { inspect } from "./units.js";
 
 export class Snapshot {
   constructor(info, client) {
@@ -15,6 +16,12 @@ export class Snapshot {
   }
   get layers() {
     return [...this.info.layers];
+  }
+  toString() {
+    return `Snapshot(id=${this.id}, name=${this.name}, layers=${this.info.layers.length})`;
+  }
+  [inspect]() {
+    return this.toString();
   }
 
   static async get(ref, client) {

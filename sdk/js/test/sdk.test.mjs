@@ -3,8 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { inspect } from "node:util";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as sdk from "../src/index.js";
 
 import {
   runPipeline,
@@ -47,7 +49,7 @@ test("exec details", async () => {
     assert.deepEqual([r.exitCode, r.stdout, r.stderr, r.ok], [4, "1 2\n", "oops\n", false]);
     assert.equal((await sb.exec("cat", { stdin: "fed\n" })).stdout, "fed\n");
     assert.equal((await sb.exec("pwd", { cwd: "/tmp" })).stdout, "/tmp\n");
-    assert.ok((await sb.exec("sleep 10", { timeoutMs: 300 })).timedOut);
+    assert.ok((await sb.exec("sleep 10", { timeout: 300 })).timedOut);
     assert.equal((await sb.execs({ limit: 10 })).length, 4);
   } finally {
     await sb.delete();
@@ -85,7 +87,7 @@ test("background execs", async () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     await h.kill("TERM");
-    const st = await h.wait({ timeoutMs: 10_000 });
+    const st = await h.wait({ timeout: "10s" });
     assert.notEqual(st.state, "running");
     assert.equal(new TextDecoder().decode(await h.logs()), "started\n");
   } finally {
@@ -178,7 +180,7 @@ test("pipelines and sessions", async () => {
 });
 
 test("snapshots, fan-out, fork, export and import", async () => {
-  const base = await Sandbox.create({ env: { FROM: "base" }, autoPauseMs: 600000, keepAlive: true }, client);
+  const base = await Sandbox.create({ env: { FROM: "base" }, autoPause: "10m", keepAlive: true }, client);
   assert.deepEqual(base.info.policy, { auto_pause_ms: 600000, auto_stop_ms: 86400000, auto_archive_ms: 604800000, keep_alive: true });
   const made = [base];
   const snaps = [];
@@ -267,4 +269,64 @@ test("egress policy, traffic counters and exposed ports", async () => {
   } finally {
     await sb.delete();
   }
+});
+
+test("durations and sizes: one convention, checked before anything is sent; readable when printed", async () => {
+  const before = (await Sandbox.list({}, client)).length;
+  for (const [opts, words] of [
+    [{ memory: "lots" }, 'memory "lots" is not a size'],
+    [{ memory: 1.5 }, "memory must be a whole number of bytes"],
+    [{ autoPause: "30" }, 'autoPause "30" is not a duration'],
+    [{ autoPause: "soon" }, 'autoPause "soon" is not a duration'],
+    [{ autoPause: 1000, autoPauseMs: 1000 }, "not both"],
+  ]) {
+    await assert.rejects(Sandbox.create(opts, client), (e) => e instanceof TypeError && e.message.includes(words), JSON.stringify(opts));
+  }
+  assert.equal((await Sandbox.list({}, client)).length, before);
+  const warnings = [];
+  const onWarning = (w) => warnings.push(w);
+  process.on("warning", onWarning);
+  const sb = await Sandbox.create({ memory: "64m", autoPause: "10m", autoStop: 7_200_000 }, client);
+  try {
+    assert.equal(sb.info.limits.memory, 64 * 1024 * 1024);
+    assert.equal(sb.info.policy.auto_pause_ms, 600_000);
+    assert.equal(sb.info.policy.auto_stop_ms, 7_200_000);
+    const r = await sb.exec("sleep 10", { timeout: "300ms" });
+    assert.ok(r.timedOut && r.durationMs < 5000);
+    await assert.rejects(sb.exec("true", { timeout: "abc" }), /timeout "abc" is not a duration/);
+    assert.deepEqual((await sb.execs()).map((e) => e.exec), [r.exec]);
+    assert.match(String(r), new RegExp(`^ExecResult\\(exec=${r.exec}, exitCode=`));
+    assert.ok(!Object.keys(r).includes("toString"));
+    const h = await sb.execBackground("sleep 0.2");
+    assert.equal(inspect(h), `ExecHandle(exec=${h.exec}, box=${sb.name})`);
+    assert.notEqual((await h.wait({ timeout: "10s", interval: "20ms" })).state, "running");
+    assert.equal(inspect(sb.files), `Files(box=${sb.name})`);
+    assert.equal(inspect(sb), `Sandbox(id=${sb.id}, name=${sb.name}, state=running)`);
+    await sb.stop({ graceMs: 500 });
+    assert.equal(sb.state, "stopped");
+    await new Promise((r) => setImmediate(r));
+    assert.ok(warnings.some((w) => w.name === "DeprecationWarning" && w.message.includes("graceMs is deprecated")), String(warnings));
+    await sb.start();
+    await sb.stop({ grace: "1s" });
+    assert.equal(sb.state, "stopped");
+  } finally {
+    process.off("warning", onWarning);
+    await sb.delete();
+  }
+  assert.equal(inspect(client), `Client(url=${client.url}, apiKey=none)`);
+  assert.equal(new Client({ timeout: "2m" }).timeoutMs, 120_000);
+});
+
+test("the README lists every call", async () => {
+  const readme = (await readFile(new URL("../README.md", import.meta.url), "utf8")).replace(/```[\s\S]*?```/g, "");
+  const spans = [...readme.matchAll(/`([^`]+)`/g)].map((m) => m[1]).join(" ");
+  const named = (n) => new RegExp(`\\b${n}\\b`).test(spans);
+  const missing = [];
+  for (const [name, value] of Object.entries(sdk)) {
+    if (typeof value !== "function" || value.prototype instanceof Error || value === Error) continue;
+    if (!named(name)) missing.push(name);
+    const own = (o) => Object.getOwnPropertyNames(o).filter((n) => !["constructor", "length", "name", "prototype", "toString"].includes(n));
+    if (value.prototype) for (const m of [...own(value), ...own(value.prototype)]) if (!named(m)) missing.push(`${name}.${m}`);
+  }
+  assert.deepEqual(missing, []);
 });

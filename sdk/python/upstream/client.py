@@ -11,6 +11,7 @@ import urllib.parse
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from .errors import ServerError, UpstreamError, error_for
+from .units import Duration, duration_ms
 
 DEFAULT_URL = "http://127.0.0.1:8420"
 
@@ -35,10 +36,11 @@ class Client:
     server's unix socket. `api_key` defaults to $UPSTREAM_API_KEY.
     """
 
-    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, timeout: Optional[float] = 300.0):
+    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, timeout: Optional[Duration] = 300.0):
         self.url = (url or os.environ.get("UPSTREAM_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("UPSTREAM_API_KEY")
-        self.timeout = timeout
+        # Seconds per non-streamed request (or a string such as '5m'); None: no limit.
+        self.timeout = None if timeout is None else duration_ms(timeout, "timeout") / 1000
         parsed = urllib.parse.urlsplit(self.url)
         if parsed.scheme == "unix":
             self._unix: Optional[str] = parsed.path
@@ -51,6 +53,9 @@ class Client:
             raise ValueError(f"unsupported URL {self.url!r}: use http://HOST:PORT or unix:///PATH")
         self._conn: Optional[http.client.HTTPConnection] = None
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r}, api_key={'set' if self.api_key else None!r})"
 
     # --- plumbing -------------------------------------------------------------------------------
 

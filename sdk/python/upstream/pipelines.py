@@ -24,6 +24,11 @@ class PipelineResult:
     def ok(self) -> bool:
         return self.exit_code == 0
 
+    def __repr__(self) -> str:
+        where = f", session={self.session!r}, turn={self.turn}" if self.session else ""
+        return (f"PipelineResult(status={self.status!r}, exit_code={self.exit_code}, run_id={self.run_id!r}"
+                f"{where}, report=<{len(self.report)} characters>)")
+
     @classmethod
     def from_json(cls, j: Dict[str, Any]) -> "PipelineResult":
         return cls(j["exit_code"], j["status"], j["report"], j["progress"], j["errors"], j.get("run_id"),

@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from .client import Client, default_client, iter_ndjson
 from .errors import UpstreamError
+from .units import Duration, Size, duration_ms, renamed, size
 
 Command = Union[str, Sequence[str]]
 
@@ -41,6 +42,18 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+    @property
+    def duration(self) -> float:
+        """Seconds the command ran (duration_ms / 1000)."""
+        return self.duration_ms / 1000
+
+    def __repr__(self) -> str:
+        def short(text: str) -> str:
+            return repr(text if len(text) <= 40 else text[:37] + "...")
+        extra = "".join(f", {k}=True" for k in ("timed_out", "oom_killed") if getattr(self, k))
+        return (f"ExecResult(exec={self.exec}, exit_code={self.exit_code}, state={self.state!r}, "
+                f"duration={self.duration:g}s{extra}, stdout={short(self.stdout)}, stderr={short(self.stderr)})")
 
     @classmethod
     def from_json(cls, j: Dict[str, Any], stdout: str = "", stderr: str = "") -> "ExecResult":
@@ -115,6 +128,10 @@ class ExecStream:
         self._out: List[str] = []
         self._err: List[str] = []
 
+    def __repr__(self) -> str:
+        done = f", exit_code={self.result.exit_code}" if self.result else ""
+        return f"ExecStream(exec={self.exec}, box={self._box.name!r}{done})"
+
     def __iter__(self) -> Iterator[ExecEvent]:
         yield ExecEvent("start", exec=self.exec)
         try:
@@ -158,6 +175,9 @@ class ExecHandle:
         self._box = box
         self.exec = exec_no
 
+    def __repr__(self) -> str:
+        return f"ExecHandle(exec={self.exec}, box={self._box.name!r})"
+
     def status(self) -> Dict[str, Any]:
         c = self._box._client
         return c.json("GET", c.path("/v1/boxes/{}/execs/{}", self._box.id, self.exec))
@@ -172,15 +192,18 @@ class ExecHandle:
     def kill(self, signal: Union[str, int] = "KILL") -> None:
         self._box.kill(self.exec, signal)
 
-    def wait(self, timeout: float = 300.0, interval: float = 0.05) -> Dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    def wait(self, timeout: Duration = 300.0, interval: Duration = 0.05) -> Dict[str, Any]:
+        """Polls until the command ends (timeout and interval: seconds, or strings such as '30s');
+        TimeoutError past the timeout. Returns its status."""
+        limit, step = duration_ms(timeout, "timeout") / 1000, duration_ms(interval, "interval") / 1000
+        deadline = time.monotonic() + limit
         while True:
             s = self.status()
             if s["state"] != "running":
                 return s
             if time.monotonic() > deadline:
-                raise TimeoutError(f"exec {self.exec} still runs after {timeout}s")
-            time.sleep(interval)
+                raise TimeoutError(f"exec {self.exec} still runs after {limit:g}s")
+            time.sleep(step)
 
 
 class Files:
@@ -188,6 +211,9 @@ class Files:
 
     def __init__(self, box: "Sandbox"):
         self._box = box
+
+    def __repr__(self) -> str:
+        return f"Files(box={self._box.name!r})"
 
     def _p(self, template: str, **q: Any) -> str:
         return self._box._client.path(template, self._box.id, **q)
@@ -324,16 +350,18 @@ class Sandbox:
 
     @classmethod
     def create(cls, *, name: Optional[str] = None, image: Optional[str] = None, labels: Optional[Mapping[str, str]] = None,
-               env: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None, memory: Union[int, str, None] = None,
-               pids: Optional[int] = None, disk: Union[int, str, None] = None, user: Optional[str] = None,
-               workdir: Optional[str] = None, auto_pause_ms: Optional[int] = None,
-               auto_stop_ms: Optional[int] = None, keep_alive: Optional[bool] = None,
+               env: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None, memory: Optional[Size] = None,
+               pids: Optional[int] = None, disk: Optional[Size] = None, user: Optional[str] = None,
+               workdir: Optional[str] = None, auto_pause: Optional[Duration] = None,
+               auto_stop: Optional[Duration] = None, keep_alive: Optional[bool] = None,
                network: Optional[str] = None, allow_domains: Optional[List[str]] = None,
                allow_cidrs: Optional[List[str]] = None, deny_cidrs: Optional[List[str]] = None,
                headers: Optional[Mapping[str, Mapping[str, str]]] = None,
-               client: Optional[Client] = None) -> "Sandbox":
-        """Creates a box and starts it. auto_pause_ms / auto_stop_ms (0: never) and keep_alive are
-        its idle policy, applied by the server. network: "none" (default), "allow-all" or "custom"
+               client: Optional[Client] = None, auto_pause_ms: Optional[int] = None,
+               auto_stop_ms: Optional[int] = None) -> "Sandbox":
+        """Creates a box and starts it. memory and disk: bytes, or strings such as "1g". auto_pause
+        / auto_stop (seconds or strings such as "10m"; 0: never) and keep_alive are its idle policy,
+        applied by the server (auto_pause_ms / auto_stop_ms: deprecated, in milliseconds). network: "none" (default), "allow-all" or "custom"
         (only allow_domains, e.g. "pypi.org" or "*.example.com", and allow_cidrs; deny_cidrs always
         win). headers: {host pattern: {header: value}} added by the host proxy to the box's HTTPS
         requests to those hosts; the values never enter the box."""
@@ -346,11 +374,18 @@ class Sandbox:
             body["labels"] = dict(labels)
         if env:
             body["env"] = dict(env)
-        limits = {k: v for k, v in (("cpus", cpus), ("memory", memory), ("pids", pids), ("disk", disk)) if v is not None}
+        limits: Dict[str, Any] = {k: v for k, v in (("cpus", cpus), ("pids", pids)) if v is not None}
+        for k, v in (("memory", memory), ("disk", disk)):
+            if v is not None:
+                limits[k] = size(v, k)
         if limits:
             body["limits"] = limits
-        policy = {k: v for k, v in (("auto_pause_ms", auto_pause_ms), ("auto_stop_ms", auto_stop_ms),
-                                     ("keep_alive", keep_alive)) if v is not None}
+        auto_pause = renamed("auto_pause", auto_pause, "auto_pause_ms", auto_pause_ms)
+        auto_stop = renamed("auto_stop", auto_stop, "auto_stop_ms", auto_stop_ms)
+        policy: Dict[str, Any] = {k: duration_ms(v, k[:-3]) for k, v in (("auto_pause_ms", auto_pause),
+                                                                        ("auto_stop_ms", auto_stop)) if v is not None}
+        if keep_alive is not None:
+            policy["keep_alive"] = keep_alive
         if policy:
             body["policy"] = policy
         egress = _egress(allow_domains, allow_cidrs, deny_cidrs, headers)
@@ -398,8 +433,11 @@ class Sandbox:
         self.info = self._client.json("GET", self._client.path("/v1/boxes/{}", self.id))
         return self
 
-    def stop(self, grace_ms: Optional[int] = None) -> None:
-        body = {"grace_ms": grace_ms} if grace_ms is not None else {}
+    def stop(self, grace: Optional[Duration] = None, *, grace_ms: Optional[int] = None) -> None:
+        """Stops the box: SIGTERM to its processes, SIGKILL after `grace` (seconds or a string such
+        as '5s'; the server's default when not given; grace_ms: deprecated, in milliseconds)."""
+        grace = renamed("grace", grace, "grace_ms", grace_ms)
+        body = {"grace_ms": duration_ms(grace, "grace")} if grace is not None else {}
         self.info = self._client.json("POST", self._client.path("/v1/boxes/{}/stop", self.id), body)
 
     def start(self) -> None:
@@ -493,19 +531,20 @@ class Sandbox:
         if user is not None:
             body["user"] = user
         if timeout is not None:
-            body["timeout_ms"] = int(timeout * 1000)
+            body["timeout_ms"] = duration_ms(timeout, "timeout")
         return body
 
     def exec(self, cmd: Command, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-             user: Optional[str] = None, timeout: Optional[float] = None, stdin: Union[str, bytes, None] = None) -> ExecResult:
-        """Runs a command (a shell string, or a list of argv) and returns its result."""
+             user: Optional[str] = None, timeout: Optional[Duration] = None, stdin: Union[str, bytes, None] = None) -> ExecResult:
+        """Runs a command (a shell string, or a list of argv) and returns its result. timeout:
+        seconds, or a string such as '30s' (killed past it, with timed_out set)."""
         body = self._exec_body(cmd, env, cwd, user, timeout)
         if stdin is not None:
             body["stdin"] = stdin.decode() if isinstance(stdin, bytes) else stdin
         return ExecResult.from_json(self._client.json("POST", self._client.path("/v1/boxes/{}/execs", self.id), body))
 
     def exec_stream(self, cmd: Command, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                    user: Optional[str] = None, timeout: Optional[float] = None, stdin: bool = False) -> ExecStream:
+                    user: Optional[str] = None, timeout: Optional[Duration] = None, stdin: bool = False) -> ExecStream:
         """Starts a command and streams its output: iterate the result for ExecEvents."""
         body = self._exec_body(cmd, env, cwd, user, timeout)
         body["stream"] = True
@@ -515,7 +554,7 @@ class Sandbox:
         return ExecStream(self, conn, resp)
 
     def exec_background(self, cmd: Command, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                        user: Optional[str] = None, timeout: Optional[float] = None) -> ExecHandle:
+                        user: Optional[str] = None, timeout: Optional[Duration] = None) -> ExecHandle:
         body = self._exec_body(cmd, env, cwd, user, timeout)
         body["background"] = True
         j = self._client.json("POST", self._client.path("/v1/boxes/{}/execs", self.id), body)
