@@ -296,7 +296,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
     b.init_start = proc.start_time;
     b.slot = lease.slot;
     b.host_generation = plan.host_generation;
-    if (networked) net_up(b);
+    net_up(b);  // a box without a network: only its exposed ports, if any
     if (record_running) {
       std::lock_guard g(mu);
       store.mark_running(b.id, proc.pid, proc.start_time, lease.slot, plan.host_generation, reason);
@@ -307,7 +307,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   } catch (...) {
     cg.destroy(2000);
     ::unlink(layout.socket(b.id).c_str());
-    if (networked) net_down(lease.slot, b.spec);
+    net_down(lease.slot, b.spec);
     throw;
   }
 }
@@ -334,6 +334,9 @@ BoxRecord Engine::set_network(const std::string& ref, NetworkMode mode, Egress e
     if (mode == NetworkMode::none) {
       runtime::detach_veth(net);
       I.net_down(*b.slot, b.spec);
+      BoxRecord next = b;
+      next.spec = spec;
+      I.write_net_policy(next);  // its exposed ports stay
     } else {
       I.ensure_firewall();
       I.set_net_rules(*b.slot, spec);
@@ -379,7 +382,7 @@ runtime::CgroupUsage Engine::Impl::stop_init(const BoxRecord& b, int64_t grace_m
   runtime::CgroupUsage u = cg.usage();
   if (!cg.destroy(5000)) throw Error(Errc::internal, "could not remove the cgroups of box " + b.id);
   ::unlink(layout.socket(b.id).c_str());
-  if (b.slot && b.spec.network != NetworkMode::none) net_down(*b.slot, b.spec);
+  if (b.slot) net_down(*b.slot, b.spec);
   return u;
 }
 
@@ -397,7 +400,7 @@ BoxRecord Engine::Impl::check_alive_locked(const BoxRecord& b) {
   runtime::CgroupUsage u = cg.usage();
   cg.destroy(5000);
   ::unlink(layout.socket(b.id).c_str());
-  if (b.slot && b.spec.network != NetworkMode::none) net_down(*b.slot, b.spec);
+  if (b.slot) net_down(*b.slot, b.spec);
   refresh_execs(b);
   std::string reason =
       store.meta("boot_id") != boot_id() ? "host restarted" : "box init exited unexpectedly";

@@ -161,7 +161,14 @@ void Engine::Impl::clear_net_rules(uint32_t slot) {
 }
 
 void Engine::Impl::net_up(const BoxRecord& b) {
-  if (b.spec.network == NetworkMode::none || !b.slot) return;
+  if (!b.slot) return;
+  if (b.spec.network == NetworkMode::none) {
+    // No network, but exposed ports: netd reaches them through the box's own namespace.
+    if (load_exposures(b.id).empty()) return;
+    ensure_firewall();  // netd runs
+    write_net_policy(b);
+    return;
+  }
   write_net_policy(b);
   if (!b.spec.egress.headers.empty()) trust_egress_ca(b);
 }
@@ -187,11 +194,19 @@ void Engine::Impl::save_exposures(const std::string& box_id,
 }
 
 void Engine::Impl::write_net_policy(const BoxRecord& b) {
-  if (b.spec.network == NetworkMode::none || !b.slot) return;
+  if (!b.slot) return;
+  bool none = b.spec.network == NetworkMode::none;
+  auto exposures = load_exposures(b.id);
+  if (none && exposures.empty()) {
+    ::unlink(netd::policy_path(*b.slot).c_str());
+    return;
+  }
   egress::BoxPolicy p;
   p.box_id = b.id;
   p.box_name = b.name;
-  p.box_ip = egress::net_addrs(*b.slot).box_ip;
+  // A box without a network has no address: nothing it sends can reach netd, which only
+  // forwards its exposed ports (ingress, through the box's namespace).
+  p.box_ip = none ? "" : egress::net_addrs(*b.slot).box_ip;
   p.init_pid = b.init_pid;
   p.init_start = b.init_start;
   p.mode = b.spec.network;
@@ -206,15 +221,14 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
     p.ca_cert = f.cert;
     p.ca_key = f.key;
   }
-  p.exposures = load_exposures(b.id);
+  p.exposures = std::move(exposures);
   write_file_atomic(netd::policy_path(*b.slot), egress::policy_to_json(p).dump(), 0600);
 }
 
 void Engine::Impl::net_down(uint32_t slot, const BoxSpec& spec) {
-  (void)spec;
   if (slot >= egress::kMaxNetSlots) return;
-  ::unlink(netd::policy_path(slot).c_str());
-  clear_net_rules(slot);
+  ::unlink(netd::policy_path(slot).c_str());  // exposures of a box without a network too
+  if (spec.network != NetworkMode::none) clear_net_rules(slot);
 }
 
 void Engine::rebuild_firewall() {
@@ -304,10 +318,8 @@ Engine::Exposure Engine::expose(const std::string& ref, int port, const std::str
   std::lock_guard g(I.mu);
   auto held = I.hold_box(ref);
   BoxRecord& b = held.box;
-  if (b.spec.network == NetworkMode::none)
-    throw Error(Errc::failed_precondition,
-                "box " + b.name + " has no network: give it one first (upstream box network " +
-                    b.name + " allow-all, or custom)");
+  // A box without a network can be exposed too: exposing is ingress only (netd connects to the
+  // port inside the box's own namespace) and gives the box no way out.
   auto list = I.load_exposures(b.id);
   for (const auto& e : list)
     if (e.port == port)
