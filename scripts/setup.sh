@@ -21,6 +21,8 @@ packages=(
   clang libclang-rt-14-dev
   # runtime tools: the btrfs storage pool, mounts, tar, process tools
   btrfs-progs util-linux e2fsprogs iproute2 procps psmisc tar zstd
+  # a box's own /proc/meminfo, cpuinfo, uptime ... (runtime/proc_view.h)
+  lxcfs
   # end-to-end tests and tooling
   python3 python3-pytest python3-jsonschema busybox-static curl
   # what boxes on the host image install packages with (pip, venv)

@@ -530,6 +530,7 @@ class RemoteBackend : public Backend {
     s.home = http_.url();
     s.storage = j.value("storage", "");
     s.cgroups = j.value("cgroups", "");
+    s.proc_view = j.value("proc_view", "");
     s.kernel = j.value("kernel", "");
     auto boxes = list_boxes({});
     s.boxes = boxes.size();

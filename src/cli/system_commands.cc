@@ -21,6 +21,7 @@ void add_sys_info_command(CLI::App* sys, Context& ctx) {
                   {"home", s.home},
                   {"storage", s.storage},
                   {"cgroups", s.cgroups},
+                  {"proc_view", s.proc_view},
                   {"kernel", s.kernel},
                   {"instance", s.instance},
                   {"host_image", s.host_image},
@@ -34,6 +35,7 @@ void add_sys_info_command(CLI::App* sys, Context& ctx) {
               << "state:       " << s.home << "\n"
               << "storage:     " << s.storage << "\n"
               << "cgroups:     " << s.cgroups << "\n"
+              << "/proc view:  " << s.proc_view << "\n"
               << "kernel:      " << s.kernel << "\n"
               << "host image:  " << s.host_image << "\n"
               << "boxes:       " << s.boxes << " (" << s.running << " running, " << s.paused

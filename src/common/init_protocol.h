@@ -41,6 +41,10 @@ struct Config {
   uint64_t shm_bytes = 64ull << 20;
   uint64_t run_bytes = 64ull << 20;
   bool wait_network = false;  // pause after namespaces exist so the engine can attach a network
+  // The box's own view of host-wide /proc and /sys files (runtime/proc_view.h): a host directory
+  // and the files under it bound over the box's (relative to both), when it serves.
+  std::string proc_view;
+  std::vector<std::string> proc_view_files;
 };
 
 // The box's /etc/hosts for a hostname (written by the engine at start, and by the init when a

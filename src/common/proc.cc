@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -111,6 +112,29 @@ void run_tool(const std::vector<std::string>& argv, const std::string& input) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw Error(Errc::unavailable,
                 join(argv, " ") + " failed" + (trim(msg).empty() ? "" : ": " + trim(msg)));
+}
+
+void start_daemon(const std::string& exe, const std::vector<std::string>& argv,
+                  const std::string& log) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t child = ::fork();
+  if (child < 0) throw_sys("fork " + exe);
+  if (child == 0) {
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    int null = ::open("/dev/null", O_RDWR);
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    ::dup2(null, 0);
+    ::dup2(out >= 0 ? out : null, 1);
+    ::dup2(out >= 0 ? out : null, 2);
+    ::syscall(SYS_close_range, 3, ~0u, 0);
+    ::execv(exe.c_str(), args.data());
+    ::_exit(127);
+  }
+  int status;
+  ::waitpid(child, &status, 0);
 }
 
 }  // namespace upstream

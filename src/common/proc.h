@@ -34,4 +34,10 @@ std::string self_exe();
 // /dev/null. Throws unavailable naming the command and quoting its stderr when it fails.
 void run_tool(const std::vector<std::string>& argv, const std::string& input = "");
 
+// Starts a daemon that outlives its starter: in a session of its own, reparented to init, with
+// stdin from /dev/null, stdout and stderr appended to `log` (0600) and no other descriptor.
+// Returns once it has been started (not once it serves); throws if it cannot fork.
+void start_daemon(const std::string& exe, const std::vector<std::string>& argv,
+                  const std::string& log);
+
 }  // namespace upstream

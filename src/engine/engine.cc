@@ -24,6 +24,7 @@
 #include "engine/impl.h"
 #include "runtime/caps.h"
 #include "runtime/net.h"
+#include "runtime/proc_view.h"
 #include "runtime/seccomp.h"
 #include "runtime/spawn.h"
 #include "runtime/userns.h"
@@ -271,6 +272,10 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
                 {"shm_bytes", c.shm_bytes},
                 {"run_bytes", c.run_bytes},
                 {"wait_network", networked}};
+    if (std::string view = runtime::ensure_proc_view(); !view.empty()) {
+      cfg["proc_view"] = view;
+      cfg["proc_view_files"] = runtime::proc_view_files();
+    }
     runtime::InitSpawn sp;
     sp.init_path = init_path;
     sp.box_id = b.id;
@@ -811,6 +816,10 @@ SystemInfo Engine::system_info() {
   s.home = I.layout.home;
   s.storage = I.pool.describe();
   s.cgroups = I.cgroups.describe();
+  std::string why;
+  std::string view = runtime::ensure_proc_view(&why);
+  s.proc_view =
+      view.empty() ? "host's (" + why + ")" : "the box's own limits (lxcfs at " + view + ")";
   utsname u;
   ::uname(&u);
   s.kernel = std::string(u.sysname) + " " + u.release;

@@ -130,6 +130,8 @@ struct SystemInfo {
   std::string home;
   std::string storage;
   std::string cgroups;
+  std::string
+      proc_view;  // how boxes see their own limits in /proc (runtime/proc_view.h), or why not
   std::string kernel;
   std::string instance;
   std::string host_image;

@@ -25,6 +25,8 @@ initproto::Config parse_config(const nlohmann::json& j) {
     c.shm_bytes = j.value("shm_bytes", c.shm_bytes);
     c.run_bytes = j.value("run_bytes", c.run_bytes);
     c.wait_network = j.value("wait_network", false);
+    c.proc_view = j.value("proc_view", std::string());
+    if (j.contains("proc_view_files")) j.at("proc_view_files").get_to(c.proc_view_files);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("config: ") + e.what());
   }

@@ -130,6 +130,19 @@ void build_dev(const std::string& root, const initproto::Config& cfg) {
   do_mount("mqueue", dev + "/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
 }
 
+// The box's own meminfo, cpuinfo, ... (served by LXCFS on the host) over the kernel's, read-only.
+// A file that cannot be bound stays the kernel's: the box works as it would without the view.
+void bind_proc_view(const std::string& root, const initproto::Config& cfg) {
+  if (cfg.proc_view.empty()) return;
+  for (const auto& f : cfg.proc_view_files) {
+    std::string from = cfg.proc_view + "/" + f, to = root + "/" + f;
+    if (f.find("..") != std::string::npos || !exists(from) || !exists(to)) continue;
+    if (::mount(from.c_str(), to.c_str(), nullptr, MS_BIND, nullptr) != 0) continue;
+    ::mount("", to.c_str(), nullptr,
+            MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+  }
+}
+
 void build_proc_and_sys(const std::string& root) {
   std::string proc = root + "/proc";
   do_mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
@@ -243,6 +256,7 @@ void build_root(const initproto::Config& cfg, int userns_fd, const PhaseMark& ma
   build_dev(root, cfg);
   mark("dev");
   build_proc_and_sys(root);
+  bind_proc_view(root, cfg);
   mark("proc_sys");
   do_mount("tmpfs", root + "/run", "tmpfs", MS_NOSUID | MS_NODEV,
            "mode=755,size=" + std::to_string(cfg.run_bytes) +

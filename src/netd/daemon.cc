@@ -134,24 +134,9 @@ Ports ensure_running(const std::string& exe) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     running.reset();
   }
-  pid_t child = ::fork();
-  if (child < 0) throw_sys("fork netd");
-  if (child == 0) {
-    ::setsid();
-    if (::fork() != 0) ::_exit(0);
-    int null = ::open("/dev/null", O_RDWR);
-    int log = ::open((run_dir() + "/netd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    ::dup2(null, 0);
-    ::dup2(log >= 0 ? log : null, 1);
-    ::dup2(log >= 0 ? log : null, 2);
-    ::syscall(SYS_close_range, 3, ~0u, 0);
-    const char* plain[] = {"upstream", "netd", nullptr};
-    const char* take[] = {"upstream", "netd", "--take-over", nullptr};
-    ::execv(exe.c_str(), const_cast<char**>(running ? take : plain));
-    ::_exit(127);
-  }
-  int status;
-  ::waitpid(child, &status, 0);
+  std::vector<std::string> argv{"upstream", "netd"};
+  if (running) argv.push_back("--take-over");
+  start_daemon(exe, argv, run_dir() + "/netd.log");
   for (int i = 0; i < 2000; i++) {
     if (auto p = read_ports(exe)) return *p;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

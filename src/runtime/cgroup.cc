@@ -22,7 +22,9 @@ namespace upstream::runtime {
 
 namespace {
 
-const char* kLimitControllers[] = {"cpu", "cpuacct", "memory", "pids"};
+// cpuset carries no limit: a box is in a group of its own there so that readers that look up a
+// box's CPU quota by its cpuset path (LXCFS, runtime/proc_view.h) find the box's.
+const char* kLimitControllers[] = {"cpu", "cpuacct", "memory", "pids", "cpuset"};
 
 void write_text(const std::string& path, const std::string& value) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
@@ -231,6 +233,16 @@ void BoxCgroup::create(const CgroupLimits& limits, uid_t box_root) {
       v1dirs[c] = d;
     }
   }
+  // A v1 cpuset group takes no process until it has CPUs and memory nodes: the parent's.
+  if (auto it = v1dirs.find("cpuset"); it != v1dirs.end())
+    for (const std::string& dir : {*sys_.v1_mount("cpuset") + "/" + group_, it->second})
+      for (const char* f : {"cpuset.cpus", "cpuset.mems"}) {
+        std::string parent = dir.substr(0, dir.rfind('/'));
+        auto have = read_text(dir + "/" + f);
+        auto want = read_text(parent + "/" + f);
+        if (have && trim(*have).empty() && want && !trim(*want).empty())
+          write_text(dir + "/" + f, trim(*want));
+      }
   write_v1_limits(v1dirs, limits);
 }
 

@@ -303,6 +303,7 @@ void Api::dispatch(Call& c) {
     c.json_reply(200, {{"version", s.version},
                        {"storage", s.storage},
                        {"cgroups", s.cgroups},
+                       {"proc_view", s.proc_view},
                        {"kernel", s.kernel},
                        {"tenant", c.tenant},
                        {"auth", c.authed}});

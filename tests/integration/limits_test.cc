@@ -1,5 +1,8 @@
 #include <sys/statvfs.h>
 
+#include <algorithm>
+#include <thread>
+
 #include "common/error.h"
 #include "common/strings.h"
 #include "harness.h"
@@ -101,6 +104,30 @@ TEST(Limits, CpuQuotaThrottles) {
   // One second of wall time at 0.2 CPUs: about 200 ms of CPU, never anywhere near a full second.
   EXPECT_LT(u.cpu_us, 450'000u);
   EXPECT_GT(u.cpu_us, 100'000u);
+}
+
+// free, /proc/meminfo, the CPU count readers use and uptime are the box's (LXCFS), not the host's.
+TEST(Limits, TheBoxSeesItsOwnMemoryCpusAndUptime) {
+  BoxSpec s;
+  s.limits.memory = 256ull << 20;
+  s.limits.cpu_milli = 500;
+  ScopedBox box(s);
+  EXPECT_EQ(sh(box.id(), "awk '/^MemTotal:/ {print $2}' /proc/meminfo"), "262144\n");
+  EXPECT_EQ(sh(box.id(), "free -b | awk '/^Mem:/ {print $2}'"), "268435456\n");
+  EXPECT_EQ(sh(box.id(), "grep -c ^processor /proc/cpuinfo"), "1\n");
+  EXPECT_EQ(sh(box.id(), "python3 -c 'import os; print(os.cpu_count())'"), "1\n");
+  EXPECT_EQ(sh(box.id(), "cat /sys/devices/system/cpu/online"), "0\n");
+  EXPECT_LT(std::stod(sh(box.id(), "cut -d' ' -f1 /proc/uptime")), 60.0);
+  // Read-only, as the kernel's are.
+  EXPECT_NE(run(box.id(), {"sh", "-c", "echo x > /proc/meminfo"}).code(), 0);
+
+  BoxSpec two;
+  two.limits.memory = 1ull << 30;
+  two.limits.cpu_milli = 2000;
+  ScopedBox other(two);
+  EXPECT_EQ(sh(other.id(), "awk '/^MemTotal:/ {print $2}' /proc/meminfo"), "1048576\n");
+  EXPECT_EQ(sh(other.id(), "python3 -c 'import os; print(os.cpu_count())'"),
+            std::to_string(std::min(2u, std::thread::hardware_concurrency())) + "\n");
 }
 
 }  // namespace
