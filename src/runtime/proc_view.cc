@@ -47,16 +47,21 @@ std::string find_lxcfs() {
 // Starts lxcfs as a daemon of its own (it outlives the program that started it, as netd does).
 // --enable-cfs: a box's CPU count follows its CPU quota (--cpus), not only its cpuset.
 void start(const std::string& exe) {
-  start_daemon(exe, {"lxcfs", "--foreground", "--enable-cfs", "-p", std::string(kDir) + ".pid", kDir},
+  start_daemon(exe,
+               {"lxcfs", "--foreground", "--enable-cfs", "-p", std::string(kDir) + ".pid", kDir},
                std::string(kDir) + ".log");
 }
 
 }  // namespace
 
 const std::vector<std::string>& proc_view_files() {
-  static const std::vector<std::string> files = {
-      "proc/meminfo", "proc/cpuinfo", "proc/stat",      "proc/uptime",
-      "proc/swaps",   "proc/diskstats", "sys/devices/system/cpu/online"};
+  static const std::vector<std::string> files = {"proc/meminfo",
+                                                 "proc/cpuinfo",
+                                                 "proc/stat",
+                                                 "proc/uptime",
+                                                 "proc/swaps",
+                                                 "proc/diskstats",
+                                                 "sys/devices/system/cpu/online"};
   return files;
 }
 
