@@ -152,6 +152,8 @@ class Api {
     std::optional<pipeline::RunNetwork> network;        // "network" and "egress", as for a box
   };
   PipelineRun pipeline_request(Call& c);
+  // The `upstream run` command line that runs it.
+  std::vector<std::string> pipeline_argv(const PipelineRun& q, const std::string& tenant) const;
   nlohmann::json pipeline_outcome(const PipelineRun& q, int code, const std::string& progress,
                                   const std::string& errors, const std::string& dir);
   void handle_sessions(Call& c, const std::vector<std::string>& seg);

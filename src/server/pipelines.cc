@@ -252,34 +252,99 @@ nlohmann::json Api::pipeline_outcome(const PipelineRun& q, int code, const std::
   return result;
 }
 
-void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
-  Request& r = c.req;
-  if (seg.size() != 2) throw ApiError(404, "not_found", "no route for " + r.method + " " + r.path);
-  if (r.method != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
-  PipelineRun q = pipeline_request(c);
-  const std::string& document = q.document;
-  const std::string& name = q.name;
-  const auto& session = q.session;
-  const auto& shown_session = q.shown_session;
-  bool stream = q.stream, verbose = q.verbose;
-  // The document gets a directory of its own; the report is written back into it.
-  std::string dir = engine_.options().home + "/spool/pipelines/" + random_hex(16);
-  std::filesystem::create_directories(dir);
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
+namespace {
+
+// A run's output as the client sees it. The run's standard output is its events (`--progress
+// json`), each passed on with its human line in the client's view (the document named as the
+// client did, the session without its tenant); its standard error is error lines. Both are kept
+// (progress and errors) for the outcome.
+class RunEvents {
+ public:
+  RunEvents(std::string home, std::optional<std::string> session, std::optional<std::string> shown,
+            std::function<void(const json&)> emit)
+      : home_(std::move(home)),
+        session_(std::move(session)),
+        shown_(std::move(shown)),
+        emit_(std::move(emit)) {}
+
+  // A chunk of the child's stdout (0) or stderr (1).
+  void feed(int which, std::string_view data) {
+    std::string& buf = pending_[which];
+    buf.append(data);
+    size_t nl;
+    while ((nl = buf.find('\n')) != std::string::npos) {
+      std::string text = buf.substr(0, nl);
+      buf.erase(0, nl + 1);
+      line(which, text);
     }
-  } cleanup{dir};
-  std::string path = dir + "/" + name;
-  {
-    UniqueFd fd = open_or_throw(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    write_all(fd.get(), document);
   }
-  std::vector<std::string> argv{self_exe_, "run", "--progress", "json", name};
-  if (session) argv.insert(argv.end(), {"--session", *session});
-  if (verbose) argv.push_back("-v");
+  // The last lines without their newline.
+  void finish() {
+    for (int w : {0, 1})
+      if (!pending_[w].empty()) feed(w, "\n");
+  }
+  std::string progress, errors;
+
+ private:
+  void line(int which, const std::string& text) {
+    json ev;
+    if (which == 0) ev = json::parse(text, nullptr, false);
+    if (which == 1 || !ev.is_object() || !ev.contains("type"))
+      ev = {{"type", which == 0 ? "progress" : "error"}, {"line", text}};
+    if (ev.contains("line") && ev["line"].is_string()) {
+      std::string shown = client_view(ev["line"].get<std::string>());
+      ev["line"] = shown;
+      (which == 0 ? progress : errors) += shown + "\n";
+    }
+    if (ev.value("type", "") == "summary" && ev.contains("session") && shown_)
+      ev["session"] = *shown_;
+    if (progress.size() + errors.size() < (16u << 20) || which == 1) emit_(ev);
+  }
+  std::string client_view(std::string line) const {
+    std::vector<std::pair<std::string, std::string>> swaps{{home_ + "/", ""}};
+    if (session_ && *session_ != *shown_) {
+      swaps.push_back({"session " + *session_, "session " + *shown_});
+      swaps.push_back({"/sessions/" + *session_ + "/", "/sessions/" + *shown_ + "/"});
+    }
+    for (const auto& [from, to] : swaps)
+      for (size_t at = 0; (at = line.find(from, at)) != std::string::npos; at += to.size())
+        line.replace(at, from.size(), to);
+    return line;
+  }
+  std::string home_;
+  std::optional<std::string> session_, shown_;
+  std::function<void(const json&)> emit_;
+  std::string pending_[2];
+};
+
+// Kills and reaps the run's child if the request ends before it did.
+struct Reap {
+  pid_t& pid;
+  ~Reap() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      int st;
+      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+};
+
+// Removes the run's spool directory at the end of the request.
+struct RemoveDir {
+  std::string dir;
+  ~RemoveDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+}  // namespace
+
+std::vector<std::string> Api::pipeline_argv(const PipelineRun& q, const std::string& tenant) const {
+  std::vector<std::string> argv{self_exe_, "run", "--progress", "json", q.name};
+  if (q.session) argv.insert(argv.end(), {"--session", *q.session});
+  if (q.verbose) argv.push_back("-v");
   if (q.network) {
     argv.insert(argv.end(), {"--network", to_string(q.network->mode)});
     const Egress& e = q.network->egress;
@@ -288,84 +353,53 @@ void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
                                      {"--deny-cidr", &e.deny_cidrs}})
       for (const auto& x : *list) argv.insert(argv.end(), {flag, x});
   }
-  if (!c.tenant.empty())
-    argv.insert(argv.end(), {"--label", std::string(kTenantLabel) + "=" + c.tenant});
-  Child child = spawn_run(argv, dir);
-  struct Reap {
-    pid_t& pid;
-    ~Reap() {
-      if (pid > 0) {
-        ::kill(pid, SIGKILL);
-        int st;
-        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-        }
-      }
-    }
-  } reap{child.pid};
+  if (!tenant.empty())
+    argv.insert(argv.end(), {"--label", std::string(kTenantLabel) + "=" + tenant});
+  return argv;
+}
 
-  if (stream) c.res.begin(200, "application/x-ndjson");
+void Api::handle_pipelines(Call& c, const std::vector<std::string>& seg) {
+  Request& r = c.req;
+  if (seg.size() != 2) throw ApiError(404, "not_found", "no route for " + r.method + " " + r.path);
+  if (r.method != "POST") throw ApiError(405, "method_not_allowed", "use POST " + r.path);
+  PipelineRun q = pipeline_request(c);
+  // The document gets a directory of its own; the report is written back into it.
+  RemoveDir spool{engine_.options().home + "/spool/pipelines/" + random_hex(16)};
+  std::filesystem::create_directories(spool.dir);
+  {
+    UniqueFd fd =
+        open_or_throw(spool.dir + "/" + q.name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    write_all(fd.get(), q.document);
+  }
+  Child child = spawn_run(pipeline_argv(q, c.tenant), spool.dir);
+  Reap reap{child.pid};
+
+  if (q.stream) c.res.begin(200, "application/x-ndjson");
   bool client_gone = false;
-  std::string progress, errors, pending[2];
   auto emit = [&](const json& ev) {
-    if (!stream || client_gone) return;
+    if (!q.stream || client_gone) return;
     if (!c.res.chunk(dump(ev) + "\n")) client_gone = true;
   };
-  // Lines name the document as the client did, and the session without its tenant.
-  auto client_view = [&](std::string line) {
-    for (const auto& [from, to] :
-         {std::pair<std::string, std::string>{engine_.options().home + "/", ""},
-          {session ? "session " + *session : std::string("\x01"),
-           session ? "session " + *shown_session : std::string("\x01")},
-          {session ? "/sessions/" + *session + "/" : std::string("\x01"),
-           session ? "/sessions/" + *shown_session + "/" : std::string("\x01")}}) {
-      if (from == to) continue;
-      for (size_t at = 0; (at = line.find(from, at)) != std::string::npos; at += to.size())
-        line.replace(at, from.size(), to);
-    }
-    return line;
-  };
-  // The run's standard output is its events (`--progress json`), each passed on with its human
-  // line in the client's view; its standard error is error lines.
-  auto lines = [&](int which, std::string_view data) {
-    std::string& buf = pending[which];
-    buf.append(data);
-    size_t nl;
-    while ((nl = buf.find('\n')) != std::string::npos) {
-      std::string text = buf.substr(0, nl);
-      buf.erase(0, nl + 1);
-      json ev;
-      if (which == 0) ev = json::parse(text, nullptr, false);
-      if (which == 1 || !ev.is_object() || !ev.contains("type")) {
-        ev = {{"type", which == 0 ? "progress" : "error"}, {"line", text}};
-      }
-      if (ev.contains("line") && ev["line"].is_string()) {
-        std::string line = client_view(ev["line"].get<std::string>());
-        ev["line"] = line;
-        (which == 0 ? progress : errors) += line + "\n";
-      }
-      if (ev.value("type", "") == "summary" && ev.contains("session") && shown_session)
-        ev["session"] = *shown_session;
-      if (progress.size() + errors.size() < (16u << 20) || which == 1) emit(ev);
-    }
-  };
-  pump_run_output(child, stream ? r.socket_fd : -1, client_gone, lines);
-  for (int w : {0, 1})
-    if (!pending[w].empty()) lines(w, "\n");
+  RunEvents events(engine_.options().home, q.session, q.shown_session, emit);
+  pump_run_output(child, q.stream ? r.socket_fd : -1, client_gone,
+                  [&](int which, std::string_view data) { events.feed(which, data); });
+  events.finish();
   int st = 0;
   while (::waitpid(child.pid, &st, 0) < 0 && errno == EINTR) {
   }
   child.pid = -1;
   int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 
-  json result = pipeline_outcome(q, code, progress, errors, dir);
-  if (stream) {
+  json result = pipeline_outcome(q, code, events.progress, events.errors, spool.dir);
+  if (q.stream) {
     emit(result);
     if (client_gone) throw ApiError(0, "aborted", "the client went away");
     c.res.end();
     return;
   }
   if (code == pipeline::kRunBadDocument)
-    throw ApiError(400, "invalid_argument", trim(errors.empty() ? "invalid document" : errors));
+    throw ApiError(400, "invalid_argument",
+                   trim(events.errors.empty() ? "invalid document" : events.errors));
   result.erase("type");
   c.json_reply(200, result);
 }
