@@ -389,34 +389,62 @@ Attributes parse_attributes(std::string_view text, const std::string& where, siz
 
 // --- parsing ---------------------------------------------------------------------------------
 
-Document parse_document(const std::string& source, const std::string& path) {
-  Document doc;
-  doc.path = path;
-  doc.source = source;
+namespace {
+
+// 1-based line of a byte offset.
+size_t line_of(const std::string& source, size_t offset) {
+  return 1 + static_cast<size_t>(
+                 std::count(source.begin(), source.begin() + static_cast<long>(offset), '\n'));
+}
+
+// Refuses what is not markdown text: binary files, invalid UTF-8, lone carriage returns (old Mac
+// line endings are line endings to CommonMark but to little else; such a document is refused
+// rather than half understood).
+void check_text(const std::string& source, const std::string& path) {
   if (source.find('\0') != std::string::npos)
     throw Error(Errc::invalid_argument, path + ": is a binary file, not markdown");
-  if (size_t bad = first_invalid_utf8(source); bad != std::string::npos) {
-    size_t line = 1 + static_cast<size_t>(std::count(
-                          source.begin(), source.begin() + static_cast<long>(bad), '\n'));
+  if (size_t bad = first_invalid_utf8(source); bad != std::string::npos)
     throw Error(Errc::invalid_argument,
-                path + ":" + std::to_string(line) + ": not valid UTF-8 text");
-  }
-  // Lone carriage returns (old Mac line endings) are line endings to CommonMark but to little
-  // else; a document that has them is refused rather than half understood.
+                path + ":" + std::to_string(line_of(source, bad)) + ": not valid UTF-8 text");
   for (size_t i = 0; i < source.size(); i++)
-    if (source[i] == '\r' && (i + 1 == source.size() || source[i + 1] != '\n')) {
-      size_t line = 1 + static_cast<size_t>(std::count(
-                            source.begin(), source.begin() + static_cast<long>(i), '\n'));
+    if (source[i] == '\r' && (i + 1 == source.size() || source[i + 1] != '\n'))
       throw Error(
           Errc::invalid_argument,
-          path + ":" + std::to_string(line) +
+          path + ":" + std::to_string(line_of(source, i)) +
               ": a carriage return that does not end a line (use \\n or \\r\\n line endings)");
-    }
-  Lines lines(source);
+}
+
+// One document being parsed: its text, its lines, and where its body (after the front matter)
+// starts, for turning the markdown parser's body-relative lines into the file's.
+struct Parse {
+  const std::string& source;
+  const std::string& path;
+  Document& doc;
+  Lines lines;
+  size_t body_line = 1;
+
+  Parse(const std::string& src, const std::string& p, Document& d)
+      : source(src), path(p), doc(d), lines(src) {}
+
+  size_t file_line(int body_relative) const {
+    return body_line - 1 + static_cast<size_t>(body_relative);
+  }
+  size_t line_end_offset(size_t l) const {
+    return l <= lines.count() ? lines.end[l - 1] : source.size();
+  }
+  // A line without its container prefix (spaces, tabs, '>') and trailing blanks.
+  std::string bare(size_t l) const {
+    std::string_view t = lines.text(source, l);
+    size_t b = 0;
+    while (b < t.size() && (t[b] == ' ' || t[b] == '\t' || t[b] == '>')) b++;
+    size_t e = t.size();
+    while (e > b && (t[e - 1] == ' ' || t[e - 1] == '\t')) e--;
+    return std::string(t.substr(b, e - b));
+  }
 
   // Front matter: the first line is --- and a later line --- or ... closes it.
-  size_t body_line = 1;
-  if (lines.count() > 0 && trim(lines.text(source, 1)) == "---") {
+  void front_matter() {
+    if (lines.count() == 0 || trim(lines.text(source, 1)) != "---") return;
     size_t close = 0;
     for (size_t l = 2; l <= lines.count(); l++)
       if (fence_delimiter_line(lines.text(source, l))) {
@@ -431,22 +459,11 @@ Document parse_document(const std::string& source, const std::string& path) {
     body_line = close + 1;
     doc.body_start = lines.next[close - 1];
   }
-  doc.summary_at = doc.body_start;
 
-  std::string body = source.substr(doc.body_start);
-  std::unique_ptr<cmark_node, decltype(&cmark_node_free)> root(
-      cmark_parse_document(body.data(), body.size(), CMARK_OPT_DEFAULT), cmark_node_free);
-  if (!root) throw Error("markdown parser failed");
-  auto file_line = [&](int body_relative) {
-    return body_line - 1 + static_cast<size_t>(body_relative);
-  };
-  auto line_end_offset = [&](size_t l) {
-    return l <= lines.count() ? lines.end[l - 1] : source.size();
-  };
-
-  // An existing summary: the first block of the body.
-  cmark_node* first = cmark_node_first_child(root.get());
-  if (html_starts_with(first, kSummaryStart)) {
+  // An existing summary: the first block of the body, up to its end marker.
+  void summary(cmark_node* root) {
+    cmark_node* first = cmark_node_first_child(root);
+    if (!html_starts_with(first, kSummaryStart)) return;
     for (cmark_node* n = cmark_node_next(first); n; n = cmark_node_next(n)) {
       if (!html_starts_with(n, kSummaryEnd)) continue;
       doc.summary_at = lines.start[file_line(cmark_node_get_start_line(first)) - 1];
@@ -456,36 +473,104 @@ Document parse_document(const std::string& source, const std::string& path) {
       if (end_line < lines.count() && is_blank(lines.text(source, end_line + 1)))
         end = lines.next[end_line];
       doc.summary_end = end;
-      break;
+      return;
     }
   }
 
-  std::string heading;
-  bool heading_used = true;
-  std::vector<Document::OtherBlock> others;
-  cmark_iter* it = cmark_iter_new(root.get());
-  std::unique_ptr<cmark_iter, decltype(&cmark_iter_free)> iter(it, cmark_iter_free);
-  cmark_event_type ev;
-  while ((ev = cmark_iter_next(it)) != CMARK_EVENT_DONE) {
-    if (ev != CMARK_EVENT_ENTER) continue;
-    cmark_node* n = cmark_iter_get_node(it);
-    cmark_node_type type = cmark_node_get_type(n);
-    if (type == CMARK_NODE_HEADING) {
-      heading = trim(node_text(n));
-      heading_used = false;
-      continue;
+  // The step's attributes: {...} after the language in the info string (`p` is where the
+  // language ends).
+  void attributes(Step& s, const std::string& info, size_t p) const {
+    std::string rest = info.substr(p);
+    size_t lead = rest.find_first_not_of(" \t");
+    if (lead == std::string::npos) return;
+    std::string_view open_line = lines.text(source, s.line);
+    size_t info_col = open_line.find(info) != std::string_view::npos ? open_line.find(info) : 0;
+    std::string attrs = trim(rest);
+    size_t attrs_col = info_col + p + lead;
+    if (attrs.front() != '{' || attrs.back() != '}')
+      fail_at(path, s.line, attrs_col + 1,
+              "step attributes go in braces, e.g. ```bash {name=\"build\" timeout=60}");
+    Attributes a = parse_attributes(std::string_view(attrs).substr(1, attrs.size() - 2), path,
+                                    s.line, attrs_col + 1);
+    if (a.name) s.name = *a.name;
+    s.timeout_ms = a.timeout_ms;
+    s.user = a.user;
+    s.continue_on_error = a.continue_on_error;
+    s.skip = a.skip;
+  }
+
+  // The closing fence must be there, in the block's own container (a block quote that ends
+  // closes the block without one): results are written after it. Sets where they go.
+  void closing_fence(Step& s, cmark_node* n, std::string_view opening, char fence_char,
+                     int fence_len) const {
+    size_t close_line = file_line(cmark_node_get_end_line(n));
+    std::string_view close =
+        close_line <= lines.count() ? lines.text(source, close_line) : std::string_view();
+    size_t k = 0;
+    while (k < close.size() && (close[k] == ' ' || close[k] == '\t' || close[k] == '>')) k++;
+    size_t run = 0;
+    while (k + run < close.size() && close[k + run] == fence_char) run++;
+    size_t fence_col = static_cast<size_t>(std::max(cmark_node_get_start_column(n), 1)) - 1;
+    std::string_view open_prefix = opening.substr(0, std::min(opening.size(), fence_col));
+    bool same_container = std::count(close.begin(), close.begin() + static_cast<long>(k), '>') ==
+                          std::count(open_prefix.begin(), open_prefix.end(), '>');
+    if (close_line == s.line || run < static_cast<size_t>(fence_len) ||
+        !is_blank(close.substr(k + run)) || !same_container)
+      fail_at(path, s.line, 1,
+              "the " + s.lang +
+                  " block starting here has no closing fence; close it so results can be written "
+                  "after it");
+    // What we write after the block must land in the block's container: the opening line up to
+    // the fence, with list markers turned into the spaces that continue the list item.
+    s.prefix.clear();
+    for (size_t i = 0; i < fence_col && i < opening.size(); i++)
+      s.prefix += (opening[i] == '>' || opening[i] == '\t') ? opening[i] : ' ';
+    s.insert_at = line_end_offset(close_line);
+    result_section(s, close_line);
+  }
+
+  // The result section an earlier run wrote right after the block: found by its text, the way
+  // write-back lays it out (an optional blank line, then the markers, each line behind the
+  // block's container prefix), so a re-run finds exactly what the last run wrote.
+  void result_section(Step& s, size_t close_line) const {
+    size_t marker = close_line + 1;
+    if (marker <= lines.count() && bare(marker).empty()) marker++;
+    if (marker > lines.count() || bare(marker) != kResultStart) return;
+    size_t l = marker + 1;
+    while (l <= lines.count() && bare(l) != kResultEnd) {
+      if (bare(l) == kResultStart || bare(l) == kSummaryStart) {
+        l = lines.count() + 1;
+      } else if (size_t ticks = backtick_fence(bare(l))) {
+        // The output block: its lines are the step's output, which may look like anything (a
+        // marker included), so the section goes on after the fence that closes it.
+        l++;
+        while (l <= lines.count() && !closes_fence(bare(l), ticks)) l++;
+        if (l <= lines.count()) l++;
+      } else {
+        l++;
+      }
     }
-    if (type != CMARK_NODE_CODE_BLOCK) continue;
+    if (l > lines.count())
+      fail_at(path, marker, 1,
+              "this result section has no end marker (" + std::string(kResultEnd) +
+                  "); remove the section");
+    s.replace_end = line_end_offset(l);
+  }
+
+  // A fenced code block: a step when its language has a runner, else an other block. `heading`
+  // names the first step below it that has no name of its own (`heading_used` then).
+  void code_block(cmark_node* n, const std::string& heading, bool& heading_used,
+                  std::vector<Document::OtherBlock>& others) {
     // Indented code blocks have no info string, so they are never steps.
     const char* info_c = cmark_node_get_fence_info(n);
     std::string info = info_c ? info_c : "";
-    if (info.empty()) continue;
+    if (info.empty()) return;
     // The opening fence: its character and length (cmark gives the column where it starts).
     std::string_view opening = lines.text(source, file_line(cmark_node_get_start_line(n)));
     size_t col = static_cast<size_t>(std::max(cmark_node_get_start_column(n), 1)) - 1;
     while (col < opening.size() && opening[col] == ' ') col++;
     char fence_char = col < opening.size() ? opening[col] : 0;
-    if (fence_char != '`' && fence_char != '~') continue;
+    if (fence_char != '`' && fence_char != '~') return;
     int fence_len = 0;
     while (col + static_cast<size_t>(fence_len) < opening.size() &&
            opening[col + static_cast<size_t>(fence_len)] == fence_char)
@@ -497,9 +582,8 @@ Document parse_document(const std::string& source, const std::string& path) {
     std::string runner = runner_for(lang);
     if (runner.empty()) {  // not a step: left alone
       others.push_back({file_line(cmark_node_get_start_line(n)), lang});
-      continue;
+      return;
     }
-
     Step s;
     s.index = static_cast<int>(doc.steps.size()) + 1;
     s.lang = lang;
@@ -507,27 +591,7 @@ Document parse_document(const std::string& source, const std::string& path) {
     const char* lit = cmark_node_get_literal(n);
     s.code = lit ? lit : "";
     s.line = file_line(cmark_node_get_start_line(n));
-
-    // Attributes: {...} after the language.
-    std::string rest = info.substr(p);
-    size_t lead = rest.find_first_not_of(" \t");
-    std::string_view open_line = lines.text(source, s.line);
-    size_t info_col = open_line.find(info) != std::string_view::npos ? open_line.find(info) : 0;
-    if (lead != std::string::npos) {
-      std::string attrs = trim(rest);
-      size_t attrs_col = info_col + p + lead;
-      if (attrs.front() != '{' || attrs.back() != '}')
-        fail_at(path, s.line, attrs_col + 1,
-                "step attributes go in braces, e.g. ```bash {name=\"build\" timeout=60}");
-      Attributes a = parse_attributes(std::string_view(attrs).substr(1, attrs.size() - 2), path,
-                                      s.line, attrs_col + 1);
-      if (a.name) s.name = *a.name;
-      s.timeout_ms = a.timeout_ms;
-      s.user = a.user;
-      s.continue_on_error = a.continue_on_error;
-      s.skip = a.skip;
-    }
-    // A heading names the first step below it, if that step has no name of its own.
+    attributes(s, info, p);
     if (s.name.empty() && !heading_used && !heading.empty()) s.name = heading;
     heading_used = true;
     if (s.name.empty()) {
@@ -539,115 +603,95 @@ Document parse_document(const std::string& source, const std::string& path) {
       if (s.name.empty()) s.name = s.lang;
     }
     if (s.name.size() > 60) s.name = s.name.substr(0, 57) + "...";
-
-    // The closing fence must be there: results are written after it.
-    size_t close_line = file_line(cmark_node_get_end_line(n));
-    std::string_view close =
-        close_line <= lines.count() ? lines.text(source, close_line) : std::string_view();
-    size_t k = 0;
-    while (k < close.size() && (close[k] == ' ' || close[k] == '\t' || close[k] == '>')) k++;
-    size_t run = 0;
-    while (k + run < close.size() && close[k + run] == fence_char) run++;
-    // The closing fence must be in the block's own container (a block quote that ends closes
-    // the block without one).
-    std::string_view open_prefix = opening.substr(
-        0, std::min(opening.size(),
-                    static_cast<size_t>(std::max(cmark_node_get_start_column(n), 1)) - 1));
-    bool same_container = std::count(close.begin(), close.begin() + static_cast<long>(k), '>') ==
-                          std::count(open_prefix.begin(), open_prefix.end(), '>');
-    if (close_line == s.line || run < static_cast<size_t>(fence_len) ||
-        !is_blank(close.substr(k + run)) || !same_container)
-      fail_at(path, s.line, 1,
-              "the " + lang +
-                  " block starting here has no closing fence; close it so results can be written "
-                  "after it");
-    // What we write after the block must land in the block's container: the opening line up to
-    // the fence, with list markers turned into the spaces that continue the list item.
-    s.prefix.clear();
-    size_t fence_col = static_cast<size_t>(std::max(cmark_node_get_start_column(n), 1)) - 1;
-    for (size_t i = 0; i < fence_col && i < opening.size(); i++)
-      s.prefix += (opening[i] == '>' || opening[i] == '\t') ? opening[i] : ' ';
-    s.insert_at = line_end_offset(close_line);
-
-    // The result section an earlier run wrote right after this block: found by its text, the
-    // way write-back lays it out (an optional blank line, then the markers, each line behind the
-    // block's container prefix), so a re-run finds exactly what the last run wrote.
-    auto bare = [&](size_t l) {
-      std::string_view t = lines.text(source, l);
-      size_t b = 0;
-      while (b < t.size() && (t[b] == ' ' || t[b] == '\t' || t[b] == '>')) b++;
-      size_t e = t.size();
-      while (e > b && (t[e - 1] == ' ' || t[e - 1] == '\t')) e--;
-      return std::string(t.substr(b, e - b));
-    };
-    size_t marker = close_line + 1;
-    if (marker <= lines.count() && bare(marker).empty()) marker++;
-    if (marker <= lines.count() && bare(marker) == kResultStart) {
-      size_t l = marker + 1;
-      while (l <= lines.count() && bare(l) != kResultEnd) {
-        if (bare(l) == kResultStart || bare(l) == kSummaryStart) {
-          l = lines.count() + 1;
-        } else if (size_t ticks = backtick_fence(bare(l))) {
-          // The output block: its lines are the step's output, which may look like anything
-          // (a marker included), so the section goes on after the fence that closes it.
-          l++;
-          while (l <= lines.count() && !closes_fence(bare(l), ticks)) l++;
-          if (l <= lines.count()) l++;
-        } else {
-          l++;
-        }
-      }
-      if (l > lines.count())
-        fail_at(path, marker, 1,
-                "this result section has no end marker (" + std::string(kResultEnd) +
-                    "); remove the section");
-      s.replace_end = line_end_offset(l);
-    }
+    closing_fence(s, n, opening, fence_char, fence_len);
     doc.steps.push_back(std::move(s));
   }
+
   // A code block inside a section of ours (a damaged or hand-edited document can have one) is
   // output, not a step: the section is replaced as a whole.
-  std::vector<Step> kept;
-  size_t owned_until = 0;
-  for (auto& s : doc.steps) {
-    size_t at = lines.start[s.line - 1];
-    if ((doc.summary_end && at >= doc.summary_at && at < *doc.summary_end) || at < owned_until)
-      continue;
-    if (s.replace_end) owned_until = std::max(owned_until, *s.replace_end);
-    s.index = static_cast<int>(kept.size()) + 1;
-    kept.push_back(std::move(s));
-  }
-  doc.steps = std::move(kept);
-  for (auto& o : others) {
-    size_t at = lines.start[o.line - 1];
-    bool in_ours = doc.summary_end && at >= doc.summary_at && at < *doc.summary_end;
-    for (const auto& st : doc.steps)
-      in_ours = in_ours || (st.replace_end && at >= st.insert_at && at < *st.replace_end);
-    if (!in_ours) doc.other_blocks.push_back(std::move(o));
+  void drop_blocks_in_our_sections(std::vector<Document::OtherBlock>& others) {
+    std::vector<Step> kept;
+    size_t owned_until = 0;
+    for (auto& s : doc.steps) {
+      size_t at = lines.start[s.line - 1];
+      if ((doc.summary_end && at >= doc.summary_at && at < *doc.summary_end) || at < owned_until)
+        continue;
+      if (s.replace_end) owned_until = std::max(owned_until, *s.replace_end);
+      s.index = static_cast<int>(kept.size()) + 1;
+      kept.push_back(std::move(s));
+    }
+    doc.steps = std::move(kept);
+    for (auto& o : others) {
+      size_t at = lines.start[o.line - 1];
+      bool in_ours = doc.summary_end && at >= doc.summary_at && at < *doc.summary_end;
+      for (const auto& st : doc.steps)
+        in_ours = in_ours || (st.replace_end && at >= st.insert_at && at < *st.replace_end);
+      if (!in_ours) doc.other_blocks.push_back(std::move(o));
+    }
   }
 
   // The document's own line ending is used for everything we insert: the more common one among
   // the lines that are not in our sections (so that writing sections cannot change it).
-  size_t crlf = 0, lf = 0;
-  std::vector<std::pair<size_t, size_t>> spans;
-  if (doc.summary_end) spans.emplace_back(doc.summary_at, *doc.summary_end);
-  for (const auto& st : doc.steps)
-    if (st.replace_end) spans.emplace_back(st.insert_at, *st.replace_end);
-  std::sort(spans.begin(), spans.end());
-  size_t next_span = 0;
-  auto ours = [&](size_t at) {  // called with increasing offsets
-    while (next_span < spans.size() && spans[next_span].second <= at) next_span++;
-    return next_span < spans.size() && at >= spans[next_span].first;
-  };
-  for (size_t i = 0; i < lines.count(); i++) {
-    size_t e = lines.end[i];
-    if (e >= source.size() || ours(e)) continue;
-    if (source[e] == '\r' && e + 1 < source.size() && source[e + 1] == '\n')
-      crlf++;
-    else
-      lf++;
+  void line_ending() {
+    size_t crlf = 0, lf = 0;
+    std::vector<std::pair<size_t, size_t>> spans;
+    if (doc.summary_end) spans.emplace_back(doc.summary_at, *doc.summary_end);
+    for (const auto& st : doc.steps)
+      if (st.replace_end) spans.emplace_back(st.insert_at, *st.replace_end);
+    std::sort(spans.begin(), spans.end());
+    size_t next_span = 0;
+    auto ours = [&](size_t at) {  // called with increasing offsets
+      while (next_span < spans.size() && spans[next_span].second <= at) next_span++;
+      return next_span < spans.size() && at >= spans[next_span].first;
+    };
+    for (size_t i = 0; i < lines.count(); i++) {
+      size_t e = lines.end[i];
+      if (e >= source.size() || ours(e)) continue;
+      if (source[e] == '\r' && e + 1 < source.size() && source[e + 1] == '\n')
+        crlf++;
+      else
+        lf++;
+    }
+    doc.eol = crlf > lf ? "\r\n" : "\n";
   }
-  doc.eol = crlf > lf ? "\r\n" : "\n";
+};
+
+}  // namespace
+
+Document parse_document(const std::string& source, const std::string& path) {
+  Document doc;
+  doc.path = path;
+  doc.source = source;
+  check_text(source, path);
+  Parse ps(source, path, doc);
+  ps.front_matter();
+  doc.summary_at = doc.body_start;
+
+  std::string body = source.substr(doc.body_start);
+  std::unique_ptr<cmark_node, decltype(&cmark_node_free)> root(
+      cmark_parse_document(body.data(), body.size(), CMARK_OPT_DEFAULT), cmark_node_free);
+  if (!root) throw Error("markdown parser failed");
+  ps.summary(root.get());
+
+  std::string heading;
+  bool heading_used = true;
+  std::vector<Document::OtherBlock> others;
+  std::unique_ptr<cmark_iter, decltype(&cmark_iter_free)> iter(cmark_iter_new(root.get()),
+                                                               cmark_iter_free);
+  cmark_event_type ev;
+  while ((ev = cmark_iter_next(iter.get())) != CMARK_EVENT_DONE) {
+    if (ev != CMARK_EVENT_ENTER) continue;
+    cmark_node* n = cmark_iter_get_node(iter.get());
+    cmark_node_type type = cmark_node_get_type(n);
+    if (type == CMARK_NODE_HEADING) {
+      heading = trim(node_text(n));
+      heading_used = false;
+    } else if (type == CMARK_NODE_CODE_BLOCK) {
+      ps.code_block(n, heading, heading_used, others);
+    }
+  }
+  ps.drop_blocks_in_our_sections(others);
+  ps.line_ending();
   return doc;
 }
 
