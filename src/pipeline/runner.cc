@@ -507,6 +507,18 @@ class TurnRunner {
   void read_step_files(const Step& s, StepRecord& rec, StepReport& rep);
   void collect_artifacts();
   void show_failure(const StepReport& rep);
+  // The parts of run(): the session, store and progress it uses; the session's state (a turn
+  // for another tenant's session is refused); each step in order; the turn's totals; the lines
+  // that end the run; the standalone run's box.
+  void begin();
+  SessionState open_session(int64_t started_at);
+  bool run_steps(TurnRecord& turn, std::vector<std::optional<StepReport>>& reports);
+  Summary summarize(const TurnRecord& turn, int64_t started_at, std::string& failed_steps,
+                    json& failed_list) const;
+  void report_end(const TurnRecord& turn, const Summary& sum, const std::string& failed_steps,
+                  const json& failed_list, const std::string& setup_error,
+                  const std::string& written, bool diverted);
+  void release_box();
 
   Engine& engine_;
   const RunOptions& opts_;
@@ -940,7 +952,7 @@ void TurnRunner::collect_artifacts() {
   }
 }
 
-int TurnRunner::run() {
+void TurnRunner::begin() {
   session_ = opts_.session.value_or(doc_.meta.session.value_or(""));
   if (!session_.empty() && !valid_box_name(session_))
     throw Error(Errc::invalid_argument,
@@ -959,63 +971,36 @@ int TurnRunner::run() {
   progress_ =
       std::make_unique<Progress>(opts_.progress, opts_.verbose, width, opts_.report_to_stdout());
   events_ = std::make_unique<RunEvents>(progress_->spinning());
+}
 
-  check_image();
-  FileLock lock = store_->lock(store_name_);
+SessionState TurnRunner::open_session(int64_t started_at) {
   if (!session_.empty()) {
     auto turns = store_->turns(session_);
     turn_ = turns.empty() ? 1 : turns.back().turn + 1;
   }
-  int64_t started_at = now_ms();
-  int64_t t0 = mono_ms();
   SessionState state =
       session_.empty() ? SessionState{} : store_->state(session_).value_or(SessionState{});
   state.name = store_name_;
   bool new_session = !state.created_at;
   if (!state.created_at) state.created_at = started_at;
-  if (!session_.empty()) {
-    auto t = opts_.labels.find(kTenantLabel);
-    std::string tenant = t == opts_.labels.end() ? "" : t->second;
-    if (state.tenant && *state.tenant != tenant)
-      throw Error(Errc::permission_denied,
-                  "session " + session_ + " is " +
-                      (state.tenant->empty() ? std::string("the operator's")
-                                             : "tenant " + *state.tenant + "'s") +
-                      ": its turns run for it only");
-    // Recorded from now on. A session from before that is its tenant's when it runs for it; one
-    // named like a tenant's (TENANT_NAME) stays unrecorded when the operator runs it.
-    if (!state.tenant &&
-        (new_session || !tenant.empty() || session_.find('_') == std::string::npos))
-      state.tenant = tenant;
-  }
+  if (session_.empty()) return state;
+  auto t = opts_.labels.find(kTenantLabel);
+  std::string tenant = t == opts_.labels.end() ? "" : t->second;
+  if (state.tenant && *state.tenant != tenant)
+    throw Error(Errc::permission_denied,
+                "session " + session_ + " is " +
+                    (state.tenant->empty() ? std::string("the operator's")
+                                           : "tenant " + *state.tenant + "'s") +
+                    ": its turns run for it only");
+  // Recorded from now on. A session from before that is its tenant's when it runs for it; one
+  // named like a tenant's (TENANT_NAME) stays unrecorded when the operator runs it.
+  if (!state.tenant && (new_session || !tenant.empty() || session_.find('_') == std::string::npos))
+    state.tenant = tenant;
+  return state;
+}
 
-  progress_->message(
-      std::string("Running ") + doc_.path + ": " + std::to_string(doc_.steps.size()) + " step" +
-      (doc_.steps.size() == 1 ? "" : "s") +
-      (session_.empty() ? std::string()
-                        : ", session " + session_ + " turn " + std::to_string(turn_)));
-  staging_ = store_->begin_turn(store_name_, turn_);
-  write_file_atomic(staging_ + "/document.md", doc_.source);
-
-  TurnRecord turn;
-  turn.turn = turn_;
-  turn.run_id = run_id_;
-  turn.session = session_;
-  turn.document = doc_.path;
-  turn.started_at = started_at;
-
-  std::vector<std::optional<StepReport>> reports(doc_.steps.size());
-  std::string setup_error;
-  try {
-    prepare_box();
-    turn.box = box_.id;
-    state.box_id = box_.id;
-    load_context_into_box();
-  } catch (const Error& e) {
-    setup_error = e.what();
-    engine_failed_ = true;
-  }
-
+// Runs the steps in order (or records why one is not run); true if one failed that may not.
+bool TurnRunner::run_steps(TurnRecord& turn, std::vector<std::optional<StepReport>>& reports) {
   bool stop = false;
   bool failed = false;
   std::string not_run_reason = "an earlier step failed";
@@ -1047,18 +1032,11 @@ int TurnRunner::run() {
     reports[i] = std::move(rep);
     turn.steps.push_back(std::move(rec));
   }
+  return failed;
+}
 
-  if (!engine_failed_) {
-    try {
-      collect_artifacts();
-    } catch (const Error& e) {
-      progress_->message("Warning: artifacts could not be collected: " + std::string(e.what()));
-    }
-  }
-  turn.artifacts = list_tree(staging_ + "/artifacts");
-  turn.duration_ms = mono_ms() - t0;
-  turn.status = interrupted_ ? "interrupted" : (failed || engine_failed_) ? "failed" : "succeeded";
-
+Summary TurnRunner::summarize(const TurnRecord& turn, int64_t started_at, std::string& failed_steps,
+                              json& failed_list) const {
   Summary sum;
   sum.run_id = run_id_;
   sum.session = session_;
@@ -1067,8 +1045,7 @@ int TurnRunner::run() {
   sum.duration_ms = turn.duration_ms;
   sum.status = turn.status;
   sum.steps = static_cast<int>(doc_.steps.size());
-  std::string failed_steps;  // named in the last line
-  json failed_list = json::array();
+  failed_list = json::array();
   for (const auto& r : turn.steps) {
     if (r.status == "ok") sum.ok++;
     if (r.status == "failed" || r.status == "timed out") {
@@ -1080,29 +1057,13 @@ int TurnRunner::run() {
     if (r.status == "interrupted") sum.interrupted++;
     if (r.status == "skipped") sum.skipped++;
   }
+  return sum;
+}
 
-  std::string report = write_back(doc_, reports, sum);
-  write_file_atomic(staging_ + "/report.md", report);
-  int code = interrupted_     ? 128 + interrupted_
-             : engine_failed_ ? kRunEngineError
-             : failed         ? kRunStepFailed
-                              : kRunOk;
-  std::string written;
-  bool diverted = false;
-  try {
-    written = write_report(opts_, doc_, report, run_id_, diverted);
-  } catch (const Error& e) {
-    std::cerr << "upstream: error: the report could not be written: " << e.what() << std::endl;
-    if (code == kRunOk) code = kRunEngineError;
-  }
-  store_->publish_turn(store_name_, staging_, turn);
-  if (!session_.empty()) {
-    state.env = env_;
-    state.cwd = cwd_;
-    state.updated_at = now_ms();
-    store_->save_state(state);
-  }
-
+void TurnRunner::report_end(const TurnRecord& turn, const Summary& sum,
+                            const std::string& failed_steps, const json& failed_list,
+                            const std::string& setup_error, const std::string& written,
+                            bool diverted) {
   if (!setup_error.empty()) std::cerr << "upstream: error: " << setup_error << std::endl;
   if (!session_.empty() || !turn.artifacts.empty())
     progress_->message("Context: " + std::to_string(turn.artifacts.size()) + " artifact" +
@@ -1128,21 +1089,98 @@ int TurnRunner::run() {
                       {"run_id", run_id_},
                       {"session", session_.empty() ? json(nullptr) : json(session_)},
                       {"turn", turn_}});
+}
 
+// A standalone run's box goes with the run, unless --keep.
+void TurnRunner::release_box() {
   files_.reset();
-  if (session_.empty() && box_created_) {
-    if (opts_.keep) {
-      progress_->message("Box kept: " + box_.name + " (remove it with `upstream box rm " +
-                         box_.name + "`)");
-    } else {
-      try {
-        engine_.remove_box(box_.id, true);
-      } catch (const Error& e) {
-        std::cerr << "upstream: warning: the run's box " << box_.name
-                  << " could not be removed: " << e.what() << std::endl;
-      }
+  if (!session_.empty() || !box_created_) return;
+  if (opts_.keep) {
+    progress_->message("Box kept: " + box_.name + " (remove it with `upstream box rm " + box_.name +
+                       "`)");
+    return;
+  }
+  try {
+    engine_.remove_box(box_.id, true);
+  } catch (const Error& e) {
+    std::cerr << "upstream: warning: the run's box " << box_.name
+              << " could not be removed: " << e.what() << std::endl;
+  }
+}
+
+int TurnRunner::run() {
+  begin();
+  check_image();
+  FileLock lock = store_->lock(store_name_);
+  int64_t started_at = now_ms();
+  int64_t t0 = mono_ms();
+  SessionState state = open_session(started_at);
+
+  progress_->message(
+      std::string("Running ") + doc_.path + ": " + std::to_string(doc_.steps.size()) + " step" +
+      (doc_.steps.size() == 1 ? "" : "s") +
+      (session_.empty() ? std::string()
+                        : ", session " + session_ + " turn " + std::to_string(turn_)));
+  staging_ = store_->begin_turn(store_name_, turn_);
+  write_file_atomic(staging_ + "/document.md", doc_.source);
+
+  TurnRecord turn;
+  turn.turn = turn_;
+  turn.run_id = run_id_;
+  turn.session = session_;
+  turn.document = doc_.path;
+  turn.started_at = started_at;
+
+  std::vector<std::optional<StepReport>> reports(doc_.steps.size());
+  std::string setup_error;
+  try {
+    prepare_box();
+    turn.box = box_.id;
+    state.box_id = box_.id;
+    load_context_into_box();
+  } catch (const Error& e) {
+    setup_error = e.what();
+    engine_failed_ = true;
+  }
+  bool failed = run_steps(turn, reports);
+
+  if (!engine_failed_) {
+    try {
+      collect_artifacts();
+    } catch (const Error& e) {
+      progress_->message("Warning: artifacts could not be collected: " + std::string(e.what()));
     }
   }
+  turn.artifacts = list_tree(staging_ + "/artifacts");
+  turn.duration_ms = mono_ms() - t0;
+  turn.status = interrupted_ ? "interrupted" : (failed || engine_failed_) ? "failed" : "succeeded";
+  std::string failed_steps;  // named in the last line
+  json failed_list;
+  Summary sum = summarize(turn, started_at, failed_steps, failed_list);
+
+  std::string report = write_back(doc_, reports, sum);
+  write_file_atomic(staging_ + "/report.md", report);
+  int code = interrupted_     ? 128 + interrupted_
+             : engine_failed_ ? kRunEngineError
+             : failed         ? kRunStepFailed
+                              : kRunOk;
+  std::string written;
+  bool diverted = false;
+  try {
+    written = write_report(opts_, doc_, report, run_id_, diverted);
+  } catch (const Error& e) {
+    std::cerr << "upstream: error: the report could not be written: " << e.what() << std::endl;
+    if (code == kRunOk) code = kRunEngineError;
+  }
+  store_->publish_turn(store_name_, staging_, turn);
+  if (!session_.empty()) {
+    state.env = env_;
+    state.cwd = cwd_;
+    state.updated_at = now_ms();
+    store_->save_state(state);
+  }
+  report_end(turn, sum, failed_steps, failed_list, setup_error, written, diverted);
+  release_box();
   return code;
 }
 
