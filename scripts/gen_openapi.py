@@ -194,7 +194,7 @@ paths = {
  "/v1/boxes/{box}/archive": {"parameters": [BOX], "post": {"summary": "Archive a stopped box: its files packed into the layer store, its working directory freed; start (or a file call) unpacks them", "requestBody": jbody({"type": "object", "additionalProperties": False}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
  "/v1/boxes/{box}/resume": {"parameters": [BOX], "post": {"summary": "Resume a paused box where it was", "requestBody": jbody({"type": "object", "additionalProperties": False}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
  "/v1/boxes/{box}/stop": {"parameters": [BOX], "post": {"summary": "Stop: processes end, files stay", "requestBody": jbody({"type": "object", "additionalProperties": False, "properties": {"grace_ms": {"type": "integer", "minimum": 0}}}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
- "/v1/boxes/{box}/start": {"parameters": [BOX], "post": {"summary": "Start a stopped box", "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
+ "/v1/boxes/{box}/start": {"parameters": [BOX], "post": {"summary": "Start a stopped box", "requestBody": jbody({"type": "object", "additionalProperties": False}, False), "responses": dict({"200": ok(ref("Box"))}, **errs("409"))}},
  "/v1/boxes/{box}/execs": {"parameters": [BOX],
    "post": {"summary": "Run a command: wait for its result, stream it, or start it in the background", "requestBody": jbody(ref("ExecCreate")),
             "responses": dict({"200": {"description": "The result (or, when streamed, the events)", "content": {"application/json": {"schema": ref("ExecResult")}, "application/x-ndjson": {"schema": ref("ExecEvent")}, "text/event-stream": {"schema": {"type": "string"}}}},

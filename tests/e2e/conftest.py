@@ -43,16 +43,31 @@ def up():
         if os.environ.get("UPSTREAM_E2E_REMOTE") == "1":
             # The same tests, with every CLI command going over HTTP to a server on this state
             # directory (the CLI with UPSTREAM_URL set).
+            # The CLI reaches it through a relay that checks every request it sends against the
+            # OpenAPI document.
+            from checking_proxy import CheckingProxy
             from upstream_e2e import Server
             server = Server(u, "--no-access-log")
-            u.env["UPSTREAM_URL"] = server.url
+            proxy = CheckingProxy(server.url)
+            u.env["UPSTREAM_URL"] = proxy.url
             u.remote = True
         yield u
     finally:
         if server is not None:
             u.env.pop("UPSTREAM_URL", None)
+            proxy.close()
             server.stop()
         _teardown(u)
+
+
+@pytest.fixture(autouse=True)
+def _requests_are_documented():
+    """Every request a client sent through a checking relay (checking_proxy.py) during the test
+    is one the OpenAPI document describes."""
+    import checking_proxy
+    yield
+    found = [v for p in list(checking_proxy.ACTIVE) for v in p.take_violations()]
+    assert not found, "requests the OpenAPI document does not describe:\n" + "\n".join(found[:20])
 
 
 @pytest.fixture(scope="module")

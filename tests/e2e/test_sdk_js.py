@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from checking_proxy import CheckingProxy
 from upstream_e2e import REPO, Server
 
 JS = REPO / "sdk" / "js"
@@ -29,8 +30,15 @@ def node_env(server):
 
 
 def test_node_suite(server):
-    r = subprocess.run(["node", "--test", "test/"], cwd=JS, env=node_env(server), capture_output=True, text=True,
-                       timeout=300)
+    # Through a relay that checks every request the SDK sends against the OpenAPI document.
+    relay = CheckingProxy(server.url)
+    try:
+        r = subprocess.run(["node", "--test", "test/"], cwd=JS, env=node_env(relay), capture_output=True,
+                           text=True, timeout=300)
+    finally:
+        relay.close()
+    assert relay.requests > 50, relay.requests
+    assert not relay.violations, "\n".join(relay.violations[:20])
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "# fail 0" in r.stdout and "# pass 14" in r.stdout, r.stdout[-2000:]
 

@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from checking_proxy import CheckingProxy
 from upstream_e2e import REPO, Server, unique_name, wait_until
 
 
@@ -45,8 +46,19 @@ def server(up):
 
 
 @pytest.fixture(scope="module")
-def client(sdk, server):
-    c = sdk.Client(server.url)
+def relay(server):
+    """The server as the client reaches it: through a relay that checks every request the SDK
+    sends against the OpenAPI document (checking_proxy.py)."""
+    p = CheckingProxy(server.url)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture(scope="module")
+def client(sdk, relay):
+    c = sdk.Client(relay.url)
     yield c
     c.close()
 
