@@ -40,7 +40,8 @@ Engine::Impl::Impl(const EngineOptions& o, store::Db d, storage::Pool p, runtime
       store(db),
       pool(std::move(p)),
       cgroups(std::move(cg)),
-      slots(o.slots_dir) {}
+      slots(o.slots_dir),
+      firewall(o.open_private, o.netd_exe, slots) {}
 
 bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms) {
   if (pid <= 0) return true;
@@ -236,7 +237,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
   if (networked) {
     net = egress::net_addrs(lease.slot);
     std::lock_guard g(mu);
-    ensure_firewall();
+    firewall.ensure();
   }
   runtime::CgroupLimits lim{b.spec.limits.cpu_milli, b.spec.limits.memory, b.spec.limits.pids};
   cg.create(lim, base);
@@ -288,7 +289,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
     std::future<void> rules;
     if (networked) {
       rules = std::async(std::launch::async,
-                         [this, slot = lease.slot, spec = b.spec] { set_net_rules(slot, spec); });
+                         [this, slot = lease.slot, spec = b.spec] { firewall.set(slot, spec); });
       sp.attach_network = [&](pid_t pid) {
         rules.get();
         runtime::attach_veth(pid, net);
@@ -343,8 +344,8 @@ BoxRecord Engine::set_network(const std::string& ref, NetworkMode mode, Egress e
       next.spec = spec;
       I.write_net_policy(next);  // its exposed ports stay
     } else {
-      I.ensure_firewall();
-      I.set_net_rules(*b.slot, spec);
+      I.firewall.ensure();
+      I.firewall.set(*b.slot, spec);
       if (b.spec.network == NetworkMode::none) runtime::attach_veth(b.init_pid, net);
       BoxRecord next = b;
       next.spec = spec;

@@ -289,7 +289,7 @@ std::unique_ptr<ExecSession> Engine::start_exec(const std::string& ref, const Ex
                                                  "`");
     }
     // A box's DNS and proxy live in netd: brought back if it died (a few microseconds when not).
-    if (box.spec.network != NetworkMode::none) I.ensure_firewall();
+    if (box.spec.network != NetworkMode::none) I.firewall.ensure();
     rec.box_id = box.id;
     rec.argv = spec.argv;
     if (!spec.shell.empty()) rec.argv = {"/bin/sh", "-c", spec.shell};

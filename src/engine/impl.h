@@ -8,7 +8,7 @@
 
 #include "common/fd.h"
 #include "engine/engine.h"
-#include "firewall/ruleset.h"
+#include "engine/host_firewall.h"
 #include "model/egress.h"
 #include "netd/netd.h"
 #include "runtime/cgroup.h"
@@ -40,19 +40,10 @@ struct Engine::Impl {
   std::recursive_mutex mu;   // the database connection is shared by this engine's users
 
   std::function<void()> pool_listener;
-  // Box networks (network.cc). The host side (netd, the firewall) is made ready before a box
-  // with a network starts; a box's own rules are set before its network is attached.
-  uint16_t firewall_ports[2] = {0, 0};  // netd's proxy and DNS ports this process installed
-  void ensure_firewall();               // caller holds mu
-  // The host firewall's table made what netd's ports need, with every live slot's rules, in
-  // one transaction (`always`: even if it already is); stale slots' rules removed.
-  void rebuild_firewall(const netd::Ports& ports, bool always);
-  // A slot's firewall rules for a box spec (see firewall/ruleset.h).
-  firewall::SlotRules slot_rules(uint32_t slot, const BoxSpec& spec) const;
-  // The firewall rules of a box's slot for its spec, replacing what the slot had (none for a box
-  // that needs none); clear_net_rules removes them.
-  void set_net_rules(uint32_t slot, const BoxSpec& spec);
-  void clear_net_rules(uint32_t slot);
+  // Box networks (network.cc). The host side (netd, the firewall: host_firewall.h) is made
+  // ready before a box with a network starts; a box's own rules are set before its network is
+  // attached. ensure() and rebuild() under mu.
+  HostFirewall firewall;
   // Writes the policy netd reads for a running box, and trusts the egress CA in the box if it
   // has headers to inject. No-op for network none.
   void net_up(const BoxRecord& b);

@@ -1,5 +1,6 @@
-// Box networks on the engine's side: netd and the host firewall made ready, each box's policy
-// file and firewall rules kept in step with its spec and state, and its counters read back.
+// Box networks on the engine's side: each box's policy file (what netd reads) and firewall
+// rules (host_firewall.h) kept in step with its spec and state, its exposed ports, and its
+// counters read back.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -11,11 +12,9 @@
 #include "common/digest.h"
 #include "common/error.h"
 #include "common/fd.h"
-#include "common/proc.h"
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/impl.h"
-#include "firewall/ruleset.h"
 #include "model/egress.h"
 #include "netd/ca.h"
 #include "netd/netd.h"
@@ -25,67 +24,6 @@ namespace upstream {
 
 using nlohmann::json;
 
-namespace {
-
-bool proxied(const BoxSpec& s) { return egress::proxied(s.network, s.egress); }
-
-// The firewall's own record of each slot's rules (written under the firewall lock with the
-// rules themselves), from which a rebuild of the table puts every live box's rules back.
-std::string firewall_dir() { return netd::run_dir() + "/firewall"; }
-std::string firewall_lock() { return netd::run_dir() + "/firewall.lock"; }
-std::string firewall_sig() { return netd::run_dir() + "/firewall.sig"; }
-std::string slot_record(uint32_t slot) {
-  return firewall_dir() + "/" + std::to_string(slot) + ".json";
-}
-
-json rules_json(const firewall::SlotRules& r) {
-  return {{"slot", r.slot},   {"box_ip", r.box_ip}, {"proxied", r.proxied}, {"custom", r.custom},
-          {"allow", r.allow}, {"deny", r.deny},     {"open", r.open}};
-}
-
-std::optional<firewall::SlotRules> read_record(uint32_t slot) {
-  auto text = try_read_file(slot_record(slot), 1 << 20);
-  if (!text) return std::nullopt;
-  try {
-    json j = json::parse(*text);
-    firewall::SlotRules r;
-    r.slot = j.at("slot").get<uint32_t>();
-    r.box_ip = j.at("box_ip").get<std::string>();
-    r.proxied = j.at("proxied").get<bool>();
-    r.custom = j.at("custom").get<bool>();
-    r.allow = j.at("allow").get<std::vector<std::string>>();
-    r.deny = j.at("deny").get<std::vector<std::string>>();
-    r.open = j.at("open").get<std::vector<std::string>>();
-    if (r.slot != slot || r.box_ip != egress::net_addrs(slot).box_ip) return std::nullopt;
-    return r;
-  } catch (const std::exception&) {
-    return std::nullopt;  // not ours, or damaged: the next rules for the slot replace it
-  }
-}
-
-std::vector<uint32_t> record_slots() { return numbered_files(firewall_dir(), ".json"); }
-
-firewall::TableSpec table_spec(const netd::Ports& ports) {
-  return {ports.proxy, ports.dns, egress::kBoxNetPool, egress::private_ranges()};
-}
-
-}  // namespace
-
-firewall::SlotRules Engine::Impl::slot_rules(uint32_t slot, const BoxSpec& spec) const {
-  firewall::SlotRules r;
-  r.slot = slot;
-  r.box_ip = egress::net_addrs(slot).box_ip;
-  if (spec.network == NetworkMode::none) return r;
-  r.proxied = proxied(spec);
-  r.custom = spec.network == NetworkMode::custom;
-  if (r.custom) {
-    r.allow = spec.egress.allow_cidrs;
-    r.deny = spec.egress.deny_cidrs;
-  }
-  r.open = opts.open_private;
-  return r;
-}
-
 std::string Engine::Impl::net_stats_dir(const std::string& box_id) const {
   return layout.home + "/net/" + box_id;
 }
@@ -94,78 +32,12 @@ std::string Engine::Impl::net_stats_path(const std::string& box_id) const {
   return net_stats_dir(box_id) + "/stats.json";
 }
 
-void Engine::Impl::rebuild_firewall(const netd::Ports& ports, bool always) {
-  make_dirs(firewall_dir(), 0700);
-  FileLock lock(firewall_lock(), 60'000);
-  firewall::TableSpec spec = table_spec(ports);
-  std::string sig = firewall::signature(spec);
-  bool rebuild = always || try_read_file(firewall_sig()) != sig;
-  // Rules of slots no box holds any more (a kill -9 before their stop) go; a rebuild puts the
-  // live ones back, in the same transaction as the table itself.
-  std::vector<firewall::SlotRules> live;
-  for (uint32_t slot : record_slots()) {
-    auto r = read_record(slot);
-    if (r && slots.in_use(slot)) {
-      live.push_back(*r);
-      continue;
-    }
-    if (!rebuild && r) runtime::apply_nft(firewall::clear_slot_ruleset(slot, r->box_ip));
-    ::unlink(slot_record(slot).c_str());
-  }
-  if (rebuild) {
-    runtime::enable_ipv4_forwarding();
-    runtime::apply_nft(firewall::table_ruleset(spec, live));
-    write_file_atomic(firewall_sig(), sig, 0600);
-  }
-}
-
-void Engine::Impl::ensure_firewall() {
-  std::string exe = opts.netd_exe.empty() ? self_exe() : opts.netd_exe;
-  netd::Ports ports = netd::ensure_running(exe);
-  if (firewall_ports[0] == ports.proxy && firewall_ports[1] == ports.dns) return;
-  rebuild_firewall(ports, false);
-  // Policy files of boxes that are gone are netd's to ignore and ours to clear.
-  for (uint32_t slot : netd::policy_slots()) {
-    egress::BoxPolicy p;
-    try {
-      p = egress::policy_from_json(json::parse(read_file(netd::policy_path(slot))));
-    } catch (const std::exception&) {
-      continue;  // being written, or gone meanwhile
-    }
-    if (!process_matches(p.init_pid, p.init_start)) ::unlink(netd::policy_path(slot).c_str());
-  }
-  firewall_ports[0] = ports.proxy;
-  firewall_ports[1] = ports.dns;
-}
-
-void Engine::Impl::set_net_rules(uint32_t slot, const BoxSpec& spec) {
-  firewall::SlotRules r = slot_rules(slot, spec);
-  make_dirs(firewall_dir(), 0700);
-  FileLock lock(firewall_lock(), 60'000);
-  bool had = ::access(slot_record(slot).c_str(), F_OK) == 0;
-  if (firewall::has_rules(r)) {
-    write_file_atomic(slot_record(slot), rules_json(r).dump(), 0600);
-    runtime::apply_nft(firewall::slot_ruleset(r));
-  } else if (had) {
-    // Whatever a box that held this slot before left (it died without its stop).
-    runtime::apply_nft(firewall::clear_slot_ruleset(slot, r.box_ip));
-    ::unlink(slot_record(slot).c_str());
-  }
-}
-
-void Engine::Impl::clear_net_rules(uint32_t slot) {
-  FileLock lock(firewall_lock(), 60'000);
-  if (::access(slot_record(slot).c_str(), F_OK) != 0) return;
-  runtime::apply_nft(firewall::clear_slot_ruleset(slot, egress::net_addrs(slot).box_ip));
-  ::unlink(slot_record(slot).c_str());
-}
-
 void Engine::Impl::net_up(const BoxRecord& b) {
   if (!b.slot) return;
   if (b.spec.network == NetworkMode::none) {
     // No network, but exposed ports: netd reaches them through the box's own namespace.
     if (load_exposures(b.id).empty()) return;
-    ensure_firewall();  // netd runs
+    firewall.ensure();  // netd runs
     write_net_policy(b);
     return;
   }
@@ -228,23 +100,21 @@ void Engine::Impl::write_net_policy(const BoxRecord& b) {
 void Engine::Impl::net_down(uint32_t slot, const BoxSpec& spec) {
   if (slot >= egress::kMaxNetSlots) return;
   ::unlink(netd::policy_path(slot).c_str());  // exposures of a box without a network too
-  if (spec.network != NetworkMode::none) clear_net_rules(slot);
+  if (spec.network != NetworkMode::none) firewall.clear(slot);
 }
 
 void Engine::rebuild_firewall() {
   Impl& I = *impl_;
-  std::string exe = I.opts.netd_exe.empty() ? self_exe() : I.opts.netd_exe;
   std::lock_guard g(I.mu);
-  I.rebuild_firewall(netd::ensure_running(exe), true);
+  I.firewall.rebuild(true);
 }
 
 bool Engine::ensure_network() {
   Impl& I = *impl_;
   if (netd::policy_slots().empty()) return false;
   std::lock_guard g(I.mu);
-  uint16_t before = I.firewall_ports[0];
-  I.ensure_firewall();
-  return before != 0 && before != I.firewall_ports[0];
+  bool was_ready = I.firewall.ready();
+  return I.firewall.ensure() && was_ready;
 }
 
 json Engine::net_stats(const std::string& ref) {
@@ -344,7 +214,7 @@ Engine::Exposure Engine::expose(const std::string& ref, int port, const std::str
   list.push_back(e);
   I.save_exposures(b.id, list);
   if (box_state::alive(b.state)) {
-    I.ensure_firewall();  // netd runs
+    I.firewall.ensure();  // netd runs
     I.write_net_policy(b);
     if (!wait_listening(e.address, e.host_port, true))
       throw Error(Errc::unavailable, "the exposed port did not start listening on " + e.address +
