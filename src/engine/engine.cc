@@ -41,7 +41,8 @@ Engine::Impl::Impl(const EngineOptions& o, store::Db d, storage::Pool p, runtime
       pool(std::move(p)),
       cgroups(std::move(cg)),
       slots(o.slots_dir),
-      firewall(o.open_private, o.netd_exe, slots) {}
+      firewall(o.open_private, o.netd_exe, slots),
+      tenants(o.tenants, o.tenant_overrides, pool, store) {}
 
 bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms) {
   if (pid <= 0) return true;
@@ -191,7 +192,7 @@ storage::ImagePlan Engine::Impl::plan_spec(const std::string& image) {
 
 void Engine::Impl::prepare_image(BoxSpec& spec) {
   // A tenant's image is checked before it is parsed: parsing looks at host paths.
-  check_tenant_image(tenant_of(spec.labels), spec.image);
+  tenants.check_image(tenant_of(spec.labels), spec.image);
   storage::ImageRef ref = storage::parse_image(spec.image);
   spec.image = ref.spec();
   std::string base = spec.image;
@@ -482,7 +483,7 @@ void Engine::check_image(const std::string& image,
                          const std::map<std::string, std::string>& labels) {
   Impl& I = *impl_;
   std::lock_guard g(I.mu);
-  I.check_tenant_image(tenant_of(labels), image);
+  I.tenants.check_image(tenant_of(labels), image);
   storage::ImageRef ref = storage::parse_image(image);
   if (ref.kind == "snapshot") I.store.resolve_snapshot(ref.path);
 }
@@ -495,7 +496,7 @@ BoxRecord Engine::create_box(BoxSpec spec) {
   I.prepare_image(spec);
   debug_log("image ready");
   I.apply_default_limits(spec);
-  I.check_tenant_limits(tenant_of(spec.labels), spec, 1);
+  I.tenants.check_limits(tenant_of(spec.labels), spec, 1);
   if (auto b = I.claim_pooled(spec)) return *b;
   return I.create_new(spec, g);
 }
@@ -579,7 +580,7 @@ BoxRecord Engine::start_box(const std::string& ref) {
   if (b.state == box_state::archived) b = I.unarchive(b, "unarchived by start");
   if (b.state != box_state::stopped)
     throw Error(Errc::failed_precondition, "box " + b.name + " is " + b.state + ", not stopped");
-  I.check_tenant_limits(tenant_of(b.spec.labels), b.spec, 1, b.id);
+  I.tenants.check_limits(tenant_of(b.spec.labels), b.spec, 1, b.id);
   I.store.set_state(b.id, box_state::starting, "start requested");
   I.store.set_owner(b.id, ::getpid(), process_start_time(::getpid()).value_or(0));
   try {

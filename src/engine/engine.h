@@ -45,7 +45,7 @@ struct Prices {
 };
 
 // What a tenant (a box or snapshot with the kTenantLabel label; the API's keys act for tenants)
-// may name and take. Unset ceilings come from the host (see tenant_rules in tenants.cc).
+// may name and take. Unset ceilings come from the host (see TenantPolicy::rules in tenants.cc).
 struct TenantRules {
   // Images a tenant may name besides its own snapshots and images: "host", "dir:PATH",
   // "tar:PATH" (operator features otherwise) or the names of the operator's snapshots.

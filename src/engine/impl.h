@@ -9,6 +9,7 @@
 #include "common/fd.h"
 #include "engine/engine.h"
 #include "engine/host_firewall.h"
+#include "engine/tenants.h"
 #include "model/egress.h"
 #include "netd/netd.h"
 #include "runtime/cgroup.h"
@@ -57,17 +58,8 @@ struct Engine::Impl {
   void trust_ca_in_box(const BoxRecord& b, const std::string& pem);
   void trust_egress_ca(const BoxRecord& b);  // the installation's CA, made on first use
 
-  // Tenants (tenants.cc): the rules for one (its overrides, the configuration's, the host's
-  // defaults); whether it may name an image (throws not_found or permission_denied); whether a
-  // box of `spec` (or `adding` of them) stays within its ceilings, or, with `starting`, whether
-  // that box may start again (throws permission_denied or resource_exhausted); whether an import
-  // may sit on `base` (a tenant's: as an image it names; the operator's: host or published).
-  // The caller holds mu. An empty tenant is the operator: no checks.
-  TenantRules tenant_rules(const std::string& tenant) const;
-  void check_tenant_image(const std::string& tenant, const std::string& image);
-  void check_tenant_limits(const std::string& tenant, const BoxSpec& spec, size_t adding,
-                           const std::string& starting = "");
-  void check_import_base(const std::string& tenant, const std::string& base);
+  // What tenants may name and take (tenants.h); the caller holds mu.
+  TenantPolicy tenants;
 
   // The defaults and checks every create applies to its spec (after prepare_image).
   void apply_default_limits(BoxSpec& spec);

@@ -253,7 +253,7 @@ std::vector<BoxRecord> Engine::create_boxes(BoxSpec spec, size_t count) {
     BoxSpec probe = spec;
     impl_->prepare_image(probe);
     impl_->apply_default_limits(probe);
-    impl_->check_tenant_limits(tenant_of(probe.labels), probe, count);
+    impl_->tenants.check_limits(tenant_of(probe.labels), probe, count);
     if (!spec.name.empty())
       for (size_t i = 1; i <= count; i++)
         if (impl_->store.name_taken(spec.name + "-" + std::to_string(i)))
@@ -403,7 +403,7 @@ SnapshotRecord Engine::import_snapshot(int in_fd, const std::string& name,
   if (!base_override.empty()) r.base_image = base_override;
   {
     std::lock_guard g(I.mu);
-    I.check_import_base(tenant_of(labels), r.base_image);
+    I.tenants.check_import_base(tenant_of(labels), r.base_image);
   }
   storage::ImageRef base = storage::parse_image(r.base_image);
   if (base.kind == "snapshot") throw bad("bad base image '" + r.base_image + "'");

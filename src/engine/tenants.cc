@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "engine/impl.h"
+#include "engine/tenants.h"
 
 namespace upstream {
 
@@ -56,14 +57,17 @@ std::string tenant_of(const std::map<std::string, std::string>& labels) {
   return it == labels.end() ? "" : it->second;
 }
 
-TenantRules Engine::Impl::tenant_rules(const std::string& tenant) const {
+TenantPolicy::TenantPolicy(TenantRules all, std::map<std::string, TenantRules> each,
+                           const storage::Pool& pool, store::BoxStore& store)
+    : all_(std::move(all)), each_(std::move(each)), pool_(pool), store_(store) {}
+
+TenantRules TenantPolicy::rules(const std::string& tenant) const {
   TenantRules r;
-  if (auto it = opts.tenant_overrides.find(tenant); it != opts.tenant_overrides.end())
-    r = it->second;
-  fill(r, opts.tenants);
+  if (auto it = each_.find(tenant); it != each_.end()) r = it->second;
+  fill(r, all_);
   // The host's own defaults: one box may take half the host's memory and all its CPUs, one
   // tenant's boxes together its memory once and the pool but a reserve.
-  uint64_t mem = host_memory(), pool_bytes = pool.supports_limits() ? pool.total_bytes() : 0;
+  uint64_t mem = host_memory(), pool_bytes = pool_.supports_limits() ? pool_.total_bytes() : 0;
   TenantRules host;
   host.images = std::vector<std::string>{"host"};
   host.box_max.cpu_milli = host_cpus_milli();
@@ -79,9 +83,9 @@ TenantRules Engine::Impl::tenant_rules(const std::string& tenant) const {
   return r;
 }
 
-void Engine::Impl::check_tenant_image(const std::string& tenant, const std::string& image) {
+void TenantPolicy::check_image(const std::string& tenant, const std::string& image) {
   if (tenant.empty()) return;
-  TenantRules r = tenant_rules(tenant);
+  TenantRules r = rules(tenant);
   std::string name = image.empty() ? "host" : image;
   const auto& published = *r.images;
   if (std::find(published.begin(), published.end(), name) != published.end()) return;
@@ -89,7 +93,7 @@ void Engine::Impl::check_tenant_image(const std::string& tenant, const std::stri
   // or id. Anything else (host, dir:, tar:) only if published as written.
   bool bare = name.find(':') == std::string::npos && name != "host";
   if (bare) {
-    auto snap = store.find_snapshot(name);
+    auto snap = store_.find_snapshot(name);
     if (snap && tenant_of(snap->labels) == tenant) return;
     if (snap && (std::find(published.begin(), published.end(), snap->name) != published.end() ||
                  std::find(published.begin(), published.end(), snap->id) != published.end()))
@@ -104,10 +108,10 @@ void Engine::Impl::check_tenant_image(const std::string& tenant, const std::stri
                   (published.empty() ? std::string("none") : join(published, ", ")) + ")");
 }
 
-void Engine::Impl::check_tenant_limits(const std::string& tenant, const BoxSpec& spec,
-                                       size_t adding, const std::string& starting) {
+void TenantPolicy::check_limits(const std::string& tenant, const BoxSpec& spec, size_t adding,
+                                const std::string& starting) {
   if (tenant.empty()) return;
-  TenantRules r = tenant_rules(tenant);
+  TenantRules r = rules(tenant);
   const Limits& l = spec.limits;
   const Limits& max = r.box_max;
   auto over = [&](const std::string& what, const std::string& asked, const std::string& ceiling) {
@@ -123,14 +127,14 @@ void Engine::Impl::check_tenant_limits(const std::string& tenant, const BoxSpec&
       over("memory", l.memory ? format_bytes(*l.memory) : "unlimited", format_bytes(*max.memory));
     if (max.pids && (!l.pids || *l.pids > *max.pids))
       over("pids", l.pids ? std::to_string(*l.pids) : "unlimited", std::to_string(*max.pids));
-    if (max.disk && pool.supports_limits() && (!l.disk || *l.disk > *max.disk))
+    if (max.disk && pool_.supports_limits() && (!l.disk || *l.disk > *max.disk))
       over("disk", l.disk ? format_bytes(*l.disk) : "unlimited", format_bytes(*max.disk));
   }
   // Totals over the tenant's boxes: memory of those that run, disk of all.
   store::BoxFilter f;
   f.labels[kTenantLabel] = tenant;
   uint64_t memory = 0, disk = 0;
-  for (const auto& b : store.list(f)) {
+  for (const auto& b : store_.list(f)) {
     if (b.id == starting) continue;
     if (b.state != box_state::stopped && b.state != box_state::archived)
       memory += b.spec.limits.memory.value_or(0);
@@ -143,14 +147,14 @@ void Engine::Impl::check_tenant_limits(const std::string& tenant, const BoxSpec&
                 "tenant " + tenant + "'s running boxes would have " +
                     format_bytes(memory + add_memory) + " of memory, over its ceiling of " +
                     format_bytes(*r.total_memory) + " (stop or remove a box first)");
-  if (r.total_disk && pool.supports_limits() && disk + add_disk > *r.total_disk)
+  if (r.total_disk && pool_.supports_limits() && disk + add_disk > *r.total_disk)
     throw Error(Errc::resource_exhausted,
                 "tenant " + tenant + "'s boxes would have " + format_bytes(disk + add_disk) +
                     " of disk, over its ceiling of " + format_bytes(*r.total_disk) +
                     " (remove a box first)");
-  if (starting.empty() && r.pool_reserve && pool.supports_limits()) {
+  if (starting.empty() && r.pool_reserve && pool_.supports_limits()) {
     struct statvfs sv {};
-    if (::statvfs(pool.data_root().c_str(), &sv) == 0) {
+    if (::statvfs(pool_.data_root().c_str(), &sv) == 0) {
       uint64_t free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
       if (free_bytes < *r.pool_reserve)
         throw Error(Errc::resource_exhausted,
@@ -161,13 +165,13 @@ void Engine::Impl::check_tenant_limits(const std::string& tenant, const BoxSpec&
   }
 }
 
-void Engine::Impl::check_import_base(const std::string& tenant, const std::string& base) {
-  if (!tenant.empty()) return check_tenant_image(tenant, base);
+void TenantPolicy::check_import_base(const std::string& tenant, const std::string& base) {
+  if (!tenant.empty()) return check_image(tenant, base);
   // The operator's own import: an export names its base image as the exporting host knew it,
   // and a host path from another machine is nothing to trust by default.
   if (base == "host") return;
-  TenantRules rules = tenant_rules("");
-  const auto& published = *rules.images;
+  TenantRules operator_rules = rules("");
+  const auto& published = *operator_rules.images;
   if (std::find(published.begin(), published.end(), base) != published.end()) return;
   throw Error(Errc::permission_denied,
               "the export's base image is '" + base +
