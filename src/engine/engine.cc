@@ -42,7 +42,8 @@ Engine::Impl::Impl(const EngineOptions& o, store::Db d, storage::Pool p, runtime
       cgroups(std::move(cg)),
       slots(o.slots_dir),
       firewall(o.open_private, o.netd_exe, slots),
-      tenants(o.tenants, o.tenant_overrides, pool, store) {}
+      tenants(o.tenants, o.tenant_overrides, pool, store),
+      meter(store, pool, cgroups, cgroup_group) {}
 
 bool wait_process_exit(pid_t pid, uint64_t start_time, int timeout_ms) {
   if (pid <= 0) return true;
@@ -617,7 +618,7 @@ void Engine::remove_box(const std::string& ref, bool force) {
     throw Error(Errc::failed_precondition,
                 "box " + b.name + " is " + b.state + "; stop it first or remove it with --force");
   try {
-    I.record_box_usage(b);  // its last interval, kept after it is gone
+    I.meter.record_box(b);  // its last interval, kept after it is gone
   } catch (const Error&) {
   }
   I.store.set_state(b.id, box_state::removing, "remove requested");

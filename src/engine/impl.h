@@ -9,6 +9,7 @@
 #include "common/fd.h"
 #include "engine/engine.h"
 #include "engine/host_firewall.h"
+#include "engine/meter.h"
 #include "engine/tenants.h"
 #include "model/egress.h"
 #include "netd/netd.h"
@@ -74,13 +75,8 @@ struct Engine::Impl {
   BoxSpec shape_spec(const PoolShape& shape);
   std::optional<BoxRecord> claim_pooled(const BoxSpec& spec);
   void remove_pooled(const BoxRecord& b, const std::string& reason);
-  // What a box or snapshot used since its metered mark, up to `now` (nullopt: nothing); the
-  // second member is the box's CPU counter at `now`. record_* writes it.
-  std::optional<std::pair<UsageRow, uint64_t>> box_usage_since_mark(const BoxRecord& b,
-                                                                    int64_t now);
-  std::optional<UsageRow> snapshot_usage_since_mark(const SnapshotRecord& s, int64_t now);
-  void record_box_usage(const BoxRecord& b);
-  void record_snapshot_usage(const SnapshotRecord& s);
+  // Metering (meter.h); the caller holds mu.
+  UsageMeter meter;
 
   std::string volume(const std::string& id) const { return pool.volume_path(id); }
   std::string log_path(const std::string& id, uint64_t seq, const char* ext) const {

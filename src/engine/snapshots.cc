@@ -206,7 +206,7 @@ void Engine::Impl::remove_snapshot_locked(const SnapshotRecord& s) {
                                                (users.size() == 1 ? " box" : " boxes") + " (" +
                                                join(names, ", ") + "); remove them first");
   }
-  record_snapshot_usage(s);  // its last interval, kept after it is gone
+  meter.record_snapshot(s);  // its last interval, kept after it is gone
   store.delete_snapshot(s.id);
   gc_layers();
 }

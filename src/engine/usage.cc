@@ -11,6 +11,7 @@
 #include "common/strings.h"
 #include "common/time.h"
 #include "engine/impl.h"
+#include "engine/meter.h"
 
 namespace upstream {
 
@@ -45,10 +46,14 @@ BoxUsage Engine::usage(const std::string& ref) {
   return u;
 }
 
-std::optional<std::pair<UsageRow, uint64_t>> Engine::Impl::box_usage_since_mark(const BoxRecord& b,
-                                                                                int64_t now) {
+UsageMeter::UsageMeter(store::BoxStore& store, const storage::Pool& pool,
+                       const runtime::CgroupSystem& cgroups, const std::string& group)
+    : store_(store), pool_(pool), cgroups_(cgroups), group_(group) {}
+
+std::optional<std::pair<UsageRow, uint64_t>> UsageMeter::box_since_mark(const BoxRecord& b,
+                                                                        int64_t now) {
   if (!b.pool.empty()) return std::nullopt;  // the pool's own time is nobody's
-  store::BoxStore::Metered m = store.metered("box", b.id);
+  store::BoxStore::Metered m = store_.metered("box", b.id);
   UsageRow r;
   r.kind = "box";
   r.subject = b.id;
@@ -60,23 +65,22 @@ std::optional<std::pair<UsageRow, uint64_t>> Engine::Impl::box_usage_since_mark(
   uint64_t counter = b.cpu_us_total;
   r.memory_peak = b.memory_peak;
   if (box_state::alive(b.state)) {
-    runtime::CgroupUsage c = cgroup(b.id).usage();
+    runtime::CgroupUsage c = runtime::BoxCgroup(cgroups_, group_, b.id).usage();
     counter += c.cpu_us;
     r.memory_peak = std::max(r.memory_peak, c.memory_peak);
   }
   r.cpu_us = counter > m.cpu_us ? counter - m.cpu_us : 0;
-  r.running_ms = store.running_ms(b.id, r.start_at, r.end_at);
+  r.running_ms = store_.running_ms(b.id, r.start_at, r.end_at);
   r.cpus_milli = b.spec.limits.cpu_milli.value_or(0);
-  r.bytes = pool.volume_usage(b.id).value_or(0);
+  r.bytes = pool_.volume_usage(b.id).value_or(0);
   if (!b.archive_layer.empty())
-    if (auto l = store.find_layer(b.archive_layer)) r.bytes += l->bytes;
+    if (auto l = store_.find_layer(b.archive_layer)) r.bytes += l->bytes;
   r.byte_ms = static_cast<double>(r.bytes) * static_cast<double>(r.end_at - r.start_at);
   return std::make_pair(r, counter);
 }
 
-std::optional<UsageRow> Engine::Impl::snapshot_usage_since_mark(const SnapshotRecord& s,
-                                                                int64_t now) {
-  store::BoxStore::Metered m = store.metered("snapshot", s.id);
+std::optional<UsageRow> UsageMeter::snapshot_since_mark(const SnapshotRecord& s, int64_t now) {
+  store::BoxStore::Metered m = store_.metered("snapshot", s.id);
   UsageRow r;
   r.kind = "snapshot";
   r.subject = s.id;
@@ -90,14 +94,14 @@ std::optional<UsageRow> Engine::Impl::snapshot_usage_since_mark(const SnapshotRe
   return r;
 }
 
-void Engine::Impl::record_box_usage(const BoxRecord& b) {
+void UsageMeter::record_box(const BoxRecord& b) {
   // The caller holds the box's lock (or the box is being removed under it): the record and the
   // cgroup are read between lifecycle changes, never across a stop.
-  if (auto r = box_usage_since_mark(b, now_ms())) store.record_usage(r->first, r->second);
+  if (auto r = box_since_mark(b, now_ms())) store_.record_usage(r->first, r->second);
 }
 
-void Engine::Impl::record_snapshot_usage(const SnapshotRecord& s) {
-  if (auto r = snapshot_usage_since_mark(s, now_ms())) store.record_usage(*r, 0);
+void UsageMeter::record_snapshot(const SnapshotRecord& s) {
+  if (auto r = snapshot_since_mark(s, now_ms())) store_.record_usage(*r, 0);
 }
 
 size_t Engine::meter_usage() {
@@ -113,13 +117,13 @@ size_t Engine::meter_usage() {
       if (!lock) continue;
       auto fresh = I.store.find_id(b.id);
       if (!fresh) continue;
-      I.record_box_usage(I.check_alive(*fresh));
+      I.meter.record_box(I.check_alive(*fresh));
       n++;
     } catch (const Error&) {
     }
   }
   for (const auto& s : I.store.list_snapshots()) {
-    I.record_snapshot_usage(s);
+    I.meter.record_snapshot(s);
     n++;
   }
   return n;
@@ -145,9 +149,9 @@ Engine::UsageReport Engine::usage_report(const UsageQuery& q) {
     store::BoxFilter f;
     f.pooled = store::BoxFilter::Pooled::exclude;
     for (const auto& b : I.store.list(f))
-      if (auto r = I.box_usage_since_mark(I.check_alive(b), now)) rows.push_back(r->first);
+      if (auto r = I.meter.box_since_mark(I.check_alive(b), now)) rows.push_back(r->first);
     for (const auto& s : I.store.list_snapshots())
-      if (auto r = I.snapshot_usage_since_mark(s, now)) rows.push_back(*r);
+      if (auto r = I.meter.snapshot_since_mark(s, now)) rows.push_back(*r);
   }
   const double host_cpus = std::max<long>(1, ::sysconf(_SC_NPROCESSORS_ONLN));
   std::map<std::string, UsageGroup> groups;
