@@ -117,8 +117,14 @@ void EngineOptions::load_config(const std::string& path) {
   }
   if (!j.is_object()) fail("must hold a JSON object");
   for (const auto& [k, v] : j.items())
-    if (k != "warm_pool" && k != "prices" && k != "network" && k != "tenants")
-      fail("unknown field '" + k + "' (known: warm_pool, prices, network, tenants)");
+    if (k != "warm_pool" && k != "prices" && k != "network" && k != "tenants" && k != "proc_view")
+      fail("unknown field '" + k + "' (known: warm_pool, prices, network, tenants, proc_view)");
+  bool view = true;
+  if (j.contains("proc_view")) {
+    if (!j["proc_view"].is_boolean())
+      fail("proc_view must be true (boxes see their own limits in /proc) or false");
+    view = j["proc_view"].get<bool>();
+  }
   std::vector<std::string> open, resolvers;
   std::string trust_ca, expose_address = "127.0.0.1";
   if (j.contains("network")) {
@@ -260,6 +266,7 @@ void EngineOptions::load_config(const std::string& path) {
   this->resolvers = resolvers;
   this->trust_ca = trust_ca;
   this->expose_address = expose_address;
+  proc_view = view;
 }
 
 }  // namespace upstream

@@ -275,7 +275,7 @@ void Engine::Impl::start_init(BoxRecord& b, const storage::ImagePlan& plan,
                 {"shm_bytes", c.shm_bytes},
                 {"run_bytes", c.run_bytes},
                 {"wait_network", networked}};
-    if (std::string view = runtime::ensure_proc_view(); !view.empty()) {
+    if (std::string view = opts.proc_view ? runtime::ensure_proc_view() : ""; !view.empty()) {
       cfg["proc_view"] = view;
       cfg["proc_view_files"] = runtime::proc_view_files();
     }
@@ -819,8 +819,8 @@ SystemInfo Engine::system_info() {
   s.home = I.layout.home;
   s.storage = I.pool.describe();
   s.cgroups = I.cgroups.describe();
-  std::string why;
-  std::string view = runtime::ensure_proc_view(&why);
+  std::string why = "off in the configuration (proc_view)";
+  std::string view = I.opts.proc_view ? runtime::ensure_proc_view(&why) : "";
   s.proc_view =
       view.empty() ? "host's (" + why + ")" : "the box's own limits (lxcfs at " + view + ")";
   utsname u;

@@ -81,6 +81,9 @@ struct EngineOptions {
   std::string trust_ca;
   std::string netd_exe;  // the upstream binary that runs netd; empty: this program
   std::string expose_address = "127.0.0.1";  // where exposed ports listen
+  // Whether boxes see their own limits in /proc (runtime/proc_view.h; "proc_view" in the
+  // configuration): false leaves them the kernel's files, and lxcfs is not started for them.
+  bool proc_view = true;
   // The configuration's "tenants": rules for every tenant, and per-tenant overrides of them.
   TenantRules tenants;
   std::map<std::string, TenantRules> tenant_overrides;

@@ -195,6 +195,7 @@ BAD_CONFIGS = [
     ('{"warm_pool": [{"size": -1}]}', "warm_pool[0].size"),
     ('{"prices": {"cpu_core_hour": -1}}', "prices.cpu_core_hour must be a number of at least 0"),
     ('{"prices": {"gpu_hour": 1}}', "unknown field 'prices.gpu_hour'"),
+    ('{"proc_view": "yes"}', "proc_view must be true"),
 ]
 
 
@@ -210,3 +211,25 @@ def test_bad_configuration_is_refused_by_name(up, tmp_path, text, message):
         del up.env["UPSTREAM_CONFIG"]
     assert rc != 0 and message in err and str(path) in err, err
     assert up.ok("box", "ls", "-q") == before
+
+
+def test_proc_view_shows_the_box_its_limits_unless_turned_off(up, tmp_path):
+    host_total = [line for line in open("/proc/meminfo") if line.startswith("MemTotal:")][0].split()[1]
+    name = up.ok("box", "create", "--memory", "256m").strip()
+    try:
+        assert up.ok("box", "exec", name, "--", "awk", "/^MemTotal:/ {print $2}", "/proc/meminfo") == "262144\n"
+        assert "the box's own limits" in up.ok("system", "info")
+    finally:
+        up.ok("box", "rm", "-f", name)
+    path = tmp_path / "config.json"
+    path.write_text('{"proc_view": false}')
+    up.env["UPSTREAM_CONFIG"] = str(path)
+    try:
+        name = up.ok("box", "create", "--memory", "256m").strip()
+        try:
+            assert up.ok("box", "exec", name, "--", "awk", "/^MemTotal:/ {print $2}", "/proc/meminfo") == host_total + "\n"
+        finally:
+            up.ok("box", "rm", "-f", name)
+        assert "off in the configuration (proc_view)" in up.ok("system", "info")
+    finally:
+        del up.env["UPSTREAM_CONFIG"]
