@@ -1,6 +1,5 @@
 #include "runtime/proc_view.h"
 
-#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -22,20 +21,15 @@ namespace {
 constexpr const char* kDir = "/run/upstream/lxcfs";
 constexpr long kFuseMagic = 0x65735546;
 
-// Whether the mount at kDir answers: a FUSE mount whose meminfo can be read. A mount left by a
+// Whether the mount at kDir answers: a FUSE file system whose daemon answers statfs (one round
+// trip, ~25 us here; reading a file costs ~180 us, since LXCFS computes it). A mount left by a
 // daemon that died answers ENOTCONN.
 enum class State { serving, absent, dead };
 
 State probe() {
   struct statfs sf {};
   if (::statfs(kDir, &sf) != 0) return errno == ENOTCONN ? State::dead : State::absent;
-  if (sf.f_type != kFuseMagic) return State::absent;
-  int fd = ::open((std::string(kDir) + "/proc/meminfo").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return State::dead;
-  char c;
-  ssize_t n = ::read(fd, &c, 1);
-  ::close(fd);
-  return n == 1 ? State::serving : State::dead;
+  return sf.f_type == kFuseMagic ? State::serving : State::absent;
 }
 
 std::string find_lxcfs() {

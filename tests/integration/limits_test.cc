@@ -1,9 +1,12 @@
+#include <signal.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <thread>
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/strings.h"
 #include "harness.h"
 
@@ -128,6 +131,24 @@ TEST(Limits, TheBoxSeesItsOwnMemoryCpusAndUptime) {
   EXPECT_EQ(sh(other.id(), "awk '/^MemTotal:/ {print $2}' /proc/meminfo"), "1048576\n");
   EXPECT_EQ(sh(other.id(), "python3 -c 'import os; print(os.cpu_count())'"),
             std::to_string(std::min(2u, std::thread::hardware_concurrency())) + "\n");
+}
+
+// A kill -9 of the LXCFS daemon leaves a dead mount; the next box start replaces it.
+TEST(Limits, TheProcViewComesBackAfterItsDaemonIsKilled) {
+  {
+    BoxSpec s;
+    s.limits.memory = 128ull << 20;
+    ScopedBox box(s);  // the view serves
+    ASSERT_EQ(sh(box.id(), "awk '/^MemTotal:/ {print $2}' /proc/meminfo"), "131072\n");
+  }
+  std::string pid = trim(read_file("/run/upstream/lxcfs.pid"));
+  ASSERT_EQ(::kill(std::stoi(pid), SIGKILL), 0);
+  for (int i = 0; i < 200 && ::kill(std::stoi(pid), 0) == 0; i++) ::usleep(5000);
+  BoxSpec s;
+  s.limits.memory = 192ull << 20;
+  ScopedBox box(s);
+  EXPECT_EQ(sh(box.id(), "awk '/^MemTotal:/ {print $2}' /proc/meminfo"), "196608\n");
+  EXPECT_NE(trim(read_file("/run/upstream/lxcfs.pid")), pid);
 }
 
 }  // namespace
