@@ -95,6 +95,133 @@ EngineOptions EngineOptions::from_environment() {
   return o;
 }
 
+namespace {
+
+struct NetworkSettings {
+  std::vector<std::string> open, resolvers;
+  std::string trust_ca, expose_address = "127.0.0.1";
+};
+
+// The configuration's "network" (see EngineOptions).
+NetworkSettings network_from_json(const nlohmann::json& n) {
+  NetworkSettings s;
+  if (!n.is_object()) throw_invalid("network must be an object");
+  for (const auto& [k, v] : n.items()) {
+    if (k == "resolvers") {
+      if (!v.is_array()) throw_invalid("network.resolvers must be a list of IPv4 addresses");
+      for (size_t i = 0; i < v.size(); i++) {
+        std::string at = "network.resolvers[" + std::to_string(i) + "]";
+        std::string addr = v[i].is_string() ? v[i].get<std::string>() : "";
+        std::string host = addr.substr(0, addr.find(':'));
+        std::string port =
+            addr.find(':') == std::string::npos ? "53" : addr.substr(addr.find(':') + 1);
+        if (!egress::parse_ipv4(host) || port.empty() || port.size() > 5 ||
+            port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535 ||
+            std::stoi(port) == 0)
+          throw_invalid(
+              at + " must be an IPv4 address (with an optional :port), such as \"192.0.2.53\"");
+        s.resolvers.push_back(addr);
+      }
+      continue;
+    }
+    if (k == "expose_address") {
+      if (!v.is_string() || !egress::parse_ipv4(v.get<std::string>()))
+        throw_invalid(
+            "network.expose_address must be an IPv4 address of this host, such as "
+            "\"127.0.0.1\" or \"0.0.0.0\"");
+      s.expose_address = v.get<std::string>();
+      continue;
+    }
+    if (k == "trust_ca") {
+      if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>()[0] != '/')
+        throw_invalid(
+            "network.trust_ca must be the absolute path of a PEM file of CA certificates");
+      if (::access(v.get<std::string>().c_str(), R_OK) != 0)
+        throw_invalid("network.trust_ca: cannot read " + v.get<std::string>());
+      s.trust_ca = v.get<std::string>();
+      continue;
+    }
+    if (k != "open_private")
+      throw_invalid("unknown field 'network." + k +
+                    "' (known: open_private, resolvers, trust_ca, "
+                    "expose_address)");
+    if (!v.is_array()) throw_invalid("network.open_private must be a list of CIDRs");
+    for (size_t i = 0; i < v.size(); i++) {
+      std::string at = "network.open_private[" + std::to_string(i) + "]";
+      if (!v[i].is_string()) throw_invalid(at + " must be a string such as \"10.5.0.0/16\"");
+      s.open.push_back(egress::parse_cidr(v[i].get<std::string>(), at));
+    }
+  }
+  return s;
+}
+
+// The configuration's "warm_pool": the shapes kept ready.
+std::vector<PoolShape> warm_pool_from_json(const nlohmann::json& list) {
+  std::vector<PoolShape> shapes;
+  if (!list.is_array()) throw_invalid("warm_pool must be a list of shapes");
+  for (size_t i = 0; i < list.size(); i++) {
+    std::string at = "warm_pool[" + std::to_string(i) + "]";
+    const auto& s = list[i];
+    if (!s.is_object())
+      throw_invalid(at + " must be an object such as {\"image\": \"host\", \"size\": 4}");
+    PoolShape shape;
+    bool sized = false;
+    nlohmann::json limits = nlohmann::json::object();
+    for (const auto& [k, v] : s.items()) {
+      if (k == "image") {
+        if (!v.is_string() || v.get<std::string>().empty())
+          throw_invalid(at + ".image must be a string");
+        shape.image = v.get<std::string>();
+      } else if (k == "size") {
+        if (!v.is_number_unsigned() || v.get<uint64_t>() > 1000)
+          throw_invalid(at + ".size must be a whole number from 0 to 1000");
+        shape.size = v.get<size_t>();
+        sized = true;
+      } else if (k == "cpus" || k == "memory" || k == "pids" || k == "disk") {
+        limits[k] = v;
+      } else {
+        throw_invalid("unknown field '" + at + "." + k +
+                      "' (known: image, size, cpus, memory, pids, disk)");
+      }
+    }
+    if (!sized) throw_invalid(at + " has no size (how many ready boxes to keep)");
+    shape.limits = limits_from_json(limits, at);
+    BoxSpec probe;
+    probe.image = shape.image;
+    probe.limits = shape.limits;
+    validate_box_spec(probe);
+    shapes.push_back(shape);
+  }
+  return shapes;
+}
+
+// The configuration's "prices".
+Prices prices_from_json(const nlohmann::json& pr) {
+  Prices p;
+  if (!pr.is_object()) throw_invalid("prices must be an object");
+  for (const auto& [k, v] : pr.items()) {
+    if (k == "currency") {
+      if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().size() > 8)
+        throw_invalid("prices.currency must be a short string such as \"USD\"");
+      p.currency = v.get<std::string>();
+      continue;
+    }
+    std::optional<double>* slot = k == "cpu_core_hour"      ? &p.cpu_core_hour
+                                  : k == "storage_gb_month" ? &p.storage_gb_month
+                                  : k == "wall_core_hour"   ? &p.wall_core_hour
+                                                            : nullptr;
+    if (!slot)
+      throw_invalid("unknown field 'prices." + k +
+                    "' (known: currency, cpu_core_hour, storage_gb_month, wall_core_hour)");
+    if (!v.is_number() || v.get<double>() < 0)
+      throw_invalid("prices." + k + " must be a number of at least 0");
+    *slot = v.get<double>();
+  }
+  return p;
+}
+
+}  // namespace
+
 void EngineOptions::load_config(const std::string& path) {
   config_path = path;
   std::ifstream in(path);
@@ -125,123 +252,15 @@ void EngineOptions::load_config(const std::string& path) {
       fail("proc_view must be true (boxes see their own limits in /proc) or false");
     view = j["proc_view"].get<bool>();
   }
-  std::vector<std::string> open, resolvers;
-  std::string trust_ca, expose_address = "127.0.0.1";
-  if (j.contains("network")) {
-    const auto& n = j["network"];
-    if (!n.is_object()) fail("network must be an object");
-    for (const auto& [k, v] : n.items()) {
-      if (k == "resolvers") {
-        if (!v.is_array()) fail("network.resolvers must be a list of IPv4 addresses");
-        for (size_t i = 0; i < v.size(); i++) {
-          std::string at = "network.resolvers[" + std::to_string(i) + "]";
-          std::string addr = v[i].is_string() ? v[i].get<std::string>() : "";
-          std::string host = addr.substr(0, addr.find(':'));
-          std::string port =
-              addr.find(':') == std::string::npos ? "53" : addr.substr(addr.find(':') + 1);
-          if (!egress::parse_ipv4(host) || port.empty() || port.size() > 5 ||
-              port.find_first_not_of("0123456789") != std::string::npos ||
-              std::stoi(port) > 65535 || std::stoi(port) == 0)
-            fail(at + " must be an IPv4 address (with an optional :port), such as \"192.0.2.53\"");
-          resolvers.push_back(addr);
-        }
-        continue;
-      }
-      if (k == "expose_address") {
-        if (!v.is_string() || !egress::parse_ipv4(v.get<std::string>()))
-          fail(
-              "network.expose_address must be an IPv4 address of this host, such as "
-              "\"127.0.0.1\" or \"0.0.0.0\"");
-        expose_address = v.get<std::string>();
-        continue;
-      }
-      if (k == "trust_ca") {
-        if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>()[0] != '/')
-          fail("network.trust_ca must be the absolute path of a PEM file of CA certificates");
-        if (::access(v.get<std::string>().c_str(), R_OK) != 0)
-          fail("network.trust_ca: cannot read " + v.get<std::string>());
-        trust_ca = v.get<std::string>();
-        continue;
-      }
-      if (k != "open_private")
-        fail("unknown field 'network." + k +
-             "' (known: open_private, resolvers, trust_ca, "
-             "expose_address)");
-      if (!v.is_array()) fail("network.open_private must be a list of CIDRs");
-      for (size_t i = 0; i < v.size(); i++) {
-        std::string at = "network.open_private[" + std::to_string(i) + "]";
-        if (!v[i].is_string()) fail(at + " must be a string such as \"10.5.0.0/16\"");
-        try {
-          open.push_back(egress::parse_cidr(v[i].get<std::string>(), at));
-        } catch (const Error& e) {
-          fail(e.what());
-        }
-      }
-    }
-  }
+  NetworkSettings net;
   std::vector<PoolShape> shapes;
-  if (j.contains("warm_pool")) {
-    const auto& list = j["warm_pool"];
-    if (!list.is_array()) fail("warm_pool must be a list of shapes");
-    for (size_t i = 0; i < list.size(); i++) {
-      std::string at = "warm_pool[" + std::to_string(i) + "]";
-      const auto& s = list[i];
-      if (!s.is_object())
-        fail(at + " must be an object such as {\"image\": \"host\", \"size\": 4}");
-      PoolShape shape;
-      bool sized = false;
-      nlohmann::json limits = nlohmann::json::object();
-      for (const auto& [k, v] : s.items()) {
-        if (k == "image") {
-          if (!v.is_string() || v.get<std::string>().empty()) fail(at + ".image must be a string");
-          shape.image = v.get<std::string>();
-        } else if (k == "size") {
-          if (!v.is_number_unsigned() || v.get<uint64_t>() > 1000)
-            fail(at + ".size must be a whole number from 0 to 1000");
-          shape.size = v.get<size_t>();
-          sized = true;
-        } else if (k == "cpus" || k == "memory" || k == "pids" || k == "disk") {
-          limits[k] = v;
-        } else {
-          fail("unknown field '" + at + "." + k +
-               "' (known: image, size, cpus, memory, pids, disk)");
-        }
-      }
-      if (!sized) fail(at + " has no size (how many ready boxes to keep)");
-      try {
-        shape.limits = limits_from_json(limits, at);
-        BoxSpec probe;
-        probe.image = shape.image;
-        probe.limits = shape.limits;
-        validate_box_spec(probe);
-      } catch (const Error& e) {
-        fail(e.what());
-      }
-      shapes.push_back(shape);
-    }
-  }
   Prices p;
-  if (j.contains("prices")) {
-    const auto& pr = j["prices"];
-    if (!pr.is_object()) fail("prices must be an object");
-    for (const auto& [k, v] : pr.items()) {
-      if (k == "currency") {
-        if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().size() > 8)
-          fail("prices.currency must be a short string such as \"USD\"");
-        p.currency = v.get<std::string>();
-        continue;
-      }
-      std::optional<double>* slot = k == "cpu_core_hour"      ? &p.cpu_core_hour
-                                    : k == "storage_gb_month" ? &p.storage_gb_month
-                                    : k == "wall_core_hour"   ? &p.wall_core_hour
-                                                              : nullptr;
-      if (!slot)
-        fail("unknown field 'prices." + k +
-             "' (known: currency, cpu_core_hour, storage_gb_month, wall_core_hour)");
-      if (!v.is_number() || v.get<double>() < 0)
-        fail("prices." + k + " must be a number of at least 0");
-      *slot = v.get<double>();
-    }
+  try {
+    if (j.contains("network")) net = network_from_json(j["network"]);
+    if (j.contains("warm_pool")) shapes = warm_pool_from_json(j["warm_pool"]);
+    if (j.contains("prices")) p = prices_from_json(j["prices"]);
+  } catch (const Error& e) {
+    fail(e.what());
   }
   TenantRules all;
   std::map<std::string, TenantRules> each;
@@ -250,7 +269,7 @@ void EngineOptions::load_config(const std::string& path) {
       all = tenant_rules_from_json(j["tenants"], "tenants", true);
       if (j["tenants"].contains("per_tenant")) {
         const auto& per = j["tenants"]["per_tenant"];
-        if (!per.is_object()) fail("tenants.per_tenant must map tenant names to rules");
+        if (!per.is_object()) throw_invalid("tenants.per_tenant must map tenant names to rules");
         for (const auto& [name, v] : per.items())
           each[name] = tenant_rules_from_json(v, "tenants.per_tenant." + name, false);
       }
@@ -262,10 +281,10 @@ void EngineOptions::load_config(const std::string& path) {
   prices = p;
   tenants = all;
   tenant_overrides = each;
-  open_private = open;
-  this->resolvers = resolvers;
-  this->trust_ca = trust_ca;
-  this->expose_address = expose_address;
+  open_private = net.open;
+  resolvers = net.resolvers;
+  trust_ca = net.trust_ca;
+  expose_address = net.expose_address;
   proc_view = view;
 }
 
